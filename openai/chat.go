@@ -1,0 +1,342 @@
+// Package openai holds the OpenAI wire types that every layer of the proxy
+// speaks: chat completion requests, responses and stream chunks, models,
+// embeddings and the error envelope. It owns their JSON shape and the checks
+// on the fields the proxy reads; it does no I/O and knows nothing of
+// providers, consortiums or HTTP routing.
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+)
+
+// ChatRequest is the part of a Chat Completions request the proxy reads.
+// Fields it does not know are not kept here: passthrough forwards the
+// client's raw JSON (see SetModel), so they reach the provider untouched.
+type ChatRequest struct {
+	Model               string          `json:"model"`
+	Messages            []Message       `json:"messages"`
+	Stream              bool            `json:"stream,omitempty"`
+	StreamOptions       *StreamOptions  `json:"stream_options,omitempty"`
+	Temperature         *float64        `json:"temperature,omitempty"`
+	TopP                *float64        `json:"top_p,omitempty"`
+	MaxTokens           *int            `json:"max_tokens,omitempty"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
+	PresencePenalty     *float64        `json:"presence_penalty,omitempty"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty,omitempty"`
+	Stop                Stop            `json:"stop,omitempty"`
+	Seed                *int64          `json:"seed,omitempty"`
+	N                   *int            `json:"n,omitempty"`
+	Tools               []Tool          `json:"tools,omitempty"`
+	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
+	ResponseFormat      *ResponseFormat `json:"response_format,omitempty"`
+	User                string          `json:"user,omitempty"`
+}
+
+// StreamOptions is the request's stream_options object.
+type StreamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// ResponseFormat is the request's response_format object. JSONSchema is kept
+// raw: the proxy passes it on and never interprets it.
+type ResponseFormat struct {
+	Type       string          `json:"type"`
+	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
+}
+
+// Tool is one entry of the request's tools array, kept raw apart from its
+// type so that tool definitions reach the provider as the client wrote them.
+type Tool struct {
+	Type     string          `json:"type"`
+	Function json.RawMessage `json:"function,omitempty"`
+}
+
+// Message is one chat message. Content is a string, an array of content
+// parts, or null (legal for assistant messages that carry tool calls).
+type Message struct {
+	Role       string          `json:"role"`
+	Content    Content         `json:"content"`
+	Name       string          `json:"name,omitempty"`
+	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+}
+
+// Content is a message's content: plain text, content parts, or null.
+type Content struct {
+	Text  string
+	Parts []Part // non-nil when the content was an array
+	Null  bool   // the content was null or absent
+}
+
+// Part is one content part: {"type":"text","text":...} or
+// {"type":"image_url","image_url":{"url":...}}; other types are kept by type.
+type Part struct {
+	Type     string    `json:"type"`
+	Text     string    `json:"text,omitempty"`
+	ImageURL *ImageURL `json:"image_url,omitempty"`
+}
+
+// ImageURL is the image_url object of an image content part.
+type ImageURL struct {
+	URL    string `json:"url"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// TextContent returns plain-text content.
+func TextContent(s string) Content { return Content{Text: s} }
+
+// String returns the text of the content: the text itself, or the text parts
+// joined by newlines.
+func (c Content) String() string {
+	if c.Parts == nil {
+		return c.Text
+	}
+	var b bytes.Buffer
+	for _, p := range c.Parts {
+		if p.Type != "text" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(p.Text)
+	}
+	return b.String()
+}
+
+// UnmarshalJSON accepts a string, an array of parts, or null.
+func (c *Content) UnmarshalJSON(data []byte) error {
+	*c = Content{}
+	switch firstByte(data) {
+	case 'n':
+		c.Null = true
+		return nil
+	case '"':
+		return json.Unmarshal(data, &c.Text)
+	case '[':
+		c.Parts = []Part{}
+		return json.Unmarshal(data, &c.Parts)
+	}
+	return &json.UnmarshalTypeError{Value: jsonKind(data), Type: reflect.TypeFor[Content]()}
+}
+
+// MarshalJSON writes the text, the parts, or null.
+func (c Content) MarshalJSON() ([]byte, error) {
+	switch {
+	case c.Parts != nil:
+		return json.Marshal(c.Parts)
+	case c.Null:
+		return []byte("null"), nil
+	}
+	return json.Marshal(c.Text)
+}
+
+// Stop is the request's stop field: one string or a list of strings.
+type Stop []string
+
+// UnmarshalJSON accepts a string, an array of strings, or null.
+func (s *Stop) UnmarshalJSON(data []byte) error {
+	switch firstByte(data) {
+	case 'n':
+		*s = nil
+		return nil
+	case '"':
+		var one string
+		if err := json.Unmarshal(data, &one); err != nil {
+			return err
+		}
+		*s = Stop{one}
+		return nil
+	case '[':
+		var many []string
+		if err := json.Unmarshal(data, &many); err != nil {
+			return err
+		}
+		*s = many
+		return nil
+	}
+	return &json.UnmarshalTypeError{Value: jsonKind(data), Type: reflect.TypeFor[Stop]()}
+}
+
+// ChatCompletion is a non-streamed Chat Completions response.
+type ChatCompletion struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	Choices           []Choice        `json:"choices"`
+	Usage             *Usage          `json:"usage,omitempty"`
+	SystemFingerprint string          `json:"system_fingerprint,omitempty"`
+	Consortium        json.RawMessage `json:"consortium,omitempty"`
+}
+
+// Choice is one choice of a ChatCompletion.
+type Choice struct {
+	Index        int             `json:"index"`
+	Message      ResponseMessage `json:"message"`
+	FinishReason string          `json:"finish_reason"`
+}
+
+// ResponseMessage is the assistant message of a choice.
+type ResponseMessage struct {
+	Role      string          `json:"role"`
+	Content   *string         `json:"content"`
+	ToolCalls json.RawMessage `json:"tool_calls,omitempty"`
+	Refusal   *string         `json:"refusal,omitempty"`
+}
+
+// ChatCompletionChunk is one frame of a streamed Chat Completions response.
+type ChatCompletionChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	Choices           []ChunkChoice   `json:"choices"`
+	Usage             *Usage          `json:"usage,omitempty"`
+	SystemFingerprint string          `json:"system_fingerprint,omitempty"`
+	Consortium        json.RawMessage `json:"consortium,omitempty"`
+}
+
+// ChunkChoice is one choice of a stream chunk.
+type ChunkChoice struct {
+	Index        int     `json:"index"`
+	Delta        Delta   `json:"delta"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+// Delta is the incremental message of a ChunkChoice.
+type Delta struct {
+	Role      string          `json:"role,omitempty"`
+	Content   string          `json:"content,omitempty"`
+	ToolCalls json.RawMessage `json:"tool_calls,omitempty"`
+}
+
+// Usage counts the tokens of one or more calls.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Add adds u2 to u.
+func (u *Usage) Add(u2 Usage) {
+	u.PromptTokens += u2.PromptTokens
+	u.CompletionTokens += u2.CompletionTokens
+	u.TotalTokens += u2.TotalTokens
+}
+
+// ParseChatRequest decodes and checks a Chat Completions request body. The
+// error names the offending field (see FieldError).
+func ParseChatRequest(body []byte) (*ChatRequest, error) {
+	var req ChatRequest
+	if err := decodeObject(body, &req); err != nil {
+		return nil, err
+	}
+	if req.Model == "" {
+		return nil, &FieldError{Param: "model", Message: "you must provide a model parameter"}
+	}
+	if len(req.Messages) == 0 {
+		return nil, &FieldError{Param: "messages", Message: "messages must be a non-empty array"}
+	}
+	for i, m := range req.Messages {
+		if m.Role == "" {
+			return nil, &FieldError{Param: fmt.Sprintf("messages[%d].role", i), Message: "each message needs a role"}
+		}
+	}
+	if req.N != nil && *req.N < 1 {
+		return nil, &FieldError{Param: "n", Message: "n must be at least 1"}
+	}
+	return &req, nil
+}
+
+// FieldError is a request that is not acceptable because of one field. Param
+// is the field's path, as OpenAI reports it in error.param; it is empty when
+// the body as a whole is at fault.
+type FieldError struct {
+	Param   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Message }
+
+// decodeObject decodes a JSON object body into v and turns decoding errors
+// into FieldErrors that name the field.
+func decodeObject(body []byte, v any) error {
+	if firstByte(body) != '{' {
+		if !json.Valid(body) {
+			return &FieldError{Message: "the request body is not valid JSON"}
+		}
+		return &FieldError{Message: "the request body must be a JSON object"}
+	}
+	err := json.Unmarshal(body, v)
+	if err == nil {
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		param := typeErr.Field
+		return &FieldError{Param: param, Message: fmt.Sprintf("invalid type for %q: expected %s, got %s", param, typeName(typeErr.Type), typeErr.Value)}
+	}
+	return &FieldError{Message: "the request body is not valid JSON: " + err.Error()}
+}
+
+// typeName says a Go type the way a JSON user would.
+func typeName(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[Content]():
+		return "a string, an array of content parts, or null"
+	case reflect.TypeFor[Stop]():
+		return "a string or an array of strings"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "an integer"
+	case reflect.Float64, reflect.Float32:
+		return "a number"
+	case reflect.Slice:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return t.String()
+}
+
+// firstByte returns the first non-space byte of data, or 0.
+func firstByte(data []byte) byte {
+	for _, c := range data {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
+// jsonKind names the kind of a JSON value from its first byte.
+func jsonKind(data []byte) string {
+	switch firstByte(data) {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}

@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/consortium-dev/consortium/internal/config"
+	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/upstream"
+)
+
+// chatCompletions serves POST /v1/chat/completions.
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	body, release, err := s.readBody(w, r)
+	defer release()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := openai.ParseChatRequest(body)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ri := info(r.Context())
+	ri.model = req.Model
+	p, model, err := s.route(req.Model)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/chat/completions", Stream: req.Stream}, body)
+}
+
+// embeddings serves POST /v1/embeddings, always a passthrough.
+func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	body, release, err := s.readBody(w, r)
+	defer release()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	req, err := openai.ParseEmbeddingRequest(body)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	info(r.Context()).model = req.Model
+	p, model, err := s.route(req.Model)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/embeddings"}, body)
+}
+
+// route finds the provider of a passthrough model ref.
+func (s *Server) route(ref string) (*upstream.Provider, string, error) {
+	name, model, ok := config.SplitRef(ref)
+	p := s.providers[name]
+	if !ok || p == nil || !s.cfg.Passthrough {
+		return nil, "", modelNotFound(ref)
+	}
+	return p, model, nil
+}
+
+// passthrough forwards the client's body to a provider with only its model
+// rewritten, and the provider's answer back: JSON checked whole, SSE chunk
+// by chunk as it arrives.
+func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.Time, p *upstream.Provider, req *upstream.Request, body []byte) {
+	ri := info(r.Context())
+	ri.provider = p.Name()
+
+	buf := getBuffer()
+	defer putBuffer(buf)
+	rewritten, err := openai.SetModel(buf.AvailableBuffer(), body, req.Model)
+	if err != nil {
+		s.fail(w, r, badRequest("", "%v", err))
+		return
+	}
+	req.Body = rewritten
+
+	sent := time.Now()
+	resp, err := p.Do(r.Context(), req)
+	waited := time.Since(sent)
+	s.metrics.upstreamTime.WithLabelValues(p.Name(), req.Model).Observe(waited.Seconds())
+	if err != nil {
+		s.countUpstream(p.Name(), req.Model, err)
+		s.fail(w, r, err)
+		return
+	}
+	defer resp.Body.Close()
+
+	if req.Stream && isEventStream(resp.ContentType) {
+		s.countUpstream(p.Name(), req.Model, nil)
+		ri.overhead = time.Since(start) - waited
+		s.forwardStream(w, r, resp.Body)
+		return
+	}
+
+	// A JSON answer is read whole and checked, so that a malformed 200
+	// becomes a clear 502 rather than a broken body the SDK chokes on.
+	out := getBuffer()
+	defer putBuffer(out)
+	readStart := time.Now()
+	_, err = out.ReadFrom(resp.Body)
+	waited += time.Since(readStart)
+	if err == nil && !json.Valid(out.Bytes()) {
+		err = fmt.Errorf("%w: the body of its 200 answer is not valid JSON", errMalformed)
+	}
+	if err != nil {
+		err = &upstream.Error{Provider: p.Name(), Model: req.Model, Err: err}
+		s.countUpstream(p.Name(), req.Model, err)
+		s.fail(w, r, err)
+		return
+	}
+	s.countUpstream(p.Name(), req.Model, nil)
+	ri.overhead = time.Since(start) - waited
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Consortium-Overhead-Ms", fmt.Sprintf("%.3f", float64(ri.overhead.Microseconds())/1000))
+	w.WriteHeader(http.StatusOK)
+	w.Write(out.Bytes())
+}
+
+// forwardStream copies an SSE body to the client, flushing after every read
+// as httputil.ReverseProxy does for event streams, so each chunk leaves as
+// soon as it arrives. Lines of any length pass, since bytes are copied as
+// they come rather than scanned line by line. A stream that breaks is ended
+// with an error event and [DONE], never left hanging.
+func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader) {
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+
+	buf := getBuffer()
+	defer putBuffer(buf)
+	chunk := buf.AvailableBuffer()[:cap(buf.AvailableBuffer())]
+	var tail [2]byte // the last two bytes sent, to end a cut event cleanly
+	for {
+		n, err := body.Read(chunk)
+		if n > 0 {
+			if _, werr := w.Write(chunk[:n]); werr != nil {
+				info(r.Context()).err = werr
+				return // the client went away; closing the body cancels upstream
+			}
+			if n >= 2 {
+				tail = [2]byte{chunk[n-2], chunk[n-1]}
+			} else {
+				tail = [2]byte{tail[1], chunk[0]}
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				return
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				info(r.Context()).err = r.Context().Err()
+				return
+			}
+			info(r.Context()).err = err
+			var end []byte
+			switch {
+			case tail == [2]byte{'\n', '\n'}:
+			case tail[1] == '\n':
+				end = []byte("\n")
+			default:
+				end = []byte("\n\n")
+			}
+			ae := errorFrom(&upstream.Error{Provider: info(r.Context()).provider, Model: info(r.Context()).model, Err: err})
+			w.Write(end)
+			writeStreamError(w, ae)
+			rc.Flush()
+			return
+		}
+	}
+}
+
+// writeStreamError sends an error after a stream began: an error event
+// then [DONE], as OpenAI's SDKs expect.
+func writeStreamError(w io.Writer, ae *apiError) {
+	var b bytes.Buffer
+	b.WriteString("data: ")
+	b.Write(errorJSON(ae))
+	b.WriteString("\n\ndata: [DONE]\n\n")
+	w.Write(b.Bytes())
+}
+
+func isEventStream(contentType string) bool {
+	return len(contentType) >= 17 && contentType[:17] == "text/event-stream"
+}
+
+// readBody reads the request body, at most max_body bytes, into a pooled
+// buffer; release returns the buffer and must be called.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
+	buf := getBuffer()
+	release = func() { putBuffer(buf) }
+	if r.ContentLength > int64(s.cfg.MaxBody) {
+		return nil, release, &http.MaxBytesError{Limit: int64(s.cfg.MaxBody)}
+	}
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	// A client that trickles its body (slow loris) gets a deadline; it is
+	// lifted once the body is in, so a long stream is not cut by it.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	defer rc.SetReadDeadline(time.Time{})
+	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if !errors.As(err, &tooLarge) {
+			err = badRequest("", "the request body could not be read: %v", err)
+		}
+		return nil, release, err
+	}
+	return buf.Bytes(), release, nil
+}
+
+// bodyReadTimeout bounds the time a client may take to send its body.
+const bodyReadTimeout = time.Minute
+
+// fail answers a request with the error it met and keeps the error for the
+// log line.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	ri := info(r.Context())
+	ri.err = err
+	writeError(w, errorFrom(err))
+}
+
+// countUpstream counts one finished upstream call by outcome.
+func (s *Server) countUpstream(provider, model string, err error) {
+	outcome := "ok"
+	if err != nil {
+		ae := errorFrom(err)
+		outcome = ae.Type
+		var ue *upstream.Error
+		if errors.As(err, &ue) && ue.Status != 0 {
+			outcome = fmt.Sprintf("status_%d", ue.Status)
+		}
+	}
+	s.metrics.upstreamCalls.WithLabelValues(provider, model, outcome).Inc()
+}
+
+// buffers are reused across requests: request bodies, rewritten bodies,
+// upstream answers and stream copies.
+var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 32<<10)) }}
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+// putBuffer returns a buffer to the pool unless it grew too large to keep.
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 {
+		return
+	}
+	b.Reset()
+	buffers.Put(b)
+}
+
+// writeJSON writes v as a JSON answer.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Message: "the answer could not be encoded"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}

@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/upstream"
+)
+
+// apiError is an answer in OpenAI's error shape.
+type apiError struct {
+	Status     int
+	Type       string
+	Code       string // "" for null
+	Param      string // "" for null
+	Message    string
+	RetryAfter time.Duration // sets Retry-After when positive
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+// statusClientClosed is what the logs call a request whose client went
+// away before the answer, after nginx's 499.
+const statusClientClosed = 499
+
+func badRequest(param, format string, args ...any) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
+func modelNotFound(model string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+		Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", model)}
+}
+
+// errorFrom maps any error a handler meets to what the client is told. It
+// is the one place where upstream failures become statuses: the client
+// gets a safe message; the wrapped error goes to the log.
+func errorFrom(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var fe *openai.FieldError
+	if errors.As(err, &fe) {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: fe.Param, Message: fe.Message}
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
+			Message: fmt.Sprintf("the request body is larger than the proxy's limit of %d bytes", tooLarge.Limit)}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &apiError{Status: statusClientClosed, Type: "client_closed", Message: "the client closed the request"}
+	}
+	if errors.Is(err, upstream.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		return &apiError{Status: http.StatusGatewayTimeout, Type: "timeout", Code: "timeout", Message: upstreamMessage(err)}
+	}
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		switch ue.Status {
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+			// The provider refused the request itself: the client's SDK
+			// should raise its usual error with the provider's words.
+			typ := ue.Type
+			if typ == "" {
+				typ = "invalid_request_error"
+			}
+			return &apiError{Status: ue.Status, Type: typ, Code: ue.Code, Message: ue.Message}
+		case http.StatusTooManyRequests:
+			return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limit_exceeded",
+				Message: upstreamMessage(err), RetryAfter: max(ue.RetryAfter, time.Second)}
+		}
+	}
+	return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_error", Message: upstreamMessage(err)}
+}
+
+// upstreamMessage says which upstream failed and how, without anything the
+// operator would not want a client to see (keys never appear in errors).
+func upstreamMessage(err error) string {
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		return err.Error()
+	}
+	switch {
+	case ue.Status == http.StatusUnauthorized || ue.Status == http.StatusForbidden:
+		return fmt.Sprintf("upstream %s refused the proxy's credentials (status %d); the operator must check its api_key", ue.Ref(), ue.Status)
+	case ue.Status != 0 && ue.Message != "":
+		return fmt.Sprintf("upstream %s: status %d: %s", ue.Ref(), ue.Status, ue.Message)
+	case ue.Status != 0:
+		return fmt.Sprintf("upstream %s: status %d", ue.Ref(), ue.Status)
+	case errors.Is(ue.Err, upstream.ErrTimeout):
+		return fmt.Sprintf("upstream %s: %v", ue.Ref(), ue.Err)
+	}
+	return fmt.Sprintf("upstream %s: no answer (%s)", ue.Ref(), connectionProblem(ue.Err))
+}
+
+// connectionProblem describes a transport failure without echoing URLs.
+func connectionProblem(err error) string {
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "the connection timed out"
+	case errors.Is(err, errMalformed):
+		return err.Error()
+	}
+	return "the connection failed"
+}
+
+// errMalformed marks a 2xx answer whose body could not be used.
+var errMalformed = errors.New("the provider's answer was malformed")
+
+// writeError writes e as OpenAI's JSON error.
+func writeError(w http.ResponseWriter, e *apiError) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
+	status := e.Status
+	if status == statusClientClosed {
+		return // nobody is listening; the log has it
+	}
+	w.WriteHeader(status)
+	w.Write(errorJSON(e))
+}
+
+// errorJSON encodes e in OpenAI's envelope.
+func errorJSON(e *apiError) []byte {
+	body := openai.ErrorResponse{Error: openai.Error{Message: e.Message, Type: e.Type}}
+	if e.Param != "" {
+		body.Error.Param = &e.Param
+	}
+	if e.Code != "" {
+		body.Error.Code = &e.Code
+	}
+	b, _ := json.Marshal(body)
+	return b
+}

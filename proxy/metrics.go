@@ -1,0 +1,57 @@
+package proxy
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the proxy's Prometheus collectors, registered on the
+// registry the Server was given.
+type metrics struct {
+	requests      *prometheus.CounterVec   // route, status
+	latency       *prometheus.HistogramVec // route
+	overhead      prometheus.Histogram
+	upstreamCalls *prometheus.CounterVec   // provider, model, outcome
+	upstreamTime  *prometheus.HistogramVec // provider, model
+	streams       prometheus.Gauge
+	panics        prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "consortium_requests_total",
+			Help: "HTTP requests served, by route and status (499: the client went away).",
+		}, []string{"route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "consortium_request_duration_seconds",
+			Help:    "Time from a request's arrival to the end of its answer, by route.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"route"}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "consortium_overhead_seconds",
+			Help:    "Time a request spent in the proxy itself, waits on providers excluded.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}),
+		upstreamCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "consortium_upstream_requests_total",
+			Help: "Calls to providers, by provider, model and outcome (ok, or the error class).",
+		}, []string{"provider", "model", "outcome"}),
+		upstreamTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "consortium_upstream_duration_seconds",
+			Help:    "Time from sending a call to a provider to its answer's first byte, by provider and model.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"provider", "model"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "consortium_streams_in_flight",
+			Help: "SSE streams being sent to clients now.",
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "consortium_panics_total",
+			Help: "Handler panics recovered into 500 answers.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.overhead, m.upstreamCalls, m.upstreamTime, m.streams, m.panics} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

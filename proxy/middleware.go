@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/consortium-dev/consortium/internal/config"
+)
+
+// requestInfo is what the handlers learn about a request that the log line
+// and the metrics written after it need. The middleware puts one in the
+// context; handlers fill it.
+type requestInfo struct {
+	id       string
+	tenant   string
+	model    string
+	provider string
+	err      error // the failure behind an error answer, for the log
+	overhead time.Duration
+}
+
+type infoKey struct{}
+
+// info returns the request's requestInfo.
+func info(ctx context.Context) *requestInfo {
+	if ri, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return ri
+	}
+	return &requestInfo{tenant: anonymous}
+}
+
+// anonymous is the one tenant of a proxy without client keys.
+const anonymous = "anonymous"
+
+// requestID gives every request an id, echoed in X-Request-Id: the
+// client's own when it sent a sane one, else a new one.
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if len(id) == 0 || len(id) > 128 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+			id = newID("req_")
+		}
+		w.Header().Set("X-Request-Id", id)
+		ri := &requestInfo{id: id, tenant: anonymous}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
+	})
+}
+
+// newID returns prefix followed by 24 random hex digits.
+func newID(prefix string) string {
+	var b [12]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// observe writes one log line and the request metrics for every request.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+
+		ri := info(r.Context())
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if ri.err != nil && r.Context().Err() != nil {
+			status = statusClientClosed
+		}
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		if route == "" {
+			route = "unmatched"
+		}
+		elapsed := time.Since(start)
+		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		s.metrics.latency.WithLabelValues(route).Observe(elapsed.Seconds())
+		if ri.overhead > 0 {
+			s.metrics.overhead.Observe(ri.overhead.Seconds())
+		}
+
+		attrs := []slog.Attr{
+			slog.String("request_id", ri.id),
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", status),
+			slog.Duration("duration", elapsed),
+			slog.String("tenant", ri.tenant),
+		}
+		if ri.model != "" {
+			attrs = append(attrs, slog.String("model", ri.model))
+		}
+		if ri.provider != "" {
+			attrs = append(attrs, slog.String("provider", ri.provider))
+		}
+		level := slog.LevelInfo
+		if ri.err != nil {
+			attrs = append(attrs, slog.String("error", ri.err.Error()))
+			if status >= 500 && status != statusClientClosed {
+				level = slog.LevelWarn
+			}
+		}
+		s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	})
+}
+
+// statusWriter records the status a handler wrote. It passes Flush through
+// and unwraps for http.ResponseController, so streams stay unbuffered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// recoverPanics answers a panicking handler with a 500 and logs the stack,
+// so no request can take the process down.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler {
+				panic(p) // net/http's way to abort a response; it logs nothing
+			}
+			s.metrics.panics.Inc()
+			ri := info(r.Context())
+			ri.err = fmt.Errorf("panic: %v", p)
+			s.log.Error("handler panicked", "request_id", ri.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "internal_error",
+				Message: "the proxy failed while handling this request; the error is in its log under request id " + ri.id})
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clientKey is a configured client key, kept only as its digest.
+type clientKey struct {
+	name   string
+	digest [sha256.Size]byte
+}
+
+func hashKeys(keys []config.Key) []clientKey {
+	out := make([]clientKey, len(keys))
+	for i, k := range keys {
+		out[i] = clientKey{name: k.Name, digest: sha256.Sum256([]byte(k.Key))}
+	}
+	return out
+}
+
+// clientAuth checks the bearer key when keys are configured and records the
+// tenant. Every configured key is compared, in constant time, so timing
+// tells nothing about which keys exist.
+func (s *Server) clientAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.keys) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		key, ok := bearer(r)
+		if !ok {
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
+				Message: "You didn't provide an API key. Send it as Authorization: Bearer KEY."})
+			return
+		}
+		digest := sha256.Sum256([]byte(key))
+		tenant := ""
+		for _, k := range s.keys {
+			if subtle.ConstantTimeCompare(digest[:], k.digest[:]) == 1 {
+				tenant = k.name
+			}
+		}
+		if tenant == "" {
+			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
+				Message: "Incorrect API key provided."})
+			return
+		}
+		info(r.Context()).tenant = tenant
+		next.ServeHTTP(w, r)
+	})
+}
+
+// adminAuth guards /metrics with the admin key when one is set.
+func (s *Server) adminAuth(next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(s.cfg.Auth.AdminKey))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Auth.AdminKey != "" {
+			key, _ := bearer(r)
+			got := sha256.Sum256([]byte(key))
+			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
+					Message: "/metrics needs the admin key as Authorization: Bearer KEY."})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearer returns the key of an "Authorization: Bearer KEY" header.
+func bearer(r *http.Request) (string, bool) {
+	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	key = strings.TrimSpace(key)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return "", false
+	}
+	return key, true
+}

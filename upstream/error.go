@@ -1,0 +1,100 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/consortium-dev/consortium/openai"
+)
+
+// ErrTimeout is the cause of a call that got no answer within the
+// provider's timeout, or whose stream fell silent past its idle timeout.
+var ErrTimeout = errors.New("upstream timeout")
+
+// Error is a failed call: a status the provider answered with, or (Status
+// 0) a call that got no answer, with Err saying why.
+type Error struct {
+	Provider string
+	Model    string
+
+	// Status is the provider's HTTP status; 0 when there was no answer.
+	Status int
+
+	// Message, Type and Code are read from the provider's error body.
+	Message string
+	Type    string
+	Code    string
+
+	// RetryAfter is how long the provider asked callers to wait (from
+	// Retry-After or retry-after-ms); 0 when it did not say.
+	RetryAfter time.Duration
+
+	// Err is the underlying failure when there was no answer.
+	Err error
+}
+
+// Ref is the model ref the error concerns: provider/model.
+func (e *Error) Ref() string { return e.Provider + "/" + e.Model }
+
+func (e *Error) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("upstream %s: %v", e.Ref(), e.Err)
+	}
+	if e.Message != "" {
+		return fmt.Sprintf("upstream %s: status %d: %s", e.Ref(), e.Status, e.Message)
+	}
+	return fmt.Sprintf("upstream %s: status %d", e.Ref(), e.Status)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// statusError builds the Error for a non-2xx answer.
+func (p *Provider) statusError(req *Request, resp *http.Response, body []byte) *Error {
+	e := &Error{
+		Provider:   p.name,
+		Model:      req.Model,
+		Status:     resp.StatusCode,
+		RetryAfter: retryAfter(resp.Header, time.Now()),
+	}
+	if pe, ok := openai.ParseError(body); ok {
+		e.Message, e.Type = pe.Message, pe.Type
+		if pe.Code != nil {
+			e.Code = *pe.Code
+		}
+	} else if s := strings.TrimSpace(string(body)); s != "" && len(s) <= 200 && !strings.ContainsAny(s, "<{") {
+		e.Message = s // a short plain-text error, as some servers send
+	} else {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// retryAfter reads retry-after-ms, then Retry-After in seconds or as an
+// HTTP date; 0 when the header is absent or unreadable.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if ms := h.Get("Retry-After-Ms"); ms != "" {
+		if v, err := strconv.ParseFloat(ms, 64); err == nil && v > 0 {
+			return time.Duration(v * float64(time.Millisecond))
+		}
+	}
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(secs * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}

@@ -1,0 +1,188 @@
+package upstreamtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/consortium-dev/consortium/openai"
+)
+
+// serveChat answers POST /v1/chat/completions.
+func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, rec *Request, f fields) {
+	if !f.object {
+		writeError(w, http.StatusBadRequest, nil, "invalid_request_error", "",
+			"We could not parse the JSON body of your request: the body must be a JSON object")
+		return
+	}
+	reply := s.replyFor(rec)
+	if !s.answer(w, r, rec, reply) {
+		return
+	}
+	if rec.Stream {
+		s.streamChat(w, r, rec, reply, f.includeUsage)
+		return
+	}
+	text, _ := reply.text()
+	writeJSON(w, reply.status(http.StatusOK), reply.Header, openai.ChatCompletion{
+		ID:      s.newID(),
+		Object:  "chat.completion",
+		Created: time.Now().Unix(),
+		Model:   rec.Model,
+		Choices: []openai.Choice{{
+			Message:      openai.ResponseMessage{Role: "assistant", Content: &text},
+			FinishReason: reply.finishReason(),
+		}},
+		Usage: chatUsage(rec, reply, text),
+	})
+}
+
+func (s *Server) newID() string {
+	return fmt.Sprintf("chatcmpl-upstreamtest%d", s.seq.Add(1))
+}
+
+// chunk is one SSE frame of a streamed answer. The fake has its own types,
+// rather than openai.ChatCompletionChunk, to write what OpenAI writes and the
+// proxy's types leave out: "content": "" in the first delta, and
+// "usage": null on every frame but the one with the usage when the client
+// asked for include_usage.
+type chunk struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices []chunkChoice   `json:"choices"`
+	Usage   json.RawMessage `json:"usage,omitempty"`
+}
+
+type chunkChoice struct {
+	Index        int        `json:"index"`
+	Delta        chunkDelta `json:"delta"`
+	FinishReason *string    `json:"finish_reason"`
+}
+
+type chunkDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+var nullUsage = json.RawMessage("null")
+
+// streamChat answers a chat request as OpenAI streams one: a role frame,
+// the content deltas, a frame with finish_reason, the usage frame when
+// include_usage asked for it, and [DONE]. Every frame is flushed as it is
+// written.
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request, reply Reply, includeUsage bool) {
+	_, deltas := reply.text()
+	var usage json.RawMessage
+	if includeUsage {
+		if u := chatUsage(rec, reply, strings.Join(deltas, "")); u != nil {
+			usage, _ = json.Marshal(u)
+		}
+	}
+	// OpenAI puts "usage": null on the frames before the usage frame.
+	pending := json.RawMessage(nil)
+	if usage != nil {
+		pending = nullUsage
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	setHeaders(h, reply.Header)
+	w.WriteHeader(reply.status(http.StatusOK))
+
+	st := &stream{
+		s: s, w: w, rc: http.NewResponseController(w), r: r, rec: rec,
+		base: chunk{ID: s.newID(), Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: rec.Model},
+	}
+	empty := ""
+	if !st.send([]chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}, pending) {
+		return
+	}
+	finish := reply.finishReason()
+	final := reply.UsageInFinal && usage != nil
+	for i, d := range deltas {
+		if !s.sleep(r, rec, reply.ChunkDelay) {
+			return
+		}
+		choice, u := chunkChoice{Delta: chunkDelta{Content: &d}}, pending
+		if final && i == len(deltas)-1 {
+			// Some providers end with one frame that holds the last
+			// content, the finish_reason and the usage.
+			choice.FinishReason, u = &finish, usage
+		}
+		if !st.send([]chunkChoice{choice}, u) {
+			return
+		}
+		if i+1 == reply.CutAfter {
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if reply.CutAfter > 0 {
+		panic(http.ErrAbortHandler)
+	}
+	if !final || len(deltas) == 0 {
+		u := pending
+		if final {
+			u = usage
+		}
+		if !st.send([]chunkChoice{{FinishReason: &finish}}, u) {
+			return
+		}
+	}
+	if usage != nil && !final {
+		if !st.send([]chunkChoice{}, usage) {
+			return
+		}
+	}
+	if !reply.NoDone {
+		st.write([]byte("data: [DONE]\n\n"))
+	}
+}
+
+// stream writes the frames of one streamed answer.
+type stream struct {
+	s    *Server
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	r    *http.Request
+	rec  *Request
+	base chunk
+	buf  bytes.Buffer
+}
+
+// send writes one chunk frame and reports whether the client still listens.
+func (st *stream) send(choices []chunkChoice, usage json.RawMessage) bool {
+	c := st.base
+	c.Choices, c.Usage = choices, usage
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("upstreamtest: encoding a chunk: %v", err))
+	}
+	st.buf.Reset()
+	st.buf.WriteString("data: ")
+	st.buf.Write(b)
+	st.buf.WriteString("\n\n")
+	return st.write(st.buf.Bytes())
+}
+
+// write writes and flushes raw bytes; a failure means the client went away
+// (or the server is closing, which cancelled tells apart).
+func (st *stream) write(p []byte) bool {
+	if _, err := st.w.Write(p); err != nil {
+		st.s.cancelled(st.rec)
+		return false
+	}
+	// A ResponseWriter that cannot flush (a recorder calling Handler
+	// directly) gets the whole stream at the end instead.
+	if err := st.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		st.s.cancelled(st.rec)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,254 @@
+package upstreamtest
+
+import (
+	"bytes"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/consortium-dev/consortium/openai"
+)
+
+// Reply scripts one answer of the fake provider. The zero Reply answers 200
+// with empty content. Fields are applied in this order: Hang, Delay, Drop,
+// Body, Error (or an error Status), then the route's own answer.
+type Reply struct {
+	// Status is the HTTP status. If zero, 200 is used, or 500 when Error is
+	// set. A status of 400 or more without Body or Error gets an error
+	// envelope whose message names the status.
+	Status int
+	// Header holds extra response headers (Retry-After,
+	// x-ratelimit-remaining ...). They are set last, so they may override
+	// Content-Type.
+	Header http.Header
+	// Body, when not empty, is sent verbatim with Status (for malformed
+	// JSON or odd error shapes), as application/json unless Header says
+	// otherwise. It overrides every field below.
+	Body string
+	// Error, when not empty, sends OpenAI's error envelope
+	// {"error":{"message":Error,"type":ErrorType,"param":null,"code":ErrorCode}}
+	// with Status. With an explicit Status of 200 it makes the 200-with-an-
+	// error-body some providers send.
+	Error string
+	// ErrorType is the envelope's type. If empty, it follows the status:
+	// invalid_request_error, authentication_error, permission_error,
+	// rate_limit_error or server_error.
+	ErrorType string
+	// ErrorCode is the envelope's code; if empty, code is null.
+	ErrorCode string
+
+	// Content is the assistant's text. For a non-streamed answer with an
+	// empty Content, the concatenation of Chunks is used.
+	Content string
+	// Chunks are the content deltas of a streamed answer, in order. If nil,
+	// Content is split into word-sized deltas (each word with the spaces
+	// before it) that concatenate exactly to Content. A non-nil empty slice
+	// streams no content.
+	Chunks []string
+	// FinishReason is the choice's finish_reason. If empty, "stop" is used.
+	FinishReason string
+	// Usage is the usage reported. If nil, it is computed: prompt tokens are
+	// the words of the request's messages, completion tokens the words of
+	// the content, total their sum. For embeddings, only PromptTokens and
+	// TotalTokens are sent.
+	Usage *openai.Usage
+	// NoUsage sends no usage at all: no usage field in a JSON answer, no
+	// usage frame (nor usage: null) in a stream even if include_usage was
+	// asked for.
+	NoUsage bool
+	// UsageInFinal makes a stream that asked for include_usage carry its
+	// usage on the frame with finish_reason, which also carries the last
+	// content delta, instead of a separate usage-only frame with
+	// choices: [].
+	UsageInFinal bool
+
+	// Delay is how long to wait before sending the response headers. The
+	// wait ends early if the client goes away or the server closes.
+	Delay time.Duration
+	// ChunkDelay is how long a stream waits before each content delta. The
+	// wait ends early if the client goes away or the server closes.
+	ChunkDelay time.Duration
+	// NoDone ends a stream without "data: [DONE]".
+	NoDone bool
+	// CutAfter cuts the connection of a stream abruptly after this many
+	// content deltas, so that the client sees an unexpected EOF in the
+	// middle of the chunked body. If the stream has fewer deltas, it is cut
+	// after the last one, before the frame with finish_reason. Zero never
+	// cuts.
+	CutAfter int
+	// Drop closes the connection after Delay without sending anything, as
+	// a provider that crashes or resets connections does.
+	Drop bool
+	// Hang never answers: the request blocks until the client goes away or
+	// the server closes.
+	Hang bool
+
+	// Embedding is the vector returned for every input of an embeddings
+	// request. If nil, each input gets a deterministic unit vector of 8
+	// dimensions derived from a SHA-256 hash of its text.
+	Embedding []float64
+}
+
+// status returns the reply's status, or def when it has none.
+func (r Reply) status(def int) int {
+	if r.Status == 0 {
+		return def
+	}
+	return r.Status
+}
+
+// clone copies the reply's headers and slices, so that a scripted reply does
+// not share memory with its caller.
+func (r Reply) clone() Reply {
+	r.Header = r.Header.Clone()
+	if r.Chunks != nil {
+		r.Chunks = slices.Clone(r.Chunks)
+	}
+	r.Embedding = slices.Clone(r.Embedding)
+	if r.Usage != nil {
+		u := *r.Usage
+		r.Usage = &u
+	}
+	return r
+}
+
+// text returns the text a chat answer carries and, for a stream, its deltas.
+func (r Reply) text() (string, []string) {
+	if r.Chunks != nil {
+		if r.Content != "" {
+			// Explicit deltas are streamed as they are; a JSON answer
+			// still carries Content.
+			return r.Content, r.Chunks
+		}
+		return strings.Join(r.Chunks, ""), r.Chunks
+	}
+	return r.Content, splitWords(r.Content)
+}
+
+func (r Reply) finishReason() string {
+	if r.FinishReason == "" {
+		return "stop"
+	}
+	return r.FinishReason
+}
+
+// Request is one request the server received, as recorded.
+type Request struct {
+	Method string
+	Path   string      // the URL path, for example "/v1/chat/completions"
+	Header http.Header // every header the client sent
+	Body   []byte
+	// Model is the body's "model" field; empty when the body has none.
+	Model string
+	// Stream is the body's "stream" field.
+	Stream bool
+	// Chat is the parsed body of a chat completions request; nil for other
+	// routes and for bodies openai.ParseChatRequest rejects. Copies share
+	// it: treat it as read-only.
+	Chat *openai.ChatRequest
+	// Cancelled reports that the client went away (the request's context
+	// was cancelled) before the reply was finished.
+	Cancelled bool
+	// Received is when the request's body had been read.
+	Received time.Time
+}
+
+// clone copies the request's header and body.
+func (r *Request) clone() Request {
+	c := *r
+	c.Header = r.Header.Clone()
+	c.Body = bytes.Clone(r.Body)
+	return c
+}
+
+// LastUserText returns the text of the last user message of a chat request,
+// or "" when there is none.
+func (r *Request) LastUserText() string {
+	if r.Chat == nil {
+		return ""
+	}
+	for i := len(r.Chat.Messages) - 1; i >= 0; i-- {
+		if m := r.Chat.Messages[i]; m.Role == "user" {
+			return m.Content.String()
+		}
+	}
+	return ""
+}
+
+// Responder computes the reply to a request. It receives a copy of the
+// record and may be called concurrently.
+type Responder func(r *Request) Reply
+
+// Echo returns the initial default responder: it answers a chat request with
+// "echo: " followed by the text of the last user message.
+func Echo() Responder { return echo }
+
+func echo(r *Request) Reply {
+	return Reply{Content: "echo: " + r.LastUserText()}
+}
+
+// script is the reply queue of one model.
+type script struct {
+	replies   []Reply // never empty
+	repeating bool    // the last reply has been served and now repeats
+}
+
+func (sc *script) next() Reply {
+	r := sc.replies[0]
+	if len(sc.replies) > 1 {
+		sc.replies = sc.replies[1:]
+	} else {
+		sc.repeating = true
+	}
+	return r
+}
+
+// splitWords splits s into deltas that each hold one word and the spaces
+// before it, as tokenizers tend to, so that they concatenate to s exactly.
+func splitWords(s string) []string {
+	var out []string
+	start := 0
+	for i := 1; i < len(s); i++ {
+		if isSpace(s[i]) && !isSpace(s[i-1]) {
+			out = append(out, s[start:i])
+			start = i
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r'
+}
+
+// countWords is the fake's tokenizer: one token per word.
+func countWords(s string) int { return len(strings.Fields(s)) }
+
+// promptTokens counts the words of every message of a chat request.
+func promptTokens(chat *openai.ChatRequest) int {
+	if chat == nil {
+		return 0
+	}
+	n := 0
+	for _, m := range chat.Messages {
+		n += countWords(m.Content.String())
+	}
+	return n
+}
+
+// chatUsage returns the usage a chat answer reports, or nil for NoUsage.
+func chatUsage(rec *Request, reply Reply, text string) *openai.Usage {
+	if reply.NoUsage {
+		return nil
+	}
+	if reply.Usage != nil {
+		u := *reply.Usage
+		return &u
+	}
+	p, c := promptTokens(rec.Chat), countWords(text)
+	return &openai.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c}
+}
