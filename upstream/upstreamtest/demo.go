@@ -84,7 +84,12 @@ func demoAnswer(model, prompt string, pick uint64) string {
 	}
 	fmt.Fprintf(&b, "This is a demo answer from %s, written by consortium's built-in demo provider: no real language model was called.", name)
 	if q := quoteStart(prompt, demoQuoteMax); q != "" {
-		fmt.Fprintf(&b, " You asked: \u201c%s\u201d.", q)
+		// A quote that ends a sentence itself needs no full stop after it.
+		end := "."
+		if strings.ContainsAny(q[len(q)-1:], ".?!") {
+			end = ""
+		}
+		fmt.Fprintf(&b, " You asked: \u201c%s\u201d%s", q, end)
 	} else {
 		b.WriteString(" Your request had no user message to quote.")
 	}
