@@ -169,6 +169,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		demo := upstreamtest.NewServer()
 		demo.SetDefault(upstreamtest.Demo())
 		demo.SetModels(demoModels...)
+		demo.SetRecordLimit(-1) // a long-running demo keeps no requests
 		defer demo.Close()
 		if err := cfg.AddDemo(demo.URL, demoModels); err != nil {
 			printProblems(stderr, err)

@@ -235,12 +235,18 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		return
 	}
 	w.expand(n)
-	if t == reflect.TypeFor[ByteSize]() {
+	switch {
+	case n.ShortTag() == "!!null":
+		// a variable that expanded to nothing: the default
+	case t == reflect.TypeFor[ByteSize]():
 		// yaml reports a TextUnmarshaler's error without a line, so the size
 		// is checked here, where its path is known.
 		if _, err := ParseByteSize(n.Value); err != nil {
 			w.problems = append(w.problems, path+": "+err.Error())
 		}
+	case t.Kind() == reflect.Int && n.ShortTag() == "!!float":
+		// yaml would truncate count: 1.5 to 1 without a word.
+		w.problems = append(w.problems, fmt.Sprintf("%s: expected an integer, got %q", path, n.Value))
 	}
 }
 
@@ -333,7 +339,7 @@ func simplify(msg string) string {
 	return fmt.Sprintf("expected %s, got %q", want, m[1])
 }
 
-var unmarshalMsg = regexp.MustCompile("cannot unmarshal !!\\w+ `(.*)` into (\\S+)")
+var unmarshalMsg = regexp.MustCompile("(?s)cannot unmarshal !!\\w+ `(.*)` into (\\S+)")
 
 // yamlFields maps a struct's yaml keys to its fields.
 func yamlFields(t reflect.Type) map[string]reflect.StructField {

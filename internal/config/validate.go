@@ -160,7 +160,7 @@ var unbuilt = []struct {
 }{
 	{key: "consortia.*", what: "consortiums (the consortium engine) are not supported yet"},
 	{key: "store.backend", set: func(c *Config, _ string) bool { return c.Store.Backend == "redis" }, what: "the redis store is not supported yet; use backend: memory"},
-	{key: "store.addrs", what: "the redis store is not supported yet"},
+	{key: "store.addrs", set: func(c *Config, _ string) bool { return len(c.Store.Addrs) > 0 }, what: "the redis store is not supported yet"},
 	{key: "store.master_name", what: "the redis store is not supported yet"},
 	{key: "auth.keys[*].rpm", set: func(c *Config, _ string) bool {
 		for _, k := range c.Auth.Keys {

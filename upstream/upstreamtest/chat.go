@@ -97,48 +97,38 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 	w.WriteHeader(reply.status(http.StatusOK))
 
 	st := &stream{
-		s: s, w: w, rc: http.NewResponseController(w), r: r, rec: rec,
+		s: s, w: w, rc: http.NewResponseController(w), rec: rec,
 		base: chunk{ID: s.newID(), Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: rec.Model},
 	}
 	empty := ""
-	if !st.send([]chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}, pending) {
-		return
-	}
+	st.send([]chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}, pending)
 	finish := reply.finishReason()
 	final := reply.UsageInFinal && usage != nil
 	for i, d := range deltas {
-		if !s.sleep(r, rec, reply.ChunkDelay) {
-			return
-		}
+		s.sleep(r, rec, reply.ChunkDelay)
 		choice, u := chunkChoice{Delta: chunkDelta{Content: &d}}, pending
 		if final && i == len(deltas)-1 {
 			// Some providers end with one frame that holds the last
 			// content, the finish_reason and the usage.
 			choice.FinishReason, u = &finish, usage
 		}
-		if !st.send([]chunkChoice{choice}, u) {
-			return
-		}
+		st.send([]chunkChoice{choice}, u)
 		if i+1 == reply.CutAfter {
-			panic(http.ErrAbortHandler)
+			abort()
 		}
 	}
 	if reply.CutAfter > 0 {
-		panic(http.ErrAbortHandler)
+		abort()
 	}
 	if !final || len(deltas) == 0 {
 		u := pending
 		if final {
 			u = usage
 		}
-		if !st.send([]chunkChoice{{FinishReason: &finish}}, u) {
-			return
-		}
+		st.send([]chunkChoice{{FinishReason: &finish}}, u)
 	}
 	if usage != nil && !final {
-		if !st.send([]chunkChoice{}, usage) {
-			return
-		}
+		st.send([]chunkChoice{}, usage)
 	}
 	if !reply.NoDone {
 		st.write([]byte("data: [DONE]\n\n"))
@@ -150,14 +140,13 @@ type stream struct {
 	s    *Server
 	w    http.ResponseWriter
 	rc   *http.ResponseController
-	r    *http.Request
 	rec  *Request
 	base chunk
 	buf  bytes.Buffer
 }
 
-// send writes one chunk frame and reports whether the client still listens.
-func (st *stream) send(choices []chunkChoice, usage json.RawMessage) bool {
+// send writes one chunk frame.
+func (st *stream) send(choices []chunkChoice, usage json.RawMessage) {
 	c := st.base
 	c.Choices, c.Usage = choices, usage
 	b, err := json.Marshal(c)
@@ -168,21 +157,23 @@ func (st *stream) send(choices []chunkChoice, usage json.RawMessage) bool {
 	st.buf.WriteString("data: ")
 	st.buf.Write(b)
 	st.buf.WriteString("\n\n")
-	return st.write(st.buf.Bytes())
+	st.write(st.buf.Bytes())
 }
 
-// write writes and flushes raw bytes; a failure means the client went away
-// (or the server is closing, which cancelled tells apart).
-func (st *stream) write(p []byte) bool {
-	if _, err := st.w.Write(p); err != nil {
-		st.s.cancelled(st.rec)
-		return false
+// write writes and flushes raw bytes, and aborts the response if the client
+// has gone away (or the server is closing, which cancelled tells apart).
+func (st *stream) write(p []byte) {
+	_, err := st.w.Write(p)
+	if err == nil {
+		err = st.rc.Flush()
+		// A ResponseWriter that cannot flush (a recorder calling Handler
+		// directly) gets the whole stream at the end instead.
+		if errors.Is(err, http.ErrNotSupported) {
+			err = nil
+		}
 	}
-	// A ResponseWriter that cannot flush (a recorder calling Handler
-	// directly) gets the whole stream at the end instead.
-	if err := st.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err != nil {
 		st.s.cancelled(st.rec)
-		return false
+		abort()
 	}
-	return true
 }

@@ -27,10 +27,10 @@ const (
 // headers, then 15 to 30 ms before each word-sized delta; a non-streamed
 // answer waits for the whole generation time before its headers, as a real
 // provider's does. Pace and wording derive from an FNV-1a hash of the model
-// and the request body, so an equal request gets an equal answer at an equal
-// pace and runs are reproducible, while members that differ by model or
-// system prompt answer differently. Embeddings requests get the first delay
-// and the default vectors.
+// and the messages, so an equal request gets an equal answer at an equal
+// pace, streamed or not, and runs are reproducible, while members that
+// differ by model or system prompt answer differently. Embeddings requests
+// get the first delay and the default vectors.
 func Demo() Responder {
 	return func(r *Request) Reply {
 		// Every demo model answers as a member for now. When the consortium
@@ -42,11 +42,7 @@ func Demo() Responder {
 
 // demoReply is a demo model's answer as a consortium member or a plain model.
 func demoReply(r *Request) Reply {
-	h := fnv.New64a()
-	h.Write([]byte(r.Model))
-	h.Write([]byte{0})
-	h.Write(r.Body)
-	sum := h.Sum64()
+	sum := demoHash(r)
 
 	first := between(demoFirstMin, demoFirstMax, sum)
 	perChunk := between(demoChunkMin, demoChunkMax, sum>>20)
@@ -60,6 +56,26 @@ func demoReply(r *Request) Reply {
 	return reply
 }
 
+// demoHash hashes what a request asks: its model and messages, not the
+// other fields, so that a streamed and an unstreamed request get the same
+// answer.
+func demoHash(r *Request) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(r.Model))
+	if r.Chat == nil {
+		h.Write([]byte{0})
+		h.Write(r.Body)
+		return h.Sum64()
+	}
+	for _, m := range r.Chat.Messages {
+		h.Write([]byte{0})
+		h.Write([]byte(m.Role))
+		h.Write([]byte{0})
+		h.Write([]byte(m.Content.String()))
+	}
+	return h.Sum64()
+}
+
 // between picks a whole number of milliseconds in [lo, hi] from h.
 func between(lo, hi time.Duration, h uint64) time.Duration {
 	span := uint64((hi-lo)/time.Millisecond) + 1
@@ -68,10 +84,10 @@ func between(lo, hi time.Duration, h uint64) time.Duration {
 
 // demoAsides vary the answers of different requests.
 var demoAsides = []string{
-	"A real model would weigh your question and answer it in its own words; this one only shows how an answer travels through the proxy.",
-	"In a consortium, several members answer like this one at the same time, and an arbiter writes one synthesis from their replies.",
-	"These words were streamed at about the pace of a real model, so that clients behave as they would against a real provider.",
-	"The latency, the token pacing and the usage figures are all simulated, so that you can try the proxy with no keys and no network.",
+	"A real model would answer in its own words; this one only shows how an answer travels through the proxy.",
+	"In a consortium, several members answer at once and an arbiter writes one synthesis from their replies.",
+	"These words arrive at about a real model's pace, so clients behave as they would against a real provider.",
+	"The latency, the pacing and the token counts are simulated, so the proxy runs with no keys and no network.",
 }
 
 // demoAnswer writes the demo text: what it is, what was asked, an aside, and
@@ -82,7 +98,7 @@ func demoAnswer(model, prompt string, pick uint64) string {
 	if model != "" {
 		name = fmt.Sprintf("the model %q", model)
 	}
-	fmt.Fprintf(&b, "This is a demo answer from %s, written by consortium's built-in demo provider: no real language model was called.", name)
+	fmt.Fprintf(&b, "This is a demo answer from %s, written by consortium's built-in demo provider; no real model was called.", name)
 	if q := quoteStart(prompt, demoQuoteMax); q != "" {
 		// A quote that ends a sentence itself needs no full stop after it.
 		end := "."
@@ -95,12 +111,12 @@ func demoAnswer(model, prompt string, pick uint64) string {
 	}
 	b.WriteString(" ")
 	b.WriteString(demoAsides[pick%uint64(len(demoAsides))])
-	b.WriteString(" Configure a provider with an API key and run without --demo to get real answers.")
+	b.WriteString(" Configure a provider with an API key to get real answers.")
 	return b.String()
 }
 
-// quoteStart returns s on one line, cut to at most limit runes, an ellipsis
-// included, when it is longer.
+// quoteStart returns s on one line, cut to at most limit runes when it is
+// longer: at the last space that fits when there is one, with an ellipsis.
 func quoteStart(s string, limit int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if utf8.RuneCountInString(s) <= limit {
@@ -109,7 +125,11 @@ func quoteStart(s string, limit int) string {
 	n := 0
 	for i := range s {
 		if n == limit-1 {
-			return strings.TrimRight(s[:i], " ") + "\u2026"
+			cut := s[:i]
+			if j := strings.LastIndexByte(cut, ' '); j > 0 && s[i] != ' ' {
+				cut = cut[:j]
+			}
+			return strings.TrimRight(cut, " ,;:") + "\u2026"
 		}
 		n++
 	}

@@ -43,7 +43,8 @@ type Reply struct {
 	Content string
 	// Chunks are the content deltas of a streamed answer, in order. If nil,
 	// Content is split into word-sized deltas (each word with the spaces
-	// before it) that concatenate exactly to Content. A non-nil empty slice
+	// before it, trailing spaces with the last) that concatenate exactly to
+	// Content. A non-nil empty slice
 	// streams no content.
 	Chunks []string
 	// FinishReason is the choice's finish_reason. If empty, "stop" is used.
@@ -206,10 +207,11 @@ func (sc *script) next() Reply {
 
 // splitWords splits s into deltas that each hold one word and the spaces
 // before it, as tokenizers tend to, so that they concatenate to s exactly.
+// Trailing spaces stay with the last word.
 func splitWords(s string) []string {
 	var out []string
-	start := 0
-	for i := 1; i < len(s); i++ {
+	start, end := 0, len(strings.TrimRight(s, " \t\r\n"))
+	for i := 1; i < end; i++ {
 		if isSpace(s[i]) && !isSpace(s[i-1]) {
 			out = append(out, s[start:i])
 			start = i

@@ -32,6 +32,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,15 +45,16 @@ import (
 // safe to run inside the real binary (--demo).
 const maxBody = 64 << 20
 
-// Server is a fake OpenAI-compatible provider listening on a loopback port.
-// Its methods are safe for concurrent use, also while requests are served.
+// Server is a fake OpenAI-compatible provider, listening on a loopback port
+// unless NewServerAddr was given another address. Its methods are safe for
+// concurrent use, also while requests are being served.
 type Server struct {
 	// URL is the base URL clients use, including the /v1 prefix, for
 	// example "http://127.0.0.1:41234/v1".
 	URL string
 
 	handler   http.Handler
-	srv       *http.Server  // nil when the Server does not listen itself
+	srv       *http.Server
 	served    chan struct{} // closed when srv.Serve has returned
 	closing   chan struct{} // closed when Close begins
 	closeOnce sync.Once
@@ -146,10 +148,8 @@ func (s *Server) Close() {
 		// closing goes first, so that handlers woken by their connection
 		// closing can tell a shutdown from a client that went away.
 		close(s.closing)
-		if s.srv != nil {
-			_ = s.srv.Close()
-			<-s.served
-		}
+		_ = s.srv.Close()
+		<-s.served
 	})
 	_ = s.waitFor(context.Background(), func() bool { return s.inFlight == 0 })
 }
@@ -157,7 +157,9 @@ func (s *Server) Close() {
 // Handler returns the server's HTTP handler, for mounting the fake inside
 // another server or calling it directly. Requests it serves are recorded and
 // scripted like those that arrive on URL. Replies that cut the connection
-// (CutAfter, Drop) panic with http.ErrAbortHandler, which net/http handles.
+// (CutAfter, Drop), and requests whose client goes away or whose server
+// closes before the reply is finished, end with panic(http.ErrAbortHandler),
+// which net/http turns into a cut connection.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Script queues replies for model, used one per request in order. The last
@@ -223,6 +225,9 @@ func (s *Server) SetModels(ids ...string) {
 func (s *Server) SetRecordLimit(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Drop what the old limit hid, so that a looser limit cannot bring it
+	// back.
+	s.reqs = slices.Clone(s.recordedLocked())
 	s.limit = n
 	s.trimLocked()
 }
@@ -337,8 +342,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				fmt.Sprintf("the request body is larger than %d bytes", tooLarge.Limit))
 			return
 		}
+		// The client went away while sending its body.
 		s.cancelled(rec)
-		return
+		abort()
 	}
 
 	path := r.URL.Path
@@ -443,29 +449,34 @@ func (s *Server) isClosing() bool {
 	}
 }
 
-// hold blocks until timer fires (never, when timer is nil), the client goes
-// away or the server closes, and reports whether the timer fired.
-func (s *Server) hold(r *http.Request, rec *Request, timer <-chan time.Time) bool {
+// hold blocks until timer fires. If the client goes away or the server
+// closes first, it aborts the response (see abort); a nil timer never fires.
+func (s *Server) hold(r *http.Request, rec *Request, timer <-chan time.Time) {
 	select {
 	case <-timer:
-		return true
 	case <-r.Context().Done():
 		s.cancelled(rec)
-		return false
+		abort()
 	case <-s.closing:
-		return false
+		abort()
 	}
 }
 
 // sleep is hold for a duration; d <= 0 returns at once.
-func (s *Server) sleep(r *http.Request, rec *Request, d time.Duration) bool {
+func (s *Server) sleep(r *http.Request, rec *Request, d time.Duration) {
 	if d <= 0 {
-		return true
+		return
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	return s.hold(r, rec, t.C)
+	s.hold(r, rec, t.C)
 }
+
+// abort ends the handler and cuts the connection without finishing the
+// response. A handler that returned normally instead would leave net/http
+// to complete it: an empty 200, or a chunked stream closed cleanly, which
+// the client could mistake for an answer.
+func abort() { panic(http.ErrAbortHandler) }
 
 // replyFor picks the reply for a request: the model's script, else its
 // handler, else the default responder.
@@ -496,13 +507,10 @@ func (s *Server) replyFor(rec *Request) Reply {
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, rec *Request, reply Reply) bool {
 	if reply.Hang {
 		s.hold(r, rec, nil)
-		return false
 	}
-	if !s.sleep(r, rec, reply.Delay) {
-		return false
-	}
+	s.sleep(r, rec, reply.Delay)
 	if reply.Drop {
-		panic(http.ErrAbortHandler)
+		abort()
 	}
 	switch {
 	case reply.Body != "":
