@@ -524,7 +524,9 @@ func TestEmbeddings(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s: status %d: %s", path, resp.StatusCode, got)
 		}
-		var out struct{ Data []struct{ Embedding []float64 } }
+		var out struct {
+			Data []struct{ Embedding []float64 }
+		}
 		if err := json.Unmarshal(got, &out); err != nil || len(out.Data) != 2 || len(out.Data[0].Embedding) == 0 {
 			t.Fatalf("embeddings %s", got)
 		}
