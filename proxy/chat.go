@@ -91,7 +91,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	sent := time.Now()
 	resp, err := p.Do(r.Context(), req)
 	waited := time.Since(sent)
-	s.metrics.upstreamTime.WithLabelValues(p.Name(), req.Model).Observe(waited.Seconds())
+	s.metrics.upstreamTime.WithLabelValues(p.Name(), s.metrics.modelLabel(p.Name(), req.Model)).Observe(waited.Seconds())
 	if err != nil {
 		s.countUpstream(p.Name(), req.Model, err)
 		s.fail(w, r, err)
@@ -257,7 +257,7 @@ func (s *Server) countUpstream(provider, model string, err error) {
 			outcome = fmt.Sprintf("status_%d", ue.Status)
 		}
 	}
-	s.metrics.upstreamCalls.WithLabelValues(provider, model, outcome).Inc()
+	s.metrics.upstreamCalls.WithLabelValues(provider, s.metrics.modelLabel(provider, model), outcome).Inc()
 }
 
 // buffers are reused across requests: request bodies, rewritten bodies,

@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the proxy's Prometheus collectors, registered on the
 // registry the Server was given.
@@ -12,10 +16,35 @@ type metrics struct {
 	upstreamTime  *prometheus.HistogramVec // provider, model
 	streams       prometheus.Gauge
 	panics        prometheus.Counter
+
+	// models bounds the model label values: clients choose model names,
+	// and every new name would be a new time series.
+	mu     sync.Mutex
+	models map[string]bool
+}
+
+// maxModelLabels is how many distinct provider/model pairs get a label of
+// their own; later ones are counted as model "other".
+const maxModelLabels = 500
+
+// modelLabel returns the label value for a model of a provider.
+func (m *metrics) modelLabel(provider, model string) string {
+	key := provider + "/" + model
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.models[key] {
+		return model
+	}
+	if len(m.models) >= maxModelLabels {
+		return "other"
+	}
+	m.models[key] = true
+	return model
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		models: map[string]bool{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "consortium_requests_total",
 			Help: "HTTP requests served, by route and status (499: the client went away).",
