@@ -34,6 +34,33 @@ type ChatRequest struct {
 	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
 	ResponseFormat      *ResponseFormat `json:"response_format,omitempty"`
 	User                string          `json:"user,omitempty"`
+
+	// Extra holds fields set on top of the ones above when the request is
+	// encoded (a consortium member's params overrides); it is never
+	// decoded into.
+	Extra map[string]any `json:"-"`
+}
+
+// MarshalJSON encodes the request with Extra's fields set over the typed
+// ones.
+func (r *ChatRequest) MarshalJSON() ([]byte, error) {
+	type plain ChatRequest
+	b, err := json.Marshal((*plain)(r))
+	if err != nil || len(r.Extra) == 0 {
+		return b, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	for k, v := range r.Extra {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("param %s: %w", k, err)
+		}
+		fields[k] = raw
+	}
+	return json.Marshal(fields)
 }
 
 // StreamOptions is the request's stream_options object.

@@ -31,6 +31,10 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	ri := info(r.Context())
 	ri.model = req.Model
+	if e := s.consortia[req.Model]; e != nil {
+		s.consortium(w, r, start, e, req)
+		return
+	}
 	p, model, err := s.route(req.Model)
 	if err != nil {
 		s.fail(w, r, err)
@@ -54,6 +58,10 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info(r.Context()).model = req.Model
+	if s.consortia[req.Model] != nil {
+		s.fail(w, r, badRequest("model", "%s is a consortium, which writes chat answers; embeddings need a provider/model", req.Model))
+		return
+	}
 	p, model, err := s.route(req.Model)
 	if err != nil {
 		s.fail(w, r, err)
@@ -114,7 +122,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	_, err = out.ReadFrom(resp.Body)
 	waited += time.Since(readStart)
 	if err == nil && !json.Valid(out.Bytes()) {
-		err = fmt.Errorf("%w: the body of its 200 answer is not valid JSON", errMalformed)
+		err = fmt.Errorf("%w: the body of its 200 answer is not valid JSON", upstream.ErrMalformed)
 	}
 	if err != nil {
 		err = &upstream.Error{Provider: p.Name(), Model: req.Model, Err: err}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 )
@@ -59,6 +60,12 @@ func errorFrom(err error) *apiError {
 	if errors.Is(err, context.Canceled) {
 		return &apiError{Status: statusClientClosed, Type: "client_closed", Message: "the client closed the request"}
 	}
+	switch {
+	case errors.Is(err, consortia.ErrAllTimedOut):
+		return &apiError{Status: http.StatusGatewayTimeout, Type: "timeout", Code: "timeout", Message: err.Error()}
+	case errors.Is(err, consortia.ErrTooFewAnswers), errors.Is(err, consortia.ErrArbiter), errors.Is(err, consortia.ErrNotJSON):
+		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_error", Message: err.Error()}
+	}
 	if errors.Is(err, upstream.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return &apiError{Status: http.StatusGatewayTimeout, Type: "timeout", Code: "timeout", Message: upstreamMessage(err)}
 	}
@@ -107,14 +114,11 @@ func connectionProblem(err error) string {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return "the connection timed out"
-	case errors.Is(err, errMalformed):
+	case errors.Is(err, upstream.ErrMalformed):
 		return err.Error()
 	}
 	return "the connection failed"
 }
-
-// errMalformed marks a 2xx answer whose body could not be used.
-var errMalformed = errors.New("the provider's answer was malformed")
 
 // writeError writes e as OpenAI's JSON error.
 func writeError(w http.ResponseWriter, e *apiError) {

@@ -37,7 +37,9 @@ func TestPanicIsA500(t *testing.T) {
 	if rec.Code != 500 {
 		t.Fatalf("status %d", rec.Code)
 	}
-	var body struct{ Error struct{ Type, Message string } }
+	var body struct {
+		Error struct{ Type, Message string }
+	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Type != "server_error" {
 		t.Fatalf("body %s", rec.Body)
 	}

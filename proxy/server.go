@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/upstream"
 )
@@ -45,6 +46,7 @@ type Server struct {
 	metrics   *metrics
 	registry  *prometheus.Registry
 	providers map[string]*upstream.Provider
+	consortia map[string]*consortia.Engine
 	keys      []clientKey
 	router    http.Handler
 	draining  atomic.Bool
@@ -61,6 +63,7 @@ func New(opts Options) (*Server, error) {
 		log:       opts.Logger,
 		registry:  opts.Registry,
 		providers: map[string]*upstream.Provider{},
+		consortia: map[string]*consortia.Engine{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -89,6 +92,17 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 		s.providers[name] = p
+	}
+	callers := map[string]consortia.Caller{}
+	for name, p := range s.providers {
+		callers[name] = p
+	}
+	for _, name := range cfg.ConsortiumOrder {
+		e, err := consortia.New(name, cfg.Consortia[name], callers)
+		if err != nil {
+			return nil, err
+		}
+		s.consortia[name] = e
 	}
 	s.keys = hashKeys(cfg.Auth.Keys)
 	s.router = s.routes()

@@ -69,21 +69,32 @@ func Load(path string, env Lookup) (*Config, error) {
 }
 
 // Parse decodes a configuration from YAML (empty data means the built-in
-// defaults), merges environment providers and validates it.
+// defaults), merges environment providers and validates it. Every problem
+// is reported at once: the file's unknown keys and wrong types along with
+// what Validate finds in the rest.
 func Parse(data []byte, env Lookup) (*Config, error) {
-	cfg, err := decode(data, env)
-	if err != nil {
-		return nil, err
+	cfg, problems := decode(data, env)
+	if cfg == nil {
+		return nil, problems
 	}
 	addEnvProviders(cfg, env)
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	var invalid Problems
+	if errors.As(cfg.Validate(), &invalid) {
+		problems = append(problems, invalid...)
+	}
+	if len(problems) > 0 {
+		// The root decode and the per-element decodes see the same nodes,
+		// so one bad value would otherwise be reported more than once.
+		return nil, dedupe(problems)
 	}
 	return cfg, nil
 }
 
-// decode turns YAML into a Config with defaults for every omitted key.
-func decode(data []byte, env Lookup) (*Config, error) {
+// decode turns YAML into a Config with defaults for every omitted key, and
+// lists the problems it found. Keys with problems are left out, so the
+// Config holds the rest of the file; it is nil when not even that could be
+// read (a syntax error, or a file that is not a mapping).
+func decode(data []byte, env Lookup) (*Config, Problems) {
 	cfg := Defaults()
 	cfg.present = map[string]bool{}
 	var doc yaml.Node
@@ -98,11 +109,10 @@ func decode(data []byte, env Lookup) (*Config, error) {
 		return cfg, nil
 	}
 	w := walker{env: env, present: cfg.present, lines: map[int]string{}}
-	w.walk(root, reflect.TypeFor[Config](), "")
-	if len(w.problems) > 0 {
+	if !w.walk(root, reflect.TypeFor[Config](), "") {
 		return nil, w.problems
 	}
-	var problems Problems
+	problems := w.problems
 	decodeInto := func(n *yaml.Node, v any) {
 		if err := n.Decode(v); err != nil {
 			problems = append(problems, w.explain(err)...)
@@ -135,12 +145,7 @@ func decode(data []byte, env Lookup) (*Config, error) {
 		cfg.Consortia[name] = &c
 		cfg.ConsortiumOrder = append(cfg.ConsortiumOrder, name)
 	}
-	if len(problems) > 0 {
-		// The root decode and the per-element decodes above see the same
-		// nodes, so one bad value would otherwise be reported up to three times.
-		return nil, dedupe(problems)
-	}
-	return cfg, nil
+	return cfg, problems
 }
 
 // dedupe drops repeated problems, keeping the first of each.
@@ -158,9 +163,9 @@ func dedupe(problems Problems) Problems {
 
 // walker checks a YAML tree against the Go type it will decode into before
 // anything is decoded: unknown keys and values of the wrong shape are
-// reported with their path, null values are dropped (so they mean "the
-// default"), ${VAR} references are expanded, and the keys present are
-// recorded.
+// reported with their path and removed (so that the rest decodes and is
+// validated), null values are dropped (so they mean "the default"), ${VAR}
+// references are expanded, and the keys present are recorded.
 type walker struct {
 	env      Lookup
 	present  map[string]bool
@@ -168,7 +173,9 @@ type walker struct {
 	problems Problems
 }
 
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+// walk returns false when n cannot be decoded into t; the caller then drops
+// it, and its default applies.
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -180,10 +187,11 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			w.problems = append(w.problems, fmt.Sprintf("%s: expected a mapping, got %s", orRoot(path), kindName(n)))
-			return
+			return false
 		}
 		w.dropNulls(n)
 		fields := yamlFields(t)
+		kept := n.Content[:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i].Value, n.Content[i+1]
 			p := join(path, key)
@@ -192,14 +200,17 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				w.problems = append(w.problems, fmt.Sprintf("%s: unknown key%s", p, suggest(key, fields)))
 				continue
 			}
-			w.present[p] = true
-			w.walk(val, f.Type, p)
+			if w.walk(val, f.Type, p) {
+				w.present[p] = true
+				kept = append(kept, n.Content[i], val)
+			}
 		}
-		return
+		n.Content = kept
+		return true
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			w.problems = append(w.problems, fmt.Sprintf("%s: expected a mapping, got %s", orRoot(path), kindName(n)))
-			return
+			return false
 		}
 		if elem := t.Elem(); elem.Kind() == reflect.Struct || elem.Kind() == reflect.Pointer && elem.Elem().Kind() == reflect.Struct {
 			// `providers: {ollama: }` names a provider with every default; dropping
@@ -211,28 +222,35 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			}
 		}
 		w.dropNulls(n)
+		kept := n.Content[:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			p := join(path, n.Content[i].Value)
-			w.present[p] = true
-			w.walk(n.Content[i+1], t.Elem(), p)
+			if w.walk(n.Content[i+1], t.Elem(), p) {
+				w.present[p] = true
+				kept = append(kept, n.Content[i], n.Content[i+1])
+			}
 		}
-		return
+		n.Content = kept
+		return true
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			w.problems = append(w.problems, fmt.Sprintf("%s: expected a list, got %s", orRoot(path), kindName(n)))
-			return
+			return false
 		}
+		// A bad element drops the whole list rather than shifting the
+		// indices of the elements after it.
+		ok := true
 		for i, c := range n.Content {
-			w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			ok = w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)) && ok
 		}
-		return
+		return ok
 	case reflect.Interface:
 		w.expandAll(n)
-		return
+		return true
 	}
 	if n.Kind != yaml.ScalarNode {
 		w.problems = append(w.problems, fmt.Sprintf("%s: expected a single value, got %s", path, kindName(n)))
-		return
+		return false
 	}
 	w.expand(n)
 	switch {
@@ -243,11 +261,14 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		// is checked here, where its path is known.
 		if _, err := ParseByteSize(n.Value); err != nil {
 			w.problems = append(w.problems, path+": "+err.Error())
+			return false
 		}
 	case t.Kind() == reflect.Int && n.ShortTag() == "!!float":
 		// yaml would truncate count: 1.5 to 1 without a word.
 		w.problems = append(w.problems, fmt.Sprintf("%s: expected an integer, got %q", path, n.Value))
+		return false
 	}
+	return true
 }
 
 // expand replaces ${VAR} and ${VAR:-default} in a scalar. The node stays a
@@ -362,12 +383,16 @@ func suggest(key string, fields map[string]reflect.StructField) string {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	best, bestDist := "", 3 // only names at most 2 edits away are suggested
 	for _, name := range names {
-		if distance(key, name) <= 2 {
-			return fmt.Sprintf(" (did you mean %q?)", name)
+		if d := distance(key, name); d < bestDist {
+			best, bestDist = name, d
 		}
 	}
-	return ""
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
 }
 
 // distance is the Levenshtein distance between a and b.

@@ -1,0 +1,102 @@
+package consortia
+
+import (
+	"time"
+
+	"github.com/consortium-dev/consortium/openai"
+)
+
+// Run is the record of one consortium request: every member answer of
+// every round, every arbiter reply, usage and timings. It is what the run
+// endpoint shows and what later strategies score models from.
+type Run struct {
+	ID         string       `json:"run_id"`
+	Consortium string       `json:"consortium"`
+	Strategy   string       `json:"strategy"`
+	Created    time.Time    `json:"created"`
+	Iterations int          `json:"iterations"`
+	Confidence *float64     `json:"confidence"`
+	Rounds     []Round      `json:"rounds"`
+	Usage      openai.Usage `json:"usage"`
+	DurationMs int64        `json:"duration_ms"`
+	// Fallback says why the synthesis is not the arbiter's own, when it
+	// is not (the arbiter wrote none, so the best-ranked answer was used).
+	Fallback string `json:"fallback,omitempty"`
+}
+
+// Round is one round of a run.
+type Round struct {
+	Number  int            `json:"number"`
+	Members []MemberAnswer `json:"members"`
+	Arbiter *ArbiterReply  `json:"arbiter,omitempty"`
+}
+
+// Member statuses, as the consortium object reports them.
+const (
+	StatusOK        = "ok"
+	StatusError     = "error"
+	StatusTimeout   = "timeout"   // past member_timeout
+	StatusCancelled = "cancelled" // not needed once quorum answers were in
+)
+
+// MemberAnswer is what one member instance did in one round.
+type MemberAnswer struct {
+	Model     string        `json:"model"`
+	Instance  int           `json:"instance"`
+	Label     string        `json:"label,omitempty"` // the label the arbiter saw, e.g. "B"
+	Status    string        `json:"status"`
+	Error     string        `json:"error,omitempty"`
+	LatencyMs int64         `json:"latency_ms"`
+	Content   string        `json:"content,omitempty"`
+	Usage     *openai.Usage `json:"usage,omitempty"`
+}
+
+// ArbiterReply is the arbiter's reply in one round.
+type ArbiterReply struct {
+	Model           string        `json:"model"`
+	Reply           string        `json:"reply"` // the full text as received, tags included
+	Confidence      *float64      `json:"confidence"`
+	NeedsIteration  *bool         `json:"needs_iteration"`
+	RefinementAreas string        `json:"refinement_areas,omitempty"`
+	Dissent         string        `json:"dissent,omitempty"`
+	Ranking         []string      `json:"ranking,omitempty"`
+	RankedModels    []string      `json:"ranked_models,omitempty"` // the ranking as member refs, best first
+	Iterate         bool          `json:"iterate"`                 // this reply asked for (or forced) another round
+	Cancelled       bool          `json:"cancelled"`               // cut when its synthesis began on a round that iterates
+	LatencyMs       int64         `json:"latency_ms"`
+	Usage           *openai.Usage `json:"usage,omitempty"`
+	Error           string        `json:"error,omitempty"`
+}
+
+// Summary is the consortium object of a response: what clients see of the
+// run.
+type Summary struct {
+	RunID          string          `json:"run_id"`
+	ConversationID string          `json:"conversation_id,omitempty"`
+	Strategy       string          `json:"strategy"`
+	Iterations     int             `json:"iterations"`
+	Confidence     *float64        `json:"confidence"`
+	Members        []MemberSummary `json:"members"`
+}
+
+// MemberSummary is one member instance in the consortium object.
+type MemberSummary struct {
+	Model     string `json:"model"`
+	Instance  int    `json:"instance"`
+	Status    string `json:"status"`
+	LatencyMs int64  `json:"latency_ms,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Summary returns the consortium object of the run: the statuses of the
+// last round's members.
+func (r *Run) Summary() Summary {
+	s := Summary{RunID: r.ID, Strategy: r.Strategy, Iterations: r.Iterations, Confidence: r.Confidence, Members: []MemberSummary{}}
+	if len(r.Rounds) == 0 {
+		return s
+	}
+	for _, m := range r.Rounds[len(r.Rounds)-1].Members {
+		s.Members = append(s.Members, MemberSummary{Model: m.Model, Instance: m.Instance, Status: m.Status, LatencyMs: m.LatencyMs, Error: m.Error})
+	}
+	return s
+}
