@@ -171,11 +171,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		demo.SetModels(demoModels...)
 		demo.SetRecordLimit(-1) // a long-running demo keeps no requests
 		defer demo.Close()
-		if err := cfg.AddDemo(demo.URL, demoModels); err != nil {
+		if err := cfg.AddDemo(demo.URL, append(demoModels, upstreamtest.DemoArbiter)); err != nil {
 			printProblems(stderr, err)
 			return 1
 		}
-		logger.Warn("DEMO MODE: the provider \"demo\" is a built-in fake with canned answers, not a real model", "models", demoRefs())
+		if err := cfg.AddDemoConsortium(demoModels, upstreamtest.DemoArbiter); err != nil {
+			printProblems(stderr, err)
+			return 1
+		}
+		logger.Warn("DEMO MODE: the provider \"demo\" and the consortium \"demo\" are built-in fakes with canned answers, not real models", "models", demoRefs())
 	}
 	if err := checkOpenRelay(cfg, realProviders); err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)

@@ -37,8 +37,9 @@ func mustParse(t *testing.T, yaml string, vars map[string]string) *Config {
 	return cfg
 }
 
-// mustDecode decodes a file without validating it: consortiums are refused
-// by Validate for now, but their decoding and defaults are tested already.
+// mustDecode decodes a file without validating it, for the decoding and
+// defaults of files that Validate refuses (member fallbacks, a consortium
+// without members or arbiter).
 func mustDecode(t *testing.T, yaml string, vars map[string]string) *Config {
 	t.Helper()
 	cfg, problems := decode([]byte(yaml), env(vars))
@@ -302,7 +303,6 @@ consortia:
 			// the rest of the file is validated too
 			`consortia.c.members[0].model: "" is not provider/model`,
 			`consortia.c.arbiter.model: a consortium needs an arbiter model`,
-			notSupportedConsortium,
 		}
 		if !slices.Equal(ps, want) {
 			t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ps, "\n  "), strings.Join(want, "\n  "))
@@ -328,7 +328,6 @@ consortia:
 			`providers.local.max_retries: expected an integer, got "many"`,
 			`consortia.c.members[0].count: expected an integer, got "two"`,
 			`consortia.c.arbiter.model: a consortium needs an arbiter model`,
-			notSupportedConsortium,
 			`providers.local.max_retries: upstream retries are not supported yet; set max_retries: 0 or leave it out`,
 		}
 		if !slices.Equal(ps, want) {
@@ -736,8 +735,7 @@ providers:
 	})
 }
 
-// validConsortium is a well-formed consortium whose only problem is that
-// consortiums are not supported yet.
+// validConsortium is a well-formed consortium, valid as it is.
 const validConsortium = `
 providers:
   openai: {api_key: k}
@@ -746,11 +744,15 @@ consortia:
   c:
     members:
       - {model: openai/a, count: 2}
-      - {model: local/b, fallbacks: [openai/c]}
+      - {model: local/b}
     arbiter: {model: openai/j, prompt: "{{.Question}}"}
 `
 
-const notSupportedConsortium = "consortia.c: consortiums (the consortium engine) are not supported yet"
+// withFallbacks gives the second member of validConsortium fallbacks, which
+// are refused until the resilience work builds them.
+const withFallbacks = "{model: local/b, fallbacks: [openai/c]}"
+
+const notSupportedFallbacks = "consortia.c.members[1].fallbacks: member fallbacks are not supported yet"
 
 func TestValidate(t *testing.T) {
 	t.Run("a valid file", func(t *testing.T) {
@@ -772,10 +774,20 @@ providers:
 		}
 	})
 
-	t.Run("a well-formed consortium is only refused as not supported yet", func(t *testing.T) {
-		ps := problemsOf(t, validConsortium, nil)
-		if !slices.Equal(ps, Problems{notSupportedConsortium}) {
-			t.Errorf("problems = %q", ps)
+	t.Run("a well-formed consortium", func(t *testing.T) {
+		cfg := mustParse(t, validConsortium, nil)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate again: %v", err)
+		}
+		if c := cfg.Consortia["c"]; c == nil || len(c.Members) != 2 || !slices.Equal(cfg.ConsortiumOrder, []string{"c"}) {
+			t.Errorf("consortia %+v, order %v", cfg.Consortia, cfg.ConsortiumOrder)
+		}
+	})
+
+	t.Run("a well-formed consortium with member fallbacks is only refused for them", func(t *testing.T) {
+		ps := problemsOf(t, strings.Replace(validConsortium, "{model: local/b}", withFallbacks, 1), nil)
+		if !slices.Equal(ps, Problems{notSupportedFallbacks}) {
+			t.Errorf("problems = %q, want %q", ps, notSupportedFallbacks)
 		}
 	})
 
@@ -832,14 +844,15 @@ func TestValidateConsortium(t *testing.T) {
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"named like a provider's model", "  c:\n", "  openai/x:\n", `consortia.openai/x: the name begins with the provider "openai" and a slash, so it would hide that provider's models`},
 		{"unknown strategy", "    members:\n", "    strategy: vote\n    members:\n", `consortia.c.strategy: "vote" is not a known strategy (synthesize)`},
-		{"no members", "      - {model: openai/a, count: 2}\n      - {model: local/b, fallbacks: [openai/c]}\n", "      []\n", `consortia.c.members: a consortium needs at least one member`},
-		{"members omitted", "    members:\n      - {model: openai/a, count: 2}\n      - {model: local/b, fallbacks: [openai/c]}\n", "", `consortia.c.members: a consortium needs at least one member`},
+		{"no members", "      - {model: openai/a, count: 2}\n      - {model: local/b}\n", "      []\n", `consortia.c.members: a consortium needs at least one member`},
+		{"members omitted", "    members:\n      - {model: openai/a, count: 2}\n      - {model: local/b}\n", "", `consortia.c.members: a consortium needs at least one member`},
 		{"member of an unknown provider", "{model: openai/a,", "{model: nope/a,", `consortia.c.members[0].model: "nope/a" names the unknown provider "nope"`},
 		{"member ref without a provider", "{model: openai/a,", "{model: gpt-4o,", `consortia.c.members[0].model: "gpt-4o" is not provider/model`},
 		{"member without a model", "{model: openai/a, count: 2}", "{count: 2}", `consortia.c.members[0].model: "" is not provider/model`},
 		{"zero count", "count: 2", "count: 0", `consortia.c.members[0].count: must be at least 1`},
 		{"zero weight", "count: 2", "count: 2, weight: 0", `consortia.c.members[0].weight: must be more than 0`},
-		{"fallback of an unknown provider", "[openai/c]", "[openai/c, nope/d]", `consortia.c.members[1].fallbacks[1]: "nope/d" names the unknown provider "nope"`},
+		{"fallback of an unknown provider", "{model: local/b}", "{model: local/b, fallbacks: [openai/c, nope/d]}", `consortia.c.members[1].fallbacks[1]: "nope/d" names the unknown provider "nope"`},
+		{"fallback ref without a provider", "{model: local/b}", "{model: local/b, fallbacks: [gpt-4o]}", `consortia.c.members[1].fallbacks[0]: "gpt-4o" is not provider/model`},
 		{"no arbiter", "    arbiter: {model: openai/j, prompt: \"{{.Question}}\"}\n", "", `consortia.c.arbiter.model: a consortium needs an arbiter model`},
 		{"arbiter of an unknown provider", "model: openai/j", "model: nope/j", `consortia.c.arbiter.model: "nope/j" names the unknown provider "nope"`},
 		{"arbiter prompt not a template", "{{.Question}}", "{{.Question", `consortia.c.arbiter.prompt: is not a valid Go template: `},
@@ -877,10 +890,10 @@ func TestValidateConsortium(t *testing.T) {
 		{"a slash in a name that is not a provider", "  c:\n", "  team/c:\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ps := problemsOf(t, strings.Replace(validConsortium, tc.old, tc.new, 1), nil)
-			if len(ps) != 1 || !strings.HasSuffix(ps[0], ": consortiums (the consortium engine) are not supported yet") {
-				t.Errorf("problems = %q, want only the consortium refusal", ps)
+			if !strings.Contains(validConsortium, tc.old) {
+				t.Fatalf("%q is not in validConsortium", tc.old)
 			}
+			mustParse(t, strings.Replace(validConsortium, tc.old, tc.new, 1), nil)
 		})
 	}
 }
@@ -888,7 +901,7 @@ func TestValidateConsortium(t *testing.T) {
 func TestUnbuilt(t *testing.T) {
 	const provider = "providers:\n  openai:\n    api_key: k\n"
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"consortium", validConsortium, notSupportedConsortium},
+		{"member fallbacks", strings.Replace(validConsortium, "{model: local/b}", withFallbacks, 1), notSupportedFallbacks},
 		{"redis store", "store: {backend: redis}", "store.backend: the redis store is not supported yet; use backend: memory"},
 		{"store addrs", "store: {addrs: [\"r:6379\"]}", "store.addrs: the redis store is not supported yet"},
 		{"store master_name", "store: {addrs: [\"r:26379\"], master_name: m}", "store.master_name: the redis store is not supported yet"},
@@ -927,6 +940,23 @@ func TestUnbuilt(t *testing.T) {
 		}
 	})
 
+	t.Run("member fallbacks, once for each member that has them", func(t *testing.T) {
+		ps := problemsOf(t, validConsortium+`  d:
+    members:
+      - {model: openai/a, fallbacks: [local/b]}
+      - {model: openai/b}
+      - {model: openai/c, fallbacks: [local/b, openai/a]}
+    arbiter: {model: openai/j}
+`, nil)
+		want := Problems{
+			"consortia.d.members[0].fallbacks: member fallbacks are not supported yet",
+			"consortia.d.members[2].fallbacks: member fallbacks are not supported yet",
+		}
+		if !slices.Equal(ps, want) {
+			t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ps, "\n  "), strings.Join(want, "\n  "))
+		}
+	})
+
 	// The values that mean "off" are accepted: the key does no harm.
 	t.Run("values that change nothing are accepted", func(t *testing.T) {
 		mustParse(t, `
@@ -939,6 +969,11 @@ providers:
   local:
     base_url: http://h/v1
     breaker:
+consortia:
+  c:
+    members:
+      - {model: local/m, fallbacks: []}
+    arbiter: {model: local/m}
 `, nil)
 	})
 }

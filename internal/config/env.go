@@ -114,3 +114,28 @@ func (c *Config) AddDemo(baseURL string, models []string) error {
 	c.Demo = true
 	return c.Validate()
 }
+
+// DemoConsortium is the name of the consortium --demo adds.
+const DemoConsortium = "demo"
+
+// AddDemoConsortium adds the demo consortium over the demo provider: the
+// given demo models as members and arbiter as its arbiter, with up to two
+// rounds so that a run shows an iteration. Call it after AddDemo. It is an
+// error for the file to name a consortium "demo" too.
+func (c *Config) AddDemoConsortium(members []string, arbiter string) error {
+	if _, ok := c.Consortia[DemoConsortium]; ok {
+		return Problems{"consortia.demo: the name demo is taken by --demo; rename this consortium or run without --demo"}
+	}
+	k := consortiumDefaults()
+	k.Description = "demo: demo models answering, a demo arbiter synthesizing (canned text, no real model)"
+	k.MaxIterations = 2
+	for _, m := range members {
+		member := memberDefaults()
+		member.Model = DemoProvider + "/" + m
+		k.Members = append(k.Members, member)
+	}
+	k.Arbiter.Model = DemoProvider + "/" + arbiter
+	c.Consortia[DemoConsortium] = &k
+	c.ConsortiumOrder = append([]string{DemoConsortium}, c.ConsortiumOrder...)
+	return c.Validate()
+}

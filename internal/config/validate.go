@@ -158,7 +158,7 @@ var unbuilt = []struct {
 	// gets type anthropic).
 	implied bool
 }{
-	{key: "consortia.*", what: "consortiums (the consortium engine) are not supported yet"},
+	{key: "consortia.*.members[*].fallbacks", what: "member fallbacks are not supported yet"},
 	{key: "store.backend", set: func(c *Config, _ string) bool { return c.Store.Backend == "redis" }, what: "the redis store is not supported yet; use backend: memory"},
 	{key: "store.addrs", set: func(c *Config, _ string) bool { return len(c.Store.Addrs) > 0 }, what: "the redis store is not supported yet"},
 	{key: "store.master_name", what: "the redis store is not supported yet"},
@@ -198,7 +198,11 @@ func (c *Config) refuseUnbuilt(v *validator) {
 			}
 		case "consortia.":
 			for _, name := range c.ConsortiumOrder {
-				v.problem(prefix+name, u.what)
+				for i, m := range c.Consortia[name].Members {
+					if len(m.Fallbacks) > 0 {
+						v.problem(fmt.Sprintf("consortia.%s.members[%d].fallbacks", name, i), u.what)
+					}
+				}
 			}
 		default:
 			if u.set != nil && u.set(c, "") {

@@ -3,6 +3,7 @@ package upstreamtest
 import (
 	"fmt"
 	"hash/fnv"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -33,11 +34,70 @@ const (
 // get the first delay and the default vectors.
 func Demo() Responder {
 	return func(r *Request) Reply {
-		// Every demo model answers as a member for now. When the consortium
-		// engine calls demo models as its arbiter too, the arbiter's tagged
-		// reply belongs here, chosen by r.Model, beside demoReply.
+		if r.Model == DemoArbiter {
+			return demoArbiterReply(r)
+		}
 		return demoReply(r)
 	}
+}
+
+// DemoArbiter is the demo model that answers as a consortium's arbiter: its
+// reply is in the arbiter's tags, judging the responses its prompt shows.
+const DemoArbiter = "arbiter"
+
+var (
+	demoRound    = regexp.MustCompile(`\(round (\d+) of at most (\d+)\)`)
+	demoResponse = regexp.MustCompile(`(?m)^### Response ([A-Z]+)`)
+)
+
+// demoArbiterReply judges the responses of the default arbiter prompt: on
+// the first of several rounds it is unsure and asks for another, later it
+// is confident, so a demo consortium shows an iteration. Its synthesis
+// says what it is, how many answers it read and what the user asked.
+func demoArbiterReply(r *Request) Reply {
+	prompt := r.LastUserText()
+	sum := demoHash(r)
+	labels := []string{}
+	for _, m := range demoResponse.FindAllStringSubmatch(prompt, -1) {
+		labels = append(labels, m[1])
+	}
+	if len(labels) > 1 && sum%2 == 1 {
+		labels = append(labels[1:], labels[0])
+	}
+	round, rounds := 1, 1
+	if m := demoRound.FindStringSubmatch(prompt); m != nil {
+		fmt.Sscan(m[1], &round)
+		fmt.Sscan(m[2], &rounds)
+	}
+	confidence, iterate, areas := "0.93", "false", "none"
+	if round == 1 && rounds > 1 {
+		confidence, iterate = "0.62", "true"
+		areas = "Each answer should say plainly that it is a demo and keep to two sentences."
+	}
+	request := ""
+	if i := strings.Index(prompt, "## The user's latest request"); i >= 0 {
+		rest := strings.TrimSpace(prompt[i+len("## The user's latest request"):])
+		request, _, _ = strings.Cut(rest, "\n\n## ")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "<analysis>The %d demo answers agree: each is canned text from the built-in demo provider.</analysis>\n", len(labels))
+	b.WriteString("<dissent>none</dissent>\n")
+	fmt.Fprintf(&b, "<confidence>%s</confidence>\n<needs_iteration>%s</needs_iteration>\n", confidence, iterate)
+	fmt.Fprintf(&b, "<refinement_areas>%s</refinement_areas>\n<ranking>%s</ranking>\n", areas, strings.Join(labels, ", "))
+	fmt.Fprintf(&b, "<synthesis>This is a demo synthesis from consortium's built-in demo arbiter, written after reading %d member answers over round %d; no real model was called.", len(labels), round)
+	if q := quoteStart(request, demoQuoteMax); q != "" {
+		fmt.Fprintf(&b, " You asked: \u201c%s\u201d.", strings.TrimRight(q, ".?!"))
+	}
+	b.WriteString(" With real providers configured, the members answer your question and the arbiter writes the best answer from theirs.</synthesis>")
+
+	first := between(demoFirstMin, demoFirstMax, sum)
+	perChunk := between(demoChunkMin, demoChunkMax, sum>>20)
+	reply := Reply{Content: b.String(), Delay: first, ChunkDelay: perChunk}
+	if !r.Stream {
+		reply.Delay += time.Duration(len(splitWords(reply.Content))) * perChunk
+		reply.ChunkDelay = 0
+	}
+	return reply
 }
 
 // demoReply is a demo model's answer as a consortium member or a plain model.
