@@ -142,7 +142,11 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 		return nil, err
 	}
 	start := time.Now()
-	run := &Run{ID: NewID("run_"), Consortium: e.name, Strategy: "synthesize", Created: start.UTC()}
+	id, _ := ctx.Value(runIDKey{}).(string)
+	if id == "" {
+		id = NewID("run_")
+	}
+	run := &Run{ID: id, Consortium: e.name, Strategy: "synthesize", Created: start.UTC()}
 	out := newOutput(req, deltas)
 
 	base := memberBase(req)
@@ -454,6 +458,15 @@ func bestAnswer(answers []MemberAnswer, order []int, ranking []string) string {
 		return answers[order[0]].Content
 	}
 	return ""
+}
+
+type runIDKey struct{}
+
+// WithRunID returns a context under which Run uses id as the run's id, so
+// that a caller can announce the id (in a stream's headers) before the run
+// begins.
+func WithRunID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, runIDKey{}, id)
 }
 
 // NewID returns prefix followed by 24 random hex digits.

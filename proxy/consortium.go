@@ -66,7 +66,8 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
-	id := consortia.NewID("chatcmpl-")
+	runID := consortia.NewID("run_")
+	id := "chatcmpl-" + runID
 	created := time.Now().Unix()
 	sw := &sseWriter{w: w, rc: http.NewResponseController(w)}
 	// Every chunk of this stream begins the same way; only the delta
@@ -78,6 +79,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	h.Set("X-Consortium-Run-Id", runID)
 	w.WriteHeader(http.StatusOK)
 	sw.write(prefix, `{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`)
 
@@ -100,7 +102,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 		}
 	}()
 
-	res, err := e.Run(r.Context(), req, func(delta string) {
+	res, err := e.Run(consortia.WithRunID(r.Context(), runID), req, func(delta string) {
 		sw.write(prefix, `{"index":0,"delta":{"content":`, quoteJSON(delta), `},"finish_reason":null}]}`)
 	})
 	close(stop)
