@@ -20,17 +20,15 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	body, release, err := s.readBody(w, r)
 	defer release()
+	var req *openai.ChatRequest
+	if err == nil {
+		req, err = openai.ParseChatRequest(body)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	req, err := openai.ParseChatRequest(body)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	ri := info(r.Context())
-	ri.model = req.Model
+	info(r.Context()).model = req.Model
 	if e := s.consortia[req.Model]; e != nil {
 		s.consortium(w, r, start, e, req)
 		return
@@ -48,11 +46,10 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	body, release, err := s.readBody(w, r)
 	defer release()
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	var req *openai.EmbeddingRequest
+	if err == nil {
+		req, err = openai.ParseEmbeddingRequest(body)
 	}
-	req, err := openai.ParseEmbeddingRequest(body)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -95,15 +95,25 @@ func load(o *options) (*config.Config, error) {
 	return config.Load(config.Path(o.config, os.LookupEnv), os.LookupEnv)
 }
 
-func validate(args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags("validate", args, stderr, false)
+// loadFor parses the flags of a subcommand that only reads the
+// configuration, and loads it; on failure it returns the exit code.
+func loadFor(name string, args []string, stderr io.Writer) (*config.Config, int) {
+	o, err := parseFlags(name, args, stderr, false)
 	if err != nil {
-		return 2
+		return nil, 2
 	}
 	cfg, err := load(o)
 	if err != nil {
 		printProblems(stderr, err)
-		return 1
+		return nil, 1
+	}
+	return cfg, 0
+}
+
+func validate(args []string, stdout, stderr io.Writer) int {
+	cfg, code := loadFor("validate", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", cfg.Source)
 	for _, name := range cfg.ProviderOrder {
@@ -120,14 +130,9 @@ func validate(args []string, stdout, stderr io.Writer) int {
 }
 
 func models(args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags("models", args, stderr, false)
-	if err != nil {
-		return 2
-	}
-	cfg, err := load(o)
-	if err != nil {
-		printProblems(stderr, err)
-		return 1
+	cfg, code := loadFor("models", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	for _, m := range proxy.Models(cfg) {
 		fmt.Fprintln(stdout, m.ID)
