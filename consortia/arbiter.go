@@ -162,6 +162,7 @@ func (e *Engine) judge(ctx context.Context, req *openai.ChatRequest, round int, 
 	var held strings.Builder // synthesis read but not yet known to be final
 	streaming := false       // the synthesis goes to out as it arrives
 	decided := false         // the round's fate is known
+	holding := false         // the synthesis opened first: the whole reply decides
 	var readErr error
 	for chunk, err := range stream.Chunks() {
 		if err != nil {
@@ -178,7 +179,7 @@ func (e *Engine) judge(ctx context.Context, req *openai.ChatRequest, round int, 
 		text := chunk.Choices[0].Delta.Content
 		reply.WriteString(text)
 		synth := tags.Write(text)
-		if !decided && tags.SynthesisOpened() {
+		if !decided && !holding && tags.SynthesisOpened() {
 			switch {
 			case mustIterate:
 				rec.Iterate, decided = true, true
@@ -187,6 +188,11 @@ func (e *Engine) judge(ctx context.Context, req *openai.ChatRequest, round int, 
 			case tags.Decided():
 				rec.Iterate, decided = iterates(tags.Verdict()), true
 				streaming = !rec.Iterate
+			default:
+				// No decision yet: tags after the synthesis decide, and a
+				// later one may overturn an earlier one, so only the end
+				// of the reply does.
+				holding = true
 			}
 			if rec.Iterate {
 				// Its analysis, dissent and refinement areas are in;

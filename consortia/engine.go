@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"text/template"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/ratelimit"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -43,9 +45,10 @@ type target struct {
 // instance is one member instance.
 type instance struct {
 	target
-	number int     // 1-based among the instances of the same member entry
-	weight float64 // relative trust, shown to the arbiter when weights differ
-	system string  // the consortium's system prompt, then the member's own
+	number    int      // 1-based among the instances of the same model
+	weight    float64  // relative trust, shown to the arbiter when weights differ
+	system    string   // the consortium's system prompt, then the member's own
+	fallbacks []target // tried in order when the model fails or its breaker is open
 }
 
 // New builds the engine of the consortium name from its validated
@@ -66,8 +69,16 @@ func New(name string, cfg *config.Consortium, callers map[string]Caller) (*Engin
 			return nil, err
 		}
 		system := joinNonEmpty("\n\n", cfg.System, m.System)
+		var fallbacks []target
+		for _, ref := range m.Fallbacks {
+			f, err := resolve(ref, m.Params)
+			if err != nil {
+				return nil, err
+			}
+			fallbacks = append(fallbacks, f)
+		}
 		for i := 1; i <= m.Count; i++ {
-			e.instances = append(e.instances, instance{target: t, number: i, weight: m.Weight, system: system})
+			e.instances = append(e.instances, instance{target: t, number: i, weight: m.Weight, system: system, fallbacks: fallbacks})
 		}
 	}
 	// Instances of the same model across member entries are numbered on.
@@ -83,7 +94,26 @@ func New(name string, cfg *config.Consortium, callers map[string]Caller) (*Engin
 	if e.prompt, err = parsePrompt(cfg.Arbiter.Prompt); err != nil {
 		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", name, err)
 	}
+	// A custom prompt that names a field PromptData lacks fails here, at
+	// start, rather than on every request.
+	if err := e.prompt.Execute(io.Discard, samplePrompt); err != nil {
+		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", name, err)
+	}
 	return e, nil
+}
+
+// samplePrompt is the data a prompt template is tried with at start.
+var samplePrompt = PromptData{
+	Consortium:     "sample",
+	Conversation:   []Turn{{Role: "system", Text: "Be brief."}},
+	Request:        "What is 2+2?",
+	Responses:      []Response{{Label: "A", Text: "4", Weight: 1}, {Label: "B", Text: "Four.", Weight: 2}},
+	ShowWeights:    true,
+	Round:          1,
+	MaxRounds:      2,
+	CanIterate:     true,
+	Threshold:      0.8,
+	RankingExample: "A, B",
 }
 
 // Name returns the consortium's name, the model id clients use.
@@ -302,11 +332,29 @@ func (e *Engine) fanOut(ctx context.Context, req *openai.ChatRequest, threads []
 	return answers
 }
 
-// ask calls one member instance and reports what happened.
+// ask calls one member instance, then its fallbacks in order while the
+// calls fail, and reports what happened.
 func (e *Engine) ask(ctx context.Context, in instance, req *openai.ChatRequest, thread []openai.Message) MemberAnswer {
 	a := MemberAnswer{Model: in.ref, Instance: in.number}
 	start := time.Now()
-	cc, err := in.caller.Chat(ctx, in.model, memberRequest(req, thread, in.params))
+	var (
+		cc       *openai.ChatCompletion
+		err      error
+		failures []string
+	)
+	for i, t := range append([]target{in.target}, in.fallbacks...) {
+		if i > 0 {
+			if ctx.Err() != nil {
+				break
+			}
+			a.Fallback = t.ref
+		}
+		cc, err = t.caller.Chat(ctx, t.model, memberRequest(req, thread, t.params))
+		if err == nil {
+			break
+		}
+		failures = append(failures, t.ref+": "+memberError(err))
+	}
 	a.LatencyMs = time.Since(start).Milliseconds()
 	if err != nil {
 		switch cause := context.Cause(ctx); {
@@ -314,10 +362,12 @@ func (e *Engine) ask(ctx context.Context, in instance, req *openai.ChatRequest, 
 			a.Status = StatusCancelled
 		case ctx.Err() != nil && errors.Is(cause, errMemberTimeout):
 			a.Status, a.Error = StatusTimeout, fmt.Sprintf("no answer within member_timeout (%s)", e.cfg.MemberTimeout)
-		case errors.Is(err, upstream.ErrTimeout):
+		case errors.Is(err, upstream.ErrTimeout) && len(failures) == 1:
 			a.Status, a.Error = StatusTimeout, memberError(err)
-		default:
+		case len(failures) == 1:
 			a.Status, a.Error = StatusError, memberError(err)
+		default:
+			a.Status, a.Error = StatusError, strings.Join(failures, "; ")
 		}
 		return a
 	}
@@ -337,12 +387,12 @@ func memberError(err error) string {
 		return err.Error()
 	}
 	switch {
-	case ue.Status != 0 && ue.Message != "":
-		return fmt.Sprintf("status %d: %s", ue.Status, ue.Message)
-	case ue.Status != 0:
-		return fmt.Sprintf("status %d", ue.Status)
-	case errors.Is(ue.Err, upstream.ErrTimeout), errors.Is(ue.Err, upstream.ErrMalformed):
-		return ue.Err.Error()
+	case ue.Status != 0, errors.Is(ue.Err, upstream.ErrTimeout), errors.Is(ue.Err, upstream.ErrMalformed),
+		errors.Is(ue.Err, upstream.ErrBreakerOpen), errors.Is(ue.Err, ratelimit.ErrLimited):
+		return ue.Describe()
+	}
+	if ue.Attempts > 1 {
+		return fmt.Sprintf("no answer after %d attempts: the connection failed", ue.Attempts)
 	}
 	return "no answer: the connection failed"
 }

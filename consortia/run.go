@@ -43,7 +43,8 @@ const (
 type MemberAnswer struct {
 	Model     string        `json:"model"`
 	Instance  int           `json:"instance"`
-	Label     string        `json:"label,omitempty"` // the label the arbiter saw, e.g. "B"
+	Fallback  string        `json:"fallback,omitempty"` // the fallback ref that answered (or last failed) in the model's place
+	Label     string        `json:"label,omitempty"`    // the label the arbiter saw, e.g. "B"
 	Status    string        `json:"status"`
 	Error     string        `json:"error,omitempty"`
 	LatencyMs int64         `json:"latency_ms"`
@@ -84,6 +85,7 @@ type MemberSummary struct {
 	Model     string `json:"model"`
 	Instance  int    `json:"instance"`
 	Status    string `json:"status"`
+	Fallback  string `json:"fallback,omitempty"`
 	LatencyMs int64  `json:"latency_ms,omitempty"`
 	Error     string `json:"error,omitempty"`
 }
@@ -96,7 +98,7 @@ func (r *Run) Summary() Summary {
 		return s
 	}
 	for _, m := range r.Rounds[len(r.Rounds)-1].Members {
-		s.Members = append(s.Members, MemberSummary{Model: m.Model, Instance: m.Instance, Status: m.Status, LatencyMs: m.LatencyMs, Error: m.Error})
+		s.Members = append(s.Members, MemberSummary{Model: m.Model, Instance: m.Instance, Status: m.Status, Fallback: m.Fallback, LatencyMs: m.LatencyMs, Error: m.Error})
 	}
 	return s
 }

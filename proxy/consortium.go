@@ -11,10 +11,6 @@ import (
 	"github.com/consortium-dev/consortium/openai"
 )
 
-// keepAliveInterval is how often a stream whose members are still working
-// gets an SSE comment, so that proxies with idle timeouts keep it open.
-const keepAliveInterval = 10 * time.Second
-
 // consortium answers a chat completion with a consortium.
 func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.Time, e *consortia.Engine, req *openai.ChatRequest) {
 	if err := consortia.Check(req); err != nil {
@@ -88,7 +84,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(keepAliveInterval)
+		t := time.NewTicker(s.keepAlive)
 		defer t.Stop()
 		for {
 			select {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/ratelimit"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -57,6 +58,20 @@ func errorFrom(err error) *apiError {
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
 			Message: fmt.Sprintf("the request body is larger than the proxy's limit of %d bytes", tooLarge.Limit)}
 	}
+	var limited *ratelimit.LimitError
+	if errors.As(err, &limited) {
+		return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limit_exceeded",
+			Message: limited.Error(), RetryAfter: max(limited.RetryAfter, time.Second)}
+	}
+	if errors.Is(err, upstream.ErrBreakerOpen) {
+		var ue *upstream.Error
+		retry := time.Second
+		if errors.As(err, &ue) {
+			retry = max(ue.RetryAfter, retry)
+		}
+		return &apiError{Status: http.StatusServiceUnavailable, Type: "service_unavailable", Code: "service_unavailable",
+			Message: upstreamMessage(err) + "; it failed repeatedly and is resting", RetryAfter: retry}
+	}
 	if errors.Is(err, context.Canceled) {
 		return &apiError{Status: statusClientClosed, Type: "client_closed", Message: "the client closed the request"}
 	}
@@ -98,14 +113,14 @@ func upstreamMessage(err error) string {
 	switch {
 	case ue.Status == http.StatusUnauthorized || ue.Status == http.StatusForbidden:
 		return fmt.Sprintf("upstream %s refused the proxy's credentials (status %d); the operator must check its api_key", ue.Ref(), ue.Status)
-	case ue.Status != 0 && ue.Message != "":
-		return fmt.Sprintf("upstream %s: status %d: %s", ue.Ref(), ue.Status, ue.Message)
-	case ue.Status != 0:
-		return fmt.Sprintf("upstream %s: status %d", ue.Ref(), ue.Status)
-	case errors.Is(ue.Err, upstream.ErrTimeout):
-		return fmt.Sprintf("upstream %s: %v", ue.Ref(), ue.Err)
+	case ue.Status != 0, errors.Is(ue.Err, upstream.ErrTimeout), errors.Is(ue.Err, upstream.ErrBreakerOpen):
+		return "upstream " + ue.Ref() + ": " + ue.Describe()
 	}
-	return fmt.Sprintf("upstream %s: no answer (%s)", ue.Ref(), connectionProblem(ue.Err))
+	attempts := ""
+	if ue.Attempts > 1 {
+		attempts = fmt.Sprintf(" after %d attempts", ue.Attempts)
+	}
+	return fmt.Sprintf("upstream %s: no answer%s (%s)", ue.Ref(), attempts, connectionProblem(ue.Err))
 }
 
 // connectionProblem describes a transport failure without echoing URLs.

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/consortium-dev/consortium/upstream"
 )
 
 // metrics are the proxy's Prometheus collectors, registered on the
@@ -16,6 +18,7 @@ type metrics struct {
 	upstreamTime  *prometheus.HistogramVec // provider, model
 	streams       prometheus.Gauge
 	panics        prometheus.Counter
+	breakers      *prometheus.GaugeVec // provider, model
 
 	// models bounds the model label values: clients choose model names,
 	// and every new name would be a new time series.
@@ -72,15 +75,31 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "consortium_streams_in_flight",
 			Help: "SSE streams being sent to clients now.",
 		}),
+		breakers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "consortium_breaker_state",
+			Help: "Circuit breaker state per upstream model: 0 closed, 1 half-open, 2 open.",
+		}, []string{"provider", "model"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "consortium_panics_total",
 			Help: "Handler panics recovered into 500 answers.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.overhead, m.upstreamCalls, m.upstreamTime, m.streams, m.panics} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.overhead, m.upstreamCalls, m.upstreamTime, m.streams, m.panics, m.breakers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// breakerChanged records a model's new breaker state.
+func (m *metrics) breakerChanged(provider, model, state string) {
+	v := 0.0
+	switch state {
+	case upstream.BreakerHalfOpen:
+		v = 1
+	case upstream.BreakerOpen:
+		v = 2
+	}
+	m.breakers.WithLabelValues(provider, m.modelLabel(provider, model)).Set(v)
 }

@@ -214,6 +214,17 @@ func (s *Server) clientAuth(next http.Handler) http.Handler {
 	})
 }
 
+// clientLimit holds each client key to its rpm.
+func (s *Server) clientLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.limits.Allow(info(r.Context()).tenant); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // adminAuth guards /metrics with the admin key when one is set.
 func (s *Server) adminAuth(next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(s.cfg.Auth.AdminKey))

@@ -38,7 +38,7 @@ type env struct {
 
 // start runs a proxy with the YAML configuration yaml, in which
 // {{FAKE}} stands for the fake provider's base URL.
-func start(t *testing.T, yaml string) *env {
+func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
 	t.Helper()
 	fake := upstreamtest.NewServer()
 	t.Cleanup(fake.Close)
@@ -51,7 +51,11 @@ func start(t *testing.T, yaml string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	logs := &logBuffer{}
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	opts := proxy.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Backoff: time.Millisecond}
+	for _, o := range options {
+		o(&opts)
+	}
+	srv, err := proxy.New(opts)
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
@@ -359,10 +363,10 @@ func TestErrors(t *testing.T) {
 		{name: "provider 422", reply: &upstreamtest.Reply{Status: 422, Error: "unprocessable"}, status: 422, upstream: 1, msg: "unprocessable"},
 		{name: "provider 401 is the operator's", reply: &upstreamtest.Reply{Status: 401, Error: "bad key sk-123"}, status: 502, typ: "upstream_error", upstream: 1, msg: "fake/m1"},
 		{name: "provider 403", reply: &upstreamtest.Reply{Status: 403, Error: "forbidden"}, status: 502, typ: "upstream_error", upstream: 1},
-		{name: "provider 500", reply: &upstreamtest.Reply{Status: 500, Error: "boom"}, status: 502, typ: "upstream_error", upstream: 1, msg: "fake/m1"},
+		{name: "provider 500 is retried", reply: &upstreamtest.Reply{Status: 500, Error: "boom"}, status: 502, typ: "upstream_error", upstream: 3, msg: "fake/m1: status 500 after 3 attempts: boom"},
 		{name: "provider 429", reply: &upstreamtest.Reply{Status: 429, Error: "slow down", Header: http.Header{"Retry-After": {"7"}}}, status: 429, typ: "rate_limit_error", retryAfter: true, upstream: 1},
 		{name: "malformed 200", reply: &upstreamtest.Reply{Body: `{"choices": [`}, status: 502, typ: "upstream_error", upstream: 1, msg: "not valid JSON"},
-		{name: "dropped connection", reply: &upstreamtest.Reply{Drop: true}, status: 502, typ: "upstream_error", upstream: 1},
+		{name: "dropped connection is retried", reply: &upstreamtest.Reply{Drop: true}, status: 502, typ: "upstream_error", upstream: 3, msg: "after 3 attempts"},
 		{name: "first byte timeout", reply: &upstreamtest.Reply{Hang: true}, status: 504, typ: "timeout", upstream: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

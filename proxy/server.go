@@ -18,6 +18,7 @@ import (
 
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/config"
+	"github.com/consortium-dev/consortium/ratelimit"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -37,6 +38,15 @@ type Options struct {
 	// Transport, if set, carries every upstream call (tests use it to count
 	// connections). If nil, each provider gets a tuned transport of its own.
 	Transport http.RoundTripper
+
+	// KeepAlive is how often a consortium stream whose members are still
+	// working gets an SSE comment, so that proxies with idle timeouts keep
+	// it open. If zero, 10s is used.
+	KeepAlive time.Duration
+
+	// Backoff, if set, replaces the first retry backoff ceiling of every
+	// provider (tests shorten it).
+	Backoff time.Duration
 }
 
 // Server is the proxy's HTTP handler.
@@ -48,8 +58,10 @@ type Server struct {
 	providers map[string]*upstream.Provider
 	consortia map[string]*consortia.Engine
 	keys      []clientKey
+	limits    *ratelimit.Keys
 	router    http.Handler
 	draining  atomic.Bool
+	keepAlive time.Duration
 }
 
 // New builds a Server for a validated configuration.
@@ -64,6 +76,10 @@ func New(opts Options) (*Server, error) {
 		registry:  opts.Registry,
 		providers: map[string]*upstream.Provider{},
 		consortia: map[string]*consortia.Engine{},
+		keepAlive: opts.KeepAlive,
+	}
+	if s.keepAlive <= 0 {
+		s.keepAlive = 10 * time.Second
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -86,7 +102,15 @@ func New(opts Options) (*Server, error) {
 			Headers:     pc.Headers,
 			Timeout:     pc.Timeout,
 			IdleTimeout: pc.IdleTimeout,
-			Transport:   opts.Transport,
+			MaxRetries:  pc.MaxRetries,
+			Backoff:     opts.Backoff,
+			Breaker:     upstream.BreakerSettings{Failures: pc.Breaker.Failures, Cooldown: pc.Breaker.Cooldown},
+			OnBreakerChange: func(model, state string) {
+				s.metrics.breakerChanged(name, model, state)
+			},
+			RPM:            pc.RPM,
+			MaxConcurrency: pc.MaxConcurrency,
+			Transport:      opts.Transport,
 		})
 		if err != nil {
 			return nil, err
@@ -105,6 +129,11 @@ func New(opts Options) (*Server, error) {
 		s.consortia[name] = e
 	}
 	s.keys = hashKeys(cfg.Auth.Keys)
+	rpm := map[string]int{}
+	for _, k := range cfg.Auth.Keys {
+		rpm[k.Name] = k.RPM
+	}
+	s.limits = ratelimit.NewKeys(rpm)
 	s.router = s.routes()
 	return s, nil
 }
@@ -130,7 +159,7 @@ func (s *Server) routes() http.Handler {
 	r.With(s.adminAuth).Get("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}).ServeHTTP)
 
 	r.Group(func(r chi.Router) {
-		r.Use(s.clientAuth)
+		r.Use(s.clientAuth, s.clientLimit)
 		for _, prefix := range []string{"/v1", ""} {
 			r.Post(prefix+"/chat/completions", s.chatCompletions)
 			r.Post(prefix+"/embeddings", s.embeddings)

@@ -32,13 +32,12 @@ func (p *Provider) Chat(ctx context.Context, model string, req *openai.ChatReque
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, p.fail(&Request{Model: model}, 0, err)
+	if resp.Body != nil {
+		resp.Body.Close()
+		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: an event stream where JSON was asked for", ErrMalformed))
 	}
 	var cc openai.ChatCompletion
-	if err := json.Unmarshal(data, &cc); err != nil || len(cc.Choices) == 0 {
+	if err := json.Unmarshal(resp.Data, &cc); err != nil || len(cc.Choices) == 0 {
 		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: a 200 answer without choices", ErrMalformed))
 	}
 	return &cc, nil
@@ -71,10 +70,18 @@ func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.Cha
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{p: p, model: model, body: resp.Body}
-	events := sse.Read(resp.Body, &sse.ReadConfig{MaxEventSize: maxEventSize})
+	if resp.Body == nil {
+		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed))
+	}
+	return newStream(p, model, resp.Body), nil
+}
+
+// newStream reads chat completion chunks from an SSE body.
+func newStream(p *Provider, model string, body io.ReadCloser) *Stream {
+	s := &Stream{p: p, model: model, body: body}
+	events := sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize})
 	s.next, s.stop = iter.Pull2(iter.Seq2[sse.Event, error](events))
-	return s, nil
+	return s
 }
 
 // Chunks yields the stream's chunks until [DONE] or the end of the body.

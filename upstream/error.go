@@ -35,19 +35,34 @@ type Error struct {
 
 	// Err is the underlying failure when there was no answer.
 	Err error
+
+	// Attempts is how many attempts were made before giving up.
+	Attempts int
 }
 
 // Ref is the model ref the error concerns: provider/model.
 func (e *Error) Ref() string { return e.Provider + "/" + e.Model }
 
 func (e *Error) Error() string {
+	return "upstream " + e.Ref() + ": " + e.Describe()
+}
+
+// Describe says what happened without naming the upstream: "status 503
+// after 3 attempts: overloaded", "circuit breaker open".
+func (e *Error) Describe() string {
+	var what string
 	if e.Status == 0 {
-		return fmt.Sprintf("upstream %s: %v", e.Ref(), e.Err)
+		what = fmt.Sprint(e.Err)
+	} else {
+		what = fmt.Sprintf("status %d", e.Status)
 	}
-	if e.Message != "" {
-		return fmt.Sprintf("upstream %s: status %d: %s", e.Ref(), e.Status, e.Message)
+	if e.Attempts > 1 {
+		what += fmt.Sprintf(" after %d attempts", e.Attempts)
 	}
-	return fmt.Sprintf("upstream %s: status %d", e.Ref(), e.Status)
+	if e.Status != 0 && e.Message != "" {
+		what += ": " + e.Message
+	}
+	return what
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -9,14 +9,18 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/consortium-dev/consortium/ratelimit"
 )
 
 // Config is what New needs to build a Provider.
@@ -47,6 +51,28 @@ type Config struct {
 	// begun. If zero, 60s is used.
 	IdleTimeout time.Duration
 
+	// MaxRetries is how many times a failed attempt is tried again (see
+	// Do). Zero means no retries.
+	MaxRetries int
+
+	// Backoff is the first backoff ceiling between attempts; it doubles
+	// with each attempt, up to 10s, and the wait is drawn at random below
+	// it (full jitter). If zero, 250ms is used.
+	Backoff time.Duration
+
+	// Breaker configures the circuit breaker of each model.
+	Breaker BreakerSettings
+
+	// OnBreakerChange, if set, is told when a model's breaker changes
+	// state (BreakerClosed, BreakerHalfOpen, BreakerOpen).
+	OnBreakerChange func(model, state string)
+
+	// RPM and MaxConcurrency limit the calls to this provider: callers
+	// wait for their turn while their deadline allows. Zero means
+	// unlimited.
+	RPM            int
+	MaxConcurrency int
+
 	// Transport carries the calls. If nil, New makes a tuned transport of
 	// the provider's own, kept for its lifetime so connections are reused.
 	Transport http.RoundTripper
@@ -59,6 +85,11 @@ type Provider struct {
 	header      http.Header // sent with every call: auth, content type, extra headers
 	timeout     time.Duration
 	idleTimeout time.Duration
+	maxRetries  int
+	backoff     time.Duration
+	cooldown    time.Duration
+	breakers    *breakers
+	gate        *ratelimit.Gate
 	client      *http.Client
 }
 
@@ -87,6 +118,21 @@ func New(cfg Config) (*Provider, error) {
 	if p.idleTimeout <= 0 {
 		p.idleTimeout = 60 * time.Second
 	}
+	p.maxRetries = max(cfg.MaxRetries, 0)
+	p.backoff = cfg.Backoff
+	if p.backoff <= 0 {
+		p.backoff = 250 * time.Millisecond
+	}
+	bs := cfg.Breaker
+	if bs.Failures <= 0 {
+		bs.Failures = 5
+	}
+	if bs.Cooldown <= 0 {
+		bs.Cooldown = 30 * time.Second
+	}
+	p.cooldown = bs.Cooldown
+	p.breakers = &breakers{settings: bs, onChange: cfg.OnBreakerChange, byModel: map[string]*breaker{}}
+	p.gate = ratelimit.NewGate(cfg.Name, cfg.RPM, cfg.MaxConcurrency)
 	for k, v := range cfg.Headers {
 		p.header.Set(k, v)
 	}
@@ -144,27 +190,124 @@ type Request struct {
 
 	// Stream says the body asks for an SSE answer.
 	Stream bool
+
+	// Buffer, if set, receives a JSON answer's body (Response.Data then
+	// aliases it), so that a caller can reuse its buffers.
+	Buffer *bytes.Buffer
 }
 
-// Response is a provider's successful (2xx) answer. Its Body must be closed;
-// reading it is bounded by the provider's idle timeout.
+// Response is a provider's successful (2xx) answer. For a stream, Body is
+// the event stream, bounded by the provider's idle timeout, and must be
+// closed. For a JSON answer, Data is the whole body, already checked to be
+// JSON, and Body is nil.
 type Response struct {
 	Status      int
 	ContentType string
 	Body        io.ReadCloser
+	Data        []byte
+	// Attempts is how many attempts the call took.
+	Attempts int
 }
 
-// Do sends req and returns the response once its headers have arrived. A
-// non-2xx answer is returned as an *Error with the provider's message; no
-// answer within the provider's timeout is ErrTimeout.
+// Do sends req and returns the response once it has begun (a stream) or
+// has been read whole (JSON). Failed attempts are retried while none of the
+// answer has been returned: connection errors and 408, 429, 500, 502, 503,
+// 504 and 529 answers, up to MaxRetries times, with exponential backoff
+// and full jitter, or after the Retry-After the provider sent when it fits
+// in the time left. The model's breaker sees every attempt; an open
+// breaker fails the call at once with ErrBreakerOpen. The provider's
+// timeout bounds the wait for the first byte across all attempts.
+//
+// A non-2xx answer is returned as an *Error with the provider's message;
+// no answer in time is ErrTimeout; a 200 that is not JSON is ErrMalformed.
 func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
+	deadline := time.Now().Add(p.timeout)
 	firstByte := time.AfterFunc(p.timeout, func() { cancel(errFirstByte) })
+	b := p.breakers.get(req.Model)
+	for attempt := 1; ; attempt++ {
+		resp, err := p.try(ctx, cancel, firstByte, deadline, b, req)
+		if err == nil {
+			resp.Attempts = attempt
+			return resp, nil
+		}
+		var e *Error
+		if errors.As(err, &e) {
+			e.Attempts = attempt
+		}
+		wait, ok := p.retryWait(ctx, e, attempt, deadline)
+		if !ok {
+			firstByte.Stop()
+			cancel(nil)
+			return nil, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			firstByte.Stop()
+			cancel(nil)
+			return nil, err
+		}
+	}
+}
 
+// retryWait says whether the failed attempt number attempt is tried again,
+// and after how long.
+func (p *Provider) retryWait(ctx context.Context, e *Error, attempt int, deadline time.Time) (time.Duration, bool) {
+	if e == nil || attempt > p.maxRetries || !retryable(e) || ctx.Err() != nil {
+		return 0, false
+	}
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	left := time.Until(deadline)
+	if e.RetryAfter > 0 {
+		// The provider said when: wait exactly that, or give up now
+		// rather than come back early or wait in vain.
+		return e.RetryAfter, e.RetryAfter < left
+	}
+	// Doubled step by step rather than shifted, which would overflow into
+	// a negative ceiling (and a panic in Int64N) past a few dozen attempts.
+	ceiling := p.backoff
+	for i := 1; i < attempt && ceiling < maxBackoff; i++ {
+		ceiling *= 2
+	}
+	ceiling = min(ceiling, maxBackoff)
+	wait := time.Duration(rand.Int64N(int64(ceiling) + 1))
+	return wait, wait < left
+}
+
+// maxBackoff caps the exponential backoff between attempts.
+const maxBackoff = 10 * time.Second
+
+// try makes one attempt.
+func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firstByte *time.Timer, deadline time.Time, b *breaker, req *Request) (*Response, error) {
+	done, retryAfter, err := b.allow(p.cooldown)
+	if err != nil {
+		return nil, &Error{Provider: p.name, Model: req.Model, Err: err, RetryAfter: retryAfter}
+	}
+	// The gate learns the first-byte deadline too (ctx carries only the
+	// caller's): a turn that cannot come in time is refused at once with
+	// a LimitError, rather than waited for until the timeout.
+	gctx, gcancel := context.WithDeadline(ctx, deadline)
+	release, err := p.gate.Enter(gctx)
+	gcancel()
+	if err != nil {
+		if !isLimited(err) {
+			// Only a wait the caller ended is read for its cause; a
+			// LimitError at the first-byte deadline stays one.
+			err = causeOf(ctx, err)
+		}
+		err = p.fail(req, 0, err)
+		done(context.Canceled) // the provider was not called: neither success nor failure
+		return nil, err
+	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+req.Path, bytes.NewReader(req.Body))
 	if err != nil {
-		firstByte.Stop()
-		cancel(nil)
+		release()
+		done(context.Canceled)
 		return nil, p.fail(req, 0, err)
 	}
 	hreq.Header = p.header.Clone()
@@ -175,23 +318,58 @@ func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 	}
 
 	resp, err := p.client.Do(hreq)
-	firstByte.Stop()
 	if err != nil {
-		err = causeOf(ctx, err)
-		cancel(nil)
-		return nil, p.fail(req, 0, err)
+		err = p.fail(req, 0, causeOf(ctx, err))
+		release()
+		done(err)
+		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer cancel(nil)
-		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, p.statusError(req, resp, body)
+		resp.Body.Close()
+		err := p.statusError(req, resp, body)
+		release()
+		done(err)
+		return nil, err
 	}
-	return &Response{
-		Status:      resp.StatusCode,
-		ContentType: resp.Header.Get("Content-Type"),
-		Body:        newIdleBody(ctx, cancel, resp.Body, p.idleTimeout),
-	}, nil
+	firstByte.Stop()
+	out := &Response{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
+	body := newIdleBody(ctx, cancel, resp.Body, p.idleTimeout)
+	if req.Stream && isEventStream(out.ContentType) {
+		// The breaker learns how the stream ended when it is closed.
+		body.onClose = func(readErr error) {
+			release()
+			if readErr != nil {
+				readErr = p.fail(req, 0, readErr)
+			}
+			done(readErr)
+		}
+		out.Body = body
+		return out, nil
+	}
+	buf := req.Buffer
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	_, err = buf.ReadFrom(body)
+	body.Close()
+	release()
+	if err == nil && !json.Valid(buf.Bytes()) {
+		err = fmt.Errorf("%w: the body of its %d answer is not valid JSON", ErrMalformed, resp.StatusCode)
+	}
+	if err != nil {
+		err = p.fail(req, 0, err)
+		done(err)
+		return nil, err
+	}
+	done(nil)
+	out.Data = buf.Bytes()
+	return out, nil
+}
+
+// isEventStream reports an SSE content type.
+func isEventStream(contentType string) bool {
+	return strings.HasPrefix(contentType, "text/event-stream")
 }
 
 func (p *Provider) fail(req *Request, status int, err error) error {
@@ -203,14 +381,13 @@ var (
 	errIdle      = fmt.Errorf("the stream was silent longer than the provider's idle_timeout: %w", ErrTimeout)
 )
 
-// causeOf returns why ctx ended when err is only the transport's report of
-// it, so a phase timeout reads as ErrTimeout rather than "context canceled".
+// causeOf returns ErrTimeout's phase error when one of the provider's own
+// timeouts ended ctx, so that it reads as a timeout rather than as the
+// transport's "context canceled". Any other end (the caller went away, a
+// quorum was reached) is left as the transport reported it.
 func causeOf(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-		if errors.Is(cause, ErrTimeout) {
-			return cause
-		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
 			return cause
 		}
 	}
@@ -220,11 +397,14 @@ func causeOf(ctx context.Context, err error) error {
 // idleBody ends a body whose reads stall longer than the idle timeout, and
 // releases the call's context when closed.
 type idleBody struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	body   io.ReadCloser
-	idle   time.Duration
-	timer  *time.Timer
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	body    io.ReadCloser
+	idle    time.Duration
+	timer   *time.Timer
+	err     error               // the first read error other than EOF
+	onClose func(readErr error) // told how reading ended; nil when nobody asks
+	closed  bool
 }
 
 func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration) *idleBody {
@@ -240,13 +420,23 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	}
 	if err != nil && err != io.EOF {
 		err = causeOf(b.ctx, err)
+		if b.err == nil {
+			b.err = err
+		}
 	}
 	return n, err
 }
 
 func (b *idleBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
 	b.timer.Stop()
 	err := b.body.Close()
 	b.cancel(nil)
+	if b.onClose != nil {
+		b.onClose(b.err)
+	}
 	return err
 }

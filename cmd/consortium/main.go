@@ -115,6 +115,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
+	// Building the server checks what the schema cannot, such as the
+	// fields a custom arbiter prompt uses; it starts nothing.
+	if _, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		fmt.Fprintf(stderr, "consortium: %v\n", err)
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", cfg.Source)
 	for _, name := range cfg.ProviderOrder {
 		p := cfg.Providers[name]

@@ -107,6 +107,7 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 		c.checkRef(v, mp+".model", m.Model)
 		v.check(m.Count >= 1, mp+".count", "must be at least 1")
 		v.check(m.Weight > 0, mp+".weight", "must be more than 0")
+		checkParams(v, mp+".params", m.Params)
 		for j, f := range m.Fallbacks {
 			c.checkRef(v, fmt.Sprintf("%s.fallbacks[%d]", mp, j), f)
 		}
@@ -116,6 +117,7 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 	} else {
 		c.checkRef(v, path+".arbiter.model", k.Arbiter.Model)
 	}
+	checkParams(v, path+".arbiter.params", k.Arbiter.Params)
 	if k.Arbiter.Prompt != "" {
 		if _, err := template.New("arbiter").Parse(k.Arbiter.Prompt); err != nil {
 			v.problem(path+".arbiter.prompt", "is not a valid Go template: "+err.Error())
@@ -132,6 +134,19 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 	v.check(k.MinAnswers >= 1, path+".min_answers", "must be at least 1")
 	v.check(k.MinAnswers <= n, path+".min_answers", fmt.Sprintf("%d is more than the %d member instances", k.MinAnswers, n))
 	v.check(k.MemberTimeout > 0, path+".member_timeout", "must be more than 0")
+}
+
+// structuralParams are request fields the engine sets itself: params may
+// not override them.
+var structuralParams = []string{"model", "messages", "stream", "stream_options", "n", "tools", "tool_choice"}
+
+// checkParams refuses params that would override what the engine sends.
+func checkParams(v *validator, path string, params map[string]any) {
+	for _, k := range structuralParams {
+		if _, ok := params[k]; ok {
+			v.problem(path+"."+k, "is set by the consortium engine and cannot be a param")
+		}
+	}
 }
 
 // checkRef checks a provider/model ref against the configured providers.
@@ -158,22 +173,9 @@ var unbuilt = []struct {
 	// gets type anthropic).
 	implied bool
 }{
-	{key: "consortia.*.members[*].fallbacks", what: "member fallbacks are not supported yet"},
 	{key: "store.backend", set: func(c *Config, _ string) bool { return c.Store.Backend == "redis" }, what: "the redis store is not supported yet; use backend: memory"},
 	{key: "store.addrs", set: func(c *Config, _ string) bool { return len(c.Store.Addrs) > 0 }, what: "the redis store is not supported yet"},
 	{key: "store.master_name", what: "the redis store is not supported yet"},
-	{key: "auth.keys[*].rpm", set: func(c *Config, _ string) bool {
-		for _, k := range c.Auth.Keys {
-			if k.RPM != 0 {
-				return true
-			}
-		}
-		return false
-	}, what: "client rate limits are not supported yet"},
-	{key: "providers.*.rpm", set: func(c *Config, name string) bool { return c.Providers[name].RPM != 0 }, what: "provider rate limits are not supported yet"},
-	{key: "providers.*.max_concurrency", set: func(c *Config, name string) bool { return c.Providers[name].MaxConcurrency != 0 }, what: "provider concurrency limits are not supported yet"},
-	{key: "providers.*.breaker", what: "circuit breakers are not supported yet"},
-	{key: "providers.*.max_retries", set: func(c *Config, name string) bool { return c.Providers[name].MaxRetries != 0 }, what: "upstream retries are not supported yet; set max_retries: 0 or leave it out"},
 	{key: "providers.*.type", set: func(c *Config, name string) bool { return c.Providers[name].Type == "anthropic" }, what: "the anthropic provider type is not supported yet", implied: true},
 	{key: "providers.*.prompt_cache", what: "prompt caching (anthropic) is not supported yet"},
 }
@@ -188,25 +190,11 @@ func (c *Config) refuseUnbuilt(v *validator) {
 			}
 			continue
 		}
-		switch prefix {
-		case "providers.":
-			for _, name := range c.ProviderOrder {
-				p := prefix + name + rest
-				if (c.present[p] || u.implied) && (u.set == nil || u.set(c, name)) {
-					v.problem(p, u.what)
-				}
-			}
-		case "consortia.":
-			for _, name := range c.ConsortiumOrder {
-				for i, m := range c.Consortia[name].Members {
-					if len(m.Fallbacks) > 0 {
-						v.problem(fmt.Sprintf("consortia.%s.members[%d].fallbacks", name, i), u.what)
-					}
-				}
-			}
-		default:
-			if u.set != nil && u.set(c, "") {
-				v.problem(u.key, u.what)
+		// Only provider keys have a wildcard for now.
+		for _, name := range c.ProviderOrder {
+			p := prefix + name + rest
+			if (c.present[p] || u.implied) && (u.set == nil || u.set(c, name)) {
+				v.problem(p, u.what)
 			}
 		}
 	}

@@ -1,0 +1,755 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	wire "github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/proxy"
+	"github.com/consortium-dev/consortium/upstream/upstreamtest"
+)
+
+// startCouncil runs a proxy with one consortium, "council", over the fake
+// provider; body is the consortium's YAML (members, arbiter ...).
+func startCouncil(t *testing.T, body string) *env {
+	t.Helper()
+	var y strings.Builder
+	// No retries: a member's failure is what the fake scripted, at once.
+	y.WriteString("providers:\n  fake:\n    base_url: {{FAKE}}\n    timeout: 5s\n    idle_timeout: 5s\n    max_retries: 0\n    models: [m1]\n")
+	y.WriteString("consortia:\n  council:\n    description: the test council\n")
+	for _, line := range strings.Split(strings.Trim(body, "\n"), "\n") {
+		y.WriteString("    " + line + "\n")
+	}
+	return start(t, y.String())
+}
+
+// councilYAML is a consortium of two instances of alpha and one of beta,
+// judged by judge, in one round.
+const councilYAML = `
+members:
+  - model: fake/alpha
+    count: 2
+  - model: fake/beta
+arbiter: {model: fake/judge}
+max_iterations: 1
+`
+
+// scriptCouncil scripts councilYAML's models with distinct usage figures
+// and returns the usage the client must be told: the sum of every call.
+func scriptCouncil(fake *upstreamtest.Server, synthesis string) wire.Usage {
+	fake.Script("alpha", upstreamtest.Reply{Content: "alpha's answer", Usage: &wire.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}})
+	fake.Script("beta", upstreamtest.Reply{Content: "beta's answer", Usage: &wire.Usage{PromptTokens: 10, CompletionTokens: 20, TotalTokens: 30}})
+	fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", synthesis), Usage: &wire.Usage{PromptTokens: 100, CompletionTokens: 200, TotalTokens: 300}})
+	return wire.Usage{PromptTokens: 2*1 + 10 + 100, CompletionTokens: 2*2 + 20 + 200, TotalTokens: 2*3 + 30 + 300}
+}
+
+// verdict is an arbiter reply in the default order.
+func verdict(confidence, synthesis string) string {
+	return "<analysis>The answers agree.</analysis>\n<dissent>none</dissent>\n<confidence>" + confidence +
+		"</confidence>\n<needs_iteration>false</needs_iteration>\n<refinement_areas>none</refinement_areas>\n" +
+		"<ranking>A</ranking>\n<synthesis>" + synthesis + "</synthesis>"
+}
+
+var roundRe = regexp.MustCompile(`\(round (\d+) of at most \d+\)`)
+
+// byRound answers the arbiter of round n, as its prompt says, with
+// replies[n-1]; the last reply serves every later round.
+func byRound(replies ...upstreamtest.Reply) upstreamtest.Responder {
+	return func(r *upstreamtest.Request) upstreamtest.Reply {
+		n := 1
+		if m := roundRe.FindStringSubmatch(r.LastUserText()); m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		return replies[min(n, len(replies))-1]
+	}
+}
+
+// summary is the consortium object of a response.
+type summary struct {
+	RunID      string   `json:"run_id"`
+	Strategy   string   `json:"strategy"`
+	Iterations int      `json:"iterations"`
+	Confidence *float64 `json:"confidence"`
+	Members    []struct {
+		Model     string `json:"model"`
+		Instance  int    `json:"instance"`
+		Status    string `json:"status"`
+		LatencyMs *int64 `json:"latency_ms"`
+		Error     string `json:"error"`
+	} `json:"members"`
+}
+
+func (s *summary) statuses() []string {
+	var out []string
+	for _, m := range s.Members {
+		out = append(out, fmt.Sprintf("%s#%d:%s", m.Model, m.Instance, m.Status))
+	}
+	return out
+}
+
+// completion is a consortium's JSON answer.
+type completion struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Message struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"message"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage      *wire.Usage `json:"usage"`
+	Consortium *summary    `json:"consortium"`
+}
+
+func decodeCompletion(t *testing.T, resp *http.Response, body []byte) completion {
+	t.Helper()
+	var c completion
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, &c); err != nil || len(c.Choices) != 1 || c.Consortium == nil {
+		t.Fatalf("not a consortium completion: %s (%v)", body, err)
+	}
+	return c
+}
+
+// frame is one data frame of a consortium stream.
+type frame struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Index int `json:"index"`
+		Delta struct {
+			Role    string  `json:"role"`
+			Content *string `json:"content"`
+		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage      *wire.Usage `json:"usage"`
+	Consortium *summary    `json:"consortium"`
+	Error      *struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+	} `json:"error"`
+}
+
+// readFrames reads a stream's data frames in order, checking that it ends
+// with [DONE] and nothing after it.
+func readFrames(t *testing.T, body []byte) []frame {
+	t.Helper()
+	var frames []frame
+	done := false
+	for _, event := range strings.Split(string(body), "\n\n") {
+		if strings.TrimSpace(event) == "" || strings.HasPrefix(event, ":") {
+			continue
+		}
+		data, ok := strings.CutPrefix(event, "data: ")
+		if !ok || done {
+			t.Fatalf("unexpected event %q in\n%s", event, body)
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var f frame
+		if err := json.Unmarshal([]byte(data), &f); err != nil {
+			t.Fatalf("bad frame %q: %v", data, err)
+		}
+		frames = append(frames, f)
+	}
+	if !done {
+		t.Fatalf("no [DONE] in\n%s", body)
+	}
+	return frames
+}
+
+// text is the content the frames carry.
+func text(frames []frame) string {
+	var b strings.Builder
+	for _, f := range frames {
+		for _, c := range f.Choices {
+			if c.Delta.Content != nil {
+				b.WriteString(*c.Delta.Content)
+			}
+		}
+	}
+	return b.String()
+}
+
+func streamBody(body string) string {
+	return strings.Replace(body, `{`, `{"stream":true,`, 1)
+}
+
+const councilBody = `{"model":"council","messages":[{"role":"user","content":"what is the answer?"}]}`
+
+func TestConsortiumAnswer(t *testing.T) {
+	e := startCouncil(t, councilYAML)
+	usage := scriptCouncil(e.fake, "the panel's synthesis")
+	resp, body := e.post("/v1/chat/completions", councilBody)
+	c := decodeCompletion(t, resp, body)
+
+	if c.Object != "chat.completion" || c.Model != "council" || c.Choices[0].Message.Role != "assistant" ||
+		c.Choices[0].Message.Content != "the panel's synthesis" || c.Choices[0].FinishReason != "stop" {
+		t.Errorf("completion %s", body)
+	}
+	if c.Usage == nil || *c.Usage != usage {
+		t.Errorf("usage %+v, want the sum of every call %+v", c.Usage, usage)
+	}
+	s := c.Consortium
+	if want := []string{"fake/alpha#1:ok", "fake/alpha#2:ok", "fake/beta#1:ok"}; !slices.Equal(s.statuses(), want) {
+		t.Errorf("members %v, want %v", s.statuses(), want)
+	}
+	if !strings.HasPrefix(s.RunID, "run_") || s.Strategy != "synthesize" || s.Iterations != 1 || s.Confidence == nil || *s.Confidence != 0.9 {
+		t.Errorf("consortium %s", body)
+	}
+	if got := resp.Header.Get("X-Consortium-Run-Id"); got != s.RunID {
+		t.Errorf("X-Consortium-Run-Id %q, consortium.run_id %q", got, s.RunID)
+	}
+	if ms, err := strconv.ParseFloat(resp.Header.Get("X-Consortium-Overhead-Ms"), 64); err != nil || ms < 0 {
+		t.Errorf("X-Consortium-Overhead-Ms %q", resp.Header.Get("X-Consortium-Overhead-Ms"))
+	}
+	for model, want := range map[string]int{"alpha": 2, "beta": 1, "judge": 1} {
+		if n := len(e.fake.RequestsFor(model)); n != want {
+			t.Errorf("%d calls to %s, want %d", n, model, want)
+		}
+	}
+}
+
+func TestConsortiumStream(t *testing.T) {
+	for _, includeUsage := range []bool{true, false} {
+		t.Run(fmt.Sprintf("include_usage=%v", includeUsage), func(t *testing.T) {
+			e := startCouncil(t, councilYAML)
+			usage := scriptCouncil(e.fake, "the panel's streamed synthesis")
+			body := fmt.Sprintf(`{"model":"council","stream":true,"stream_options":{"include_usage":%v},"messages":[{"role":"user","content":"hi"}]}`, includeUsage)
+			resp, got := e.post("/v1/chat/completions", body)
+			if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") || resp.Header.Get("X-Accel-Buffering") != "no" {
+				t.Fatalf("status %d, headers %v: %s", resp.StatusCode, resp.Header, got)
+			}
+			frames := readFrames(t, got)
+			if text(frames) != "the panel's streamed synthesis" {
+				t.Errorf("text %q", text(frames))
+			}
+			first := frames[0]
+			if len(first.Choices) != 1 || first.Choices[0].Delta.Role != "assistant" {
+				t.Errorf("the first frame is not the role chunk: %+v", first)
+			}
+			finish := -1
+			for i, f := range frames {
+				if f.Object != "chat.completion.chunk" || f.Model != "council" || f.ID != first.ID || f.ID == "" {
+					t.Errorf("frame %d: %+v", i, f)
+				}
+				if len(f.Choices) == 0 {
+					if !includeUsage || i != len(frames)-1 || f.Usage == nil {
+						t.Errorf("frame %d has no choices and is not the last, usage frame", i)
+					}
+					continue
+				}
+				if f.Choices[0].FinishReason != nil {
+					if finish >= 0 {
+						t.Errorf("two frames with finish_reason")
+					}
+					finish = i
+					if *f.Choices[0].FinishReason != "stop" || f.Consortium == nil {
+						t.Errorf("finish frame %+v", f)
+					}
+				} else if f.Consortium != nil {
+					t.Errorf("frame %d carries the consortium object without finish_reason", i)
+				}
+			}
+			if finish < 0 {
+				t.Fatal("no frame with finish_reason")
+			}
+			s := frames[finish].Consortium
+			if want := []string{"fake/alpha#1:ok", "fake/alpha#2:ok", "fake/beta#1:ok"}; !strings.HasPrefix(s.RunID, "run_") || !slices.Equal(s.statuses(), want) {
+				t.Errorf("consortium %+v", s)
+			}
+			last := frames[len(frames)-1]
+			switch {
+			case includeUsage && (len(last.Choices) != 0 || last.Usage == nil || *last.Usage != usage || finish != len(frames)-2):
+				t.Errorf("last frame %+v, want choices [] and usage %+v after the finish frame", last, usage)
+			case !includeUsage && finish != len(frames)-1:
+				t.Errorf("frames after the finish frame without include_usage: %+v", frames[finish+1:])
+			}
+		})
+	}
+}
+
+func TestConsortiumStreamRunIDHeader(t *testing.T) {
+	e := startCouncil(t, councilYAML)
+	scriptCouncil(e.fake, "ok")
+	resp, got := e.post("/v1/chat/completions", streamBody(councilBody))
+	frames := readFrames(t, got)
+	s := frames[len(frames)-1].Consortium
+	if s == nil || resp.Header.Get("X-Consortium-Run-Id") != s.RunID {
+		t.Errorf("X-Consortium-Run-Id %q, consortium %+v", resp.Header.Get("X-Consortium-Run-Id"), s)
+	}
+}
+
+// filler is prose a slow arbiter would go on writing, so that a call that
+// was not cancelled is still running long after it was needed.
+func filler(first ...string) []string {
+	out := append([]string(nil), first...)
+	for range 40 {
+		out = append(out, " more")
+	}
+	return out
+}
+
+func TestConsortiumCancelledRoundNeverLeaks(t *testing.T) {
+	for _, stream := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
+			e := startCouncil(t, "members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
+			e.fake.Handle("judge", byRound(
+				upstreamtest.Reply{Chunks: filler("<dissent>d</dissent><confidence>0.3</confidence><needs_iteration>true</needs_iteration>"+
+					"<refinement_areas>r</refinement_areas>", "<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: 25 * time.Millisecond},
+				upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
+			body := councilBody
+			if stream {
+				body = streamBody(body)
+			}
+			resp, got := e.post("/v1/chat/completions", body)
+			if resp.StatusCode != 200 || bytes.Contains(got, []byte("SECRET")) || bytes.Contains(got, []byte("ROUND-1")) {
+				t.Fatalf("status %d: the cancelled round reached the client:\n%s", resp.StatusCode, got)
+			}
+			var content string
+			var s *summary
+			if stream {
+				frames := readFrames(t, got)
+				content, s = text(frames), frames[len(frames)-1].Consortium
+			} else {
+				c := decodeCompletion(t, resp, got)
+				content, s = c.Choices[0].Message.Content, c.Consortium
+			}
+			if content != "the final answer" || s == nil || s.Iterations != 2 {
+				t.Errorf("content %q, consortium %+v", content, s)
+			}
+			waitIdle(t, e.fake)
+			if judge := e.fake.RequestsFor("judge"); len(judge) != 2 || !judge[0].Cancelled {
+				t.Errorf("the round-1 arbiter call was not cancelled (%d calls)", len(judge))
+			}
+		})
+	}
+}
+
+func waitIdle(t *testing.T, fake *upstreamtest.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := fake.WaitIdle(ctx); err != nil {
+		t.Fatalf("%d upstream calls still in flight: %v", fake.InFlight(), err)
+	}
+}
+
+func TestConsortiumBoundsTheSynthesis(t *testing.T) {
+	for _, tc := range []struct {
+		name, params string
+		chunks       []string
+		want, finish string
+	}{
+		{"max_tokens", `"max_tokens":3`, []string{"<synthesis>abcdefgh", "ijklmnopqrstuvwxyz</synthesis>"}, "abcdefghijkl", "length"},
+		{"stop split across chunks", `"stop":["STOP"]`, []string{"<synthesis>before S", "T", "OP after</synthesis>"}, "before ", "stop"},
+	} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stream=%v", tc.name, stream), func(t *testing.T) {
+				e := startCouncil(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
+				e.fake.Script("judge", upstreamtest.Reply{Chunks: append([]string{"<confidence>0.9</confidence>"}, tc.chunks...)})
+				body := `{"model":"council",` + tc.params + `,"messages":[{"role":"user","content":"hi"}]}`
+				if stream {
+					body = streamBody(body)
+				}
+				resp, got := e.post("/v1/chat/completions", body)
+				var content, finish string
+				if stream {
+					frames := readFrames(t, got)
+					content = text(frames)
+					for _, f := range frames {
+						if len(f.Choices) > 0 && f.Choices[0].FinishReason != nil {
+							finish = *f.Choices[0].FinishReason
+						}
+					}
+				} else {
+					c := decodeCompletion(t, resp, got)
+					content, finish = c.Choices[0].Message.Content, c.Choices[0].FinishReason
+				}
+				if content != tc.want || finish != tc.finish {
+					t.Errorf("content %q (%s), want %q (%s)", content, finish, tc.want, tc.finish)
+				}
+				if bytes.Contains(got, []byte("STOP")) || bytes.Contains(got, []byte("OP after")) || bytes.Contains(got, []byte("mnop")) {
+					t.Errorf("text past the client's bound was sent:\n%s", got)
+				}
+				if judge := e.fake.RequestsFor("judge")[0]; judge.Chat.MaxTokens != nil || judge.Chat.Stop != nil {
+					t.Errorf("the client's bound reached the arbiter: %s", judge.Body)
+				}
+			})
+		}
+	}
+}
+
+func TestConsortiumJSONOutput(t *testing.T) {
+	e := startCouncil(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
+	e.fake.Script("alpha", upstreamtest.Reply{Content: `{"answer": 42}`})
+	e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "```json\n{\"answer\": 42}\n```")})
+	const body = `{"model":"council","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"json please"}]}`
+	for _, stream := range []bool{false, true} {
+		b := body
+		if stream {
+			b = streamBody(body)
+		}
+		resp, got := e.post("/v1/chat/completions", b)
+		content := ""
+		if stream {
+			content = text(readFrames(t, got))
+		} else {
+			content = decodeCompletion(t, resp, got).Choices[0].Message.Content
+		}
+		if content != `{"answer": 42}` {
+			t.Errorf("stream=%v: content %q", stream, content)
+		}
+	}
+	if rf := e.fake.RequestsFor("alpha")[0].Chat.ResponseFormat; rf == nil || rf.Type != "json_object" {
+		t.Errorf("the member did not get response_format: %s", e.fake.RequestsFor("alpha")[0].Body)
+	}
+}
+
+func TestConsortiumMemberStatuses(t *testing.T) {
+	e := startCouncil(t, `
+members: [{model: fake/fast}, {model: fake/slow}, {model: fake/bad}]
+arbiter: {model: fake/judge}
+max_iterations: 1
+member_timeout: 300ms
+`)
+	e.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
+	e.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
+	e.fake.Script("bad", upstreamtest.Reply{Status: 503, Error: "overloaded right now"})
+	e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
+	resp, body := e.post("/v1/chat/completions", councilBody)
+	c := decodeCompletion(t, resp, body)
+	if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout", "fake/bad#1:error"}; !slices.Equal(c.Consortium.statuses(), want) {
+		t.Errorf("members %v, want %v", c.Consortium.statuses(), want)
+	}
+	if msg := c.Consortium.Members[2].Error; !strings.Contains(msg, "503") || !strings.Contains(msg, "overloaded right now") {
+		t.Errorf("the failed member's error %q", msg)
+	}
+	if c.Choices[0].Message.Content != "from the fast one" {
+		t.Errorf("content %q", c.Choices[0].Message.Content)
+	}
+	waitIdle(t, e.fake)
+}
+
+func TestConsortiumErrors(t *testing.T) {
+	const members = "members: [{model: fake/good}, {model: fake/bad}]\narbiter: {model: fake/judge}\n"
+	for _, tc := range []struct {
+		name, config, body string
+		scripts            map[string]upstreamtest.Reply
+		status             int
+		typ, param         string
+		mentions           []string
+	}{
+		{name: "too few answers", config: members + "min_answers: 2", body: councilBody,
+			scripts: map[string]upstreamtest.Reply{"good": {Content: "fine"}, "bad": {Status: 503, Error: "overloaded right now"}},
+			status:  502, typ: "upstream_error", mentions: []string{"fake/bad", "503", "overloaded right now"}},
+		{name: "every member timed out", config: members + "member_timeout: 100ms", body: councilBody,
+			scripts: map[string]upstreamtest.Reply{"good": {Delay: time.Minute}, "bad": {Hang: true}},
+			status:  504, typ: "timeout", mentions: []string{"fake/good", "fake/bad"}},
+		{name: "arbiter fails", config: members, body: councilBody,
+			scripts: map[string]upstreamtest.Reply{"judge": {Status: 500, Error: "the judge fell over"}},
+			status:  502, typ: "upstream_error", mentions: []string{"fake/judge", "500", "the judge fell over"}},
+		{name: "synthesis not JSON", config: members, body: `{"model":"council","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]}`,
+			scripts: map[string]upstreamtest.Reply{"judge": {Content: verdict("0.9", "not json at all")}},
+			status:  502, typ: "upstream_error", mentions: []string{"JSON"}},
+		{name: "n", config: members, body: `{"model":"council","n":2,"messages":[{"role":"user","content":"hi"}]}`,
+			status: 400, typ: "invalid_request_error", param: "n"},
+		{name: "tools", config: members, body: `{"model":"council","tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"messages":[{"role":"user","content":"hi"}]}`,
+			status: 400, typ: "invalid_request_error", param: "tools", mentions: []string{"tools"}},
+		{name: "no user message", config: members, body: `{"model":"council","messages":[{"role":"system","content":"be brief"}]}`,
+			status: 400, typ: "invalid_request_error", param: "messages"},
+	} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stream=%v", tc.name, stream), func(t *testing.T) {
+				e := startCouncil(t, tc.config)
+				scripts := map[string]upstreamtest.Reply{
+					"good": {Content: "fine"}, "bad": {Content: "also fine"}, "judge": {Content: verdict("0.9", "ok")},
+				}
+				maps.Copy(scripts, tc.scripts)
+				for model, r := range scripts {
+					e.fake.Script(model, r)
+				}
+				body := tc.body
+				if stream {
+					body = streamBody(body)
+				}
+				resp, got := e.post("/v1/chat/completions", body)
+				var msg, typ string
+				if stream && tc.status != 400 {
+					// The stream had begun: the role chunk, then an error
+					// event, then [DONE].
+					frames := readFrames(t, got)
+					if resp.StatusCode != 200 || len(frames) != 2 || len(frames[0].Choices) != 1 || frames[0].Choices[0].Delta.Role != "assistant" || frames[1].Error == nil {
+						t.Fatalf("status %d, want the role chunk, an error event and [DONE]:\n%s", resp.StatusCode, got)
+					}
+					msg, typ = frames[1].Error.Message, frames[1].Error.Type
+				} else {
+					if resp.StatusCode != tc.status {
+						t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+					}
+					ae := decodeError(t, got)
+					msg, typ = ae.Error.Message, ae.Error.Type
+					if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
+						t.Errorf("param %v, want %s", ae.Error.Param, tc.param)
+					}
+				}
+				if typ != tc.typ {
+					t.Errorf("type %q, want %q (%s)", typ, tc.typ, msg)
+				}
+				for _, s := range tc.mentions {
+					if !strings.Contains(msg, s) {
+						t.Errorf("message %q does not mention %q", msg, s)
+					}
+				}
+				if tc.status == 400 && len(e.fake.Requests()) != 0 {
+					t.Errorf("%d upstream calls for a request the consortium refuses", len(e.fake.Requests()))
+				}
+				waitIdle(t, e.fake)
+			})
+		}
+	}
+}
+
+func TestConsortiumClientDisconnect(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stream bool
+		judge  upstreamtest.Reply
+		member upstreamtest.Reply
+		calls  int      // upstream calls in flight when the client leaves
+		cut    []string // the models whose calls must be cancelled
+	}{
+		{"while members work", false, upstreamtest.Reply{}, upstreamtest.Reply{Hang: true}, 3, []string{"alpha", "beta"}},
+		{"while the arbiter writes", true, upstreamtest.Reply{Chunks: filler("<analysis>"), ChunkDelay: time.Second / 4}, upstreamtest.Reply{Content: "fine"}, 4, []string{"judge"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startCouncil(t, councilYAML)
+			e.fake.Script("alpha", tc.member)
+			e.fake.Script("beta", tc.member)
+			e.fake.Script("judge", tc.judge)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			body := councilBody
+			if tc.stream {
+				body = streamBody(body)
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(body))
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+			wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer wcancel()
+			if err := e.fake.WaitRequests(wctx, tc.calls); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			<-done
+			waitIdle(t, e.fake)
+			for _, model := range tc.cut {
+				for _, r := range e.fake.RequestsFor(model) {
+					if !r.Cancelled {
+						t.Errorf("a call to %s went on after the client left", model)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestConsortiumInModels(t *testing.T) {
+	e := startCouncil(t, councilYAML)
+	resp, body := e.do(http.MethodGet, "/v1/models", "", "")
+	var list struct {
+		Data []struct {
+			ID      string `json:"id"`
+			OwnedBy string `json:"owned_by"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil || resp.StatusCode != 200 || len(list.Data) != 2 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if d := list.Data[0]; d.ID != "council" || d.OwnedBy != "consortium" {
+		t.Errorf("first model %+v, want the consortium", d)
+	}
+	if d := list.Data[1]; d.ID != "fake/m1" || d.OwnedBy != "fake" {
+		t.Errorf("second model %+v", d)
+	}
+	resp, body = e.do(http.MethodGet, "/v1/models/council", "", "")
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"owned_by":"consortium"`)) {
+		t.Errorf("GET /v1/models/council: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestConsortiumOpenAIGoClient(t *testing.T) {
+	e := startCouncil(t, councilYAML)
+	usage := scriptCouncil(e.fake, "a synthesis, streamed to the SDK")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("any"), option.WithMaxRetries(0))
+	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model:         "council",
+		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+	})
+	var acc openai.ChatCompletionAccumulator
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if acc.Choices[0].Message.Content != "a synthesis, streamed to the SDK" || acc.Model != "council" || acc.Choices[0].FinishReason != "stop" {
+		t.Errorf("accumulated %q from %s (%s)", acc.Choices[0].Message.Content, acc.Model, acc.Choices[0].FinishReason)
+	}
+	if acc.Usage.TotalTokens != int64(usage.TotalTokens) || acc.Usage.PromptTokens != int64(usage.PromptTokens) {
+		t.Errorf("usage %+v, want %+v", acc.Usage, usage)
+	}
+
+	cc, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    "council",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	if err != nil || cc.Choices[0].Message.Content != "a synthesis, streamed to the SDK" || cc.Usage.TotalTokens != int64(usage.TotalTokens) {
+		t.Errorf("completion %+v, %v", cc, err)
+	}
+}
+
+// TestConsortiumStreamsAtOnce checks that a stream begins before the
+// members answer, and that the synthesis reaches the client while the
+// arbiter is still writing.
+func TestConsortiumStreamsAtOnce(t *testing.T) {
+	e := startCouncil(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open) // before the fake closes, should the test stop early
+	e.fake.Handle("alpha", func(*upstreamtest.Request) upstreamtest.Reply {
+		select {
+		case <-release:
+			return upstreamtest.Reply{Content: "fine"}
+		case <-time.After(5 * time.Second):
+			return upstreamtest.Reply{Status: 500, Error: "the client never saw the role chunk"}
+		}
+	})
+	e.fake.Script("judge", upstreamtest.Reply{
+		Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
+		ChunkDelay: 5 * time.Millisecond,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := bufio.NewReader(resp.Body)
+	next := func() frame {
+		t.Helper()
+		var data string
+		for {
+			line, err := events.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended: %v", err)
+			}
+			if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+				data = d
+			} else if strings.TrimSpace(line) == "" && data != "" {
+				break
+			}
+		}
+		var f frame
+		if err := json.Unmarshal([]byte(data), &f); err != nil {
+			t.Fatalf("frame %q: %v", data, err)
+		}
+		return f
+	}
+	// The member has not answered: the role chunk came at once.
+	if f := next(); len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+		t.Fatalf("first frame %+v", f)
+	}
+	open()
+	f := next()
+	if len(f.Choices) != 1 || f.Choices[0].Delta.Content == nil || *f.Choices[0].Delta.Content != "EARLY" {
+		t.Fatalf("frame %+v, want the synthesis", f)
+	}
+	if e.fake.InFlight() < 1 {
+		t.Error("the synthesis came after the arbiter's reply had ended")
+	}
+	rest, _ := io.ReadAll(events)
+	if !bytes.HasSuffix(rest, []byte("data: [DONE]\n\n")) || bytes.Count(rest, []byte(`"content"`)) != 0 {
+		t.Errorf("the rest of the stream:\n%s", rest)
+	}
+}
+
+// TestConsortiumKeepAlive checks that a stream whose members are still
+// working gets ": keep-alive" comments, and that the stream is still well
+// formed around them.
+func TestConsortiumKeepAlive(t *testing.T) {
+	var y strings.Builder
+	y.WriteString("providers:\n  fake:\n    base_url: {{FAKE}}\n    max_retries: 0\n")
+	y.WriteString("consortia:\n  council:\n")
+	for _, line := range strings.Split(strings.Trim(councilYAML, "\n"), "\n") {
+		y.WriteString("    " + line + "\n")
+	}
+	e := start(t, y.String(), func(o *proxy.Options) { o.KeepAlive = 5 * time.Millisecond })
+	scriptCouncil(e.fake, "done")
+	release := make(chan struct{})
+	e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
+		<-release
+		return upstreamtest.Reply{Content: "beta's answer"}
+	})
+	e.fake.Script("beta") // the handler answers beta, not the script
+
+	req, _ := http.NewRequest(http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	comments := 0
+	for comments < 2 {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before two keep-alives: %v", err)
+		}
+		if line == ": keep-alive\n" {
+			comments++
+		}
+	}
+	close(release)
+	rest, err := io.ReadAll(br)
+	if err != nil || !strings.Contains(string(rest), `"content":"done"`) || !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
+		t.Fatalf("after the keep-alives (%v):\n%s", err, rest)
+	}
+}

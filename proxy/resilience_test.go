@@ -1,0 +1,446 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/consortium-dev/consortium/upstream/upstreamtest"
+)
+
+// The fault tests of the proxy: retries, breakers, limits, fallbacks and
+// cancellation, seen by a client through the real server in front of the
+// fake provider.
+
+const faultStreamBody = `{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+
+// faultProviderYAML is defaultYAML with more provider settings.
+func faultProviderYAML(settings ...string) string {
+	yaml := defaultYAML
+	for _, s := range settings {
+		yaml += "    " + s + "\n"
+	}
+	return yaml
+}
+
+// retryAfterSecs reads a Retry-After header in seconds; -1 when it is missing
+// or not an integer.
+func retryAfterSecs(resp *http.Response) int {
+	n, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func TestPassthroughRetried(t *testing.T) {
+	e := start(t, "") // max_retries defaults to 2
+	e.fake.Script("m1", upstreamtest.Reply{Status: 503, Error: "overloaded"}, upstreamtest.Reply{Content: "second time lucky"})
+	resp, got := e.post("/v1/chat/completions", chatBody)
+	if resp.StatusCode != 200 || !strings.Contains(string(got), "second time lucky") {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
+	}
+	if n := len(e.fake.Requests()); n != 2 {
+		t.Errorf("the provider saw %d calls, want 2", n)
+	}
+
+	// A stream is retried too, since nothing had reached the client.
+	e.fake.Reset()
+	e.fake.Script("m1", upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Status: 529}, upstreamtest.Reply{Content: "streamed at last"})
+	resp, got = e.post("/v1/chat/completions", faultStreamBody)
+	if text, _, done := readSSE(t, got); resp.StatusCode != 200 || text != "streamed at last" || !done {
+		t.Fatalf("status %d, text %q, done %v", resp.StatusCode, text, done)
+	}
+	if n := len(e.fake.Requests()); n != 3 {
+		t.Errorf("the provider saw %d calls, want 3", n)
+	}
+}
+
+func TestPassthroughBreaker(t *testing.T) {
+	e := start(t, faultProviderYAML("max_retries: 0", "breaker: {failures: 2, cooldown: 1h}"))
+	e.fake.Script("m1", upstreamtest.Reply{Status: 500, Error: "boom"})
+	for range 2 {
+		if resp, got := e.post("/v1/chat/completions", chatBody); resp.StatusCode != 502 {
+			t.Fatalf("status %d: %s", resp.StatusCode, got)
+		}
+	}
+	for _, body := range []string{chatBody, faultStreamBody} {
+		resp, got := e.post("/v1/chat/completions", body)
+		if resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("status %d, type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), got)
+		}
+		ae := decodeError(t, got)
+		if ae.Error.Type != "service_unavailable" || !strings.Contains(ae.Error.Message, "fake/m1") {
+			t.Errorf("error %+v", ae.Error)
+		}
+		if ra := retryAfterSecs(resp); ra < 3500 || ra > 3600 {
+			t.Errorf("Retry-After %q, want about an hour", resp.Header.Get("Retry-After"))
+		}
+	}
+	if n := len(e.fake.Requests()); n != 2 {
+		t.Errorf("the provider saw %d calls, want 2: an open breaker must not call it", n)
+	}
+	// Another model of the same provider is not affected.
+	if resp, got := e.post("/v1/chat/completions", strings.Replace(chatBody, "fake/m1", "fake/m2", 1)); resp.StatusCode != 200 {
+		t.Errorf("fake/m2: status %d: %s", resp.StatusCode, got)
+	}
+
+	_, metrics := e.do("GET", "/metrics", "", "")
+	if !strings.Contains(string(metrics), `consortium_breaker_state{model="m1",provider="fake"} 2`) {
+		t.Errorf("/metrics lacks the open breaker of m1:\n%s", metricLines(string(metrics), "consortium_breaker_state"))
+	}
+	if strings.Contains(string(metrics), `consortium_breaker_state{model="m2"`) {
+		t.Errorf("/metrics shows a breaker change for m2:\n%s", metricLines(string(metrics), "consortium_breaker_state"))
+	}
+}
+
+// TestBreakerRecovers checks the whole cycle through the proxy: open, then
+// after the cooldown a trial that closes the breaker, all in /metrics.
+func TestBreakerRecovers(t *testing.T) {
+	e := start(t, faultProviderYAML("max_retries: 0", "breaker: {failures: 1, cooldown: 50ms}"))
+	e.fake.Script("m1", upstreamtest.Reply{Status: 500}, upstreamtest.Reply{Content: "recovered"})
+	e.post("/v1/chat/completions", chatBody)
+	resp, _ := e.post("/v1/chat/completions", chatBody)
+	if resp.StatusCode != 503 || retryAfterSecs(resp) != 1 {
+		t.Fatalf("status %d, Retry-After %q; want 503 and 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	time.Sleep(60 * time.Millisecond)
+	if resp, got := e.post("/v1/chat/completions", chatBody); resp.StatusCode != 200 {
+		t.Fatalf("after the cooldown: status %d: %s", resp.StatusCode, got)
+	}
+	_, metrics := e.do("GET", "/metrics", "", "")
+	if !strings.Contains(string(metrics), `consortium_breaker_state{model="m1",provider="fake"} 0`) {
+		t.Errorf("/metrics does not show the breaker closed again:\n%s", metricLines(string(metrics), "consortium_breaker_state"))
+	}
+}
+
+// TestStreamCutOpensBreaker checks that a stream cut midway counts against
+// the model once it has ended: the client got an error event and [DONE],
+// and the next call is refused by the open breaker.
+func TestStreamCutOpensBreaker(t *testing.T) {
+	e := start(t, faultProviderYAML("max_retries: 0", "breaker: {failures: 1, cooldown: 1h}"))
+	e.fake.Script("m1", upstreamtest.Reply{Content: "one two three four", CutAfter: 2})
+	resp, got := e.post("/v1/chat/completions", faultStreamBody)
+	if resp.StatusCode != 200 || !strings.Contains(string(got), `"type":"upstream_error"`) || !strings.HasSuffix(string(got), "data: [DONE]\n\n") {
+		t.Fatalf("status %d:\n%s", resp.StatusCode, got)
+	}
+	resp, got = e.post("/v1/chat/completions", faultStreamBody)
+	if resp.StatusCode != 503 || decodeError(t, got).Error.Type != "service_unavailable" {
+		t.Fatalf("after a cut stream: status %d: %s", resp.StatusCode, got)
+	}
+	if n := len(e.fake.Requests()); n != 1 {
+		t.Errorf("the provider saw %d calls, want 1", n)
+	}
+}
+
+func TestClientKeyRPM(t *testing.T) {
+	e := start(t, defaultYAML+`
+auth:
+  keys:
+    - {name: alice, key: alice-key, rpm: 2}
+    - {name: bob, key: bob-key}
+`)
+	for i := range 2 {
+		if resp, got := e.do("POST", "/v1/chat/completions", "alice-key", chatBody); resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d: %s", i+1, resp.StatusCode, got)
+		}
+	}
+	resp, got := e.do("POST", "/v1/chat/completions", "alice-key", chatBody)
+	if resp.StatusCode != 429 {
+		t.Fatalf("third request: status %d: %s", resp.StatusCode, got)
+	}
+	if ae := decodeError(t, got); ae.Error.Type != "rate_limit_error" || !strings.Contains(ae.Error.Message, "alice") {
+		t.Errorf("error %+v", ae.Error)
+	}
+	// 2 a minute: the next one in about 30s.
+	if ra := retryAfterSecs(resp); ra < 25 || ra > 31 {
+		t.Errorf("Retry-After %q, want about 30", resp.Header.Get("Retry-After"))
+	}
+	// Other keys have limits of their own; /models is limited as well.
+	if resp, _ := e.do("POST", "/v1/chat/completions", "bob-key", chatBody); resp.StatusCode != 200 {
+		t.Errorf("bob: status %d", resp.StatusCode)
+	}
+	if resp, _ := e.do("GET", "/v1/models", "alice-key", ""); resp.StatusCode != 429 {
+		t.Errorf("alice's /v1/models: status %d", resp.StatusCode)
+	}
+	if n := len(e.fake.Requests()); n != 3 {
+		t.Errorf("the provider saw %d calls, want 3", n)
+	}
+}
+
+func TestProviderRPM(t *testing.T) {
+	e := start(t, strings.Replace(faultProviderYAML("rpm: 1"), "timeout: 2s", "timeout: 200ms", 1))
+	if resp, got := e.post("/v1/chat/completions", chatBody); resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
+	}
+	start := time.Now()
+	resp, got := e.post("/v1/chat/completions", chatBody)
+	if resp.StatusCode != 429 || decodeError(t, got).Error.Type != "rate_limit_error" {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
+	}
+	if ra := retryAfterSecs(resp); ra < 50 || ra > 60 {
+		t.Errorf("Retry-After %q, want about 60", resp.Header.Get("Retry-After"))
+	}
+	// The turn is a minute away and the call has 200ms: refused at once,
+	// not after waiting in vain.
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("answered after %v", d)
+	}
+	if n := len(e.fake.Requests()); n != 1 {
+		t.Errorf("the provider saw %d calls, want 1", n)
+	}
+}
+
+func TestProviderConcurrency(t *testing.T) {
+	e := start(t, strings.Replace(faultProviderYAML("max_concurrency: 1"), "timeout: 2s", "timeout: 300ms", 1))
+	// A stream holds the provider's one slot until it ends.
+	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
+	e.fake.Script("m2", upstreamtest.Reply{Content: "quick"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(faultStreamBody))
+	sresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	if line, err := bufio.NewReader(sresp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+
+	m2 := strings.Replace(chatBody, "fake/m1", "fake/m2", 1)
+	resp, got := e.post("/v1/chat/completions", m2)
+	if resp.StatusCode != 429 || decodeError(t, got).Error.Type != "rate_limit_error" || retryAfterSecs(resp) < 1 {
+		t.Fatalf("status %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), got)
+	}
+	if n := len(e.fake.RequestsFor("m2")); n != 0 {
+		t.Errorf("a call past max_concurrency reached the provider")
+	}
+
+	// Once the stream is over, the slot is free again.
+	cancel()
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer wcancel()
+	if err := e.fake.WaitIdle(wctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		resp, got := e.post("/v1/chat/completions", m2)
+		if resp.StatusCode == 200 {
+			break
+		}
+		// The proxy may close the stream's upstream body a moment after
+		// the provider saw the cancellation.
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stream: status %d: %s", resp.StatusCode, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// faultCouncilYAML is a consortium of two members, the first with a
+// fallback, and an arbiter, all models of the fake.
+const faultCouncilYAML = `
+providers:
+  fake:
+    base_url: {{FAKE}}
+    timeout: 2s
+    idle_timeout: 2s
+    max_retries: 1
+    breaker: {failures: 2, cooldown: 1h}
+consortia:
+  council:
+    members:
+      - {model: fake/primary, fallbacks: [fake/second, fake/backup]}
+      - {model: fake/other}
+    arbiter: {model: fake/judge}
+    max_iterations: 1
+`
+
+const faultCouncilBody = `{"model":"council","messages":[{"role":"user","content":"question"}]}`
+
+// faultJudgeReply is the arbiter's answer in its tags.
+var faultJudgeReply = upstreamtest.Reply{Content: "<confidence>0.9</confidence><needs_iteration>false</needs_iteration><synthesis>the synthesis</synthesis>"}
+
+// faultMember is one member of a response's consortium object.
+type faultMember struct {
+	Model    string `json:"model"`
+	Instance int    `json:"instance"`
+	Status   string `json:"status"`
+	Fallback string `json:"fallback"`
+	Error    string `json:"error"`
+}
+
+// askFaultCouncil asks the consortium and returns its members' summaries.
+func askFaultCouncil(t *testing.T, e *env) []faultMember {
+	t.Helper()
+	resp, got := e.post("/v1/chat/completions", faultCouncilBody)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
+	}
+	var out struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+		Consortium struct {
+			Members []faultMember `json:"members"`
+		} `json:"consortium"`
+	}
+	if err := json.Unmarshal(got, &out); err != nil || len(out.Choices) != 1 || out.Choices[0].Message.Content != "the synthesis" {
+		t.Fatalf("body %s (%v)", got, err)
+	}
+	if len(out.Consortium.Members) != 2 {
+		t.Fatalf("members %+v", out.Consortium.Members)
+	}
+	return out.Consortium.Members
+}
+
+func TestConsortiumFallback(t *testing.T) {
+	e := start(t, faultCouncilYAML)
+	e.fake.Script("primary", upstreamtest.Reply{Status: 500, Error: "primary down"})
+	e.fake.Script("second", upstreamtest.Reply{Status: 503})
+	e.fake.Script("backup", upstreamtest.Reply{Content: "backup answer"})
+	e.fake.Script("other", upstreamtest.Reply{Content: "other answer"})
+	e.fake.Script("judge", faultJudgeReply)
+
+	m := askFaultCouncil(t, e)
+	if m[0].Model != "fake/primary" || m[0].Status != "ok" || m[0].Fallback != "fake/backup" {
+		t.Errorf("member 0 %+v, want ok through fake/backup", m[0])
+	}
+	if m[1].Status != "ok" || m[1].Fallback != "" {
+		t.Errorf("member 1 %+v", m[1])
+	}
+	// Each ref was tried with its retries, in order, before the next.
+	for model, want := range map[string]int{"primary": 2, "second": 2, "backup": 1, "other": 1, "judge": 1} {
+		if n := len(e.fake.RequestsFor(model)); n != want {
+			t.Errorf("%s saw %d calls, want %d", model, n, want)
+		}
+	}
+	// The arbiter judged the fallback's answer.
+	if judge := e.fake.RequestsFor("judge"); len(judge) == 1 && !strings.Contains(string(judge[0].Body), "backup answer") {
+		t.Errorf("the arbiter did not see the fallback's answer: %s", judge[0].Body)
+	}
+}
+
+// TestConsortiumOpenBreakerFallback checks that a member whose breaker is
+// open goes straight to its fallback, without calling the provider.
+func TestConsortiumOpenBreakerFallback(t *testing.T) {
+	e := start(t, faultCouncilYAML)
+	e.fake.Script("primary", upstreamtest.Reply{Status: 500})
+	e.fake.Script("second", upstreamtest.Reply{Content: "second answer"})
+	e.fake.Script("other", upstreamtest.Reply{Content: "other answer"})
+	e.fake.Script("judge", faultJudgeReply)
+
+	// The first request opens primary's breaker (two failed attempts).
+	if m := askFaultCouncil(t, e); m[0].Status != "ok" || m[0].Fallback != "fake/second" {
+		t.Fatalf("member 0 %+v", m[0])
+	}
+	if n := len(e.fake.RequestsFor("primary")); n != 2 {
+		t.Fatalf("primary saw %d calls, want 2", n)
+	}
+	for range 2 {
+		if m := askFaultCouncil(t, e); m[0].Status != "ok" || m[0].Fallback != "fake/second" {
+			t.Errorf("member 0 %+v", m[0])
+		}
+	}
+	if n := len(e.fake.RequestsFor("primary")); n != 2 {
+		t.Errorf("primary saw %d calls with its breaker open, want still 2", n)
+	}
+	if n := len(e.fake.RequestsFor("second")); n != 3 {
+		t.Errorf("second saw %d calls, want 3", n)
+	}
+}
+
+// TestClientDisconnectCancelsUpstreamQuickly checks that a client that goes
+// away mid-answer cancels every upstream call it started: a passthrough
+// stream, a passthrough call waiting for its first byte, and a
+// consortium's member calls, streamed or not. The design asks for 100ms;
+// the bound here is loose, the measure is logged.
+func TestClientDisconnectCancelsUpstreamQuickly(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		yaml    string
+		body    string
+		stream  bool // wait for the answer's first line before leaving
+		calls   int  // upstream calls under way when the client leaves
+		scripts map[string]upstreamtest.Reply
+	}{
+		{name: "passthrough stream", body: faultStreamBody, stream: true, calls: 1,
+			scripts: map[string]upstreamtest.Reply{"m1": {Chunks: []string{"a", "b"}, ChunkDelay: time.Hour}}},
+		{name: "passthrough waiting", body: chatBody, calls: 1,
+			scripts: map[string]upstreamtest.Reply{"m1": {Hang: true}}},
+		{name: "consortium", yaml: faultCouncilYAML, body: faultCouncilBody, calls: 2,
+			scripts: map[string]upstreamtest.Reply{"primary": {Hang: true}, "other": {Hang: true}}},
+		{name: "consortium stream", yaml: faultCouncilYAML, body: strings.Replace(faultCouncilBody, `"messages"`, `"stream":true,"messages"`, 1), stream: true, calls: 2,
+			scripts: map[string]upstreamtest.Reply{"primary": {Hang: true}, "other": {Hang: true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, tc.yaml)
+			for model, r := range tc.scripts {
+				e.fake.Script(model, r)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan struct{})
+			firstLine := make(chan string, 1)
+			go func() {
+				defer close(done)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(tc.body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				defer resp.Body.Close()
+				line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+				firstLine <- line
+				<-ctx.Done()
+			}()
+			wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer wcancel()
+			if err := e.fake.WaitRequests(wctx, tc.calls); err != nil {
+				t.Fatal(err)
+			}
+			if tc.stream {
+				select {
+				case line := <-firstLine:
+					if !strings.HasPrefix(line, "data: ") {
+						t.Fatalf("first line %q", line)
+					}
+				case <-wctx.Done():
+					t.Fatal("no first line")
+				}
+			}
+			left := time.Now()
+			cancel()
+			bound, bcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer bcancel()
+			if err := e.fake.WaitIdle(bound); err != nil {
+				t.Fatalf("upstream calls still running 2s after the client left: %v", err)
+			}
+			t.Logf("upstream idle %v after the client left", time.Since(left))
+			<-done
+			for _, r := range e.fake.Requests() {
+				if !r.Cancelled {
+					t.Errorf("the call to %s was not cancelled", r.Model)
+				}
+			}
+		})
+	}
+}
+
+// metricLines returns the lines of s that contain sub.
+func metricLines(s, sub string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,145 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/consortium-dev/consortium/ratelimit"
+)
+
+// ErrBreakerOpen is the cause of a call refused without touching the
+// provider because the model's circuit breaker is open.
+var ErrBreakerOpen = errors.New("circuit breaker open")
+
+// BreakerSettings configures the circuit breaker of each model.
+type BreakerSettings struct {
+	// Failures is how many consecutive failed attempts open a model's
+	// breaker: connection errors, timeouts, 5xx and 529 answers, and
+	// malformed 200s. 4xx answers (429 included) and calls the caller
+	// cancelled never count. If zero, 5 is used.
+	Failures int
+
+	// Cooldown is how long an open breaker stays open; then one trial call
+	// goes through, and its outcome closes or reopens it. If zero, 30s is
+	// used.
+	Cooldown time.Duration
+}
+
+// Breaker states, as OnBreakerChange reports them.
+const (
+	BreakerClosed   = "closed"
+	BreakerHalfOpen = "half-open"
+	BreakerOpen     = "open"
+)
+
+// breaker is one model's circuit breaker, with the time it last opened so
+// that a refused caller can be told when to come back.
+type breaker struct {
+	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	openedAt atomic.Int64 // unix nanoseconds
+}
+
+// breakers holds a provider's breakers, one per model, made on first use.
+type breakers struct {
+	settings BreakerSettings
+	onChange func(model, state string)
+	mu       sync.Mutex
+	byModel  map[string]*breaker
+}
+
+func (bs *breakers) get(model string) *breaker {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if b := bs.byModel[model]; b != nil {
+		return b
+	}
+	b := &breaker{}
+	failures := uint32(bs.settings.Failures)
+	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        model,
+		MaxRequests: 1,
+		Timeout:     bs.settings.Cooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsSuccessful: func(err error) bool {
+			return err == nil || !countsAgainst(err)
+		},
+		IsExcluded: func(err error) bool {
+			return errors.Is(err, context.Canceled) && !errors.Is(err, ErrTimeout)
+		},
+		OnStateChange: func(name string, _, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				b.openedAt.Store(time.Now().UnixNano())
+			}
+			if bs.onChange != nil {
+				bs.onChange(name, stateName(to))
+			}
+		},
+	})
+	bs.byModel[model] = b
+	return b
+}
+
+// allow asks the breaker for one attempt. When it refuses, the error says
+// how long until the trial call.
+func (b *breaker) allow(cooldown time.Duration) (done func(error), retryAfter time.Duration, err error) {
+	done, err = b.cb.Allow()
+	if err == nil {
+		return done, 0, nil
+	}
+	left := cooldown - time.Since(time.Unix(0, b.openedAt.Load()))
+	if left < time.Second {
+		left = time.Second
+	}
+	return nil, left, ErrBreakerOpen
+}
+
+// countsAgainst reports whether a failed attempt says the model is
+// unhealthy: no answer, a timeout, a malformed answer, or a 5xx or 529.
+// The provider refusing a request (4xx) says nothing of its health.
+func countsAgainst(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	if e.Status == 0 {
+		return !errors.Is(e.Err, ErrBreakerOpen) && !isLimited(e.Err)
+	}
+	return e.Status >= 500
+}
+
+// isLimited reports a call refused by the provider's own rpm or
+// concurrency limit in this process.
+func isLimited(err error) bool {
+	return errors.Is(err, ratelimit.ErrLimited)
+}
+
+func stateName(s gobreaker.State) string {
+	switch s {
+	case gobreaker.StateOpen:
+		return BreakerOpen
+	case gobreaker.StateHalfOpen:
+		return BreakerHalfOpen
+	}
+	return BreakerClosed
+}
+
+// retryable reports whether a failed attempt may be tried again: no
+// connection, or one of the statuses that mean "later".
+func retryable(e *Error) bool {
+	if e.Status == 0 {
+		return !errors.Is(e.Err, ErrTimeout) && !errors.Is(e.Err, ErrMalformed) &&
+			!errors.Is(e.Err, ErrBreakerOpen) && !errors.Is(e.Err, context.Canceled) && !isLimited(e.Err)
+	}
+	switch e.Status {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, 529:
+		return true
+	}
+	return false
+}

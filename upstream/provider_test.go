@@ -1,0 +1,619 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/consortium-dev/consortium/ratelimit"
+	"github.com/consortium-dev/consortium/upstream/upstreamtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newFake starts a fake provider that the test closes when it ends.
+func newFake(t *testing.T) *upstreamtest.Server {
+	t.Helper()
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	return fake
+}
+
+// newProvider returns a Provider named "fake" in front of fake, with cfg's
+// settings and, unless cfg says otherwise, a 1ms backoff and a 2s timeout.
+func newProvider(t *testing.T, fake *upstreamtest.Server, cfg Config) *Provider {
+	t.Helper()
+	cfg.Name, cfg.BaseURL = "fake", fake.URL
+	if cfg.Backoff == 0 {
+		cfg.Backoff = time.Millisecond
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.client.CloseIdleConnections)
+	return p
+}
+
+// chat is a non-streamed chat completion request for model.
+func chat(model string) *Request {
+	return &Request{Model: model, Path: "/chat/completions",
+		Body: fmt.Appendf(nil, `{"model":%q,"messages":[{"role":"user","content":"hi"}]}`, model)}
+}
+
+// stream is a streamed chat completion request for model.
+func stream(model string) *Request {
+	return &Request{Model: model, Path: "/chat/completions", Stream: true,
+		Body: fmt.Appendf(nil, `{"model":%q,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, model)}
+}
+
+// upstreamError returns err as an *Error, failing the test when it is not
+// one.
+func upstreamError(t *testing.T, err error) *Error {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T), want an *upstream.Error", err, err)
+	}
+	return e
+}
+
+// calls returns how many requests for model reached the fake.
+func calls(fake *upstreamtest.Server, model string) int { return len(fake.RequestsFor(model)) }
+
+func TestRetriesByStatus(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{MaxRetries: 2, Breaker: BreakerSettings{Failures: 100}})
+	for _, tc := range []struct {
+		status   int
+		attempts int
+	}{
+		{408, 3}, {429, 3}, {500, 3}, {502, 3}, {503, 3}, {504, 3}, {529, 3},
+		{400, 1}, {401, 1}, {403, 1}, {404, 1}, {409, 1}, {413, 1}, {422, 1}, {501, 1},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			t.Parallel()
+			model := fmt.Sprintf("m%d", tc.status)
+			fake.Script(model, upstreamtest.Reply{Status: tc.status, Error: "scripted"})
+			_, err := p.Do(context.Background(), chat(model))
+			e := upstreamError(t, err)
+			if e.Status != tc.status || e.Attempts != tc.attempts || e.Message != "scripted" {
+				t.Errorf("status %d, attempts %d, message %q; want %d, %d, scripted", e.Status, e.Attempts, e.Message, tc.status, tc.attempts)
+			}
+			if n := calls(fake, model); n != tc.attempts {
+				t.Errorf("the provider saw %d calls, want %d", n, tc.attempts)
+			}
+		})
+	}
+}
+
+func TestRetryThenSuccess(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{MaxRetries: 3})
+	fake.Script("m", upstreamtest.Reply{Status: 503}, upstreamtest.Reply{Status: 529}, upstreamtest.Reply{Content: "at last"})
+	resp, err := p.Do(context.Background(), chat("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Attempts != 3 || resp.Status != 200 || resp.Body != nil || len(resp.Data) == 0 {
+		t.Errorf("attempts %d, status %d, body %v, data %q", resp.Attempts, resp.Status, resp.Body, resp.Data)
+	}
+	if n := calls(fake, "m"); n != 3 {
+		t.Errorf("the provider saw %d calls, want 3", n)
+	}
+}
+
+func TestNoRetries(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{}) // MaxRetries 0
+	fake.Script("m", upstreamtest.Reply{Status: 503})
+	_, err := p.Do(context.Background(), chat("m"))
+	if e := upstreamError(t, err); e.Status != 503 || e.Attempts != 1 {
+		t.Errorf("status %d after %d attempts", e.Status, e.Attempts)
+	}
+	if n := calls(fake, "m"); n != 1 {
+		t.Errorf("the provider saw %d calls, want 1", n)
+	}
+}
+
+func TestConnectionDropRetried(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{MaxRetries: 2, Breaker: BreakerSettings{Failures: 100}})
+
+	fake.Script("recovers", upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Content: "ok"})
+	resp, err := p.Do(context.Background(), chat("recovers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Attempts != 3 {
+		t.Errorf("attempts %d, want 3", resp.Attempts)
+	}
+
+	fake.Script("down", upstreamtest.Reply{Drop: true})
+	_, err = p.Do(context.Background(), chat("down"))
+	e := upstreamError(t, err)
+	if e.Status != 0 || e.Attempts != 3 || errors.Is(err, ErrTimeout) || e.Err == nil {
+		t.Errorf("status %d, attempts %d, err %v; want a connection error after 3 attempts", e.Status, e.Attempts, e.Err)
+	}
+	if n := calls(fake, "down"); n != 3 {
+		t.Errorf("the provider saw %d calls, want 3", n)
+	}
+}
+
+// retryAfterMs asks for a wait in milliseconds, as OpenAI's and Azure's
+// retry-after-ms does.
+func retryAfterMs(ms int) http.Header { return http.Header{"Retry-After-Ms": {fmt.Sprint(ms)}} }
+
+func TestRetryAfter(t *testing.T) {
+	t.Run("retry-after-ms is waited out, not the backoff", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		// A backoff drawn below 10s would most likely take seconds: the
+		// provider's word replaces it.
+		p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Hour})
+		fake.Script("m", upstreamtest.Reply{Status: 429, Header: retryAfterMs(50)}, upstreamtest.Reply{Content: "ok"})
+		start := time.Now()
+		resp, err := p.Do(context.Background(), chat("m"))
+		elapsed := time.Since(start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Attempts != 2 || elapsed < 50*time.Millisecond || elapsed > time.Second {
+			t.Errorf("%d attempts in %v, want 2 after about 50ms", resp.Attempts, elapsed)
+		}
+		if reqs := fake.RequestsFor("m"); len(reqs) == 2 {
+			if gap := reqs[1].Received.Sub(reqs[0].Received); gap < 50*time.Millisecond {
+				t.Errorf("the second attempt came %v after the first, before the 50ms asked", gap)
+			}
+		}
+	})
+
+	t.Run("seconds", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Hour, Timeout: 3 * time.Second})
+		fake.Script("m", upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {"1"}}}, upstreamtest.Reply{Content: "ok"})
+		start := time.Now()
+		resp, err := p.Do(context.Background(), chat("m"))
+		elapsed := time.Since(start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Attempts != 2 || elapsed < time.Second || elapsed > 2500*time.Millisecond {
+			t.Errorf("%d attempts in %v, want 2 after about 1s", resp.Attempts, elapsed)
+		}
+	})
+
+	// Each case fails at once: the wait asked for does not fit in the time
+	// left, so the call gives up after one attempt and passes the wait on.
+	for _, tc := range []struct {
+		name    string
+		header  http.Header
+		timeout time.Duration
+		ctx     time.Duration // a deadline of the caller's, if set
+		want    time.Duration // RetryAfter, within a second
+	}{
+		{name: "seconds past the timeout", header: http.Header{"Retry-After": {"120"}}, want: 120 * time.Second},
+		{name: "http date past the timeout", header: http.Header{"Retry-After": {time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}}, want: time.Hour},
+		{name: "ms past the timeout", header: retryAfterMs(5000), timeout: 500 * time.Millisecond, want: 5 * time.Second},
+		{name: "past the caller's deadline", header: retryAfterMs(1500), timeout: time.Minute, ctx: 300 * time.Millisecond, want: 1500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			fake := newFake(t)
+			p := newProvider(t, fake, Config{MaxRetries: 5, Timeout: tc.timeout})
+			fake.Script("m", upstreamtest.Reply{Status: 503, Header: tc.header})
+			ctx := context.Background()
+			if tc.ctx > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.ctx)
+				defer cancel()
+			}
+			start := time.Now()
+			_, err := p.Do(ctx, chat("m"))
+			elapsed := time.Since(start)
+			e := upstreamError(t, err)
+			if e.Status != 503 || e.Attempts != 1 {
+				t.Errorf("status %d after %d attempts, want 503 after 1", e.Status, e.Attempts)
+			}
+			if d := e.RetryAfter - tc.want; d < -time.Second || d > time.Second {
+				t.Errorf("RetryAfter %v, want about %v", e.RetryAfter, tc.want)
+			}
+			if elapsed > 250*time.Millisecond {
+				t.Errorf("gave up after %v, want at once", elapsed)
+			}
+			if n := calls(fake, "m"); n != 1 {
+				t.Errorf("the provider saw %d calls, want 1", n)
+			}
+		})
+	}
+
+	t.Run("an http date in the past is no wait", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 2})
+		past := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+		fake.Script("m", upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {past}}}, upstreamtest.Reply{Content: "ok"})
+		resp, err := p.Do(context.Background(), chat("m"))
+		if err != nil || resp.Attempts != 2 {
+			t.Fatalf("resp %+v, err %v; want success after 2 attempts", resp, err)
+		}
+	})
+
+	t.Run("read from the current failure", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 5})
+		fake.Script("m",
+			upstreamtest.Reply{Status: 503, Header: retryAfterMs(50)},
+			upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {"3600"}}},
+			upstreamtest.Reply{Content: "too late"})
+		start := time.Now()
+		_, err := p.Do(context.Background(), chat("m"))
+		elapsed := time.Since(start)
+		e := upstreamError(t, err)
+		if e.Attempts != 2 || e.RetryAfter != time.Hour {
+			t.Errorf("%d attempts, RetryAfter %v; want 2 and the second failure's 1h", e.Attempts, e.RetryAfter)
+		}
+		if elapsed < 50*time.Millisecond || elapsed > time.Second {
+			t.Errorf("took %v, want the first 50ms wait and no more", elapsed)
+		}
+		if n := calls(fake, "m"); n != 2 {
+			t.Errorf("the provider saw %d calls, want 2", n)
+		}
+	})
+
+	t.Run("not on a status that is never retried", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 5})
+		fake.Script("m", upstreamtest.Reply{Status: 400, Header: retryAfterMs(10)})
+		_, err := p.Do(context.Background(), chat("m"))
+		if e := upstreamError(t, err); e.Attempts != 1 || calls(fake, "m") != 1 {
+			t.Errorf("a 400 with retry-after-ms was tried %d times", calls(fake, "m"))
+		}
+	})
+
+	t.Run("not past max_retries", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 1})
+		fake.Script("m", upstreamtest.Reply{Status: 503, Header: retryAfterMs(10)})
+		_, err := p.Do(context.Background(), chat("m"))
+		if e := upstreamError(t, err); e.Attempts != 2 || calls(fake, "m") != 2 {
+			t.Errorf("%d attempts, %d calls; want 2", e.Attempts, calls(fake, "m"))
+		}
+	})
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   time.Duration
+	}{
+		{"absent", http.Header{}, 0},
+		{"seconds", http.Header{"Retry-After": {"7"}}, 7 * time.Second},
+		{"seconds with spaces", http.Header{"Retry-After": {" 7 "}}, 7 * time.Second},
+		{"fractional seconds", http.Header{"Retry-After": {"0.5"}}, 500 * time.Millisecond},
+		{"zero", http.Header{"Retry-After": {"0"}}, 0},
+		{"negative", http.Header{"Retry-After": {"-3"}}, 0},
+		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
+		{"http date", http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, 90 * time.Second},
+		{"http date in the past", http.Header{"Retry-After": {now.Add(-time.Minute).Format(http.TimeFormat)}}, 0},
+		{"ms", http.Header{"Retry-After-Ms": {"250"}}, 250 * time.Millisecond},
+		{"ms beats seconds", http.Header{"Retry-After-Ms": {"250"}, "Retry-After": {"9"}}, 250 * time.Millisecond},
+		{"bad ms falls back to seconds", http.Header{"Retry-After-Ms": {"x"}, "Retry-After": {"9"}}, 9 * time.Second},
+		{"zero ms falls back to seconds", http.Header{"Retry-After-Ms": {"0"}, "Retry-After": {"9"}}, 9 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := retryAfter(tc.header, now); got != tc.want {
+				t.Errorf("retryAfter = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRetryWait checks the backoff without the network: full jitter below
+// a ceiling that doubles from Backoff up to 10s, at any attempt number.
+func TestRetryWait(t *testing.T) {
+	p := &Provider{maxRetries: 1000, backoff: time.Millisecond}
+	far := time.Now().Add(time.Hour)
+	e := &Error{Status: 503}
+	for attempt := 1; attempt <= 1000; attempt++ {
+		ceiling := maxBackoff
+		if attempt <= 20 {
+			ceiling = min(time.Millisecond<<(attempt-1), maxBackoff)
+		}
+		distinct := map[time.Duration]bool{}
+		for range 20 {
+			wait, ok := p.retryWait(context.Background(), e, attempt, far)
+			if !ok || wait < 0 || wait > ceiling {
+				t.Fatalf("attempt %d: wait %v (retry %v), want a retry after at most %v", attempt, wait, ok, ceiling)
+			}
+			distinct[wait] = true
+		}
+		if attempt > 3 && len(distinct) < 2 {
+			t.Fatalf("attempt %d: 20 waits took %d values; full jitter draws them at random", attempt, len(distinct))
+		}
+	}
+
+	// The backoff is drawn at random, not fixed at the ceiling.
+	var sum time.Duration
+	for range 1000 {
+		wait, _ := p.retryWait(context.Background(), e, 30, far)
+		sum += wait
+	}
+	if mean := sum / 1000; mean < 3*time.Second || mean > 7*time.Second {
+		t.Errorf("mean wait %v at the 10s ceiling, want about 5s", mean)
+	}
+
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	short, cancel2 := context.WithDeadline(context.Background(), time.Now())
+	defer cancel2()
+	for _, tc := range []struct {
+		name     string
+		ctx      context.Context
+		e        *Error
+		attempt  int
+		deadline time.Time
+	}{
+		{"past max_retries", context.Background(), e, 1001, far},
+		{"no error", context.Background(), nil, 1, far},
+		{"a status never retried", context.Background(), &Error{Status: 400}, 1, far},
+		{"a timeout", context.Background(), &Error{Err: errFirstByte}, 1, far},
+		{"a malformed answer", context.Background(), &Error{Err: ErrMalformed}, 1, far},
+		{"an open breaker", context.Background(), &Error{Err: ErrBreakerOpen}, 1, far},
+		{"a provider limit", context.Background(), &Error{Err: &ratelimit.LimitError{RetryAfter: time.Second}}, 1, far},
+		{"a cancelled call", cancelled, &Error{Err: context.Canceled}, 1, far},
+		{"a caller gone", cancelled, e, 1, far},
+		{"no time left", context.Background(), e, 1, time.Now()},
+		{"the caller's deadline passed", short, e, 1, far},
+		{"a Retry-After past the time left", context.Background(), &Error{Status: 503, RetryAfter: 2 * time.Hour}, 1, far},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if wait, ok := p.retryWait(tc.ctx, tc.e, tc.attempt, tc.deadline); ok {
+				t.Errorf("retried after %v", wait)
+			}
+		})
+	}
+	if wait, ok := p.retryWait(context.Background(), &Error{Status: 429, RetryAfter: 42 * time.Minute}, 1, far); !ok || wait != 42*time.Minute {
+		t.Errorf("Retry-After within the time left: wait %v, retry %v", wait, ok)
+	}
+	if wait, ok := p.retryWait(context.Background(), &Error{Err: io.ErrUnexpectedEOF}, 1, far); !ok || wait > time.Millisecond {
+		t.Errorf("connection error: wait %v, retry %v", wait, ok)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	p, err := New(Config{Name: "p", BaseURL: "http://127.0.0.1:1/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.backoff != 250*time.Millisecond || p.maxRetries != 0 || p.timeout != time.Minute || p.cooldown != 30*time.Second ||
+		p.breakers.settings != (BreakerSettings{Failures: 5, Cooldown: 30 * time.Second}) {
+		t.Errorf("defaults: backoff %v, retries %d, timeout %v, breaker %+v", p.backoff, p.maxRetries, p.timeout, p.breakers.settings)
+	}
+	if p, _ := New(Config{Name: "p", BaseURL: "http://127.0.0.1:1/v1", MaxRetries: -3}); p.maxRetries != 0 {
+		t.Errorf("negative MaxRetries gave %d", p.maxRetries)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	t.Run("a hung provider", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: 100 * time.Millisecond})
+		fake.Script("m", upstreamtest.Reply{Hang: true})
+		start := time.Now()
+		_, err := p.Do(context.Background(), chat("m"))
+		elapsed := time.Since(start)
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("err %v, want ErrTimeout", err)
+		}
+		if elapsed < 100*time.Millisecond || elapsed > time.Second {
+			t.Errorf("timed out after %v, want about 100ms", elapsed)
+		}
+		// A timeout is not retried: the time is spent.
+		if n := calls(fake, "m"); n != 1 {
+			t.Errorf("the provider saw %d calls, want 1", n)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := fake.WaitIdle(ctx); err != nil || !fake.Requests()[0].Cancelled {
+			t.Errorf("the hung call was not cancelled upstream: %v", err)
+		}
+	})
+
+	t.Run("across retries", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: 500 * time.Millisecond})
+		fake.Script("m", upstreamtest.Reply{Status: 503, Delay: 400 * time.Millisecond}, upstreamtest.Reply{Hang: true})
+		start := time.Now()
+		_, err := p.Do(context.Background(), chat("m"))
+		elapsed := time.Since(start)
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("err %v, want ErrTimeout", err)
+		}
+		// The second attempt had the 100ms left, not a fresh 500ms.
+		if elapsed < 500*time.Millisecond || elapsed > 850*time.Millisecond {
+			t.Errorf("timed out after %v, want about 500ms in all", elapsed)
+		}
+		if n := calls(fake, "m"); n != 2 {
+			t.Errorf("the provider saw %d calls, want 2", n)
+		}
+	})
+
+	t.Run("the caller's deadline", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: time.Minute})
+		fake.Script("m", upstreamtest.Reply{Hang: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := p.Do(ctx, chat("m"))
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+			t.Errorf("err %v after %v, want the caller's deadline after 100ms", err, time.Since(start))
+		}
+	})
+
+	t.Run("the first byte stops the clock", func(t *testing.T) {
+		t.Parallel()
+		fake := newFake(t)
+		p := newProvider(t, fake, Config{Timeout: 100 * time.Millisecond, IdleTimeout: time.Second})
+		fake.Script("m", upstreamtest.Reply{Chunks: []string{"a", "b", "c"}, ChunkDelay: 60 * time.Millisecond})
+		resp, err := p.Do(context.Background(), stream("m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		// The stream lasts longer than the first-byte timeout.
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || !strings.Contains(string(b), `"c"`) || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+			t.Errorf("read %q, %v", b, err)
+		}
+	})
+}
+
+func TestCancelledCall(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{MaxRetries: 3})
+	fake.Script("m", upstreamtest.Reply{Hang: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Do(ctx, chat("m"))
+		errc <- err
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer wcancel()
+	if err := fake.WaitRequests(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	err := <-errc
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
+		t.Errorf("err %v, want context.Canceled", err)
+	}
+	if err := fake.WaitIdle(wctx); err != nil || !fake.Requests()[0].Cancelled {
+		t.Errorf("not cancelled upstream: %v", err)
+	}
+	if n := calls(fake, "m"); n != 1 {
+		t.Errorf("a cancelled call was retried: %d calls", n)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{MaxRetries: 3})
+	fake.Script("m", upstreamtest.Reply{Body: `{"choices": [`})
+	_, err := p.Do(context.Background(), chat("m"))
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("err %v, want ErrMalformed", err)
+	}
+	if n := calls(fake, "m"); n != 1 {
+		t.Errorf("a malformed answer was retried: %d calls", n)
+	}
+}
+
+func TestProviderConcurrencyLimit(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{MaxConcurrency: 1})
+	fake.Script("slow", upstreamtest.Reply{Content: "slow", Delay: 500 * time.Millisecond})
+	fake.Script("fast", upstreamtest.Reply{Content: "fast"})
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := p.Do(context.Background(), chat("slow")); err != nil {
+			t.Error(err)
+		}
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer wcancel()
+	if err := fake.WaitRequests(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	// A caller whose deadline passes first is refused with a LimitError,
+	// and the provider never sees it.
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := p.Do(short, chat("fast"))
+	var le *ratelimit.LimitError
+	if !errors.As(err, &le) || !errors.Is(err, ratelimit.ErrLimited) || le.RetryAfter <= 0 {
+		t.Errorf("err %v, want a ratelimit.LimitError", err)
+	}
+
+	// So is a caller without a deadline of its own once the provider's
+	// first-byte timeout passes: the provider was never called, so this is
+	// a limit, not a timeout.
+	q := &Provider{}
+	*q = *p
+	q.timeout = 50 * time.Millisecond
+	_, err = q.Do(context.Background(), chat("fast"))
+	if !errors.As(err, &le) || errors.Is(err, ErrTimeout) {
+		t.Errorf("err %v, want a ratelimit.LimitError", err)
+	}
+
+	// A caller with time waits for the slot.
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Do(context.Background(), chat("fast"))
+		errc <- err
+	}()
+	early, cancel2 := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel2()
+	if err := fake.WaitRequests(early, 2); err == nil {
+		t.Errorf("a second call reached the provider %v after the first, with max_concurrency 1", time.Since(start))
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("the waiting call: %v", err)
+	}
+	if n := calls(fake, "fast"); n != 1 {
+		t.Errorf("the provider saw %d fast calls, want 1", n)
+	}
+}
+
+func TestProviderRPMLimit(t *testing.T) {
+	fake := newFake(t)
+	// The first-byte timeout is the call's deadline: a turn a minute away
+	// is refused at once rather than waited for in vain.
+	p := newProvider(t, fake, Config{RPM: 1, Timeout: 300 * time.Millisecond, MaxRetries: 2})
+	if _, err := p.Do(context.Background(), chat("m")); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctx := range []context.Context{context.Background(), t.Context()} {
+		start := time.Now()
+		_, err := p.Do(ctx, chat("m"))
+		elapsed := time.Since(start)
+		var le *ratelimit.LimitError
+		if !errors.As(err, &le) || le.RetryAfter < 50*time.Second || le.RetryAfter > time.Minute {
+			t.Fatalf("err %v, want a LimitError with about a minute to wait", err)
+		}
+		if errors.Is(err, ErrTimeout) || elapsed > 200*time.Millisecond {
+			t.Errorf("refused after %v, want at once", elapsed)
+		}
+	}
+	if n := calls(fake, "m"); n != 1 {
+		t.Errorf("the provider saw %d calls, want 1", n)
+	}
+}
