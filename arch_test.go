@@ -53,7 +53,7 @@ func TestPackageComments(t *testing.T) {
 // of the three, and the wire types importing nothing of the project.
 func TestDependencyDirection(t *testing.T) {
 	forbidden := map[string][]string{
-		"upstream":        {"proxy", "consortia", "cache", "ratelimit"},
+		"upstream":        {"proxy", "consortia"},
 		"consortia":       {"proxy"},
 		"cache":           {"proxy", "consortia", "upstream"},
 		"ratelimit":       {"proxy", "consortia", "upstream"},
