@@ -3,9 +3,19 @@
 
 GO ?= go
 
-.PHONY: test check unit build run bench
+.PHONY: test deps check unit build run bench
 
-test: check unit
+test: deps check unit
+
+# What the tests need beyond Go, installed when missing: a real
+# redis-server (Debian's package) for the store and limit tests.
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (Debian package)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	}
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing"; exit 1; }
 
 # Formatting and vet: cheap, and they fail fast.
 check:

@@ -10,15 +10,17 @@ import (
 // every round, every arbiter reply, usage and timings. It is what the run
 // endpoint shows and what later strategies score models from.
 type Run struct {
-	ID         string       `json:"run_id"`
-	Consortium string       `json:"consortium"`
-	Strategy   string       `json:"strategy"`
-	Created    time.Time    `json:"created"`
-	Iterations int          `json:"iterations"`
-	Confidence *float64     `json:"confidence"`
-	Rounds     []Round      `json:"rounds"`
-	Usage      openai.Usage `json:"usage"`
-	DurationMs int64        `json:"duration_ms"`
+	ID         string `json:"run_id"`
+	Consortium string `json:"consortium"`
+	// ConversationID is set by the caller that stores the conversation.
+	ConversationID string       `json:"conversation_id,omitempty"`
+	Strategy       string       `json:"strategy"`
+	Created        time.Time    `json:"created"`
+	Iterations     int          `json:"iterations"`
+	Confidence     *float64     `json:"confidence"`
+	Rounds         []Round      `json:"rounds"`
+	Usage          openai.Usage `json:"usage"`
+	DurationMs     int64        `json:"duration_ms"`
 	// Fallback says why the synthesis is not the arbiter's own, when it
 	// is not (the arbiter wrote none, so the best-ranked answer was used).
 	Fallback string `json:"fallback,omitempty"`
@@ -93,7 +95,7 @@ type MemberSummary struct {
 // Summary returns the consortium object of the run: the statuses of the
 // last round's members.
 func (r *Run) Summary() Summary {
-	s := Summary{RunID: r.ID, Strategy: r.Strategy, Iterations: r.Iterations, Confidence: r.Confidence, Members: []MemberSummary{}}
+	s := Summary{RunID: r.ID, ConversationID: r.ConversationID, Strategy: r.Strategy, Iterations: r.Iterations, Confidence: r.Confidence, Members: []MemberSummary{}}
 	if len(r.Rounds) == 0 {
 		return s
 	}

@@ -109,7 +109,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	ri.overhead = time.Since(start) - waited
 	if resp.Body != nil {
 		defer resp.Body.Close()
-		s.forwardStream(w, r, resp.Body)
+		s.forwardStream(w, r, resp.Body, req.Model)
 		return
 	}
 	// upstream has read the JSON answer whole and checked it, so that a
@@ -125,8 +125,9 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 // as httputil.ReverseProxy does for event streams, so each chunk leaves as
 // soon as it arrives. Lines of any length pass, since bytes are copied as
 // they come rather than scanned line by line. A stream that breaks is ended
-// with an error event and [DONE], never left hanging.
-func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader) {
+// with an error event and [DONE], never left hanging. model is the
+// provider's own model name, for the error event.
+func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader, model string) {
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
@@ -175,7 +176,12 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 			default:
 				end = []byte("\n\n")
 			}
-			ae := errorFrom(&upstream.Error{Provider: info(r.Context()).provider, Model: info(r.Context()).model, Err: err})
+			ue := &upstream.Error{Provider: info(r.Context()).provider, Model: model, Err: err}
+			ae := errorFrom(ue)
+			if ae.Type == "upstream_error" {
+				// upstreamMessage would say "no answer"; this one had begun.
+				ae.Message = fmt.Sprintf("upstream %s: the stream broke off midway (%s)", ue.Ref(), connectionProblem(err))
+			}
 			w.Write(end)
 			writeStreamError(w, ae)
 			rc.Flush()

@@ -17,8 +17,19 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 		s.fail(w, r, err)
 		return
 	}
+	t, err := s.placeTurn(r.Context(), r, e.Name(), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	whole := *req
+	whole.Messages = t.messages
+	req = &whole
+	if t.id != "" {
+		w.Header().Set(conversationHeader, t.id)
+	}
 	if req.Stream {
-		s.consortiumStream(w, r, start, e, req)
+		s.consortiumStream(w, r, start, e, req, t)
 		return
 	}
 	res, err := e.Run(r.Context(), req, nil)
@@ -26,6 +37,8 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 		s.fail(w, r, err)
 		return
 	}
+	res.Run.ConversationID = t.id
+	s.saveTurn(r.Context(), e.Name(), t, res)
 	overhead := time.Since(start) - res.Waited
 	info(r.Context()).overhead = overhead
 	summary, _ := json.Marshal(res.Run.Summary())
@@ -58,7 +71,7 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 // comments while members work, the synthesis as the arbiter writes it, the
 // chunk with finish_reason and the consortium object, the usage chunk when
 // asked, and [DONE].
-func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start time.Time, e *consortia.Engine, req *openai.ChatRequest) {
+func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start time.Time, e *consortia.Engine, req *openai.ChatRequest, t *turn) {
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
@@ -115,6 +128,8 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 		return
 	}
 	info(r.Context()).overhead = time.Since(start) - res.Waited
+	res.Run.ConversationID = t.id
+	s.saveTurn(r.Context(), e.Name(), t, res)
 	summary, _ := json.Marshal(res.Run.Summary())
 	sw.write(prefix, `{"index":0,"delta":{},"finish_reason":`, quoteJSON(res.FinishReason), `}],"consortium":`, string(summary), `}`)
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {

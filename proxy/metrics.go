@@ -18,7 +18,8 @@ type metrics struct {
 	upstreamTime  *prometheus.HistogramVec // provider, model
 	streams       prometheus.Gauge
 	panics        prometheus.Counter
-	breakers      *prometheus.GaugeVec // provider, model
+	breakers      *prometheus.GaugeVec   // provider, model
+	storeErrors   *prometheus.CounterVec // op
 
 	// models bounds the model label values: clients choose model names,
 	// and every new name would be a new time series.
@@ -79,12 +80,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "consortium_breaker_state",
 			Help: "Circuit breaker state per upstream model: 0 closed, 1 half-open, 2 open.",
 		}, []string{"provider", "model"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "consortium_store_errors_total",
+			Help: "Conversation store operations that failed (the store was down or too slow), by operation.",
+		}, []string{"op"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "consortium_panics_total",
 			Help: "Handler panics recovered into 500 answers.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.overhead, m.upstreamCalls, m.upstreamTime, m.streams, m.panics, m.breakers} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.overhead, m.upstreamCalls, m.upstreamTime, m.streams, m.panics, m.breakers, m.storeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -217,7 +217,7 @@ func (s *Server) clientAuth(next http.Handler) http.Handler {
 // clientLimit holds each client key to its rpm.
 func (s *Server) clientLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := s.limits.Allow(info(r.Context()).tenant); err != nil {
+		if err := s.limits.Allow(r.Context(), info(r.Context()).tenant); err != nil {
 			s.fail(w, r, err)
 			return
 		}

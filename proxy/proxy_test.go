@@ -59,6 +59,7 @@ func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
+	t.Cleanup(func() { srv.Close() })
 	ts := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		ts.CloseClientConnections()

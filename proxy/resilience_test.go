@@ -129,6 +129,10 @@ func TestStreamCutOpensBreaker(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(got), `"type":"upstream_error"`) || !strings.HasSuffix(string(got), "data: [DONE]\n\n") {
 		t.Fatalf("status %d:\n%s", resp.StatusCode, got)
 	}
+	// The error event names the upstream once and says what happened.
+	if !strings.Contains(string(got), `"message":"upstream fake/m1: the stream broke off midway (the connection failed)"`) {
+		t.Errorf("error event:\n%s", got)
+	}
 	resp, got = e.post("/v1/chat/completions", faultStreamBody)
 	if resp.StatusCode != 503 || decodeError(t, got).Error.Type != "service_unavailable" {
 		t.Fatalf("after a cut stream: status %d: %s", resp.StatusCode, got)

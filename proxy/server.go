@@ -6,6 +6,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/ratelimit"
@@ -44,6 +46,10 @@ type Options struct {
 	// it open. If zero, 10s is used.
 	KeepAlive time.Duration
 
+	// Store, if set, keeps conversations and runs instead of the store
+	// the configuration names (tests share one between servers).
+	Store cache.Store
+
 	// Backoff, if set, replaces the first retry backoff ceiling of every
 	// provider (tests shorten it).
 	Backoff time.Duration
@@ -58,10 +64,11 @@ type Server struct {
 	providers map[string]*upstream.Provider
 	consortia map[string]*consortia.Engine
 	keys      []clientKey
-	limits    *ratelimit.Keys
+	limits    limiter
 	router    http.Handler
 	draining  atomic.Bool
 	keepAlive time.Duration
+	store     cache.Store
 }
 
 // New builds a Server for a validated configuration.
@@ -128,15 +135,41 @@ func New(opts Options) (*Server, error) {
 		}
 		s.consortia[name] = e
 	}
+	s.store = opts.Store
+	if s.store == nil {
+		if s.store, err = newStore(cfg.Store); err != nil {
+			return nil, err
+		}
+	}
 	s.keys = hashKeys(cfg.Auth.Keys)
 	rpm := map[string]int{}
 	for _, k := range cfg.Auth.Keys {
 		rpm[k.Name] = k.RPM
 	}
 	s.limits = ratelimit.NewKeys(rpm)
+	if shared, ok := s.store.(*cache.Redis); ok {
+		// Replicas that share the store share the client keys' limits.
+		s.limits = ratelimit.NewShared(shared.Client(), rpm, 0, s.log)
+	}
 	s.router = s.routes()
 	return s, nil
 }
+
+// limiter holds client keys to their rpm.
+type limiter interface {
+	Allow(ctx context.Context, name string) error
+}
+
+// newStore opens the store the configuration names.
+func newStore(c config.Store) (cache.Store, error) {
+	if c.Backend != "redis" {
+		return cache.NewMemory(c.TTL, c.MaxEntries), nil
+	}
+	return cache.NewRedis(cache.RedisConfig{URL: c.URL, Addrs: c.Addrs, MasterName: c.MasterName, TTL: c.TTL})
+}
+
+// Close releases the server's store.
+func (s *Server) Close() error { return s.store.Close() }
 
 // ServeHTTP serves a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -166,6 +199,7 @@ func (s *Server) routes() http.Handler {
 			r.Get(prefix+"/models", s.listModels)
 			r.Get(prefix+"/models/*", s.getModel)
 		}
+		r.Get("/v1/consortium/runs/{run_id}", s.getRun)
 	})
 	return r
 }
@@ -178,6 +212,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "shutting down"})
+		return
+	}
+	if err := s.store.Ping(r.Context()); err != nil {
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

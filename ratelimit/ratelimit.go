@@ -2,7 +2,8 @@
 // key (answered 429 with Retry-After when exceeded), and per provider the
 // requests per minute and calls in flight, which callers wait for while
 // their deadline allows instead of hammering the provider. Limits are kept
-// in this process with golang.org/x/time/rate. It knows nothing of HTTP,
+// in this process with golang.org/x/time/rate, and client keys' limits in
+// Redis when replicas share one (Shared). It knows nothing of HTTP,
 // providers or tenants beyond the names it is given.
 package ratelimit
 
@@ -57,7 +58,7 @@ func NewKeys(rpm map[string]int) *Keys {
 
 // Allow takes one request of the key name from its limit, or returns a
 // *LimitError saying when to come back.
-func (k *Keys) Allow(name string) error {
+func (k *Keys) Allow(_ context.Context, name string) error {
 	lim := k.limiters[name]
 	if lim == nil {
 		return nil

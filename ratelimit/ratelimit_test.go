@@ -12,11 +12,11 @@ func TestKeys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		k := NewKeys(map[string]int{"alice": 60, "bob": 0})
 		for i := range 60 {
-			if err := k.Allow("alice"); err != nil {
+			if err := k.Allow(context.Background(), "alice"); err != nil {
 				t.Fatalf("request %d of the burst refused: %v", i, err)
 			}
 		}
-		err := k.Allow("alice")
+		err := k.Allow(context.Background(), "alice")
 		var le *LimitError
 		if !errors.As(err, &le) || !errors.Is(err, ErrLimited) {
 			t.Fatalf("61st request: %v", err)
@@ -26,15 +26,15 @@ func TestKeys(t *testing.T) {
 		}
 		// A refused request takes nothing: after the wait one more passes.
 		time.Sleep(le.RetryAfter)
-		if err := k.Allow("alice"); err != nil {
+		if err := k.Allow(context.Background(), "alice"); err != nil {
 			t.Errorf("after waiting: %v", err)
 		}
 		for range 1000 {
-			if err := k.Allow("bob"); err != nil {
+			if err := k.Allow(context.Background(), "bob"); err != nil {
 				t.Fatal("rpm 0 is unlimited")
 			}
 		}
-		if err := k.Allow("carol"); err != nil {
+		if err := k.Allow(context.Background(), "carol"); err != nil {
 			t.Fatal("a key without a limit is unlimited")
 		}
 	})

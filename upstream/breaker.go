@@ -69,8 +69,15 @@ func (bs *breakers) get(model string) *breaker {
 		IsSuccessful: func(err error) bool {
 			return err == nil || !countsAgainst(err)
 		},
+		// A refusal (4xx), a call the caller cancelled, and a call that
+		// never reached the provider say nothing of its health: they
+		// neither count as failures nor reset the run of failures.
 		IsExcluded: func(err error) bool {
-			return errors.Is(err, context.Canceled) && !errors.Is(err, ErrTimeout)
+			if errors.Is(err, context.Canceled) && !errors.Is(err, ErrTimeout) {
+				return true
+			}
+			var e *Error
+			return errors.As(err, &e) && (e.Status >= 400 && e.Status < 500 || e.Status == 0 && !countsAgainst(err))
 		},
 		OnStateChange: func(name string, _, to gobreaker.State) {
 			if to == gobreaker.StateOpen {

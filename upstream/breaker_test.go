@@ -410,3 +410,18 @@ func TestCountsAgainst(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakerRefusalsAreNeutral checks that a 4xx between failures neither
+// counts nor resets the run: a model that alternates 503 and 429 still
+// opens its breaker.
+func TestBreakerRefusalsAreNeutral(t *testing.T) {
+	fake := newFake(t)
+	p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 2, Cooldown: time.Hour}})
+	fake.Script("m", upstreamtest.Reply{Status: 503}, upstreamtest.Reply{Status: 429}, upstreamtest.Reply{Status: 503}, upstreamtest.Reply{Status: 200, Content: "ok"})
+	for i, want := range []int{503, 429, 503} {
+		if _, err := p.Do(context.Background(), chat("m")); upstreamError(t, err).Status != want {
+			t.Fatalf("call %d: %v", i+1, err)
+		}
+	}
+	refused(t, p, fake, chat("m"), 59*time.Minute, time.Hour)
+}

@@ -229,6 +229,9 @@ func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 		resp, err := p.try(ctx, cancel, firstByte, deadline, b, req)
 		if err == nil {
 			resp.Attempts = attempt
+			if resp.Body == nil {
+				cancel(nil) // a JSON answer has been read whole: the call is over
+			}
 			return resp, nil
 		}
 		var e *Error
@@ -241,6 +244,9 @@ func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 			cancel(nil)
 			return nil, err
 		}
+		// An attempt that failed reading its body had stopped the clock
+		// at its first byte; the next one has what is left of the time.
+		firstByte.Reset(time.Until(deadline))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -351,8 +357,13 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	if buf == nil {
 		buf = new(bytes.Buffer)
 	}
+	buf.Reset() // a failed attempt may have left part of its body
 	_, err = buf.ReadFrom(body)
-	body.Close()
+	// Not body.Close, which would end the call's context: a body cut
+	// midway is a connection error that Do may try again. Do ends the
+	// context once the call is over.
+	body.timer.Stop()
+	resp.Body.Close()
 	release()
 	if err == nil && !json.Valid(buf.Bytes()) {
 		err = fmt.Errorf("%w: the body of its %d answer is not valid JSON", ErrMalformed, resp.StatusCode)

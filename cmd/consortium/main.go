@@ -117,10 +117,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	// Building the server checks what the schema cannot, such as the
 	// fields a custom arbiter prompt uses; it starts nothing.
-	if _, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1
 	}
+	srv.Close()
 	fmt.Fprintf(stdout, "%s: ok\n", cfg.Source)
 	for _, name := range cfg.ProviderOrder {
 		p := cfg.Providers[name]
@@ -202,6 +204,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1
 	}
+	defer srv.Close()
 	for _, w := range cfg.Warnings {
 		logger.Warn(w)
 	}
@@ -209,6 +212,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		p := cfg.Providers[name]
 		logger.Info("provider", "name", name, "type", p.Type, "base_url", p.BaseURL, "from", p.Origin, "models", len(p.Models))
 	}
+	logger.Info("store", "backend", cfg.Store.Backend, "ttl", cfg.Store.TTL)
 	if len(cfg.Auth.Keys) == 0 {
 		logger.Warn("no client keys configured: every request is served as tenant \"anonymous\"")
 	}

@@ -952,9 +952,6 @@ func TestValidateConsortium(t *testing.T) {
 func TestUnbuilt(t *testing.T) {
 	const provider = "providers:\n  openai:\n    api_key: k\n"
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"redis store", "store: {backend: redis}", "store.backend: the redis store is not supported yet; use backend: memory"},
-		{"store addrs", "store: {addrs: [\"r:6379\"]}", "store.addrs: the redis store is not supported yet"},
-		{"store master_name", "store: {addrs: [\"r:26379\"], master_name: m}", "store.master_name: the redis store is not supported yet"},
 		{"anthropic type", "providers:\n  claude:\n    type: anthropic\n    api_key: k", "providers.claude.type: the anthropic provider type is not supported yet"},
 		{"anthropic by name", "providers:\n  anthropic:\n    api_key: k", "providers.anthropic.type: the anthropic provider type is not supported yet"},
 		{"prompt_cache", provider + "    prompt_cache: true", "providers.openai.prompt_cache: prompt caching (anthropic) is not supported yet"},
@@ -973,9 +970,8 @@ func TestUnbuilt(t *testing.T) {
 	}
 
 	t.Run("several at once", func(t *testing.T) {
-		ps := problemsOf(t, provider+"    prompt_cache: true\n  claude: {type: anthropic, api_key: k}\nstore: {backend: redis}\n", nil)
+		ps := problemsOf(t, provider+"    prompt_cache: true\n  claude: {type: anthropic, api_key: k}\n", nil)
 		want := Problems{
-			"store.backend: the redis store is not supported yet; use backend: memory",
 			"providers.claude.type: the anthropic provider type is not supported yet",
 			"providers.openai.prompt_cache: prompt caching (anthropic) is not supported yet",
 		}
@@ -989,8 +985,8 @@ func TestUnbuilt(t *testing.T) {
 	// The resilience keys are built: none of them is refused, whatever its
 	// value, alongside a key that still is.
 	t.Run("resilience keys are not refused", func(t *testing.T) {
-		ps := problemsOf(t, withResilience+"store: {backend: redis}\n", nil)
-		if want := (Problems{"store.backend: the redis store is not supported yet; use backend: memory"}); !slices.Equal(ps, want) {
+		ps := problemsOf(t, strings.Replace(withResilience, "max_retries: 4", "max_retries: 4\n    prompt_cache: true", 1), nil)
+		if want := (Problems{"providers.openai.prompt_cache: prompt caching (anthropic) is not supported yet"}); !slices.Equal(ps, want) {
 			t.Errorf("problems = %q, want %q", ps, want)
 		}
 	})

@@ -173,9 +173,6 @@ var unbuilt = []struct {
 	// gets type anthropic).
 	implied bool
 }{
-	{key: "store.backend", set: func(c *Config, _ string) bool { return c.Store.Backend == "redis" }, what: "the redis store is not supported yet; use backend: memory"},
-	{key: "store.addrs", set: func(c *Config, _ string) bool { return len(c.Store.Addrs) > 0 }, what: "the redis store is not supported yet"},
-	{key: "store.master_name", what: "the redis store is not supported yet"},
 	{key: "providers.*.type", set: func(c *Config, name string) bool { return c.Providers[name].Type == "anthropic" }, what: "the anthropic provider type is not supported yet", implied: true},
 	{key: "providers.*.prompt_cache", what: "prompt caching (anthropic) is not supported yet"},
 }

@@ -1,0 +1,126 @@
+package cache
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+)
+
+// Memory is the in-process Store: a least-recently-used map with a TTL on
+// every entry, bounded to MaxEntries entries (each turn and each run is
+// one entry, its conversation pointer another). It is lost on restart.
+type Memory struct {
+	ttl   time.Duration
+	max   int
+	now   func() time.Time
+	mu    sync.Mutex
+	order *list.List // front: most recently used
+	items map[string]*list.Element
+}
+
+type memoryEntry struct {
+	key     string
+	value   []byte
+	expires time.Time
+}
+
+// NewMemory returns a Memory store. If ttl is zero, 168h is used; if
+// maxEntries is zero, 10000.
+func NewMemory(ttl time.Duration, maxEntries int) *Memory {
+	if ttl <= 0 {
+		ttl = 168 * time.Hour
+	}
+	if maxEntries <= 0 {
+		maxEntries = 10000
+	}
+	return &Memory{ttl: ttl, max: maxEntries, now: time.Now, order: list.New(), items: map[string]*list.Element{}}
+}
+
+func (m *Memory) get(key string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.items[key]
+	if !ok {
+		return nil, false
+	}
+	e := el.Value.(*memoryEntry)
+	if m.now().After(e.expires) {
+		m.order.Remove(el)
+		delete(m.items, key)
+		return nil, false
+	}
+	m.order.MoveToFront(el)
+	return e.value, true
+}
+
+// setLocked stores a value; m.mu must be held.
+func (m *Memory) setLocked(key string, value []byte) {
+	expires := m.now().Add(m.ttl)
+	if el, ok := m.items[key]; ok {
+		e := el.Value.(*memoryEntry)
+		e.value, e.expires = value, expires
+		m.order.MoveToFront(el)
+		return
+	}
+	m.items[key] = m.order.PushFront(&memoryEntry{key: key, value: value, expires: expires})
+	for m.order.Len() > m.max {
+		last := m.order.Back()
+		m.order.Remove(last)
+		delete(m.items, last.Value.(*memoryEntry).key)
+	}
+}
+
+func (m *Memory) turn(key string) (*Turn, error) {
+	data, ok := m.get(key)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	var t Turn
+	if err := json.Unmarshal(data, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Match implements Store.
+func (m *Memory) Match(_ context.Context, tenant, consortium, hash string) (*Turn, error) {
+	return m.turn(turnKey(tenant, consortium, hash))
+}
+
+// Latest implements Store.
+func (m *Memory) Latest(_ context.Context, tenant, conversation string) (*Turn, error) {
+	return m.turn(convKey(tenant, conversation))
+}
+
+// Save implements Store.
+func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run []byte) error {
+	data, err := json.Marshal(turn)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setLocked(turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data)
+	m.setLocked(convKey(tenant, turn.Conversation), data)
+	if run != nil {
+		m.setLocked(runKey(tenant, turn.RunID), run)
+	}
+	return nil
+}
+
+// Run implements Store.
+func (m *Memory) Run(_ context.Context, tenant, id string) ([]byte, error) {
+	data, ok := m.get(runKey(tenant, id))
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return data, nil
+}
+
+// Ping implements Store: memory always answers.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// Close implements Store.
+func (m *Memory) Close() error { return nil }
