@@ -31,3 +31,8 @@ build:
 
 run:
 	$(GO) run ./cmd/consortium serve --demo
+
+# The benchmark harness (minutes; never part of `make test`): writes
+# docs/benchmarks.md. BENCHFLAGS=-others adds LiteLLM and Portkey.
+bench:
+	$(GO) run ./bench/cmd/bench $(BENCHFLAGS)

@@ -1,0 +1,287 @@
+// Command bench is consortium's benchmark harness. `go run ./bench/cmd/bench`
+// (or `make bench`) builds the proxy, starts a fast fake upstream, a bare
+// httputil.ReverseProxy hop and the proxy as separate processes on loopback
+// ports, measures every scenario against every target in interleaved
+// rounds, and writes docs/benchmarks.md.
+//
+// Usage:
+//
+//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others]
+//	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D]
+//	bench hop  -listen ADDR -target URL
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/consortium-dev/consortium/bench"
+	"github.com/consortium-dev/consortium/upstream"
+)
+
+func main() {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = run(args)
+	case "fake":
+		err = serveFake(args)
+	case "hop":
+		err = serveHop(args)
+	default:
+		err = fmt.Errorf("unknown command %q (run, fake, hop)", cmd)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// serveUntilSignal serves h on addr, printing the address, until SIGTERM.
+func serveUntilSignal(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() { <-ctx.Done(); srv.Close() }()
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+func serveFake(args []string) error {
+	fs := flag.NewFlagSet("fake", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address")
+	f := &bench.Fake{}
+	fs.DurationVar(&f.Latency, "latency", 0, "wait before each answer")
+	fs.IntVar(&f.Chunks, "chunks", 20, "deltas of a streamed answer")
+	fs.DurationVar(&f.TokenInterval, "token-interval", 0, "wait between streamed deltas")
+	fs.Parse(args)
+	return serveUntilSignal(*listen, f)
+}
+
+func serveHop(args []string) error {
+	fs := flag.NewFlagSet("hop", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address")
+	target := fs.String("target", "", "upstream base URL (scheme://host:port)")
+	fs.Parse(args)
+	u, err := url.Parse(*target)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("-target %q is not a URL", *target)
+	}
+	return serveUntilSignal(*listen, bench.Hop(u, upstream.NewTransport()))
+}
+
+// process is a child process serving on a loopback port.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+}
+
+// start runs a command that prints "listening on ADDR" (the harness's own
+// fake and hop) or "…listening on http://ADDR/v1" (the proxy) and waits
+// for that line.
+func start(name string, cmd *exec.Cmd) (*process, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on ") {
+				line <- sc.Text()
+				break
+			}
+		}
+		io.Copy(io.Discard, out)
+	}()
+	select {
+	case l := <-line:
+		addr := l[strings.Index(l, "listening on ")+len("listening on "):]
+		addr = strings.TrimSuffix(strings.TrimPrefix(addr, "http://"), "/v1")
+		return &process{name: name, cmd: cmd, addr: addr}, nil
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("%s did not start", name)
+	}
+}
+
+func (p *process) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// rss returns a process's resident memory in bytes.
+func (p *process) rss() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// env is the set of processes one harness run measures.
+type env struct {
+	fast, slow, long *process // fake upstreams: no latency; 50 ms; long streams
+	hop, proxy       *process
+	others           []*process
+	dir              string
+}
+
+func (e *env) stop() {
+	for _, p := range append([]*process{e.proxy, e.hop, e.fast, e.slow, e.long}, e.others...) {
+		if p != nil {
+			p.stop()
+		}
+	}
+	os.RemoveAll(e.dir)
+}
+
+func setUp() (*env, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "consortium-bench")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir}
+	bin := filepath.Join(dir, "consortium")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/consortium")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return e, fmt.Errorf("building the proxy: %w", err)
+	}
+	if e.fast, err = start("fake", exec.Command(self, "fake")); err != nil {
+		return e, err
+	}
+	if e.slow, err = start("fake 50ms", exec.Command(self, "fake", "-latency", "50ms")); err != nil {
+		return e, err
+	}
+	if e.long, err = start("fake long streams", exec.Command(self, "fake", "-chunks", "600", "-token-interval", "50ms")); err != nil {
+		return e, err
+	}
+	if e.hop, err = start("hop", exec.Command(self, "hop", "-target", "http://"+e.fast.addr)); err != nil {
+		return e, err
+	}
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+providers:
+  fast: {base_url: "http://%s/v1", max_retries: 0, timeout: 60s, idle_timeout: 120s}
+  slow: {base_url: "http://%s/v1", max_retries: 0}
+  long: {base_url: "http://%s/v1", max_retries: 0, timeout: 60s, idle_timeout: 120s}
+consortia:
+  council:
+    members:
+      - {model: slow/member, count: 3}
+    arbiter: {model: slow/arbiter}
+    max_iterations: 1
+`, e.fast.addr, e.slow.addr, e.long.addr)
+	cfgPath := filepath.Join(dir, "consortium.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return e, err
+	}
+	if e.proxy, err = start("consortium", exec.Command(bin, "serve", "-c", cfgPath)); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	duration := fs.Duration("duration", 5*time.Second, "length of each throughput measurement")
+	rounds := fs.Int("rounds", 3, "interleaved rounds; each figure is the median over rounds")
+	out := fs.String("out", "docs/benchmarks.md", "report file ('-' for stdout only)")
+	streams := fs.Int("streams", 1000, "SSE streams held open in the memory scenario")
+	others := fs.Bool("others", false, "also measure LiteLLM and Portkey when they can be installed (see docs/benchmarks.md)")
+	fs.Parse(args)
+
+	e, err := setUp()
+	if e != nil {
+		defer e.stop()
+	}
+	if err != nil {
+		return err
+	}
+	if *others {
+		e.others = startOthers(e)
+	}
+	r := &report{rounds: *rounds, duration: *duration}
+	ctx := context.Background()
+	targets := []target{
+		{name: "upstream directly", base: "http://" + e.fast.addr, model: "m"},
+		{name: "httputil.ReverseProxy hop", base: "http://" + e.hop.addr, model: "m"},
+		{name: "consortium passthrough", base: "http://" + e.proxy.addr, model: "fast/m"},
+	}
+	for _, o := range e.others {
+		targets = append(targets, target{name: o.name, base: "http://" + o.addr, model: otherModel(o.name)})
+	}
+	log.Printf("measuring %d targets, %d rounds of %s", len(targets), *rounds, *duration)
+	r.measure(ctx, targets, e)
+	r.memory(ctx, e, *streams)
+	text := r.markdown()
+	fmt.Print(text)
+	if *out != "-" {
+		return os.WriteFile(*out, []byte(text), 0o644)
+	}
+	return nil
+}
+
+// machine describes where the figures were taken.
+func machine() string {
+	cpu := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d cores, %s %s/%s", cpu, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

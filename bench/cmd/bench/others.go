@@ -1,0 +1,7 @@
+package main
+
+// startOthers starts the other gateways that -others asks for. Not
+// wired yet: see docs/benchmarks.md.
+func startOthers(e *env) []*process { return nil }
+
+func otherModel(name string) string { return "m" }

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/consortium-dev/consortium/bench"
+)
+
+// target is one proxy (or the upstream itself) under measurement.
+type target struct {
+	name  string
+	base  string // scheme://host:port
+	model string // the model id that reaches the fast fake through it
+	hdr   http.Header
+}
+
+func (t target) request(stream bool, size int) *bench.Request {
+	return &bench.Request{URL: t.base + "/v1/chat/completions", Body: bench.ChatBody(t.model, stream, size), Stream: stream, Header: t.hdr}
+}
+
+// scenario is one load shape.
+type scenario struct {
+	name    string
+	clients int   // 0: sequential
+	stream  bool  // SSE answers
+	size    int   // prompt bytes
+	count   int   // sequential requests
+	results [][]*bench.Result
+}
+
+// report gathers the figures of a run.
+type report struct {
+	rounds    int
+	duration  time.Duration
+	targets   []target
+	scenarios []*scenario
+	council   []*bench.Result
+	mem       *memoryFigures
+}
+
+func (r *report) measure(ctx context.Context, targets []target, e *env) {
+	r.targets = targets
+	r.scenarios = []*scenario{
+		{name: "sequential, JSON", count: 1000},
+		{name: "32 clients, JSON", clients: 32},
+		{name: "32 clients, SSE (20 chunks)", clients: 32, stream: true},
+		{name: "256 clients, JSON", clients: 256},
+		{name: "32 clients, 100 KB prompts", clients: 32, size: 100 << 10},
+	}
+	client := bench.NewClient(512)
+	for _, s := range r.scenarios {
+		s.results = make([][]*bench.Result, len(targets))
+	}
+	for round := range r.rounds {
+		for _, s := range r.scenarios {
+			// Rotate the order each round, so no target always runs on a
+			// machine warmed (or tired) by the one before.
+			for k := range targets {
+				i := (k + round) % len(targets)
+				t := targets[i]
+				req := t.request(s.stream, s.size)
+				bench.Sequential(ctx, client, req, 50) // warm the connections
+				var res *bench.Result
+				if s.clients == 0 {
+					res = bench.Sequential(ctx, client, req, s.count)
+				} else {
+					res = bench.Concurrent(ctx, client, req, s.clients, r.duration)
+				}
+				if res.Errors > 0 {
+					log.Printf("%s / %s: %d errors, first: %s", s.name, t.name, res.Errors, res.FirstErr)
+				}
+				log.Printf("round %d %-30s %-28s %8.0f req/s  p50 %v", round+1, s.name, t.name, res.Throughput(), res.Quantile(0.5))
+				s.results[i] = append(s.results[i], res)
+			}
+		}
+		council := target{base: "http://" + e.proxy.addr, model: "council"}
+		res := bench.Concurrent(ctx, client, council.request(false, 0), 16, r.duration)
+		log.Printf("round %d consortium 16 clients: p50 %v p90 %v errors %d", round+1, res.Quantile(0.5), res.Quantile(0.9), res.Errors)
+		r.council = append(r.council, res)
+	}
+}
+
+// medianOf returns the median over rounds of f.
+func medianOf(rs []*bench.Result, f func(*bench.Result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// memoryFigures is the open-streams scenario's outcome.
+type memoryFigures struct {
+	streams          int
+	open             int
+	before, during   int64 // RSS bytes
+	goroutinesBefore float64
+	goroutinesDuring float64
+}
+
+// memory opens n long SSE streams through the proxy at once, waits until
+// each has its first chunk, and reads the proxy's resident memory and
+// goroutines.
+func (r *report) memory(ctx context.Context, e *env, n int) {
+	base := "http://" + e.proxy.addr
+	client := bench.NewClient(n)
+	m := &memoryFigures{streams: n, before: e.proxy.rss(), goroutinesBefore: metric(base, "go_goroutines")}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	opened := make(chan struct{}, n)
+	body := bench.ChatBody("long/m", true, 0)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/chat/completions", strings.NewReader(string(body)))
+			resp, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			buf := make([]byte, 512)
+			if _, err := resp.Body.Read(buf); err == nil {
+				mu.Lock()
+				m.open++
+				mu.Unlock()
+				opened <- struct{}{}
+			}
+			for {
+				if _, err := resp.Body.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	deadline := time.After(30 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case <-opened:
+		case <-deadline:
+			i = n
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the allocator settle
+	m.during = e.proxy.rss()
+	m.goroutinesDuring = metric(base, "go_goroutines")
+	cancel()
+	wg.Wait()
+	log.Printf("%d streams open: RSS %d MiB -> %d MiB, goroutines %.0f -> %.0f", m.open, m.before>>20, m.during>>20, m.goroutinesBefore, m.goroutinesDuring)
+	r.mem = m
+}
+
+// metric reads one unlabelled metric from the proxy's /metrics.
+func metric(base, name string) float64 {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var buf strings.Builder
+	fmt.Fprint(&buf, "")
+	b := make([]byte, 1<<20)
+	n, _ := readFull(resp, b)
+	for _, line := range strings.Split(string(b[:n]), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return 0
+}
+
+func readFull(resp *http.Response, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := resp.Body.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("# Benchmarks\n\n")
+	w("Generated by `make bench` (`go run ./bench/cmd/bench`) on %s, %s.\n\n", machine(), time.Now().UTC().Format("2006-01-02"))
+	w("## Method\n\n")
+	w("Every target runs as its own process on loopback: a fast fake upstream (pre-rendered answers, no parsing), ")
+	w("a bare `net/http/httputil.ReverseProxy` hop in front of it (the floor for any Go proxy on this machine; same tuned transport as the proxy), ")
+	w("and `consortium serve` with the fake as provider `fast`. The load generator is Go, in the harness process, on the same machine, ")
+	w("so every target shares the two cores with it and with the fake alike: compare the ratios, not the absolute numbers.\n\n")
+	w("Each scenario runs against every target in %d interleaved rounds (the order rotates each round); ", r.rounds)
+	w("each figure is the median over rounds. Concurrent scenarios keep N requests in flight for %s each.\n\n", r.duration)
+
+	hop := -1
+	for i, t := range r.targets {
+		if strings.HasPrefix(t.name, "httputil") {
+			hop = i
+		}
+	}
+	for _, s := range r.scenarios {
+		w("## %s\n\n", s.name)
+		if s.clients == 0 {
+			direct := medianOf(s.results[0], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
+			hopAdded := medianOf(s.results[hop], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) }) - direct
+			w("%d requests one after another; added latency is the target's median minus the upstream's.\n\n", s.count)
+			w("| target | p50 ms | p99 ms | added p50 ms | added vs hop |\n|---|---:|---:|---:|---:|\n")
+			for i, t := range r.targets {
+				p50 := medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
+				p99 := medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) })
+				ratio := "—"
+				if i > 0 && hopAdded > 0 {
+					ratio = fmt.Sprintf("%.2f×", (p50-direct)/hopAdded)
+				}
+				w("| %s | %.3f | %.3f | %.3f | %s |\n", t.name, p50, p99, p50-direct, ratio)
+			}
+			w("\n")
+			continue
+		}
+		hopTP := medianOf(s.results[hop], (*bench.Result).Throughput)
+		w("| target | req/s | vs hop | p50 ms | p90 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for i, t := range r.targets {
+			tp := medianOf(s.results[i], (*bench.Result).Throughput)
+			errs := 0
+			for _, x := range s.results[i] {
+				errs += x.Errors
+			}
+			w("| %s | %.0f | %.2f× | %.2f | %.2f | %.2f | %.1f | %d |\n", t.name, tp, tp/hopTP,
+				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) }),
+				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
+				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
+				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Max()) }), errs)
+		}
+		w("\n")
+	}
+	w("## Consortium overhead\n\n")
+	w("A consortium of 3 member instances and an arbiter on an upstream that takes 50 ms for each call, ")
+	w("so the critical path is 100 ms (members at once, then the arbiter); 16 clients.\n\n")
+	w("| p50 ms | p90 ms | p99 ms | p50 over the critical path | req/s | errors |\n|---:|---:|---:|---:|---:|---:|\n")
+	errs := 0
+	for _, x := range r.council {
+		errs += x.Errors
+	}
+	p50 := medianOf(r.council, func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
+	w("| %.2f | %.2f | %.2f | %.2f ms | %.0f | %d |\n\n", p50,
+		medianOf(r.council, func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
+		medianOf(r.council, func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
+		p50-100, medianOf(r.council, (*bench.Result).Throughput), errs)
+	if m := r.mem; m != nil {
+		w("## Open SSE streams\n\n")
+		w("%d passthrough streams held open at once (an upstream that sends a chunk every 50 ms), measured once all had begun.\n\n", m.streams)
+		per := float64(m.during-m.before) / float64(max(m.open, 1))
+		w("| streams open | RSS before | RSS with streams | per stream | goroutines per stream |\n|---:|---:|---:|---:|---:|\n")
+		w("| %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f |\n\n", m.open, float64(m.before)/(1<<20), float64(m.during)/(1<<20), per/1024,
+			(m.goroutinesDuring-m.goroutinesBefore)/float64(max(m.open, 1)))
+	}
+	return b.String()
+}

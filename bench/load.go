@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Request is one request a load test sends.
+type Request struct {
+	URL    string // full URL of the chat completions endpoint
+	Body   []byte
+	Stream bool // read the answer as SSE up to [DONE]
+	Header http.Header
+}
+
+// Result is what a load test measured.
+type Result struct {
+	Requests  int
+	Errors    int
+	FirstErr  string
+	Elapsed   time.Duration
+	latencies []time.Duration // sorted
+}
+
+// Throughput is the successful requests per second.
+func (r *Result) Throughput() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Requests-r.Errors) / r.Elapsed.Seconds()
+}
+
+// Quantile returns the q-quantile latency (0.5 for the median).
+func (r *Result) Quantile(q float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(r.latencies)))) - 1
+	return r.latencies[max(0, min(i, len(r.latencies)-1))]
+}
+
+// Max returns the longest latency.
+func (r *Result) Max() time.Duration { return r.Quantile(1) }
+
+// NewClient returns an HTTP client able to keep n connections open to one
+// host, so the client is never the bottleneck.
+func NewClient(n int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        n * 2,
+		MaxIdleConnsPerHost: n * 2,
+		MaxConnsPerHost:     0,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}}
+}
+
+// do sends one request and reads its whole answer.
+func do(ctx context.Context, c *http.Client, r *Request) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range r.Header {
+		req.Header[k] = v
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	if !r.Stream {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if bytes.HasPrefix(line, []byte("data: [DONE]")) {
+			io.Copy(io.Discard, br)
+			return nil
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("stream ended without [DONE]: %v", err)
+		}
+	}
+}
+
+// Concurrent keeps n requests in flight for d (each client sends its next
+// request when the previous one is answered) and measures each.
+func Concurrent(ctx context.Context, c *http.Client, r *Request, n int, d time.Duration) *Result {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var mu sync.Mutex
+	res := &Result{}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			var errs int
+			var first string
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				err := do(ctx, c, r)
+				if ctx.Err() != nil {
+					break // cut by the end of the test, not a failure
+				}
+				lat = append(lat, time.Since(t0))
+				if err != nil {
+					errs++
+					if first == "" {
+						first = err.Error()
+					}
+				}
+			}
+			mu.Lock()
+			res.latencies = append(res.latencies, lat...)
+			res.Errors += errs
+			if res.FirstErr == "" {
+				res.FirstErr = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.Requests = len(res.latencies)
+	slices.Sort(res.latencies)
+	return res
+}
+
+// Sequential sends count requests one after another.
+func Sequential(ctx context.Context, c *http.Client, r *Request, count int) *Result {
+	res := &Result{}
+	start := time.Now()
+	for range count {
+		t0 := time.Now()
+		if err := do(ctx, c, r); err != nil {
+			res.Errors++
+			if res.FirstErr == "" {
+				res.FirstErr = err.Error()
+			}
+		}
+		res.latencies = append(res.latencies, time.Since(t0))
+	}
+	res.Elapsed = time.Since(start)
+	res.Requests = count
+	slices.Sort(res.latencies)
+	return res
+}
+
+// Rate sends rate requests a second for d, each at its scheduled time
+// whatever happened to the previous ones, and measures each latency from
+// its scheduled time, so that a stall is charged to every request it
+// delayed (no coordinated omission).
+func Rate(ctx context.Context, c *http.Client, r *Request, rate float64, d time.Duration) *Result {
+	interval := time.Duration(float64(time.Second) / rate)
+	total := int(d / interval)
+	res := &Result{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range total {
+		scheduled := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(scheduled); wait > 0 {
+			time.Sleep(wait)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := do(ctx, c, r)
+			lat := time.Since(scheduled)
+			mu.Lock()
+			defer mu.Unlock()
+			res.latencies = append(res.latencies, lat)
+			if err != nil {
+				res.Errors++
+				if res.FirstErr == "" {
+					res.FirstErr = err.Error()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.Requests = len(res.latencies)
+	slices.Sort(res.latencies)
+	return res
+}
+
+// ChatBody returns a chat completion body for model with a prompt of
+// about size bytes.
+func ChatBody(model string, stream bool, size int) []byte {
+	prompt := "Say something."
+	if size > len(prompt) {
+		prompt = strings.Repeat("lorem ipsum ", size/12+1)[:size]
+	}
+	if stream {
+		return fmt.Appendf(nil, `{"model":%q,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":%q}]}`, model, prompt)
+	}
+	return fmt.Appendf(nil, `{"model":%q,"messages":[{"role":"user","content":%q}]}`, model, prompt)
+}
