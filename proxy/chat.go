@@ -20,25 +20,32 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	body, release, err := s.readBody(w, r)
 	defer release()
-	var req *openai.ChatRequest
+	// The passthrough path checks the body in one pass without decoding
+	// it; only a consortium needs the request decoded.
+	var sum openai.ChatSummary
 	if err == nil {
-		req, err = openai.ParseChatRequest(body)
+		sum, err = openai.CheckChatRequest(body)
 	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	info(r.Context()).model = req.Model
-	if e := s.consortia[req.Model]; e != nil {
+	info(r.Context()).model = sum.Model
+	if e := s.consortia[sum.Model]; e != nil {
+		req, err := openai.ParseChatRequest(body)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		s.consortium(w, r, start, e, req)
 		return
 	}
-	p, model, err := s.route(req.Model)
+	p, model, err := s.route(sum.Model)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/chat/completions", Stream: req.Stream}, body)
+	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/chat/completions", Stream: sum.Stream}, body)
 }
 
 // embeddings serves POST /v1/embeddings, always a passthrough.

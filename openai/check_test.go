@@ -1,0 +1,107 @@
+package openai
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestCheckTakesTheFastPath checks that ordinary requests never need the
+// slow pass, and that the fast pass agrees with ParseChatRequest on them.
+func TestCheckTakesTheFastPath(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA","detail":"low"}}]}],"temperature":0.2,"top_p":1,"max_tokens":100,"seed":-3,"n":1,"stop":["x","y"]}`,
+		`{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"tool_choice":"auto"}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}},"reasoning_effort":"low","x_vendor":{"a":[1,2,{"b":null}]},"user":"u"}`,
+		` { "model" : "m" , "messages" : [ { "role" : "user" , "content" : "with \"escapes\" \u00e9 \n" } ] } `,
+		`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 10000) + `"}]}`,
+	} {
+		sum, ok := fastCheck([]byte(body))
+		if !ok {
+			t.Errorf("slow pass needed for %.120s", body)
+			continue
+		}
+		req, err := ParseChatRequest([]byte(body))
+		if err != nil || req.Model != sum.Model || req.Stream != sum.Stream {
+			t.Errorf("fast %+v, slow %v %v for %.120s", sum, req, err, body)
+		}
+	}
+}
+
+// TestCheckDefersWhenUnsure checks bodies the fast pass must hand to the
+// slow one: CheckChatRequest then gives exactly ParseChatRequest's answer.
+func TestCheckDefersWhenUnsure(t *testing.T) {
+	for _, body := range []string{
+		`{"Model":"m","messages":[{"role":"user","content":"q"}]}`,
+		`{"mod\u0065l":"m","messages":[{"role":"user","content":"q"}]}`,
+		`{"model":"a","model":"b","messages":[{"role":"user","content":"q"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"n":0}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"max_tokens":1.5}`,
+		`{"model":"m","messages":[{"role":"","content":"q"}]}`,
+		`{"model":"m","messages":[]}`,
+		`{"model":"m","messages":[{"role":"user","content":5}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}]} trailing`,
+		`{"model":"","messages":[{"role":"user","content":"q"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"stream":"yes"}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `}`,
+	} {
+		if _, ok := fastCheck([]byte(body)); ok {
+			t.Errorf("the fast pass accepted %.100s", body)
+		}
+		sum, err := CheckChatRequest([]byte(body))
+		req, perr := ParseChatRequest([]byte(body))
+		if (err == nil) != (perr == nil) || (err != nil && err.Error() != perr.Error()) || (perr == nil && req.Model != sum.Model) {
+			t.Errorf("CheckChatRequest %+v %v, ParseChatRequest %v for %.100s", sum, err, perr, body)
+		}
+	}
+}
+
+// FuzzCheckChatRequest holds the fast pass to ParseChatRequest: whatever
+// it accepts, ParseChatRequest accepts with the same model and stream.
+func FuzzCheckChatRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","stream":true,"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"stop":"x","n":2}`,
+		`{"model":"m","messages":[{"role":"user","content":null}],"tools":[{"type":"function"}],"response_format":{"type":"json_object"}}`,
+		`{"model":"m","messages":[{"role":"user","content":"\ud83d\ude00"}],"seed":123456789012345678}`,
+		`{"MODEL":"m","messages":[{"role":"user","content":"q"}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		sum, ok := fastCheck(body)
+		if !ok {
+			return
+		}
+		req, err := ParseChatRequest(body)
+		if err != nil {
+			t.Fatalf("fast pass accepted what ParseChatRequest refuses (%v): %q", err, body)
+		}
+		if req.Model != sum.Model || req.Stream != sum.Stream {
+			t.Fatalf("fast %+v, slow model %q stream %v: %q", sum, req.Model, req.Stream, body)
+		}
+	})
+}
+
+func BenchmarkCheckChatRequest(b *testing.B) {
+	body := []byte(`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 100<<10/12) + `"}]}`)
+	b.Run("check", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := CheckChatRequest(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ParseChatRequest(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
