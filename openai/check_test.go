@@ -105,3 +105,4 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 		}
 	})
 }
+

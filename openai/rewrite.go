@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -112,18 +113,24 @@ func (s *scanner) skipString() bool {
 	if !s.consume('"') {
 		return false
 	}
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case '\\':
-			s.pos += 2
-		case '"':
-			s.pos++
+	// Jump from quote to quote (IndexByte is vectorized); a quote ends the
+	// string unless an odd number of backslashes escapes it.
+	for {
+		k := bytes.IndexByte(s.data[s.pos:], '"')
+		if k < 0 {
+			s.pos = len(s.data)
+			return false
+		}
+		end := s.pos + k
+		slashes := 0
+		for b := end - 1; b >= s.pos && s.data[b] == '\\'; b-- {
+			slashes++
+		}
+		s.pos = end + 1
+		if slashes%2 == 0 {
 			return true
-		default:
-			s.pos++
 		}
 	}
-	return false
 }
 
 // skipValue skips one value, counting brackets and skipping strings so that
