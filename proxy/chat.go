@@ -100,9 +100,11 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	}
 	req.Body = rewritten
 
-	out := getBuffer()
-	defer putBuffer(out)
-	req.Buffer = out
+	if !req.Stream {
+		out := getBuffer()
+		defer putBuffer(out)
+		req.Buffer = out
+	}
 
 	sent := time.Now()
 	resp, err := p.Do(r.Context(), req)
@@ -261,7 +263,9 @@ func (s *Server) countUpstream(provider, model string, err error) {
 
 // buffers are reused across requests: request bodies, rewritten bodies,
 // upstream answers and stream copies.
-var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 32<<10)) }}
+// They start small, since an open stream holds its buffers for as long as
+// it lasts, and grow to fit.
+var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 4<<10)) }}
 
 func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
 

@@ -112,6 +112,7 @@ func New(opts Options) (*Server, error) {
 			Timeout:     pc.Timeout,
 			IdleTimeout: pc.IdleTimeout,
 			MaxRetries:  pc.MaxRetries,
+			PromptCache: pc.PromptCache,
 			Backoff:     opts.Backoff,
 			Breaker:     upstream.BreakerSettings{Failures: pc.Breaker.Failures, Cooldown: pc.Breaker.Cooldown},
 			OnBreakerChange: func(model, state string) {

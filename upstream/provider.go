@@ -3,7 +3,10 @@
 // http.Transport, with the phase timeouts of the configuration (until the
 // first byte, then between chunks). It knows nothing of HTTP routing,
 // clients or consortiums; it returns OpenAI-shaped bodies and typed errors
-// (*Error, ErrTimeout) that callers map to their own answers.
+// (*Error, ErrTimeout) that callers map to their own answers. A provider of
+// type "anthropic" speaks Anthropic's Messages API on the wire and is
+// translated both ways (anthropic.go), so callers see it as one more
+// OpenAI-compatible provider.
 package upstream
 
 import (
@@ -29,19 +32,33 @@ type Config struct {
 	// "openai/gpt-4o-mini").
 	Name string
 
-	// Type is the wire protocol: "openai" (any OpenAI-compatible API).
+	// Type is the wire protocol: "openai" (any OpenAI-compatible API; the
+	// default when empty) or "anthropic" (Anthropic's Messages API, which
+	// Do translates from and to Chat Completions).
 	Type string
 
 	// BaseURL is the API root, e.g. "https://api.openai.com/v1"; endpoint
-	// paths such as "/chat/completions" are appended to it.
+	// paths such as "/chat/completions" are appended to it. For an
+	// anthropic provider "/v1/messages" is, or "/messages" when BaseURL
+	// already ends in /v1; if empty, https://api.anthropic.com is used.
 	BaseURL string
 
-	// APIKey is sent as a bearer token. If empty, no Authorization is sent
-	// (a local server such as Ollama).
+	// APIKey is sent as a bearer token, or as x-api-key for an anthropic
+	// provider. If empty, neither is sent (a local server such as Ollama).
 	APIKey string
 
-	// Headers are extra headers sent with every call.
+	// Headers are extra headers sent with every call. For an anthropic
+	// provider they may set anthropic-version (2023-06-01 otherwise) and
+	// anthropic-beta.
 	Headers map[string]string
+
+	// PromptCache, for an anthropic provider, marks the stable prefix of
+	// each request for Anthropic's prompt cache (cache_control on the end
+	// of the system prompt and of the turn before the last user turn), so
+	// that a consortium's later rounds and continued conversations are
+	// billed as cache reads. False sends no cache_control. Other providers
+	// ignore it: OpenAI-compatible APIs cache prefixes by themselves.
+	PromptCache bool
 
 	// Timeout bounds the wait for the first byte of an answer (its response
 	// headers). If zero, 60s is used.
@@ -91,6 +108,10 @@ type Provider struct {
 	breakers    *breakers
 	gate        *ratelimit.Gate
 	client      *http.Client
+
+	anthropic    bool   // the provider speaks Anthropic's Messages API
+	messagesPath string // the Messages endpoint below baseURL
+	promptCache  bool
 }
 
 // New checks cfg and returns a Provider for it.
@@ -98,8 +119,16 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("upstream: provider has no name")
 	}
-	if cfg.Type != "" && cfg.Type != "openai" {
-		return nil, fmt.Errorf("upstream %s: provider type %q is not supported yet", cfg.Name, cfg.Type)
+	anthropic := false
+	switch cfg.Type {
+	case "", "openai":
+	case "anthropic":
+		anthropic = true
+		if cfg.BaseURL == "" {
+			cfg.BaseURL = "https://api.anthropic.com"
+		}
+	default:
+		return nil, fmt.Errorf("upstream %s: provider type %q is not openai or anthropic", cfg.Name, cfg.Type)
 	}
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -138,7 +167,23 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.header.Set("Content-Type", "application/json")
 	p.header.Set("User-Agent", "consortium")
-	if cfg.APIKey != "" {
+	switch {
+	case anthropic:
+		p.anthropic, p.promptCache = true, cfg.PromptCache
+		p.messagesPath = "/v1/messages"
+		if strings.HasSuffix(p.baseURL, "/v1") {
+			p.messagesPath = "/messages"
+		}
+		// Anthropic takes its key as x-api-key; a bearer token would
+		// only be another credential on the wire.
+		p.header.Del("Authorization")
+		if cfg.APIKey != "" {
+			p.header.Set("X-Api-Key", cfg.APIKey)
+		}
+		if p.header.Get("Anthropic-Version") == "" {
+			p.header.Set("Anthropic-Version", anthropicVersion)
+		}
+	case cfg.APIKey != "":
 		p.header.Set("Authorization", "Bearer "+cfg.APIKey)
 	}
 	transport := cfg.Transport
@@ -194,6 +239,10 @@ type Request struct {
 	// Buffer, if set, receives a JSON answer's body (Response.Data then
 	// aliases it), so that a caller can reuse its buffers.
 	Buffer *bytes.Buffer
+
+	// anthropic is set on a request translated for Anthropic: how its
+	// answer is translated back.
+	anthropic *anthropicCall
 }
 
 // Response is a provider's successful (2xx) answer. For a stream, Body is
@@ -220,7 +269,20 @@ type Response struct {
 //
 // A non-2xx answer is returned as an *Error with the provider's message;
 // no answer in time is ErrTimeout; a 200 that is not JSON is ErrMalformed.
+//
+// An anthropic provider takes and returns the same OpenAI shapes: Do
+// translates the request before its first attempt (a body it cannot
+// translate is an *Error with status 400, a path other than
+// /chat/completions one with 404, and neither reaches the provider) and
+// each attempt's answer as it is read, so a malformed answer counts
+// against the breaker like any other.
 func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
+	if p.anthropic {
+		var err error
+		if req, err = p.anthropicRequest(req); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	deadline := time.Now().Add(p.timeout)
 	firstByte := time.AfterFunc(p.timeout, func() { cancel(errFirstByte) })
@@ -345,12 +407,17 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 		// The breaker learns how the stream ended when it is closed.
 		body.onClose = func(readErr error) {
 			release()
-			if readErr != nil {
+			var e *Error
+			if readErr != nil && !errors.As(readErr, &e) {
 				readErr = p.fail(req, 0, readErr)
 			}
 			done(readErr)
 		}
 		out.Body = body
+		if req.anthropic != nil {
+			out.Body = req.anthropic.stream(p.name, body, body.fail)
+			out.ContentType = "text/event-stream"
+		}
 		return out, nil
 	}
 	buf := req.Buffer
@@ -367,6 +434,14 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	release()
 	if err == nil && !json.Valid(buf.Bytes()) {
 		err = fmt.Errorf("%w: the body of its %d answer is not valid JSON", ErrMalformed, resp.StatusCode)
+	}
+	if err == nil && req.anthropic != nil {
+		var data []byte
+		if data, err = req.anthropic.answer(buf.Bytes()); err == nil {
+			buf.Reset()
+			buf.Write(data)
+			out.ContentType = "application/json"
+		}
 	}
 	if err != nil {
 		err = p.fail(req, 0, err)
@@ -436,6 +511,14 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// fail records err as how reading ended, unless a read error came first:
+// a translated stream tells the breaker of the failures its events carry.
+func (b *idleBody) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
 }
 
 func (b *idleBody) Close() error {

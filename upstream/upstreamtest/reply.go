@@ -6,13 +6,17 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/consortium-dev/consortium/openai"
 )
 
 // Reply scripts one answer of the fake provider. The zero Reply answers 200
 // with empty content. Fields are applied in this order: Hang, Delay, Drop,
-// Body, Error (or an error Status), then the route's own answer.
+// Body, Error (or an error Status), then the route's own answer. The same
+// Reply scripts an OpenAI answer (POST /v1/chat/completions) and an
+// Anthropic one (POST /v1/messages, see the package comment), each in its
+// provider's wire format.
 type Reply struct {
 	// Status is the HTTP status. If zero, 200 is used, or 500 when Error is
 	// set. A status of 400 or more without Body or Error gets an error
@@ -33,7 +37,9 @@ type Reply struct {
 	Error string
 	// ErrorType is the envelope's type. If empty, it follows the status:
 	// invalid_request_error, authentication_error, permission_error,
-	// rate_limit_error or server_error.
+	// rate_limit_error or server_error (for Anthropic: also
+	// not_found_error, request_too_large, api_error for 5xx and
+	// overloaded_error for 529).
 	ErrorType string
 	// ErrorCode is the envelope's code; if empty, code is null.
 	ErrorCode string
@@ -47,13 +53,29 @@ type Reply struct {
 	// Content. A non-nil empty slice
 	// streams no content.
 	Chunks []string
-	// FinishReason is the choice's finish_reason. If empty, "stop" is used.
+	// FinishReason is the choice's finish_reason. If empty, "stop" is used,
+	// or "tool_calls" when ToolCalls is set. For Anthropic it is the
+	// stop_reason: stop, length, tool_calls and content_filter become
+	// end_turn, max_tokens, tool_use and refusal, and any other value
+	// (stop_sequence, pause_turn ...) is sent as it is.
 	FinishReason string
+	// ToolCalls are function calls the answer makes, after its content:
+	// OpenAI's tool_calls (content is null when there is no text), or
+	// Anthropic's tool_use blocks. Streamed, each call's arguments arrive
+	// in pieces of a few bytes, split wherever they fall.
+	ToolCalls []ToolCall
 	// Usage is the usage reported. If nil, it is computed: prompt tokens are
 	// the words of the request's messages, completion tokens the words of
 	// the content, total their sum. For embeddings, only PromptTokens and
-	// TotalTokens are sent.
+	// TotalTokens are sent. For Anthropic, PromptTokens is input_tokens
+	// (the tokens read neither from nor into the cache) and
+	// CompletionTokens output_tokens.
 	Usage *openai.Usage
+	// CacheReadTokens and CacheCreationTokens are Anthropic's
+	// cache_read_input_tokens and cache_creation_input_tokens, reported
+	// beside Usage's input tokens. OpenAI answers do not carry them.
+	CacheReadTokens     int
+	CacheCreationTokens int
 	// NoUsage sends no usage at all: no usage field in a JSON answer, no
 	// usage frame (nor usage: null) in a stream even if include_usage was
 	// asked for.
@@ -70,8 +92,15 @@ type Reply struct {
 	// ChunkDelay is how long a stream waits before each content delta. The
 	// wait ends early if the client goes away or the server closes.
 	ChunkDelay time.Duration
-	// NoDone ends a stream without "data: [DONE]".
+	// NoDone ends a stream without "data: [DONE]" (for Anthropic, without
+	// message_stop).
 	NoDone bool
+	// StreamError ends a stream after its content deltas with an error
+	// event carrying this message, of type ErrorType (server_error, or
+	// Anthropic's overloaded_error, by default), instead of finishing it:
+	// OpenAI's data: {"error": ...} or Anthropic's event: error. Then the
+	// connection closes.
+	StreamError string
 	// CutAfter cuts the connection of a stream abruptly after this many
 	// content deltas, so that the client sees an unexpected EOF in the
 	// middle of the chunked body. If the stream has fewer deltas, it is cut
@@ -107,6 +136,7 @@ func (r Reply) clone() Reply {
 		r.Chunks = slices.Clone(r.Chunks)
 	}
 	r.Embedding = slices.Clone(r.Embedding)
+	r.ToolCalls = slices.Clone(r.ToolCalls)
 	if r.Usage != nil {
 		u := *r.Usage
 		r.Usage = &u
@@ -128,10 +158,50 @@ func (r Reply) text() (string, []string) {
 }
 
 func (r Reply) finishReason() string {
-	if r.FinishReason == "" {
-		return "stop"
+	switch {
+	case r.FinishReason != "":
+		return r.FinishReason
+	case len(r.ToolCalls) > 0:
+		return "tool_calls"
 	}
-	return r.FinishReason
+	return "stop"
+}
+
+// ToolCall is a function call a scripted answer makes.
+type ToolCall struct {
+	// ID is the call's id. If empty, one is made up: call_upstreamtestN
+	// (OpenAI) or toolu_upstreamtestN (Anthropic).
+	ID string
+	// Name is the function's name.
+	Name string
+	// Arguments is the call's arguments as JSON text. If empty, "{}" is
+	// used. Anthropic's input is this JSON, so it must be an object there.
+	Arguments string
+}
+
+func (c ToolCall) arguments() string {
+	if c.Arguments == "" {
+		return "{}"
+	}
+	return c.Arguments
+}
+
+// argumentPieces splits a call's arguments for streaming into pieces of
+// a few bytes, cut wherever they fall (inside strings and escapes too),
+// as providers do, but never inside a UTF-8 character.
+func (c ToolCall) argumentPieces() []string {
+	const size = 5
+	args := c.arguments()
+	var out []string
+	for len(args) > 0 {
+		n := min(size, len(args))
+		for n < len(args) && !utf8.RuneStart(args[n]) {
+			n++
+		}
+		out = append(out, args[:n])
+		args = args[n:]
+	}
+	return out
 }
 
 // Request is one request the server received, as recorded.
@@ -148,6 +218,10 @@ type Request struct {
 	// routes and for bodies openai.ParseChatRequest rejects. Copies share
 	// it: treat it as read-only.
 	Chat *openai.ChatRequest
+	// Anthropic is the parsed body of an Anthropic Messages request (POST
+	// /v1/messages); nil for other routes and for bodies that do not
+	// decode. Copies share it: treat it as read-only.
+	Anthropic *AnthropicRequest
 	// Cancelled reports that the client went away (the request's context
 	// was cancelled) before the reply was finished.
 	Cancelled bool
@@ -163,9 +237,12 @@ func (r *Request) clone() Request {
 	return c
 }
 
-// LastUserText returns the text of the last user message of a chat request,
-// or "" when there is none.
+// LastUserText returns the text of the last user message of a chat request
+// (OpenAI's or Anthropic's), or "" when there is none.
 func (r *Request) LastUserText() string {
+	if r.Anthropic != nil {
+		return r.Anthropic.lastUserText()
+	}
 	if r.Chat == nil {
 		return ""
 	}
