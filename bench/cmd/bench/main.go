@@ -259,7 +259,7 @@ func run(args []string) error {
 		{name: "consortium passthrough", base: "http://" + e.proxy.addr, model: "fast/m"},
 	}
 	for _, o := range e.others {
-		targets = append(targets, target{name: o.name, base: "http://" + o.addr, model: otherModel(o.name)})
+		targets = append(targets, target{name: o.name, base: "http://" + o.addr, model: otherModel(o.name), hdr: otherHeaders(o.name, e.fast.addr)})
 	}
 	log.Printf("measuring %d targets, %d rounds of %s", len(targets), *rounds, *duration)
 	r.measure(ctx, targets, e)
