@@ -14,7 +14,7 @@ import (
 // Versions of the other gateways -others measures, pinned so that runs
 // compare like with like.
 const (
-	litellmVersion = "1.109.1"
+	litellmVersion = "1.100.0" // the newest whose dependencies the package mirror here serves
 	portkeyVersion = "1.15.2"
 )
 

@@ -28,10 +28,10 @@ func (t target) request(stream bool, size int) *bench.Request {
 // scenario is one load shape.
 type scenario struct {
 	name    string
-	clients int   // 0: sequential
-	stream  bool  // SSE answers
-	size    int   // prompt bytes
-	count   int   // sequential requests
+	clients int  // 0: sequential
+	stream  bool // SSE answers
+	size    int  // prompt bytes
+	count   int  // sequential requests
 	results [][]*bench.Result
 }
 
