@@ -21,6 +21,9 @@ type Request struct {
 	Body   []byte
 	Stream bool // read the answer as SSE up to [DONE]
 	Header http.Header
+	// Then, if set, is sent when this request's answer is complete, as
+	// part of the same measured request (a critical path of calls).
+	Then *Request
 }
 
 // Result is what a load test measured.
@@ -65,8 +68,16 @@ func NewClient(n int) *http.Client {
 	}}
 }
 
-// do sends one request and reads its whole answer.
+// do sends one request (and its Then) and reads the whole answer.
 func do(ctx context.Context, c *http.Client, r *Request) error {
+	if err := do1(ctx, c, r); err != nil || r.Then == nil {
+		return err
+	}
+	return do(ctx, c, r.Then)
+}
+
+// do1 sends one request and reads its whole answer.
+func do1(ctx context.Context, c *http.Client, r *Request) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
 		return err
