@@ -105,4 +105,3 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 		}
 	})
 }
-

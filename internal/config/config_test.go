@@ -644,17 +644,26 @@ func TestEnvProviders(t *testing.T) {
 		cfg := mustParse(t, "", map[string]string{
 			"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a", "OPENROUTER_API_KEY": "r", "GEMINI_API_KEY": "g", "OLLAMA_HOST": "h",
 		})
-		if want := []string{"openai", "openrouter", "gemini", "ollama"}; !slices.Equal(cfg.ProviderOrder, want) {
+		if want := []string{"openai", "anthropic", "openrouter", "gemini", "ollama"}; !slices.Equal(cfg.ProviderOrder, want) {
 			t.Errorf("ProviderOrder = %v, want %v", cfg.ProviderOrder, want)
 		}
 	})
 
-	t.Run("ANTHROPIC_API_KEY warns instead of adding a provider", func(t *testing.T) {
+	t.Run("ANTHROPIC_API_KEY adds the anthropic provider", func(t *testing.T) {
 		cfg := mustParse(t, "", map[string]string{"ANTHROPIC_API_KEY": "sk-ant"})
-		if _, ok := cfg.Providers["anthropic"]; ok {
-			t.Error("an anthropic provider was added")
+		p := cfg.Providers["anthropic"]
+		if p == nil {
+			t.Fatalf("no anthropic provider in %v", cfg.ProviderOrder)
 		}
-		if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "ANTHROPIC_API_KEY") || !strings.Contains(cfg.Warnings[0], "not supported yet") {
+		want := providerDefaults()
+		want.Type, want.BaseURL, want.APIKey, want.Origin = "anthropic", "https://api.anthropic.com", "sk-ant", "ANTHROPIC_API_KEY"
+		if !reflect.DeepEqual(*p, want) {
+			t.Errorf("provider = %+v\nwant       %+v", *p, want)
+		}
+		if !p.PromptCache {
+			t.Error("prompt_cache is off by default")
+		}
+		if len(cfg.Warnings) != 0 {
 			t.Errorf("warnings = %q", cfg.Warnings)
 		}
 	})
@@ -726,10 +735,21 @@ providers:
 		}
 	})
 
-	t.Run("a provider named anthropic in the file is refused", func(t *testing.T) {
-		ps := problemsOf(t, "providers:\n  anthropic:\n    api_key: k\n", nil)
-		if want := (Problems{"providers.anthropic.type: the anthropic provider type is not supported yet"}); !slices.Equal(ps, want) {
-			t.Errorf("problems = %q, want %q", ps, want)
+	t.Run("a provider named anthropic in the file is of type anthropic", func(t *testing.T) {
+		cfg := mustParse(t, "providers:\n  anthropic:\n    models: [claude-haiku-4-5]\n    prompt_cache: false\n", map[string]string{"ANTHROPIC_API_KEY": "sk-env"})
+		p := cfg.Providers["anthropic"]
+		if p.Type != "anthropic" || p.BaseURL != "https://api.anthropic.com" || p.APIKey != "sk-env" || p.PromptCache {
+			t.Errorf("anthropic = %+v", p)
+		}
+	})
+
+	t.Run("any provider may be of type anthropic", func(t *testing.T) {
+		cfg := mustParse(t, "providers:\n  claude:\n    type: anthropic\n    api_key: k\n  gateway:\n    type: anthropic\n    base_url: https://gw.example/anthropic\n", nil)
+		if p := cfg.Providers["claude"]; p.Type != "anthropic" || p.BaseURL != "https://api.anthropic.com" || !p.PromptCache {
+			t.Errorf("claude = %+v", p)
+		}
+		if p := cfg.Providers["gateway"]; p.BaseURL != "https://gw.example/anthropic" {
+			t.Errorf("gateway = %+v", p)
 		}
 	})
 }
@@ -950,45 +970,36 @@ func TestValidateConsortium(t *testing.T) {
 }
 
 func TestUnbuilt(t *testing.T) {
-	const provider = "providers:\n  openai:\n    api_key: k\n"
-	for _, tc := range []struct{ name, yaml, want string }{
-		{"anthropic type", "providers:\n  claude:\n    type: anthropic\n    api_key: k", "providers.claude.type: the anthropic provider type is not supported yet"},
-		{"anthropic by name", "providers:\n  anthropic:\n    api_key: k", "providers.anthropic.type: the anthropic provider type is not supported yet"},
-		{"prompt_cache", provider + "    prompt_cache: true", "providers.openai.prompt_cache: prompt caching (anthropic) is not supported yet"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ps := problemsOf(t, tc.yaml+"\n", nil)
-			if !slices.Contains(ps, tc.want) {
-				t.Errorf("problems = %q\nwant one of them %q", ps, tc.want)
-			}
-			for _, p := range ps {
-				if !strings.Contains(p, "not supported yet") {
-					t.Errorf("problem %q does not say it is not supported yet", p)
-				}
-			}
-		})
-	}
+	// Every key is built today: the keys that once were refused are
+	// accepted, alongside every resilience key.
+	t.Run("anthropic and prompt_cache are built", func(t *testing.T) {
+		mustParse(t, "providers:\n  claude:\n    type: anthropic\n    api_key: k\n    prompt_cache: true\n  anthropic:\n    api_key: k\n    prompt_cache: false\n", nil)
+		mustParse(t, strings.Replace(withResilience, "max_retries: 4", "max_retries: 4\n    prompt_cache: true", 1), nil)
+	})
 
-	t.Run("several at once", func(t *testing.T) {
-		ps := problemsOf(t, provider+"    prompt_cache: true\n  claude: {type: anthropic, api_key: k}\n", nil)
+	// The mechanism stays for the keys of behaviour to come: an entry is
+	// refused with its path, set in the file or implied by a default.
+	t.Run("an unbuilt key is refused", func(t *testing.T) {
+		saved := unbuilt
+		t.Cleanup(func() { unbuilt = saved })
+		unbuilt = []unbuiltKey{
+			{key: "providers.*.models", what: "listing models is not supported yet"},
+			{key: "providers.*.type", set: func(c *Config, name string) bool { return c.Providers[name].Type == "anthropic" },
+				what: "the anthropic provider type is not supported yet", implied: true},
+			{key: "passthrough", set: func(c *Config, _ string) bool { return !c.Passthrough }, what: "turning passthrough off is not supported yet"},
+		}
+		ps := problemsOf(t, "passthrough: false\nproviders:\n  openai:\n    api_key: k\n    models: [a]\n  anthropic:\n    api_key: k\n", nil)
 		want := Problems{
-			"providers.claude.type: the anthropic provider type is not supported yet",
-			"providers.openai.prompt_cache: prompt caching (anthropic) is not supported yet",
+			"providers.openai.models: listing models is not supported yet",
+			"providers.anthropic.type: the anthropic provider type is not supported yet",
+			"passthrough: turning passthrough off is not supported yet",
 		}
 		slices.Sort(ps)
 		slices.Sort(want)
 		if !slices.Equal(ps, want) {
 			t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ps, "\n  "), strings.Join(want, "\n  "))
 		}
-	})
-
-	// The resilience keys are built: none of them is refused, whatever its
-	// value, alongside a key that still is.
-	t.Run("resilience keys are not refused", func(t *testing.T) {
-		ps := problemsOf(t, strings.Replace(withResilience, "max_retries: 4", "max_retries: 4\n    prompt_cache: true", 1), nil)
-		if want := (Problems{"providers.openai.prompt_cache: prompt caching (anthropic) is not supported yet"}); !slices.Equal(ps, want) {
-			t.Errorf("problems = %q, want %q", ps, want)
-		}
+		mustParse(t, "passthrough: true\nproviders:\n  openai:\n    api_key: k\n", nil)
 	})
 
 	// The values that mean "off" are accepted: the key does no harm.

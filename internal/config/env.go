@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"net"
 	"strings"
 )
@@ -9,15 +8,13 @@ import (
 // envProvider is a provider that an environment variable can create.
 type envProvider struct {
 	name, variable, typ, baseURL string
-	keyed                        bool   // the variable is the API key; else it is the host
-	unbuilt                      string // why this provider cannot be added yet; "" when it can
+	keyed                        bool // the variable is the API key; else it is the host
 }
 
 // envProviders are the well-known providers, in the order they are listed.
 var envProviders = []envProvider{
 	{name: "openai", variable: "OPENAI_API_KEY", typ: "openai", baseURL: "https://api.openai.com/v1", keyed: true},
-	{name: "anthropic", variable: "ANTHROPIC_API_KEY", typ: "anthropic", baseURL: "https://api.anthropic.com", keyed: true,
-		unbuilt: "the anthropic provider type is not supported yet"},
+	{name: "anthropic", variable: "ANTHROPIC_API_KEY", typ: "anthropic", baseURL: "https://api.anthropic.com", keyed: true},
 	{name: "openrouter", variable: "OPENROUTER_API_KEY", typ: "openai", baseURL: "https://openrouter.ai/api/v1", keyed: true},
 	{name: "gemini", variable: "GEMINI_API_KEY", typ: "openai", baseURL: "https://generativelanguage.googleapis.com/v1beta/openai", keyed: true},
 	{name: "ollama", variable: "OLLAMA_HOST", typ: "openai", baseURL: "http://127.0.0.1:11434/v1"},
@@ -48,10 +45,6 @@ func addEnvProviders(cfg *Config, env Lookup) {
 			continue
 		}
 		if !ok || value == "" {
-			continue
-		}
-		if e.unbuilt != "" {
-			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s is set, but %s: no %s provider was added", e.variable, e.unbuilt, e.name))
 			continue
 		}
 		p := providerDefaults()

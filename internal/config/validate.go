@@ -162,19 +162,21 @@ func (c *Config) checkRef(v *validator, path, ref string) {
 }
 
 // unbuilt lists configuration keys whose behaviour is not built yet. Such a
-// key is refused with a message that says so, never accepted and ignored.
-// An entry leaves this list in the change that builds its behaviour.
-var unbuilt = []struct {
-	key  string // a path with * for any name or index
+// key is refused with a message that says so ("... is not supported yet"),
+// never accepted and ignored. An entry joins this list with the key it
+// refuses, and leaves it in the change that builds its behaviour; today
+// every key is built.
+var unbuilt = []unbuiltKey{}
+
+// unbuiltKey is a key of behaviour not built yet.
+type unbuiltKey struct {
+	key  string // a path with * for any provider name
 	set  func(c *Config, name string) bool
 	what string
 	// implied refuses the key when set says so even if the file left it
-	// out, because a default took its place (a provider named anthropic
-	// gets type anthropic).
+	// out, because a default took its place (as a provider named after a
+	// well-known one gets that one's type).
 	implied bool
-}{
-	{key: "providers.*.type", set: func(c *Config, name string) bool { return c.Providers[name].Type == "anthropic" }, what: "the anthropic provider type is not supported yet", implied: true},
-	{key: "providers.*.prompt_cache", what: "prompt caching (anthropic) is not supported yet"},
 }
 
 // refuseUnbuilt reports every key of behaviour not built yet.

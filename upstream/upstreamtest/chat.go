@@ -28,17 +28,37 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, rec *Request,
 		return
 	}
 	text, _ := reply.text()
+	msg := openai.ResponseMessage{Role: "assistant", Content: &text}
+	if len(reply.ToolCalls) > 0 {
+		calls := make([]chunkToolCall, len(reply.ToolCalls))
+		for i, c := range reply.ToolCalls {
+			calls[i] = chunkToolCall{ID: s.toolCallID(c, "call_"), Type: "function",
+				Function: chunkFunction{Name: c.Name, Arguments: c.arguments()}}
+		}
+		msg.ToolCalls, _ = json.Marshal(calls)
+		if text == "" {
+			msg.Content = nil // OpenAI's content is null beside tool calls
+		}
+	}
 	writeJSON(w, reply.status(http.StatusOK), reply.Header, openai.ChatCompletion{
 		ID:      s.newID(),
 		Object:  "chat.completion",
 		Created: time.Now().Unix(),
 		Model:   rec.Model,
 		Choices: []openai.Choice{{
-			Message:      openai.ResponseMessage{Role: "assistant", Content: &text},
+			Message:      msg,
 			FinishReason: reply.finishReason(),
 		}},
 		Usage: chatUsage(rec, reply, text),
 	})
+}
+
+// toolCallID returns c's id, or makes one up with prefix.
+func (s *Server) toolCallID(c ToolCall, prefix string) string {
+	if c.ID != "" {
+		return c.ID
+	}
+	return fmt.Sprintf("%supstreamtest%d", prefix, s.seq.Add(1))
 }
 
 func (s *Server) newID() string {
@@ -66,8 +86,22 @@ type chunkChoice struct {
 }
 
 type chunkDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	ToolCalls []chunkToolCall `json:"tool_calls,omitempty"`
+}
+
+// chunkToolCall is a tool call, whole in a message or in part in a delta.
+type chunkToolCall struct {
+	Index    *int          `json:"index,omitempty"`
+	ID       string        `json:"id,omitempty"`
+	Type     string        `json:"type,omitempty"`
+	Function chunkFunction `json:"function"`
+}
+
+type chunkFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 var nullUsage = json.RawMessage("null")
@@ -103,7 +137,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 	empty := ""
 	st.send([]chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}, pending)
 	finish := reply.finishReason()
-	final := reply.UsageInFinal && usage != nil
+	final := reply.UsageInFinal && usage != nil && len(reply.ToolCalls) == 0 && reply.StreamError == ""
 	for i, d := range deltas {
 		s.sleep(r, rec, reply.ChunkDelay)
 		choice, u := chunkChoice{Delta: chunkDelta{Content: &d}}, pending
@@ -119,6 +153,26 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 	}
 	if reply.CutAfter > 0 {
 		abort()
+	}
+	if reply.StreamError != "" {
+		typ := reply.ErrorType
+		if typ == "" {
+			typ = "server_error"
+		}
+		b, _ := json.Marshal(openai.ErrorResponse{Error: openai.Error{Message: reply.StreamError, Type: typ}})
+		st.write(fmt.Appendf(nil, "data: %s\n\n", b))
+		return
+	}
+	for i, c := range reply.ToolCalls {
+		st.send([]chunkChoice{{Delta: chunkDelta{ToolCalls: []chunkToolCall{{
+			Index: &i, ID: s.toolCallID(c, "call_"), Type: "function", Function: chunkFunction{Name: c.Name},
+		}}}}}, pending)
+		for _, piece := range c.argumentPieces() {
+			s.sleep(r, rec, reply.ChunkDelay)
+			st.send([]chunkChoice{{Delta: chunkDelta{ToolCalls: []chunkToolCall{{
+				Index: &i, Function: chunkFunction{Arguments: piece},
+			}}}}}, pending)
+		}
 	}
 	if !final || len(deltas) == 0 {
 		u := pending

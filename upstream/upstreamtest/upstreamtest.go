@@ -8,10 +8,21 @@
 //
 // The proxy's tests, the client compatibility suites, the benchmarks and the
 // binary's --demo mode (see Demo) all use it. It owns the provider's side of
-// the wire and nothing else: it does not speak Anthropic's API, check API
-// keys, or validate requests beyond what it needs to answer them. A body that
-// is not a JSON object gets 400; anything else is answered as scripted, so a
-// test decides how strict its provider is.
+// the wire and nothing else: it does not check API keys, or validate
+// OpenAI requests beyond what it needs to answer them. A body that is not a
+// JSON object gets 400; anything else is answered as scripted, so a test
+// decides how strict its provider is.
+//
+// It also fakes Anthropic's Messages API: POST /v1/messages answers in
+// Anthropic's wire format (a message, or its event stream when the request
+// says "stream": true) and its error shape, from the same scripts and
+// Reply fields, so that an anthropic provider pointed at the server (its
+// base URL with or without /v1) is tested like any other. Requests there
+// are recorded with their model and a parsed Anthropic field (Chat stays
+// nil), and are refused with Anthropic's 400 when they break the rules of
+// the Messages API that a translation from Chat Completions could break:
+// max_tokens missing, roles other than user and assistant or not
+// alternating, empty content or text blocks.
 //
 // A minimal test:
 //
@@ -50,7 +61,9 @@ const maxBody = 64 << 20
 // concurrent use, also while requests are being served.
 type Server struct {
 	// URL is the base URL clients use, including the /v1 prefix, for
-	// example "http://127.0.0.1:41234/v1".
+	// example "http://127.0.0.1:41234/v1". An anthropic provider takes it
+	// as its base URL too (it then posts to URL + "/messages"), or URL
+	// without /v1.
 	URL string
 
 	handler   http.Handler
@@ -330,8 +343,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f := parseFields(body)
 	rec.Model, rec.Stream = f.model, f.stream
-	if r.URL.Path == "/v1/chat/completions" {
+	switch r.URL.Path {
+	case "/v1/chat/completions":
 		rec.Chat, _ = openai.ParseChatRequest(body)
+	case "/v1/messages":
+		rec.Anthropic = parseAnthropicRequest(body)
 	}
 	s.record(rec)
 
@@ -352,6 +368,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/v1/chat/completions":
 		if allow(w, r, http.MethodPost) {
 			s.serveChat(w, r, rec, f)
+		}
+	case path == "/v1/messages":
+		if allow(w, r, http.MethodPost) {
+			s.serveMessages(w, r, rec, f)
 		}
 	case path == "/v1/embeddings":
 		if allow(w, r, http.MethodPost) {
@@ -503,8 +523,15 @@ func (s *Server) replyFor(rec *Request) Reply {
 
 // answer carries out the parts of a reply that every route shares (Hang,
 // Delay, Drop, Body, Error and error statuses) and reports whether the route
-// still has to write its own answer.
+// still has to write its own answer. Errors are in OpenAI's shape.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, rec *Request, reply Reply) bool {
+	return s.answerAs(w, r, rec, reply, writeError, errorType)
+}
+
+// answerAs is answer with errors written by writeErr, their default type
+// following the status as typeOf says.
+func (s *Server) answerAs(w http.ResponseWriter, r *http.Request, rec *Request, reply Reply,
+	writeErr func(w http.ResponseWriter, status int, extra http.Header, typ, code, msg string), typeOf func(status int) string) bool {
 	if reply.Hang {
 		s.hold(r, rec, nil)
 	}
@@ -523,9 +550,9 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, rec *Request, re
 			msg = fmt.Sprintf("upstreamtest: scripted status %d %s", status, http.StatusText(status))
 		}
 		if typ == "" {
-			typ = errorType(status)
+			typ = typeOf(status)
 		}
-		writeError(w, status, reply.Header, typ, reply.ErrorCode, msg)
+		writeErr(w, status, reply.Header, typ, reply.ErrorCode, msg)
 		return false
 	}
 	return true
