@@ -3,9 +3,9 @@
 
 GO ?= go
 
-.PHONY: test deps check unit build run bench
+.PHONY: test deps check unit compat build run bench
 
-test: deps check unit
+test: deps check unit compat
 
 # What the tests need beyond Go, installed when missing: a real
 # redis-server (Debian's package) for the store and limit tests.
@@ -25,6 +25,36 @@ check:
 # Every Go test, with the race detector.
 unit:
 	$(GO) test -race -count=1 ./...
+
+# The client compatibility suites (compat/, docs/clients.md): the real
+# client packages, pinned in their lock files, against the built binary and
+# the fake provider on free loopback ports. The packages are installed into
+# compat/python/.venv and compat/node/node_modules when missing or when a
+# lock file changed; the binaries are built once into a temporary directory.
+# Both suites run even when the first fails.
+COMPAT_PY := compat/python/.venv/.installed
+COMPAT_NODE := compat/node/node_modules/.installed
+
+compat: $(COMPAT_PY) $(COMPAT_NODE)
+	@bin=$$(mktemp -d) && trap 'rm -rf "$$bin"' EXIT && \
+	$(GO) build -o "$$bin/consortium" ./cmd/consortium && \
+	$(GO) build -o "$$bin/fakeprovider" ./upstream/upstreamtest/fakeprovider && \
+	export CONSORTIUM_BIN="$$bin/consortium" FAKEPROVIDER_BIN="$$bin/fakeprovider" && \
+	echo "compat/python: openai-python, LangChain, llm, the README's curl examples" && \
+	{ (cd compat/python && .venv/bin/python -m pytest -q); py=$$?; } && \
+	echo "compat/node: openai-node, LangChain.js, the Vercel AI SDK" && \
+	{ (cd compat/node && node run.js); node=$$?; } && \
+	exit $$((py || node))
+
+$(COMPAT_PY): compat/python/requirements.txt
+	rm -rf compat/python/.venv
+	python3 -m venv compat/python/.venv
+	compat/python/.venv/bin/pip install -q --disable-pip-version-check --no-input -r compat/python/requirements.txt
+	touch $@
+
+$(COMPAT_NODE): compat/node/package.json compat/node/package-lock.json
+	cd compat/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/consortium ./cmd/consortium

@@ -724,8 +724,19 @@ arbiter: {model: fake/judge}
 max_iterations: 1
 quorum: 2
 `)
-	f.fake.Script("fast1", upstreamtest.Reply{Content: "fast answer one"})
-	f.fake.Script("fast2", upstreamtest.Reply{Content: "fast answer two"})
+	// The fast members answer only once the slow one's call has reached the
+	// provider: else the quorum could cancel it before it was sent, and
+	// there would be no call to see cancelled.
+	fast := func(content string) upstreamtest.Responder {
+		return func(*upstreamtest.Request) upstreamtest.Reply {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			f.fake.WaitRequests(ctx, 3)
+			return upstreamtest.Reply{Content: content}
+		}
+	}
+	f.fake.Handle("fast1", fast("fast answer one"))
+	f.fake.Handle("fast2", fast("fast answer two"))
 	f.fake.Script("slow", upstreamtest.Reply{Hang: true})
 	f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from two")})
 	res, _ := f.mustRun(t, hello)

@@ -1,0 +1,87 @@
+"""LangChain's ChatOpenAI (langchain-openai) against the proxy."""
+
+import pytest
+from pydantic import BaseModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+
+
+def chat(stack, model, **kwargs):
+    return ChatOpenAI(model=model, base_url=stack.base_url, api_key=stack.key, max_retries=0, timeout=30, **kwargs)
+
+
+@pytest.mark.parametrize("model", ["council", "fake/m1"])
+def test_invoke(stack, fake, model):
+    fake.script_arbiter("The consortium's answer.")
+    fake.script("m1", {"content": "The consortium's answer."})
+    reply = chat(stack, model).invoke([SystemMessage("Be brief."), HumanMessage("Answer me")])
+    assert isinstance(reply, AIMessage)
+    assert reply.content == "The consortium's answer."
+    assert reply.usage_metadata["total_tokens"] > 0
+    assert reply.response_metadata["finish_reason"] == "stop"
+    if model == "council":
+        assert reply.response_metadata["model_name"] == "council"
+        # Every member instance got the system prompt and the question.
+        members = fake.member_requests()
+        assert len(members) == 3
+        for r in members:
+            assert {"role": "system", "content": "Be brief."} in r["messages"]
+            assert r["messages"][-1] == {"role": "user", "content": "Answer me"}
+
+
+@pytest.mark.parametrize("model", ["council", "fake/m2"])
+def test_stream(stack, fake, model):
+    fake.script_arbiter("Streamed through LangChain.")
+    fake.script("m2", {"content": "Streamed through LangChain."})
+    chunks = list(chat(stack, model, stream_usage=True).stream("Stream it"))
+    assert len(chunks) > 2
+    assert "".join(c.content for c in chunks) == "Streamed through LangChain."
+    usage = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert usage and usage[-1]["total_tokens"] > 0
+    if model != "council":
+        # stream_usage asked for include_usage, and passthrough forwarded it.
+        [sent] = fake.requests("m2")
+        assert sent["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_history(stack, fake):
+    """LangChain sends the whole history each turn: the transcript match
+    links the turn to its conversation, and members see it all."""
+    fake.script_arbiter("It is 4.", "It is 6.")
+    llm = chat(stack, "council")
+    history = [HumanMessage("What is 2+2?")]
+    first = llm.invoke(history)
+    history += [first, HumanMessage("And 3+3?")]
+    second = llm.invoke(history)
+    assert second.content == "It is 6."
+    for r in fake.member_requests()[-3:]:
+        assert r["messages"] == [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "It is 4."},
+            {"role": "user", "content": "And 3+3?"},
+        ]
+    # The responses' ids are the runs' (chatcmpl-run_...): both runs belong to
+    # one conversation.
+    runs = [stack.run(m.response_metadata["id"].removeprefix("chatcmpl-")) for m in (first, second)]
+    assert runs[0]["conversation_id"] == runs[1]["conversation_id"] != ""
+
+
+class Answer(BaseModel):
+    answer: int
+    reason: str
+
+
+def test_structured_output(stack, fake):
+    fake.script_arbiter('{"answer": 4, "reason": "arithmetic"}')
+    out = chat(stack, "council").with_structured_output(Answer).invoke("What is 2+2?")
+    assert out == Answer(answer=4, reason="arithmetic")
+    for r in fake.member_requests():
+        assert r["body"]["response_format"]["type"] == "json_schema"
+
+
+def test_stream_error(stack, fake):
+    fake.script("m1", {"status": 500, "error": "member exploded"})
+    fake.script("m2", {"status": 500, "error": "member exploded"})
+    with pytest.raises(Exception, match="too few member answers"):
+        for _ in chat(stack, "council").stream("hi"):
+            pass
