@@ -242,6 +242,7 @@ func (r *report) markdown() string {
 			w("\n")
 			continue
 		}
+		var notes []string
 		hopTP := medianOf(s.results[hop], (*bench.Result).Throughput)
 		w("| target | req/s | vs hop | p50 ms | p90 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, t := range r.targets {
@@ -250,6 +251,16 @@ func (r *report) markdown() string {
 			for _, x := range s.results[i] {
 				errs += x.Errors
 			}
+			total, first := 0, ""
+			for _, x := range s.results[i] {
+				total += x.Requests
+				if first == "" {
+					first = x.FirstErr
+				}
+			}
+			if errs > 0 {
+				notes = append(notes, fmt.Sprintf("%s: %d of %d requests failed; the first: `%s`", t.name, errs, total, strings.TrimSpace(first)))
+			}
 			w("| %s | %.0f | %.2f× | %.2f | %.2f | %.2f | %.1f | %d |\n", t.name, tp, tp/hopTP,
 				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) }),
 				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
@@ -257,6 +268,12 @@ func (r *report) markdown() string {
 				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Max()) }), errs)
 		}
 		w("\n")
+		for _, n := range notes {
+			w("- %s\n", n)
+		}
+		if len(notes) > 0 {
+			w("\n")
+		}
 	}
 	w("## Consortium overhead\n\n")
 	w("A consortium of 3 member instances and an arbiter on an upstream that takes 50 ms for each call, ")
