@@ -173,10 +173,10 @@ func (e *Engine) judge(ctx context.Context, req *openai.ChatRequest, round int, 
 			u := *chunk.Usage
 			rec.Usage = &u
 		}
-		if len(chunk.Choices) == 0 || chunk.Choices[0].Delta.Content == "" {
+		if len(chunk.Choices) == 0 || chunk.Choices[0].Delta.Content == nil || *chunk.Choices[0].Delta.Content == "" {
 			continue
 		}
-		text := chunk.Choices[0].Delta.Content
+		text := *chunk.Choices[0].Delta.Content
 		reply.WriteString(text)
 		synth := tags.Write(text)
 		if !decided && !holding && tags.SynthesisOpened() {

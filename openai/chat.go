@@ -201,19 +201,40 @@ type ChatCompletion struct {
 	Consortium        json.RawMessage `json:"consortium,omitempty"`
 }
 
-// Choice is one choice of a ChatCompletion.
+// Choice is one choice of a ChatCompletion. Logprobs is kept raw, as the
+// proxy never reads it: nil leaves it out, and a translation that writes
+// OpenAI's "logprobs": null sets it to null.
 type Choice struct {
 	Index        int             `json:"index"`
 	Message      ResponseMessage `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs,omitempty"`
 	FinishReason string          `json:"finish_reason"`
 }
 
-// ResponseMessage is the assistant message of a choice.
+// ResponseMessage is the assistant message of a choice. Refusal and
+// ToolCalls are kept raw, as Logprobs is: nil leaves them out. ToolCall
+// reads and writes the calls.
 type ResponseMessage struct {
 	Role      string          `json:"role"`
 	Content   *string         `json:"content"`
+	Refusal   json.RawMessage `json:"refusal,omitempty"`
 	ToolCalls json.RawMessage `json:"tool_calls,omitempty"`
-	Refusal   *string         `json:"refusal,omitempty"`
+}
+
+// ToolCall is one function call of a message's tool_calls or, in pieces,
+// of a stream delta's, which carries its Index.
+type ToolCall struct {
+	Index    *int         `json:"index,omitempty"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function FunctionCall `json:"function"`
+}
+
+// FunctionCall is the function of a ToolCall: its name and its arguments as
+// JSON text (a piece of it, in a stream delta).
+type FunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 // ChatCompletionChunk is one frame of a streamed Chat Completions response.
@@ -235,10 +256,12 @@ type ChunkChoice struct {
 	FinishReason *string `json:"finish_reason"`
 }
 
-// Delta is the incremental message of a ChunkChoice.
+// Delta is the incremental message of a ChunkChoice. Content is nil when
+// the chunk carries none; OpenAI's first chunk carries an empty one beside
+// the role. ToolCalls is kept raw, as in ResponseMessage.
 type Delta struct {
 	Role      string          `json:"role,omitempty"`
-	Content   string          `json:"content,omitempty"`
+	Content   *string         `json:"content,omitempty"`
 	ToolCalls json.RawMessage `json:"tool_calls,omitempty"`
 }
 

@@ -526,16 +526,17 @@ func (u *anthropicUsage) openai() *usage {
 	}
 	prompt := n(u.InputTokens) + n(u.CacheCreationInputTokens) + n(u.CacheReadInputTokens)
 	return &usage{
-		PromptTokens: prompt, CompletionTokens: n(u.OutputTokens), TotalTokens: prompt + n(u.OutputTokens),
+		Usage:               openai.Usage{PromptTokens: prompt, CompletionTokens: n(u.OutputTokens), TotalTokens: prompt + n(u.OutputTokens)},
 		PromptTokensDetails: promptDetails{CachedTokens: n(u.CacheReadInputTokens), CacheCreationTokens: n(u.CacheCreationInputTokens)},
 	}
 }
 
-// usage is OpenAI's usage object with the details Anthropic can fill.
+// usage is OpenAI's usage object with the details Anthropic can fill. They
+// stay out of openai.Usage, which the engine decodes from every provider
+// and records in a consortium's run as it is: there they would change the
+// run's JSON.
 type usage struct {
-	PromptTokens        int           `json:"prompt_tokens"`
-	CompletionTokens    int           `json:"completion_tokens"`
-	TotalTokens         int           `json:"total_tokens"`
+	openai.Usage
 	PromptTokensDetails promptDetails `json:"prompt_tokens_details"`
 }
 
@@ -560,41 +561,17 @@ func finishReason(stop string) string {
 	return "stop" // end_turn, stop_sequence, pause_turn
 }
 
-// completion is the chat.completion an OpenAI-compatible provider writes.
+// completion is a chat.completion whose usage has the details: its Usage
+// hides ChatCompletion's, as encoding/json prefers the shallower field, and
+// comes out where that one would, after choices.
 type completion struct {
-	ID      string             `json:"id"`
-	Object  string             `json:"object"`
-	Created int64              `json:"created"`
-	Model   string             `json:"model"`
-	Choices []completionChoice `json:"choices"`
-	Usage   *usage             `json:"usage,omitempty"`
+	openai.ChatCompletion
+	Usage *usage `json:"usage,omitempty"`
 }
 
-type completionChoice struct {
-	Index        int               `json:"index"`
-	Message      completionMessage `json:"message"`
-	Logprobs     *struct{}         `json:"logprobs"`
-	FinishReason string            `json:"finish_reason"`
-}
-
-type completionMessage struct {
-	Role      string     `json:"role"`
-	Content   *string    `json:"content"`
-	Refusal   *string    `json:"refusal"`
-	ToolCalls []toolCall `json:"tool_calls,omitempty"`
-}
-
-type toolCall struct {
-	Index    *int         `json:"index,omitempty"` // in stream deltas only
-	ID       string       `json:"id,omitempty"`
-	Type     string       `json:"type,omitempty"`
-	Function functionCall `json:"function"`
-}
-
-type functionCall struct {
-	Name      string `json:"name,omitempty"`
-	Arguments string `json:"arguments"`
-}
+// null is what an OpenAI-compatible provider writes for the logprobs and
+// the refusal it does not have.
+var null = json.RawMessage("null")
 
 // answer translates a Messages answer into a chat.completion. An answer
 // that is not a message is ErrMalformed, as a 200 that is not JSON is.
@@ -609,12 +586,12 @@ func (c *anthropicCall) answer(data []byte) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("%w: its 200 answer is not an Anthropic message", ErrMalformed)
 	}
-	out := completion{ID: msg.ID, Object: "chat.completion", Created: time.Now().Unix(), Model: msg.Model}
+	out := completion{ChatCompletion: openai.ChatCompletion{ID: msg.ID, Object: "chat.completion", Created: time.Now().Unix(), Model: msg.Model}}
 	if out.Model == "" {
 		out.Model = c.model
 	}
 	var text strings.Builder
-	var calls []toolCall
+	var calls []openai.ToolCall
 	hasText := false
 	for _, b := range msg.Content {
 		switch b.Type {
@@ -622,17 +599,20 @@ func (c *anthropicCall) answer(data []byte) ([]byte, error) {
 			text.WriteString(b.Text)
 			hasText = true
 		case "tool_use":
-			calls = append(calls, toolCall{ID: b.ID, Type: "function", Function: functionCall{Name: b.Name, Arguments: toolArguments(b.Input)}})
+			calls = append(calls, openai.ToolCall{ID: b.ID, Type: "function", Function: openai.FunctionCall{Name: b.Name, Arguments: toolArguments(b.Input)}})
 		}
 		// Thinking blocks and server tools' results have no place in a
 		// chat completion.
 	}
-	m := completionMessage{Role: "assistant", ToolCalls: calls}
+	m := openai.ResponseMessage{Role: "assistant", Refusal: null}
+	if len(calls) > 0 {
+		m.ToolCalls = toolCallsJSON(calls)
+	}
 	if hasText || len(calls) == 0 {
 		s := text.String()
 		m.Content = &s
 	}
-	out.Choices = []completionChoice{{Message: m, FinishReason: finishReason(msg.StopReason)}}
+	out.Choices = []openai.Choice{{Message: m, Logprobs: null, FinishReason: finishReason(msg.StopReason)}}
 	if msg.Usage != nil {
 		out.Usage = msg.Usage.openai()
 	}
@@ -648,6 +628,14 @@ func encodeJSON(b *bytes.Buffer, v any) error {
 	enc := json.NewEncoder(b)
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// toolCallsJSON encodes calls for the tool_calls that the openai types keep
+// raw, without escaping <, > and & as encodeJSON does not.
+func toolCallsJSON(calls []openai.ToolCall) json.RawMessage {
+	var b bytes.Buffer
+	encodeJSON(&b, calls) // not failing: every field marshals
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // toolArguments writes a tool_use input as OpenAI's arguments string.

@@ -188,7 +188,9 @@ func streamText(t *testing.T, s *Stream) (string, *openai.Usage, error) {
 			u = c.Usage
 		}
 		for _, ch := range c.Choices {
-			b.WriteString(ch.Delta.Content)
+			if ch.Delta.Content != nil {
+				b.WriteString(*ch.Delta.Content)
+			}
 		}
 	}
 	return b.String(), u, nil
@@ -254,7 +256,7 @@ func TestAnthropicProviderStream(t *testing.T) {
 				finish = *c.Choices[0].FinishReason
 			}
 			if len(c.Choices) > 0 && c.Choices[0].Delta.ToolCalls != nil {
-				var calls []toolCall
+				var calls []openai.ToolCall
 				json.Unmarshal(c.Choices[0].Delta.ToolCalls, &calls)
 				args.WriteString(calls[0].Function.Arguments)
 			}

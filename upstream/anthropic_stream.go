@@ -162,14 +162,14 @@ func (s *anthropicStream) step() {
 			n := s.nextTool
 			s.nextTool++
 			s.tools[e.Index] = &toolBlock{n: n, input: b.Input}
-			s.chunk(delta{ToolCalls: []toolCall{{Index: &n, ID: b.ID, Type: "function", Function: functionCall{Name: b.Name}}}}, nil)
+			s.toolCall(openai.ToolCall{Index: &n, ID: b.ID, Type: "function", Function: openai.FunctionCall{Name: b.Name}})
 		}
 	case "content_block_stop":
 		// A call without parameters streams no input at all, but its
 		// OpenAI arguments must still parse: "{}".
 		if tb, ok := s.tools[e.Index]; ok && !tb.args {
 			tb.args = true
-			s.chunk(delta{ToolCalls: []toolCall{{Index: &tb.n, Function: functionCall{Arguments: toolArguments(tb.input)}}}}, nil)
+			s.toolCall(openai.ToolCall{Index: &tb.n, Function: openai.FunctionCall{Arguments: toolArguments(tb.input)}})
 		}
 	case "content_block_delta":
 		s.start()
@@ -179,7 +179,7 @@ func (s *anthropicStream) step() {
 		case "input_json_delta":
 			if tb, ok := s.tools[e.Index]; ok && e.Delta.PartialJSON != "" {
 				tb.args = true
-				s.chunk(delta{ToolCalls: []toolCall{{Index: &tb.n, Function: functionCall{Arguments: e.Delta.PartialJSON}}}}, nil)
+				s.toolCall(openai.ToolCall{Index: &tb.n, Function: openai.FunctionCall{Arguments: e.Delta.PartialJSON}})
 			}
 		}
 	case "message_delta":
@@ -190,8 +190,7 @@ func (s *anthropicStream) step() {
 	case "message_stop":
 		s.finish("stop")
 		if s.includeUsage && s.hasUsage {
-			s.write(chunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
-				Choices: []chunkChoice{}, Usage: s.usage.openai()})
+			s.write(chunk{ChatCompletionChunk: s.base([]openai.ChunkChoice{}), Usage: s.usage.openai()})
 		}
 		s.out.WriteString("data: [DONE]\n\n")
 		s.done = true
@@ -246,12 +245,12 @@ func (s *anthropicStream) start() {
 	}
 	s.started = true
 	empty := ""
-	s.chunk(delta{Role: "assistant", Content: &empty}, nil)
+	s.chunk(openai.Delta{Role: "assistant", Content: &empty}, nil)
 }
 
 func (s *anthropicStream) text(t string) {
 	if t != "" {
-		s.chunk(delta{Content: &t}, nil)
+		s.chunk(openai.Delta{Content: &t}, nil)
 	}
 }
 
@@ -262,12 +261,21 @@ func (s *anthropicStream) finish(reason string) {
 	}
 	s.start()
 	s.finished = true
-	s.chunk(delta{}, &reason)
+	s.chunk(openai.Delta{}, &reason)
 }
 
-func (s *anthropicStream) chunk(d delta, finish *string) {
-	s.write(chunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
-		Choices: []chunkChoice{{Delta: d, FinishReason: finish}}})
+// toolCall writes a delta with one tool call, or a piece of it.
+func (s *anthropicStream) toolCall(c openai.ToolCall) {
+	s.chunk(openai.Delta{ToolCalls: toolCallsJSON([]openai.ToolCall{c})}, nil)
+}
+
+func (s *anthropicStream) chunk(d openai.Delta, finish *string) {
+	s.write(chunk{ChatCompletionChunk: s.base([]openai.ChunkChoice{{Delta: d, FinishReason: finish}})})
+}
+
+// base returns the stream's chunk with choices.
+func (s *anthropicStream) base(choices []openai.ChunkChoice) openai.ChatCompletionChunk {
+	return openai.ChatCompletionChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model, Choices: choices}
 }
 
 func (s *anthropicStream) write(c chunk) {
@@ -279,25 +287,9 @@ func (s *anthropicStream) write(c chunk) {
 	s.out.WriteString("\n")
 }
 
-// chunk is a chat.completion.chunk as an OpenAI-compatible provider writes
-// it.
+// chunk is a chat.completion.chunk whose usage has the details, in place
+// of ChatCompletionChunk's (see completion).
 type chunk struct {
-	ID      string        `json:"id"`
-	Object  string        `json:"object"`
-	Created int64         `json:"created"`
-	Model   string        `json:"model"`
-	Choices []chunkChoice `json:"choices"`
-	Usage   *usage        `json:"usage,omitempty"`
-}
-
-type chunkChoice struct {
-	Index        int     `json:"index"`
-	Delta        delta   `json:"delta"`
-	FinishReason *string `json:"finish_reason"`
-}
-
-type delta struct {
-	Role      string     `json:"role,omitempty"`
-	Content   *string    `json:"content,omitempty"`
-	ToolCalls []toolCall `json:"tool_calls,omitempty"`
+	openai.ChatCompletionChunk
+	Usage *usage `json:"usage,omitempty"`
 }

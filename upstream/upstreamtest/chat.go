@@ -30,10 +30,10 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, rec *Request,
 	text, _ := reply.text()
 	msg := openai.ResponseMessage{Role: "assistant", Content: &text}
 	if len(reply.ToolCalls) > 0 {
-		calls := make([]chunkToolCall, len(reply.ToolCalls))
+		calls := make([]openai.ToolCall, len(reply.ToolCalls))
 		for i, c := range reply.ToolCalls {
-			calls[i] = chunkToolCall{ID: s.toolCallID(c, "call_"), Type: "function",
-				Function: chunkFunction{Name: c.Name, Arguments: c.arguments()}}
+			calls[i] = openai.ToolCall{ID: s.toolCallID(c, "call_"), Type: "function",
+				Function: openai.FunctionCall{Name: c.Name, Arguments: c.arguments()}}
 		}
 		msg.ToolCalls, _ = json.Marshal(calls)
 		if text == "" {
@@ -65,43 +65,13 @@ func (s *Server) newID() string {
 	return fmt.Sprintf("chatcmpl-upstreamtest%d", s.seq.Add(1))
 }
 
-// chunk is one SSE frame of a streamed answer. The fake has its own types,
-// rather than openai.ChatCompletionChunk, to write what OpenAI writes and the
-// proxy's types leave out: "content": "" in the first delta, and
-// "usage": null on every frame but the one with the usage when the client
-// asked for include_usage.
+// chunk is one SSE frame of a streamed answer. Its Usage is raw and hides
+// ChatCompletionChunk's (encoding/json prefers the shallower field), to
+// write what OpenAI writes and openai.Usage cannot: "usage": null on every
+// frame but the one with the usage when the client asked for include_usage.
 type chunk struct {
-	ID      string          `json:"id"`
-	Object  string          `json:"object"`
-	Created int64           `json:"created"`
-	Model   string          `json:"model"`
-	Choices []chunkChoice   `json:"choices"`
-	Usage   json.RawMessage `json:"usage,omitempty"`
-}
-
-type chunkChoice struct {
-	Index        int        `json:"index"`
-	Delta        chunkDelta `json:"delta"`
-	FinishReason *string    `json:"finish_reason"`
-}
-
-type chunkDelta struct {
-	Role      string          `json:"role,omitempty"`
-	Content   *string         `json:"content,omitempty"`
-	ToolCalls []chunkToolCall `json:"tool_calls,omitempty"`
-}
-
-// chunkToolCall is a tool call, whole in a message or in part in a delta.
-type chunkToolCall struct {
-	Index    *int          `json:"index,omitempty"`
-	ID       string        `json:"id,omitempty"`
-	Type     string        `json:"type,omitempty"`
-	Function chunkFunction `json:"function"`
-}
-
-type chunkFunction struct {
-	Name      string `json:"name,omitempty"`
-	Arguments string `json:"arguments"`
+	openai.ChatCompletionChunk
+	Usage json.RawMessage `json:"usage,omitempty"`
 }
 
 var nullUsage = json.RawMessage("null")
@@ -132,21 +102,21 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 
 	st := &stream{
 		s: s, w: w, rc: http.NewResponseController(w), rec: rec,
-		base: chunk{ID: s.newID(), Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: rec.Model},
+		base: chunk{ChatCompletionChunk: openai.ChatCompletionChunk{ID: s.newID(), Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: rec.Model}},
 	}
 	empty := ""
-	st.send([]chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}, pending)
+	st.send([]openai.ChunkChoice{{Delta: openai.Delta{Role: "assistant", Content: &empty}}}, pending)
 	finish := reply.finishReason()
 	final := reply.UsageInFinal && usage != nil && len(reply.ToolCalls) == 0 && reply.StreamError == ""
 	for i, d := range deltas {
 		s.sleep(r, rec, reply.ChunkDelay)
-		choice, u := chunkChoice{Delta: chunkDelta{Content: &d}}, pending
+		choice, u := openai.ChunkChoice{Delta: openai.Delta{Content: &d}}, pending
 		if final && i == len(deltas)-1 {
 			// Some providers end with one frame that holds the last
 			// content, the finish_reason and the usage.
 			choice.FinishReason, u = &finish, usage
 		}
-		st.send([]chunkChoice{choice}, u)
+		st.send([]openai.ChunkChoice{choice}, u)
 		if i+1 == reply.CutAfter {
 			abort()
 		}
@@ -164,14 +134,10 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 		return
 	}
 	for i, c := range reply.ToolCalls {
-		st.send([]chunkChoice{{Delta: chunkDelta{ToolCalls: []chunkToolCall{{
-			Index: &i, ID: s.toolCallID(c, "call_"), Type: "function", Function: chunkFunction{Name: c.Name},
-		}}}}}, pending)
+		st.sendToolCall(openai.ToolCall{Index: &i, ID: s.toolCallID(c, "call_"), Type: "function", Function: openai.FunctionCall{Name: c.Name}}, pending)
 		for _, piece := range c.argumentPieces() {
 			s.sleep(r, rec, reply.ChunkDelay)
-			st.send([]chunkChoice{{Delta: chunkDelta{ToolCalls: []chunkToolCall{{
-				Index: &i, Function: chunkFunction{Arguments: piece},
-			}}}}}, pending)
+			st.sendToolCall(openai.ToolCall{Index: &i, Function: openai.FunctionCall{Arguments: piece}}, pending)
 		}
 	}
 	if !final || len(deltas) == 0 {
@@ -179,10 +145,10 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 		if final {
 			u = usage
 		}
-		st.send([]chunkChoice{{FinishReason: &finish}}, u)
+		st.send([]openai.ChunkChoice{{FinishReason: &finish}}, u)
 	}
 	if usage != nil && !final {
-		st.send([]chunkChoice{}, usage)
+		st.send([]openai.ChunkChoice{}, usage)
 	}
 	if !reply.NoDone {
 		st.write([]byte("data: [DONE]\n\n"))
@@ -200,7 +166,7 @@ type stream struct {
 }
 
 // send writes one chunk frame.
-func (st *stream) send(choices []chunkChoice, usage json.RawMessage) {
+func (st *stream) send(choices []openai.ChunkChoice, usage json.RawMessage) {
 	c := st.base
 	c.Choices, c.Usage = choices, usage
 	b, err := json.Marshal(c)
@@ -212,6 +178,12 @@ func (st *stream) send(choices []chunkChoice, usage json.RawMessage) {
 	st.buf.Write(b)
 	st.buf.WriteString("\n\n")
 	st.write(st.buf.Bytes())
+}
+
+// sendToolCall writes a frame with one tool call, or a piece of it.
+func (st *stream) sendToolCall(c openai.ToolCall, usage json.RawMessage) {
+	calls, _ := json.Marshal([]openai.ToolCall{c}) // not failing: every field marshals
+	st.send([]openai.ChunkChoice{{Delta: openai.Delta{ToolCalls: calls}}}, usage)
 }
 
 // write writes and flushes raw bytes, and aborts the response if the client
