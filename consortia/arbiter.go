@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"text/template"
@@ -303,7 +304,9 @@ func newOutput(req *openai.ChatRequest, emit func(string)) *output {
 	if limit == nil {
 		limit = req.MaxTokens
 	}
-	if limit != nil && *limit > 0 {
+	// A limit too large to convert would overflow into a small or
+	// negative bound; no synthesis is that long, so it bounds nothing.
+	if limit != nil && *limit > 0 && *limit <= math.MaxInt/charsPerToken {
 		o.maxRunes = *limit * charsPerToken
 	}
 	return o

@@ -867,6 +867,10 @@ func TestSynthesisBounds(t *testing.T) {
 		{"max_tokens cuts", `"max_tokens":2`, []string{"<synthesis>abcdef", "ghijklmnop</synthesis>"}, "abcdefgh", "length"},
 		{"max_completion_tokens cuts", `"max_completion_tokens":1`, []string{"<synthesis>abcdefgh</synthesis>"}, "abcd", "length"},
 		{"max_tokens leaves room", `"max_tokens":100`, []string{"<synthesis>short</synthesis>"}, "short", "stop"},
+		// 4*(2^62+1) wraps to 4: a huge limit must bound nothing, not four characters.
+		{"max_tokens past int", `"max_tokens":4611686018427387905`, []string{"<synthesis>abcdefgh</synthesis>"}, "abcdefgh", "stop"},
+		{"max_tokens cuts multi-byte runes", `"max_tokens":1`, strings.Split("<synthesis>日本語日本語</synthesis>", ""), "日本語日", "length"},
+		{"multi-byte stop", `"stop":"。"`, strings.Split("<synthesis>日本語。後</synthesis>", ""), "日本語", "stop"},
 		{"stop", `"stop":"STOP"`, []string{"<synthesis>before STOP after</synthesis>"}, "before ", "stop"},
 		{"stop split across chunks", `"stop":["zzz","STOP"]`, []string{"<synthesis>before ST", "OP after</synthesis>"}, "before ", "stop"},
 		{"stop one byte at a time", `"stop":"STOP"`, strings.Split("<synthesis>before STOP after</synthesis>", ""), "before ", "stop"},

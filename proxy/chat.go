@@ -91,9 +91,10 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	ri := info(r.Context())
 	ri.provider = p.Name()
 
-	buf := getBuffer()
-	defer putBuffer(buf)
-	rewritten, err := openai.SetModel(buf.AvailableBuffer(), body, req.Model)
+	// The rewritten body is not pooled: net/http may go on reading a
+	// request body after the response has come back (a provider that
+	// answers early), so its memory must not be handed to another request.
+	rewritten, err := openai.SetModel(make([]byte, 0, len(body)+len(req.Model)), body, req.Model)
 	if err != nil {
 		s.fail(w, r, badRequest("", "%v", err))
 		return

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -210,6 +211,9 @@ func TestRetryAfter(t *testing.T) {
 		{name: "http date past the timeout", header: http.Header{"Retry-After": {time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}}, want: time.Hour},
 		{name: "ms past the timeout", header: retryAfterMs(5000), timeout: 500 * time.Millisecond, want: 5 * time.Second},
 		{name: "past the caller's deadline", header: retryAfterMs(1500), timeout: time.Minute, ctx: 300 * time.Millisecond, want: 1500 * time.Millisecond},
+		// Past int64 nanoseconds: saturated, not overflowed into "no
+		// Retry-After" (which would retry with backoff).
+		{name: "seconds past int64", header: http.Header{"Retry-After": {"99999999999"}}, want: math.MaxInt64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -319,6 +323,10 @@ func TestRetryAfterHeader(t *testing.T) {
 		{"ms beats seconds", http.Header{"Retry-After-Ms": {"250"}, "Retry-After": {"9"}}, 250 * time.Millisecond},
 		{"bad ms falls back to seconds", http.Header{"Retry-After-Ms": {"x"}, "Retry-After": {"9"}}, 9 * time.Second},
 		{"zero ms falls back to seconds", http.Header{"Retry-After-Ms": {"0"}, "Retry-After": {"9"}}, 9 * time.Second},
+		{"seconds past int64", http.Header{"Retry-After": {"99999999999"}}, math.MaxInt64},
+		{"ms past int64", http.Header{"Retry-After-Ms": {"1e300"}}, math.MaxInt64},
+		{"infinite seconds", http.Header{"Retry-After": {"+Inf"}}, math.MaxInt64},
+		{"NaN seconds", http.Header{"Retry-After": {"NaN"}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := retryAfter(tc.header, now); got != tc.want {
