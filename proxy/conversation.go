@@ -49,6 +49,9 @@ func (s *Server) placeTurn(ctx context.Context, r *http.Request, consortium stri
 		if hasPrefix(rest, stored) {
 			rest = rest[len(stored):]
 		}
+		if lastUserIndex(rest) == len(rest) {
+			return nil, badRequest("messages", "a continuation of conversation %s needs a new user message after the stored transcript", id)
+		}
 		msgs := make([]openai.Message, 0, len(system)+len(stored)+len(rest))
 		msgs = append(append(append(msgs, system...), stored...), rest...)
 		return &turn{id: id, messages: msgs}, nil

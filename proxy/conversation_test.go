@@ -123,6 +123,13 @@ func TestConversationByHeader(t *testing.T) {
 	}
 	sameLines(t, lastMemberMessages(t, e), "user: q1", "assistant: first synthesis", "user: q2", "assistant: second synthesis", "user: q3")
 
+	// Resending the transcript with nothing new is not a turn.
+	again := e.turn(t, "alice-key", `[{"role":"user","content":"q1"},{"role":"assistant","content":"first synthesis"},`+
+		`{"role":"user","content":"q2"},{"role":"assistant","content":"second synthesis"},{"role":"user","content":"q3"},{"role":"assistant","content":"third synthesis"}]`, first.conversation)
+	if again.status != 400 || !strings.Contains(string(again.raw), "new user message") {
+		t.Fatalf("a continuation without a new message: %d %s", again.status, again.raw)
+	}
+
 	unknown := e.turn(t, "alice-key", `[{"role":"user","content":"q"}]`, "conv_doesnotexist")
 	if unknown.status != 404 || !strings.Contains(string(unknown.raw), "conversation_not_found") {
 		t.Fatalf("unknown conversation: %d %s", unknown.status, unknown.raw)
