@@ -89,21 +89,9 @@ func fastCheck(body []byte) (sum ChatSummary, ok bool) {
 			if v.peek() == 'n' {
 				return v.null()
 			}
-			return v.array(func() error {
-				return v.object(func(key []byte) error {
-					if string(key) == "type" {
-						return v.stringOrNull()
-					}
-					return v.value()
-				}, "type", "function")
-			})
+			return v.array(func() error { return v.object(v.typedField, "type", "function") })
 		case "response_format":
-			return v.objectOrNull(func(key []byte) error {
-				if string(key) == "type" {
-					return v.stringOrNull()
-				}
-				return v.value()
-			}, "type", "json_schema")
+			return v.objectOrNull(v.typedField, "type", "json_schema")
 		case "user":
 			return v.stringOrNull()
 		}
@@ -319,6 +307,15 @@ func (v *validator) messages() error {
 	}
 	v.sawMessages = true
 	return nil
+}
+
+// typedField checks a field of an object whose "type" is a string and
+// whose other fields are kept raw (a tool, a response_format).
+func (v *validator) typedField(key []byte) error {
+	if string(key) == "type" {
+		return v.stringOrNull()
+	}
+	return v.value()
 }
 
 // part checks one content part.
