@@ -21,6 +21,9 @@ type Request struct {
 	Body   []byte
 	Stream bool // read the answer as SSE up to [DONE]
 	Header http.Header
+	// Fanout, if more than 1, sends this many copies at once and waits
+	// for them all, as a consortium's members are asked.
+	Fanout int
 	// Then, if set, is sent when this request's answer is complete, as
 	// part of the same measured request (a critical path of calls).
 	Then *Request
@@ -68,12 +71,31 @@ func NewClient(n int) *http.Client {
 	}}
 }
 
-// do sends one request (and its Then) and reads the whole answer.
+// do sends one request (its Fanout copies, and then its Then) and reads
+// the whole answer.
 func do(ctx context.Context, c *http.Client, r *Request) error {
-	if err := do1(ctx, c, r); err != nil || r.Then == nil {
+	if err := doFanout(ctx, c, r); err != nil || r.Then == nil {
 		return err
 	}
 	return do(ctx, c, r.Then)
+}
+
+// doFanout sends r.Fanout copies of r at once and returns the first error.
+func doFanout(ctx context.Context, c *http.Client, r *Request) error {
+	if r.Fanout <= 1 {
+		return do1(ctx, c, r)
+	}
+	errs := make(chan error, r.Fanout)
+	for range r.Fanout {
+		go func() { errs <- do1(ctx, c, r) }()
+	}
+	var first error
+	for range r.Fanout {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // do1 sends one request and reads its whole answer.

@@ -199,6 +199,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
+	if addr := os.Getenv("CONSORTIUM_PPROF"); addr != "" {
+		stopPprof, err := servePprof(addr, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "consortium: CONSORTIUM_PPROF: %v\n", err)
+			return 1
+		}
+		defer stopPprof()
+	}
+
 	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)

@@ -6,9 +6,10 @@
 //
 // Usage:
 //
-//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others]
+//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium]
 //	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D]
 //	bench hop  -listen ADDR -target URL
+//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N]
 package main
 
 import (
@@ -48,8 +49,10 @@ func main() {
 		err = serveFake(args)
 	case "hop":
 		err = serveHop(args)
+	case "load":
+		err = load(args)
 	default:
-		err = fmt.Errorf("unknown command %q (run, fake, hop)", cmd)
+		err = fmt.Errorf("unknown command %q (run, fake, hop, load)", cmd)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -94,6 +97,43 @@ func serveHop(args []string) error {
 		return fmt.Errorf("-target %q is not a URL", *target)
 	}
 	return serveUntilSignal(*listen, bench.Hop(u, upstream.NewTransport()))
+}
+
+// load drives a running target (the proxy under a profiler, say) with
+// fixed-concurrency load and prints what it measured.
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	base := fs.String("base", "", "the target's scheme://host:port")
+	model := fs.String("model", "", "the model to ask for")
+	clients := fs.Int("clients", 16, "requests in flight")
+	duration := fs.Duration("duration", 5*time.Second, "how long to measure")
+	stream := fs.Bool("stream", false, "ask for SSE answers")
+	size := fs.Int("size", 0, "prompt bytes")
+	key := fs.String("key", "", "client key sent as a bearer token")
+	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider)")
+	fs.Parse(args)
+	if *base == "" || *model == "" {
+		return fmt.Errorf("load needs -base and -model")
+	}
+	t := target{base: *base, model: *model}
+	if *key != "" {
+		t.hdr = http.Header{"Authorization": {"Bearer " + *key}}
+	}
+	client := bench.NewClient(*clients)
+	req := t.request(*stream, *size)
+	if *critical > 0 {
+		req = t.request(false, *size)
+		req.Fanout = *critical
+		req.Then = t.request(true, *size)
+	}
+	bench.Sequential(context.Background(), client, req, 5) // warm up
+	res := bench.Concurrent(context.Background(), client, req, *clients, *duration)
+	fmt.Printf("%d requests, %d errors, %.0f req/s; p50 %v p90 %v p99 %v max %v\n", res.Requests, res.Errors, res.Throughput(),
+		res.Quantile(0.5), res.Quantile(0.9), res.Quantile(0.99), res.Max())
+	if res.FirstErr != "" {
+		fmt.Printf("first error: %s\n", res.FirstErr)
+	}
+	return nil
 }
 
 // process is a child process serving on a loopback port.
@@ -238,6 +278,7 @@ func run(args []string) error {
 	rounds := fs.Int("rounds", 3, "interleaved rounds; each figure is the median over rounds")
 	out := fs.String("out", "docs/benchmarks.md", "report file ('-' for stdout only)")
 	streams := fs.Int("streams", 1000, "SSE streams held open in the memory scenario")
+	only := fs.String("only", "", `"consortium": measure the consortium overhead alone (quick, no report file)`)
 	others := fs.Bool("others", false, "also measure LiteLLM and Portkey when they can be installed (see docs/benchmarks.md)")
 	fs.Parse(args)
 
@@ -251,7 +292,10 @@ func run(args []string) error {
 	if *others {
 		e.others = startOthers(e)
 	}
-	r := &report{rounds: *rounds, duration: *duration}
+	if *only != "" && *only != "consortium" {
+		return fmt.Errorf(`-only %q: the only choice is "consortium"`, *only)
+	}
+	r := &report{rounds: *rounds, duration: *duration, only: *only}
 	ctx := context.Background()
 	targets := []target{
 		{name: "upstream directly", base: "http://" + e.fast.addr, model: "m"},
@@ -263,6 +307,9 @@ func run(args []string) error {
 	}
 	log.Printf("measuring %d targets, %d rounds of %s", len(targets), *rounds, *duration)
 	r.measure(ctx, targets, e)
+	if *only != "" {
+		return nil
+	}
 	r.memory(ctx, e, *streams)
 	text := r.markdown()
 	fmt.Print(text)
