@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"unicode/utf8"
 )
 
 // ChatRequest is the part of a Chat Completions request the proxy reads.
@@ -143,6 +144,14 @@ func (c *Content) UnmarshalJSON(data []byte) error {
 		c.Null = true
 		return nil
 	case '"':
+		// The decoder has checked data already: a string with nothing to
+		// unescape or replace is its bytes between the quotes.
+		if n := len(data); n >= 2 && data[n-1] == '"' {
+			if inner := data[1 : n-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+				c.Text = string(inner)
+				return nil
+			}
+		}
 		return json.Unmarshal(data, &c.Text)
 	case '[':
 		c.Parts = []Part{}

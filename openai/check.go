@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 )
 
 // ChatSummary is what a passthrough needs of a chat request.
@@ -180,15 +181,14 @@ func (v *validator) object(field func(key []byte) error, known ...string) error 
 		if escaped {
 			return errUnsure
 		}
-		for k, name := range known {
-			if string(key) == name {
-				if seen&(1<<k) != 0 {
-					return errUnsure
-				}
-				seen |= 1 << k
-			} else if foldsTo(key, name) {
+		if k := slices.Index(known, string(key)); k >= 0 {
+			// encoding/json prefers an exact match over a folded one.
+			if seen&(1<<k) != 0 {
 				return errUnsure
 			}
+			seen |= 1 << k
+		} else if slices.ContainsFunc(known, func(name string) bool { return foldsTo(key, name) }) {
+			return errUnsure
 		}
 		if v.peek() != ':' {
 			return errUnsure

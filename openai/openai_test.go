@@ -297,6 +297,24 @@ func TestContentJSON(t *testing.T) {
 		})
 	}
 
+	t.Run("text reads as encoding/json reads a string", func(t *testing.T) {
+		for _, in := range []string{`"plain"`, `"é ü 😀"`, `"a\nb"`, `"\u00e9"`, `"\ud800"`, "\"\xff\xfe\"", "\"a\xc3\"", `"\\"`, `"</script>"`} {
+			var want string
+			wantErr := json.Unmarshal([]byte(in), &want)
+			var c Content
+			err := json.Unmarshal([]byte(in), &c)
+			if (err != nil) != (wantErr != nil) || c.Text != want {
+				t.Errorf("Unmarshal(%q) = %q, %v; want %q, %v", in, c.Text, err, want, wantErr)
+			}
+		}
+		var c Content
+		for _, in := range []string{`"`, `"a`} {
+			if err := c.UnmarshalJSON([]byte(in)); err == nil {
+				t.Errorf("UnmarshalJSON(%q) = nil error", in)
+			}
+		}
+	})
+
 	t.Run("a message round trip keeps null content", func(t *testing.T) {
 		in := `{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}`
 		var m Message

@@ -36,11 +36,11 @@ func (p *Provider) Chat(ctx context.Context, model string, req *openai.ChatReque
 		resp.Body.Close()
 		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: an event stream where JSON was asked for", ErrMalformed))
 	}
-	var cc openai.ChatCompletion
-	if err := json.Unmarshal(resp.Data, &cc); err != nil || len(cc.Choices) == 0 {
+	cc, err := openai.DecodeCompletion(resp.Data)
+	if err != nil || len(cc.Choices) == 0 {
 		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: a 200 answer without choices", ErrMalformed))
 	}
-	return &cc, nil
+	return cc, nil
 }
 
 // ErrMalformed is the cause of a 2xx answer that could not be used.
@@ -110,19 +110,21 @@ func (s *Stream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 				s.done = true
 				return
 			}
-			var chunk openai.ChatCompletionChunk
-			if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			chunk, errorEvent, err := openai.DecodeChunk([]byte(data))
+			if err != nil {
 				s.done = true
 				s.err = s.p.fail(&Request{Model: s.model}, 0, fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed))
 				yield(nil, s.err)
 				return
 			}
-			if pe, ok := openai.ParseError([]byte(data)); ok && chunk.Choices == nil {
-				s.done = true
-				s.err = &Error{Provider: s.p.name, Model: s.model, Status: 0, Message: pe.Message,
-					Err: fmt.Errorf("error event mid-stream: %s", pe.Message)}
-				yield(nil, s.err)
-				return
+			if errorEvent {
+				if pe, ok := openai.ParseError([]byte(data)); ok {
+					s.done = true
+					s.err = &Error{Provider: s.p.name, Model: s.model, Status: 0, Message: pe.Message,
+						Err: fmt.Errorf("error event mid-stream: %s", pe.Message)}
+					yield(nil, s.err)
+					return
+				}
 			}
 			if !yield(&chunk, nil) {
 				return

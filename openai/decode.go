@@ -1,0 +1,307 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// DecodeChunk decodes the data of one stream event into a chunk, exactly as
+// json.Unmarshal would, and reports whether the event is rather an error
+// event: no choices, and an "error" field or a non-empty "message" (the
+// bare form some compatible servers send), for ParseError to read.
+//
+// The arbiter's reply arrives as dozens of these per request, so a fast
+// pass decodes the usual chunk in one scan without reflection; whenever it
+// is not sure (escaped or case-folded keys, duplicate keys, an unexpected
+// type), json.Unmarshal decides, so the two always agree.
+func DecodeChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, err error) {
+	if c, errorEvent, ok := fastChunk(data); ok {
+		return c, errorEvent, nil
+	}
+	var ev struct {
+		ChatCompletionChunk
+		Error   json.RawMessage `json:"error"`
+		Message string          `json:"message"`
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ChatCompletionChunk{}, false, err
+	}
+	return ev.ChatCompletionChunk, ev.Choices == nil && (ev.Error != nil || ev.Message != ""), nil
+}
+
+// DecodeCompletion decodes a non-streamed chat completion exactly as
+// json.Unmarshal would, with the same fast pass as DecodeChunk.
+func DecodeCompletion(data []byte) (*ChatCompletion, error) {
+	if cc, ok := fastCompletion(data); ok {
+		return cc, nil
+	}
+	var cc ChatCompletion
+	if err := json.Unmarshal(data, &cc); err != nil {
+		return nil, err
+	}
+	return &cc, nil
+}
+
+func fastChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, ok bool) {
+	v := validator{b: data}
+	var sawError bool
+	var message string
+	err := v.object(func(key []byte) error {
+		switch string(key) {
+		case "id":
+			return v.stringInto(&c.ID)
+		case "object":
+			return v.stringInto(&c.Object)
+		case "created":
+			return v.int64Into(&c.Created)
+		case "model":
+			return v.stringInto(&c.Model)
+		case "choices":
+			if v.peek() == 'n' {
+				c.Choices = nil
+				return v.null()
+			}
+			c.Choices = []ChunkChoice{}
+			return v.array(func() error {
+				c.Choices = append(c.Choices, ChunkChoice{})
+				return v.chunkChoice(&c.Choices[len(c.Choices)-1])
+			})
+		case "usage":
+			return v.usage(&c.Usage)
+		case "system_fingerprint":
+			return v.stringInto(&c.SystemFingerprint)
+		case "consortium":
+			return v.rawInto(&c.Consortium)
+		case "error":
+			sawError = true
+			return v.value()
+		case "message":
+			return v.stringInto(&message)
+		}
+		return v.value()
+	}, "id", "object", "created", "model", "choices", "usage", "system_fingerprint", "consortium", "error", "message")
+	if err != nil || !v.end() {
+		return ChatCompletionChunk{}, false, false
+	}
+	return c, c.Choices == nil && (sawError || message != ""), true
+}
+
+func (v *validator) chunkChoice(ch *ChunkChoice) error {
+	return v.object(func(key []byte) error {
+		switch string(key) {
+		case "index":
+			return v.intInto(&ch.Index)
+		case "delta":
+			return v.objectOrNull(func(key []byte) error {
+				switch string(key) {
+				case "role":
+					return v.stringInto(&ch.Delta.Role)
+				case "content":
+					return v.stringPtr(&ch.Delta.Content)
+				case "tool_calls":
+					return v.rawInto(&ch.Delta.ToolCalls)
+				}
+				return v.value()
+			}, "role", "content", "tool_calls")
+		case "finish_reason":
+			return v.stringPtr(&ch.FinishReason)
+		}
+		return v.value()
+	}, "index", "delta", "finish_reason")
+}
+
+func fastCompletion(data []byte) (*ChatCompletion, bool) {
+	v := validator{b: data}
+	cc := new(ChatCompletion)
+	err := v.object(func(key []byte) error {
+		switch string(key) {
+		case "id":
+			return v.stringInto(&cc.ID)
+		case "object":
+			return v.stringInto(&cc.Object)
+		case "created":
+			return v.int64Into(&cc.Created)
+		case "model":
+			return v.stringInto(&cc.Model)
+		case "choices":
+			if v.peek() == 'n' {
+				cc.Choices = nil
+				return v.null()
+			}
+			cc.Choices = []Choice{}
+			return v.array(func() error {
+				cc.Choices = append(cc.Choices, Choice{})
+				return v.choice(&cc.Choices[len(cc.Choices)-1])
+			})
+		case "usage":
+			return v.usage(&cc.Usage)
+		case "system_fingerprint":
+			return v.stringInto(&cc.SystemFingerprint)
+		case "consortium":
+			return v.rawInto(&cc.Consortium)
+		}
+		return v.value()
+	}, "id", "object", "created", "model", "choices", "usage", "system_fingerprint", "consortium")
+	if err != nil || !v.end() {
+		return nil, false
+	}
+	return cc, true
+}
+
+func (v *validator) choice(ch *Choice) error {
+	return v.object(func(key []byte) error {
+		switch string(key) {
+		case "index":
+			return v.intInto(&ch.Index)
+		case "message":
+			m := &ch.Message
+			return v.objectOrNull(func(key []byte) error {
+				switch string(key) {
+				case "role":
+					return v.stringInto(&m.Role)
+				case "content":
+					return v.stringPtr(&m.Content)
+				case "refusal":
+					return v.rawInto(&m.Refusal)
+				case "tool_calls":
+					return v.rawInto(&m.ToolCalls)
+				}
+				return v.value()
+			}, "role", "content", "refusal", "tool_calls")
+		case "logprobs":
+			return v.rawInto(&ch.Logprobs)
+		case "finish_reason":
+			return v.stringInto(&ch.FinishReason)
+		}
+		return v.value()
+	}, "index", "message", "logprobs", "finish_reason")
+}
+
+// usage reads a usage object into *u, allocating it, or null, which
+// leaves *u nil.
+func (v *validator) usage(u **Usage) error {
+	if v.peek() == 'n' {
+		*u = nil
+		return v.null()
+	}
+	if *u == nil {
+		*u = new(Usage)
+	}
+	us := *u
+	return v.object(func(key []byte) error {
+		switch string(key) {
+		case "prompt_tokens":
+			return v.intInto(&us.PromptTokens)
+		case "completion_tokens":
+			return v.intInto(&us.CompletionTokens)
+		case "total_tokens":
+			return v.intInto(&us.TotalTokens)
+		}
+		return v.value()
+	}, "prompt_tokens", "completion_tokens", "total_tokens")
+}
+
+// end reports whether only whitespace is left.
+func (v *validator) end() bool {
+	v.ws()
+	return v.i == len(v.b)
+}
+
+// stringInto reads a string into *dst; null leaves *dst as it is, as
+// json.Unmarshal does.
+func (v *validator) stringInto(dst *string) error {
+	if v.peek() == 'n' {
+		return v.null()
+	}
+	s, err := v.text()
+	if err != nil {
+		return err
+	}
+	*dst = s
+	return nil
+}
+
+// stringPtr reads a string into a new *dst, or null, which sets it nil.
+func (v *validator) stringPtr(dst **string) error {
+	if v.peek() == 'n' {
+		*dst = nil
+		return v.null()
+	}
+	s, err := v.text()
+	if err != nil {
+		return err
+	}
+	*dst = &s
+	return nil
+}
+
+// text reads a string value and returns its text: its bytes when nothing
+// needs unescaping or replacing, and otherwise what json.Unmarshal makes
+// of it.
+func (v *validator) text() (string, error) {
+	if v.peek() != '"' {
+		return "", errUnsure
+	}
+	start := v.i
+	escaped, err := v.str()
+	if err != nil {
+		return "", err
+	}
+	raw := v.b[start:v.i]
+	if inner := raw[1 : len(raw)-1]; !escaped && utf8.Valid(inner) {
+		return string(inner), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", errUnsure
+	}
+	return s, nil
+}
+
+// intInto reads an integer that surely fits an int into *dst; null leaves
+// *dst as it is.
+func (v *validator) intInto(dst *int) error {
+	var n int64
+	if err := v.int64Into(&n); err != nil {
+		return err
+	}
+	*dst = int(n)
+	return nil
+}
+
+// int64Into reads an integer of at most 18 digits (so that it fits) into
+// *dst; null leaves *dst as it is. Anything else (a fraction, an exponent)
+// is for json.Unmarshal to refuse.
+func (v *validator) int64Into(dst *int64) error {
+	if v.peek() == 'n' {
+		return v.null()
+	}
+	start := v.i
+	isInt, err := v.number()
+	if err != nil {
+		return err
+	}
+	if !isInt || v.i-start > 18 {
+		return errUnsure
+	}
+	n, err := strconv.ParseInt(string(v.b[start:v.i]), 10, 64)
+	if err != nil {
+		return errUnsure
+	}
+	*dst = n
+	return nil
+}
+
+// rawInto reads any value into *dst as its raw bytes, null included, as
+// json.RawMessage does.
+func (v *validator) rawInto(dst *json.RawMessage) error {
+	v.ws()
+	start := v.i
+	if err := v.value(); err != nil {
+		return err
+	}
+	*dst = bytes.Clone(v.b[start:v.i])
+	return nil
+}
