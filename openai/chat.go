@@ -43,25 +43,9 @@ type ChatRequest struct {
 }
 
 // MarshalJSON encodes the request with Extra's fields set over the typed
-// ones.
+// ones. It returns AppendJSON(nil).
 func (r *ChatRequest) MarshalJSON() ([]byte, error) {
-	type plain ChatRequest
-	b, err := json.Marshal((*plain)(r))
-	if err != nil || len(r.Extra) == 0 {
-		return b, err
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return nil, err
-	}
-	for k, v := range r.Extra {
-		raw, err := json.Marshal(v)
-		if err != nil {
-			return nil, fmt.Errorf("param %s: %w", k, err)
-		}
-		fields[k] = raw
-	}
-	return json.Marshal(fields)
+	return r.AppendJSON(nil)
 }
 
 // StreamOptions is the request's stream_options object.

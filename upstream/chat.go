@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +23,7 @@ const maxEventSize = 16 << 20
 func (p *Provider) Chat(ctx context.Context, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
 	r := *req
 	r.Model, r.Stream, r.StreamOptions = model, false, nil
-	body, err := json.Marshal(&r)
+	body, err := r.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s/%s: encoding the request: %w", p.name, model, err)
 	}
@@ -62,7 +61,7 @@ type Stream struct {
 func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.ChatRequest) (*Stream, error) {
 	r := *req
 	r.Model, r.Stream, r.StreamOptions = model, true, &openai.StreamOptions{IncludeUsage: true}
-	body, err := json.Marshal(&r)
+	body, err := r.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s/%s: encoding the request: %w", p.name, model, err)
 	}

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -61,7 +60,7 @@ func BenchmarkMemberRequest(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := json.Marshal(req); err != nil {
+		if _, err := req.AppendJSON(nil); err != nil {
 			b.Fatal(err)
 		}
 	}
