@@ -136,5 +136,8 @@ func (s *Stream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 // cancelled upstream.
 func (s *Stream) Close() error {
 	s.stop()
+	if d, ok := s.body.(interface{ drain() }); ok && s.done && s.err == nil {
+		d.drain() // the stream ended at [DONE]: keep its connection
+	}
 	return s.body.Close()
 }

@@ -521,6 +521,29 @@ func (b *idleBody) fail(err error) {
 	}
 }
 
+// drain reads what is left of a body whose content has all been read (an
+// event stream after its [DONE]), so that an HTTP/1 connection goes back to
+// the pool rather than being closed: most of all a TLS connection, which
+// costs a handshake to replace. It gives up after drainLimit bytes or
+// drainTimeout, and what it reads or fails to read does not count as how
+// the stream ended.
+func (b *idleBody) drain() {
+	if b.closed {
+		return
+	}
+	// The idle timer cancels the call if the rest does not come soon.
+	b.timer.Reset(drainTimeout)
+	io.CopyN(io.Discard, b.body, drainLimit)
+}
+
+// The bounds of idleBody.drain: a provider that ends its response promptly
+// has sent the rest (a chunked body's last line) with or just after its
+// last event.
+const (
+	drainLimit   = 4 << 10
+	drainTimeout = 50 * time.Millisecond
+)
+
 func (b *idleBody) Close() error {
 	if b.closed {
 		return nil

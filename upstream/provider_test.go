@@ -8,14 +8,18 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/ratelimit"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
@@ -651,5 +655,78 @@ func TestBodyCutRetried(t *testing.T) {
 	}
 	if !bytes.Equal(buf.Bytes(), resp.Data) {
 		t.Errorf("Data does not alias the buffer")
+	}
+}
+
+// TestStreamKeepsItsConnection: a stream read to its [DONE] leaves its
+// HTTP/1 connection to the next call, even when the end of the response
+// comes a little after the last event; a response that never ends after
+// [DONE] costs its connection, not the caller's time, and is no failure.
+func TestStreamKeepsItsConnection(t *testing.T) {
+	var conns atomic.Int32
+	hang := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+		http.NewResponseController(w).Flush()
+		if strings.HasPrefix(r.URL.Path, "/hang/") {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // the response's end comes after the event
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(func() { close(hang); srv.Close() })
+
+	transport := NewTransport()
+	t.Cleanup(transport.CloseIdleConnections)
+	provider := func(base string) *Provider {
+		p, err := New(Config{Name: "fake", BaseURL: base, Timeout: 2 * time.Second, Transport: transport})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	prompt := &openai.ChatRequest{Messages: []openai.Message{{Role: "user", Content: openai.TextContent("hi")}}}
+	read := func(p *Provider) {
+		t.Helper()
+		s, err := p.ChatStream(context.Background(), "m", prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, err := range s.Chunks() {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		s.Close()
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("Close took %v", d)
+		}
+	}
+	plain := provider(srv.URL)
+	for range 3 {
+		read(plain)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("three streams read to [DONE] used %d connections, want 1", n)
+	}
+	hanging := provider(srv.URL + "/hang")
+	read(hanging)
+	read(plain)
+	if n := conns.Load(); n != 2 {
+		t.Errorf("after a response that never ended: %d connections, want 2", n)
+	}
+	if st := hanging.breakers.get("m").cb.State().String(); st != "closed" {
+		t.Errorf("breaker %s after a stream that ended at [DONE]", st)
 	}
 }
