@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -46,34 +47,16 @@ func DecodeCompletion(data []byte) (*ChatCompletion, error) {
 
 func fastChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, ok bool) {
 	v := validator{b: data}
+	h := header{&c.ID, &c.Object, &c.Created, &c.Model, &c.Usage, &c.SystemFingerprint, &c.Consortium}
 	var sawError bool
 	var message string
 	err := v.object(func(key []byte) error {
+		if ok, err := v.header(key, h); ok {
+			return err
+		}
 		switch string(key) {
-		case "id":
-			return v.stringInto(&c.ID)
-		case "object":
-			return v.stringInto(&c.Object)
-		case "created":
-			return v.int64Into(&c.Created)
-		case "model":
-			return v.stringInto(&c.Model)
 		case "choices":
-			if v.peek() == 'n' {
-				c.Choices = nil
-				return v.null()
-			}
-			c.Choices = []ChunkChoice{}
-			return v.array(func() error {
-				c.Choices = append(c.Choices, ChunkChoice{})
-				return v.chunkChoice(&c.Choices[len(c.Choices)-1])
-			})
-		case "usage":
-			return v.usage(&c.Usage)
-		case "system_fingerprint":
-			return v.stringInto(&c.SystemFingerprint)
-		case "consortium":
-			return v.rawInto(&c.Consortium)
+			return readSlice(&v, &c.Choices, v.chunkChoice)
 		case "error":
 			sawError = true
 			return v.value()
@@ -81,11 +64,65 @@ func fastChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, ok bool) {
 			return v.stringInto(&message)
 		}
 		return v.value()
-	}, "id", "object", "created", "model", "choices", "usage", "system_fingerprint", "consortium", "error", "message")
+	}, chunkKeys...)
 	if err != nil || !v.end() {
 		return ChatCompletionChunk{}, false, false
 	}
 	return c, c.Choices == nil && (sawError || message != ""), true
+}
+
+// header points at the fields a completion and a chunk share.
+type header struct {
+	id, object  *string
+	created     *int64
+	model       *string
+	usage       **Usage
+	fingerprint *string
+	consortium  *json.RawMessage
+}
+
+// headerKeys are the JSON names of header's fields; chunkKeys and
+// completionKeys every key the two decode.
+var (
+	headerKeys     = []string{"id", "object", "created", "model", "usage", "system_fingerprint", "consortium"}
+	chunkKeys      = append(slices.Clip(headerKeys), "choices", "error", "message")
+	completionKeys = append(slices.Clip(headerKeys), "choices")
+)
+
+// header reads key's value into h when key is one of headerKeys, and
+// reports whether it was.
+func (v *validator) header(key []byte, h header) (bool, error) {
+	switch string(key) {
+	case "id":
+		return true, v.stringInto(h.id)
+	case "object":
+		return true, v.stringInto(h.object)
+	case "created":
+		return true, v.int64Into(h.created)
+	case "model":
+		return true, v.stringInto(h.model)
+	case "usage":
+		return true, v.usage(h.usage)
+	case "system_fingerprint":
+		return true, v.stringInto(h.fingerprint)
+	case "consortium":
+		return true, v.rawInto(h.consortium)
+	}
+	return false, nil
+}
+
+// readSlice reads an array into *s, each element with elem, or null,
+// which sets *s nil, as json.Unmarshal does.
+func readSlice[T any](v *validator, s *[]T, elem func(*T) error) error {
+	if v.peek() == 'n' {
+		*s = nil
+		return v.null()
+	}
+	*s = []T{}
+	return v.array(func() error {
+		*s = append(*s, *new(T))
+		return elem(&(*s)[len(*s)-1])
+	})
 }
 
 func (v *validator) chunkChoice(ch *ChunkChoice) error {
@@ -115,35 +152,16 @@ func (v *validator) chunkChoice(ch *ChunkChoice) error {
 func fastCompletion(data []byte) (*ChatCompletion, bool) {
 	v := validator{b: data}
 	cc := new(ChatCompletion)
+	h := header{&cc.ID, &cc.Object, &cc.Created, &cc.Model, &cc.Usage, &cc.SystemFingerprint, &cc.Consortium}
 	err := v.object(func(key []byte) error {
-		switch string(key) {
-		case "id":
-			return v.stringInto(&cc.ID)
-		case "object":
-			return v.stringInto(&cc.Object)
-		case "created":
-			return v.int64Into(&cc.Created)
-		case "model":
-			return v.stringInto(&cc.Model)
-		case "choices":
-			if v.peek() == 'n' {
-				cc.Choices = nil
-				return v.null()
-			}
-			cc.Choices = []Choice{}
-			return v.array(func() error {
-				cc.Choices = append(cc.Choices, Choice{})
-				return v.choice(&cc.Choices[len(cc.Choices)-1])
-			})
-		case "usage":
-			return v.usage(&cc.Usage)
-		case "system_fingerprint":
-			return v.stringInto(&cc.SystemFingerprint)
-		case "consortium":
-			return v.rawInto(&cc.Consortium)
+		if ok, err := v.header(key, h); ok {
+			return err
+		}
+		if string(key) == "choices" {
+			return readSlice(&v, &cc.Choices, v.choice)
 		}
 		return v.value()
-	}, "id", "object", "created", "model", "choices", "usage", "system_fingerprint", "consortium")
+	}, completionKeys...)
 	if err != nil || !v.end() {
 		return nil, false
 	}
