@@ -301,6 +301,7 @@ func (r *report) markdown() string {
 	p50 := row("consortium (3 members + arbiter)", r.council)
 	crit := row("critical path, direct", r.critical)
 	w("\nConsortium median over the nominal 100 ms: **%.2f ms**; over the measured critical path: **%.2f ms**.\n\n", p50-100, p50-crit)
+	w("Why the direct path takes more than 100 ms on this machine, and where the proxy's share goes: [performance.md](performance.md).\n\n")
 	if m := r.mem; m != nil {
 		w("## Open SSE streams\n\n")
 		w("%d passthrough streams held open at once (an upstream that sends a chunk every 50 ms), measured once all had begun.\n\n", m.streams)
