@@ -128,13 +128,9 @@ func (c *Content) UnmarshalJSON(data []byte) error {
 		c.Null = true
 		return nil
 	case '"':
-		// The decoder has checked data already: a string with nothing to
-		// unescape or replace is its bytes between the quotes.
-		if n := len(data); n >= 2 && data[n-1] == '"' {
-			if inner := data[1 : n-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-				c.Text = string(inner)
-				return nil
-			}
+		if s, ok := plainString(data); ok {
+			c.Text = s
+			return nil
 		}
 		return json.Unmarshal(data, &c.Text)
 	case '[':
@@ -142,6 +138,27 @@ func (c *Content) UnmarshalJSON(data []byte) error {
 		return json.Unmarshal(data, &c.Parts)
 	}
 	return &json.UnmarshalTypeError{Value: jsonKind(data), Type: reflect.TypeFor[Content]()}
+}
+
+// plainString returns the text of a JSON string that has nothing to
+// unescape or replace (no backslash, no invalid UTF-8): its bytes between
+// the quotes, without a second scan by encoding/json. ok is false for
+// anything else, which json.Unmarshal then reads or refuses.
+func plainString(data []byte) (s string, ok bool) {
+	n := len(data)
+	if n < 2 || data[0] != '"' || data[n-1] != '"' {
+		return "", false
+	}
+	inner := data[1 : n-1]
+	for _, c := range inner {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(inner) {
+		return "", false
+	}
+	return string(inner), true
 }
 
 // MarshalJSON writes the text, the parts, or null.

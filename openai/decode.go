@@ -9,9 +9,10 @@ import (
 )
 
 // DecodeChunk decodes the data of one stream event into a chunk, exactly as
-// json.Unmarshal would, and reports whether the event is rather an error
-// event: no choices, and an "error" field or a non-empty "message" (the
-// bare form some compatible servers send), for ParseError to read.
+// json.Unmarshal would, and reports whether the event may rather be an
+// error event, for ParseError to read: no choices, and an "error" field or
+// a non-empty string "message" (the bare form some compatible servers
+// send).
 //
 // The arbiter's reply arrives as dozens of these per request, so a fast
 // pass decodes the usual chunk in one scan without reflection; whenever it
@@ -21,15 +22,21 @@ func DecodeChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, err error
 	if c, errorEvent, ok := fastChunk(data); ok {
 		return c, errorEvent, nil
 	}
-	var ev struct {
-		ChatCompletionChunk
-		Error   json.RawMessage `json:"error"`
-		Message string          `json:"message"`
-	}
-	if err := json.Unmarshal(data, &ev); err != nil {
+	if err := json.Unmarshal(data, &c); err != nil {
 		return ChatCompletionChunk{}, false, err
 	}
-	return ev.ChatCompletionChunk, ev.Choices == nil && (ev.Error != nil || ev.Message != ""), nil
+	// Read loosely: a chunk is no less a chunk for an odd "message".
+	var ev struct {
+		Error   json.RawMessage `json:"error"`
+		Message json.RawMessage `json:"message"`
+	}
+	json.Unmarshal(data, &ev)
+	return c, c.Choices == nil && (ev.Error != nil || isNonEmptyString(ev.Message)), nil
+}
+
+// isNonEmptyString reports whether raw is a JSON string that is not "".
+func isNonEmptyString(raw json.RawMessage) bool {
+	return len(raw) > 2 && raw[0] == '"'
 }
 
 // DecodeCompletion decodes a non-streamed chat completion exactly as
@@ -61,7 +68,10 @@ func fastChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, ok bool) {
 			sawError = true
 			return v.value()
 		case "message":
-			return v.stringInto(&message)
+			if v.peek() == '"' {
+				return v.stringInto(&message)
+			}
+			return v.value()
 		}
 		return v.value()
 	}, chunkKeys...)
@@ -281,9 +291,12 @@ func (v *validator) text() (string, error) {
 // intInto reads an integer that surely fits an int into *dst; null leaves
 // *dst as it is.
 func (v *validator) intInto(dst *int) error {
-	var n int64
+	n := int64(*dst)
 	if err := v.int64Into(&n); err != nil {
 		return err
+	}
+	if int64(int(n)) != n {
+		return errUnsure // past a 32-bit int: json.Unmarshal's error
 	}
 	*dst = int(n)
 	return nil

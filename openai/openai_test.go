@@ -307,10 +307,15 @@ func TestContentJSON(t *testing.T) {
 				t.Errorf("Unmarshal(%q) = %q, %v; want %q, %v", in, c.Text, err, want, wantErr)
 			}
 		}
-		var c Content
-		for _, in := range []string{`"`, `"a`} {
-			if err := c.UnmarshalJSON([]byte(in)); err == nil {
-				t.Errorf("UnmarshalJSON(%q) = nil error", in)
+		// Called directly, not through a decoder that has checked and
+		// trimmed the value first.
+		for _, in := range []string{`"`, `"a`, ` "a"`, `"a"b"`, "\"a\x01\"", `"ok"`} {
+			var want string
+			wantErr := json.Unmarshal([]byte(in), &want)
+			var c Content
+			err := c.UnmarshalJSON([]byte(in))
+			if (err != nil) != (wantErr != nil) || c.Text != want {
+				t.Errorf("UnmarshalJSON(%q) = %q, %v; want %q, %v", in, c.Text, err, want, wantErr)
 			}
 		}
 	})
