@@ -133,7 +133,8 @@ func (s *Stream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 }
 
 // Close stops reading and releases the call; an unfinished call is
-// cancelled upstream.
+// cancelled upstream. After [DONE], Close first reads the end of an HTTP/1
+// response, waiting at most 50ms for it, so that its connection is kept.
 func (s *Stream) Close() error {
 	s.stop()
 	if d, ok := s.body.(interface{ drain() }); ok && s.done && s.err == nil {

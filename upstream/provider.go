@@ -403,6 +403,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	firstByte.Stop()
 	out := &Response{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
 	body := newIdleBody(ctx, cancel, resp.Body, p.idleTimeout)
+	body.http1 = resp.ProtoMajor == 1
 	if req.Stream && isEventStream(out.ContentType) {
 		// The breaker learns how the stream ended when it is closed.
 		body.onClose = func(readErr error) {
@@ -491,6 +492,7 @@ type idleBody struct {
 	err     error               // the first read error other than EOF
 	onClose func(readErr error) // told how reading ended; nil when nobody asks
 	closed  bool
+	http1   bool // the connection carries one response at a time
 }
 
 func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration) *idleBody {
@@ -528,8 +530,8 @@ func (b *idleBody) fail(err error) {
 // drainTimeout, and what it reads or fails to read does not count as how
 // the stream ended.
 func (b *idleBody) drain() {
-	if b.closed {
-		return
+	if b.closed || !b.http1 {
+		return // HTTP/2 ends a stream without closing its connection
 	}
 	// The idle timer cancels the call if the rest does not come soon.
 	b.timer.Reset(drainTimeout)
