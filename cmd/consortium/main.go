@@ -200,7 +200,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if addr := os.Getenv("CONSORTIUM_PPROF"); addr != "" {
-		stopPprof, err := servePprof(addr, logger)
+		_, stopPprof, err := servePprof(addr, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "consortium: CONSORTIUM_PPROF: %v\n", err)
 			return 1

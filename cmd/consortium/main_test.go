@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -221,4 +222,28 @@ func mustDefaults(t *testing.T) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// TestPprof: CONSORTIUM_PPROF serves the profiling endpoints on a loopback
+// address only.
+func TestPprof(t *testing.T) {
+	clean(t)
+	t.Setenv("CONSORTIUM_PPROF", "0.0.0.0:0")
+	if code, _, stderr := runCmd("serve", "--demo", "--listen", "127.0.0.1:0"); code != 1 || !strings.Contains(stderr, "not a loopback address") {
+		t.Errorf("CONSORTIUM_PPROF=0.0.0.0:0: exit %d, stderr %q", code, stderr)
+	}
+
+	addr, stop, err := servePprof("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/debug/pprof/cmdline: %s", resp.Status)
+	}
 }

@@ -9,7 +9,7 @@
 //	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium]
 //	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D]
 //	bench hop  -listen ADDR -target URL
-//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N]
+//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-key K] [-critical N]
 package main
 
 import (
@@ -110,7 +110,7 @@ func load(args []string) error {
 	stream := fs.Bool("stream", false, "ask for SSE answers")
 	size := fs.Int("size", 0, "prompt bytes")
 	key := fs.String("key", "", "client key sent as a bearer token")
-	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider)")
+	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider); -stream does not apply")
 	fs.Parse(args)
 	if *base == "" || *model == "" {
 		return fmt.Errorf("load needs -base and -model")
