@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
-	"unicode/utf8"
 )
 
 // DecodeChunk decodes the data of one stream event into a chunk, exactly as
@@ -273,13 +272,12 @@ func (v *validator) text() (string, error) {
 		return "", errUnsure
 	}
 	start := v.i
-	escaped, err := v.str()
-	if err != nil {
+	if _, err := v.str(); err != nil {
 		return "", err
 	}
 	raw := v.b[start:v.i]
-	if inner := raw[1 : len(raw)-1]; !escaped && utf8.Valid(inner) {
-		return string(inner), nil
+	if s, ok := plainString(raw); ok {
+		return s, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {

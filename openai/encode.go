@@ -157,10 +157,7 @@ func (e *requestEncoder) request(r *ChatRequest) {
 		e.rawField(`,"json_schema":`, f.JSONSchema)
 		e.buf = append(e.buf, '}')
 	}
-	if r.User != "" {
-		e.buf = append(e.buf, `,"user":`...)
-		e.buf = appendString(e.buf, r.User)
-	}
+	e.stringField(`,"user":`, r.User)
 	e.buf = append(e.buf, '}')
 }
 
@@ -184,15 +181,9 @@ func (e *requestEncoder) message(m *Message) {
 	default:
 		e.buf = appendString(e.buf, c.Text)
 	}
-	if m.Name != "" {
-		e.buf = append(e.buf, `,"name":`...)
-		e.buf = appendString(e.buf, m.Name)
-	}
+	e.stringField(`,"name":`, m.Name)
 	e.rawField(`,"tool_calls":`, m.ToolCalls)
-	if m.ToolCallID != "" {
-		e.buf = append(e.buf, `,"tool_call_id":`...)
-		e.buf = appendString(e.buf, m.ToolCallID)
-	}
+	e.stringField(`,"tool_call_id":`, m.ToolCallID)
 	e.buf = append(e.buf, '}')
 }
 
@@ -200,17 +191,11 @@ func (e *requestEncoder) message(m *Message) {
 func (e *requestEncoder) part(p *Part) {
 	e.buf = append(e.buf, `{"type":`...)
 	e.buf = appendString(e.buf, p.Type)
-	if p.Text != "" {
-		e.buf = append(e.buf, `,"text":`...)
-		e.buf = appendString(e.buf, p.Text)
-	}
+	e.stringField(`,"text":`, p.Text)
 	if u := p.ImageURL; u != nil {
 		e.buf = append(e.buf, `,"image_url":{"url":`...)
 		e.buf = appendString(e.buf, u.URL)
-		if u.Detail != "" {
-			e.buf = append(e.buf, `,"detail":`...)
-			e.buf = appendString(e.buf, u.Detail)
-		}
+		e.stringField(`,"detail":`, u.Detail)
 		e.buf = append(e.buf, '}')
 	}
 	e.buf = append(e.buf, '}')
@@ -228,6 +213,15 @@ func (e *requestEncoder) floatField(key string, f *float64) {
 	}
 	e.buf = append(e.buf, key...)
 	e.buf = appendFloat(e.buf, *f)
+}
+
+// stringField writes key and s unless s is empty, as omitempty does.
+func (e *requestEncoder) stringField(key, s string) {
+	if s == "" {
+		return
+	}
+	e.buf = append(e.buf, key...)
+	e.buf = appendString(e.buf, s)
 }
 
 // intField writes key and *n unless n is nil.
