@@ -150,14 +150,6 @@ func (e *Engine) judge(ctx context.Context, req *openai.ChatRequest, round int, 
 	start := time.Now()
 	callCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := e.arbiter.caller.ChatStream(callCtx, e.arbiter.model, areq)
-	if err != nil {
-		rec.Error = memberError(err)
-		rec.LatencyMs = time.Since(start).Milliseconds()
-		return rec, Verdict{}, fmt.Errorf("consortium %s: %w: %s: %s", e.name, ErrArbiter, e.arbiter.ref, rec.Error)
-	}
-	defer stream.Close()
-
 	tags := NewTagStream()
 	var reply strings.Builder
 	var held strings.Builder // synthesis read but not yet known to be final
@@ -165,7 +157,7 @@ func (e *Engine) judge(ctx context.Context, req *openai.ChatRequest, round int, 
 	decided := false         // the round's fate is known
 	holding := false         // the synthesis opened first: the whole reply decides
 	var readErr error
-	for chunk, err := range stream.Chunks() {
+	for chunk, err := range e.arbiter.caller.ChatStream(callCtx, e.arbiter.model, areq) {
 		if err != nil {
 			readErr = err
 			break

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"strings"
 	"sync"
 	"text/template"
@@ -20,8 +21,11 @@ import (
 
 // Caller calls one provider's chat models. *upstream.Provider satisfies it.
 type Caller interface {
+	// Chat returns a whole answer.
 	Chat(ctx context.Context, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error)
-	ChatStream(ctx context.Context, model string, req *openai.ChatRequest) (*upstream.Stream, error)
+	// ChatStream yields a streamed answer's chunks; an error ends the
+	// sequence, and breaking out of it ends the call.
+	ChatStream(ctx context.Context, model string, req *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error]
 }
 
 // Engine answers requests with one consortium. It is safe for concurrent

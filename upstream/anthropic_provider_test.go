@@ -203,7 +203,7 @@ func TestAnthropicProviderStream(t *testing.T) {
 	t.Run("chunks split at awkward places", func(t *testing.T) {
 		chunks := []string{"<anal", "ysis>", "ok</analysis>\n<synth", "esis>", "héllo ", "😀", "\"", "</synthesis>"}
 		fake.Script("c", upstreamtest.Reply{Chunks: chunks, Usage: &openai.Usage{PromptTokens: 7, CompletionTokens: 9}, CacheReadTokens: 100})
-		s, err := p.ChatStream(context.Background(), "c", ask("hi"))
+		s, err := p.openStream(context.Background(), "c", ask("hi"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +221,7 @@ func TestAnthropicProviderStream(t *testing.T) {
 
 	t.Run("no usage is not invented", func(t *testing.T) {
 		fake.Script("c", upstreamtest.Reply{Content: "a b", NoUsage: true})
-		s, err := p.ChatStream(context.Background(), "c", ask("hi"))
+		s, err := p.openStream(context.Background(), "c", ask("hi"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +268,7 @@ func TestAnthropicProviderStream(t *testing.T) {
 
 	t.Run("error event mid-stream", func(t *testing.T) {
 		fake.Script("c", upstreamtest.Reply{Chunks: []string{"a", "b"}, StreamError: "Overloaded"})
-		s, err := p.ChatStream(context.Background(), "c", ask("hi"))
+		s, err := p.openStream(context.Background(), "c", ask("hi"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +281,7 @@ func TestAnthropicProviderStream(t *testing.T) {
 
 	t.Run("cut mid-stream", func(t *testing.T) {
 		fake.Script("c", upstreamtest.Reply{Chunks: []string{"a", "b", "c"}, CutAfter: 2})
-		s, err := p.ChatStream(context.Background(), "c", ask("hi"))
+		s, err := p.openStream(context.Background(), "c", ask("hi"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +292,7 @@ func TestAnthropicProviderStream(t *testing.T) {
 
 	t.Run("ended without message_stop", func(t *testing.T) {
 		fake.Script("c", upstreamtest.Reply{Content: "a b", NoDone: true})
-		s, err := p.ChatStream(context.Background(), "c", ask("hi"))
+		s, err := p.openStream(context.Background(), "c", ask("hi"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,11 +398,11 @@ func TestAnthropicBreaker(t *testing.T) {
 			p := newAnthropic(t, fake, Config{Breaker: BreakerSettings{Failures: 2, Cooldown: time.Minute}})
 			fake.Script("c", tc.reply)
 			for range 2 {
-				if s, err := p.ChatStream(context.Background(), "c", ask("hi")); err == nil {
+				if s, err := p.openStream(context.Background(), "c", ask("hi")); err == nil {
 					streamText(t, s)
 				}
 			}
-			s, err := p.ChatStream(context.Background(), "c", ask("hi"))
+			s, err := p.openStream(context.Background(), "c", ask("hi"))
 			if err == nil {
 				s.Close()
 			}

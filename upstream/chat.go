@@ -57,8 +57,31 @@ type Stream struct {
 }
 
 // ChatStream sends a streamed chat completion, asking for usage, and
-// returns once the answer has begun. The Stream must be closed.
-func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.ChatRequest) (*Stream, error) {
+// yields its chunks as they arrive, until [DONE] or the end of the body.
+// Nothing is sent until the sequence is ranged over. An error ends the
+// sequence and is yielded with a nil chunk: the call failed before it began
+// (every attempt, as Do reports it), a cut connection, an idle timeout, an
+// error event from the provider, or a malformed chunk. Breaking out of the
+// loop ends the call (an unfinished one is cancelled upstream).
+func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
+		s, err := p.openStream(ctx, model, req)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		defer s.Close()
+		for chunk, err := range s.Chunks() {
+			if !yield(chunk, err) {
+				return
+			}
+		}
+	}
+}
+
+// openStream starts a streamed chat completion and returns once the
+// answer has begun. The Stream must be closed.
+func (p *Provider) openStream(ctx context.Context, model string, req *openai.ChatRequest) (*Stream, error) {
 	r := *req
 	r.Model, r.Stream, r.StreamOptions = model, true, &openai.StreamOptions{IncludeUsage: true}
 	body, err := r.AppendJSON(nil)

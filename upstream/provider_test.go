@@ -698,7 +698,7 @@ func TestStreamKeepsItsConnection(t *testing.T) {
 	prompt := &openai.ChatRequest{Messages: []openai.Message{{Role: "user", Content: openai.TextContent("hi")}}}
 	read := func(p *Provider) {
 		t.Helper()
-		s, err := p.ChatStream(context.Background(), "m", prompt)
+		s, err := p.openStream(context.Background(), "m", prompt)
 		if err != nil {
 			t.Fatal(err)
 		}
