@@ -6,14 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
 	"strings"
 	"sync"
 	"text/template"
 	"time"
 
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/ratelimit"
 	"github.com/consortium-dev/consortium/upstream"
@@ -32,7 +30,7 @@ type Caller interface {
 // use; every request is a Run of its own.
 type Engine struct {
 	name      string
-	cfg       config.Consortium
+	cfg       Config
 	instances []instance
 	arbiter   target
 	prompt    *template.Template
@@ -57,10 +55,10 @@ type instance struct {
 
 // New builds the engine of the consortium name from its validated
 // configuration; callers maps provider names to their clients.
-func New(name string, cfg *config.Consortium, callers map[string]Caller) (*Engine, error) {
-	e := &Engine{name: name, cfg: *cfg}
+func New(name string, cfg Config, callers map[string]Caller) (*Engine, error) {
+	e := &Engine{name: name, cfg: cfg}
 	resolve := func(ref string, params map[string]any) (target, error) {
-		prov, model, ok := config.SplitRef(ref)
+		prov, model, ok := strings.Cut(ref, "/")
 		c := callers[prov]
 		if !ok || c == nil {
 			return target{}, fmt.Errorf("consortium %s: %q names no configured provider", name, ref)
@@ -95,14 +93,12 @@ func New(name string, cfg *config.Consortium, callers map[string]Caller) (*Engin
 	if e.arbiter, err = resolve(cfg.Arbiter.Model, cfg.Arbiter.Params); err != nil {
 		return nil, err
 	}
-	if e.prompt, err = parsePrompt(cfg.Arbiter.Prompt); err != nil {
-		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", name, err)
-	}
 	// A custom prompt that names a field PromptData lacks fails here, at
 	// start, rather than on every request.
-	if err := e.prompt.Execute(io.Discard, samplePrompt); err != nil {
+	if err := CheckPrompt(cfg.Arbiter.Prompt); err != nil {
 		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", name, err)
 	}
+	e.prompt, _ = parsePrompt(cfg.Arbiter.Prompt)
 	return e, nil
 }
 

@@ -63,7 +63,7 @@ func newEngine(t testing.TB, fakeURL, body string) *consortia.Engine {
 		}
 		callers[name] = p
 	}
-	e, err := consortia.New("council", cfg.Consortia["council"], callers)
+	e, err := consortia.New("council", engineConfig(cfg.Consortia["council"]), callers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1053,4 +1053,18 @@ func TestClientCancelStopsEveryCall(t *testing.T) {
 			t.Errorf("%s call not cancelled", r.Model)
 		}
 	}
+}
+
+// engineConfig is a consortium's definition as the engine takes it.
+func engineConfig(c *config.Consortium) consortia.Config {
+	ec := consortia.Config{
+		Description: c.Description, Strategy: c.Strategy, System: c.System,
+		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
+		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
+		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
+	}
+	for _, m := range c.Members {
+		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
+	}
+	return ec
 }

@@ -132,7 +132,7 @@ func New(opts Options) (*Server, error) {
 		callers[name] = p
 	}
 	for _, name := range cfg.ConsortiumOrder {
-		e, err := consortia.New(name, cfg.Consortia[name], callers)
+		e, err := consortia.New(name, engineConfig(cfg.Consortia[name]), callers)
 		if err != nil {
 			return nil, err
 		}
@@ -248,4 +248,18 @@ func (s *Server) methodNotAllowed(mux *chi.Mux) http.HandlerFunc {
 // since returns the milliseconds elapsed since t, for headers and logs.
 func since(t time.Time) float64 {
 	return float64(time.Since(t).Microseconds()) / 1000
+}
+
+// engineConfig is a consortium's definition as the engine takes it.
+func engineConfig(c *config.Consortium) consortia.Config {
+	ec := consortia.Config{
+		Description: c.Description, Strategy: c.Strategy, System: c.System,
+		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
+		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
+		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
+	}
+	for _, m := range c.Members {
+		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
+	}
+	return ec
 }

@@ -93,6 +93,49 @@ type Config struct {
 	// Transport carries the calls. If nil, New makes a tuned transport of
 	// the provider's own, kept for its lifetime so connections are reused.
 	Transport http.RoundTripper
+
+	// MaxResponse bounds an answer: a JSON body, or the sum of a stream's
+	// data. Past it the call fails with ErrMalformed. If zero, 32 MiB is
+	// used.
+	MaxResponse int64
+
+	// Models are the models the configuration names for this provider
+	// (listed, or used by a consortium). Their per-model state (breakers)
+	// is kept; the state of any other model a client names is bounded in
+	// number and evicted when idle.
+	Models []string
+
+	// OnCall, if set, is told of every call when it ends: each Do, Chat
+	// or ChatStream, its retries included, once.
+	OnCall func(Call)
+}
+
+// Call describes one finished call, for metrics and logs.
+type Call struct {
+	Provider, Model string
+	// Role is what the call was for, as WithRole set it: "passthrough",
+	// "member", "arbiter", "judge"; "" when unset.
+	Role string
+	// Outcome is "ok", "error", "timeout", "breaker_open", "limited",
+	// "malformed" or "canceled".
+	Outcome string
+	// Status is the provider's HTTP status, when it answered.
+	Status   int
+	Attempts int
+	Duration time.Duration
+}
+
+type roleKey struct{}
+
+// WithRole returns a context whose calls report role in Call.Role.
+func WithRole(ctx context.Context, role string) context.Context {
+	return context.WithValue(ctx, roleKey{}, role)
+}
+
+// RoleOf returns the role WithRole set on ctx, or "".
+func RoleOf(ctx context.Context) string {
+	r, _ := ctx.Value(roleKey{}).(string)
+	return r
 }
 
 // Provider calls one upstream provider. It is safe for concurrent use.
