@@ -97,10 +97,10 @@ func (s *scanner) messages(msg *shape) error {
 			case f == nil:
 				return s.value()
 			case f.name == "role":
-				start := s.i
 				if s.peek() != '"' {
 					return errUnsure
 				}
+				start := s.i
 				_, err := s.str()
 				role = s.i-start > 2 // "" is no role
 				return err

@@ -123,15 +123,24 @@ func TestParseChatRequest(t *testing.T) {
 			want: ChatRequest{Model: "mé", Messages: []Message{{Role: "user", Content: TextContent("hé \"q\" ☃ 😀 😀")}}},
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseChatRequest([]byte(tc.body))
-			if err != nil {
-				t.Fatalf("ParseChatRequest(%s): %v", tc.body, err)
-			}
-			if !reflect.DeepEqual(*got, tc.want) {
-				t.Errorf("ParseChatRequest(%s)\n got %+v\nwant %+v", tc.body, *got, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkParse(t, tc.body, tc.want) })
+	}
+}
+
+// checkParse fails t unless ParseChatRequest reads body as want, and the
+// scan of CheckChatRequest agrees without deferring to it.
+func checkParse(t *testing.T, body string, want ChatRequest) {
+	t.Helper()
+	got, err := ParseChatRequest([]byte(body))
+	if err != nil {
+		t.Fatalf("ParseChatRequest(%s): %v", body, err)
+	}
+	if !reflect.DeepEqual(*got, want) {
+		t.Errorf("ParseChatRequest(%s)\n got %+v\nwant %+v", body, *got, want)
+	}
+	sum, ok := fastCheck([]byte(body))
+	if !ok || sum != (ChatSummary{Model: want.Model, Stream: want.Stream}) {
+		t.Errorf("fastCheck(%s) = %+v, %v; want %q, %v", body, sum, ok, want.Model, want.Stream)
 	}
 }
 
@@ -685,19 +694,7 @@ func TestKeysAreExact(t *testing.T) {
 		{"tool and response_format keys", chat(`"tools":[{"Type":"x","type":"function","FUNCTION":5}],"response_format":{"TYPE":1,"type":"json_object","JSON_SCHEMA":5}`),
 			ChatRequest{Model: "openai/gpt-4o-mini", Messages: hi, Tools: []Tool{{Type: "function"}}, ResponseFormat: &ResponseFormat{Type: "json_object"}}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseChatRequest([]byte(tc.body))
-			if err != nil {
-				t.Fatalf("ParseChatRequest(%s): %v", tc.body, err)
-			}
-			if !reflect.DeepEqual(*got, tc.want) {
-				t.Errorf("ParseChatRequest(%s)\n got %+v\nwant %+v", tc.body, *got, tc.want)
-			}
-			sum, ok := fastCheck([]byte(tc.body))
-			if !ok || sum != (ChatSummary{Model: tc.want.Model, Stream: tc.want.Stream}) {
-				t.Errorf("fastCheck(%s) = %+v, %v; want %q, %v", tc.body, sum, ok, tc.want.Model, tc.want.Stream)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkParse(t, tc.body, tc.want) })
 	}
 
 	// Folded keys do not supply a required field.

@@ -132,7 +132,8 @@ func (s *scanner) fields(sh *shape, visit func(key []byte, f *field) error) erro
 	})
 }
 
-// array reads an array, calling elem with the scanner at each element.
+// array reads an array, calling elem with the scanner at each element
+// (past whitespace, as object's member is at its value).
 func (s *scanner) array(elem func() error) error {
 	if s.peek() != '[' {
 		return errSyntax
@@ -153,6 +154,7 @@ func (s *scanner) array(elem func() error) error {
 		switch s.peek() {
 		case ',':
 			s.i++
+			s.ws()
 		case ']':
 			s.i++
 			return nil
