@@ -106,6 +106,21 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 			}
 		}
 	})
+	b.Run("passthrough", func(b *testing.B) {
+		// The hot path: the check, then the model rewritten.
+		dst := make([]byte, 0, len(body)+64)
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			sum, err := CheckChatRequest(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if dst, err = SetModel(dst, body, sum.Model); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("parse", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		b.ReportAllocs()

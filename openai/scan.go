@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math/bits"
-	"unicode/utf8"
 )
 
 // scanner reads JSON text in one pass without decoding it: it validates
@@ -61,9 +60,8 @@ func (s *scanner) enter() error {
 	return nil
 }
 
-// object reads an object, calling member for each key (decoded, as
-// encoding/json decodes it) with the scanner at its value, which member
-// must read.
+// object reads an object, calling member for each key (unescaped) with
+// the scanner at its value, which member must read.
 func (s *scanner) object(member func(key []byte) error) error {
 	if s.peek() != '{' {
 		return errSyntax
@@ -87,7 +85,9 @@ func (s *scanner) object(member func(key []byte) error) error {
 			return err
 		}
 		key := s.b[start+1 : s.i-1]
-		if escaped || !utf8.Valid(key) { // as encoding/json decodes it
+		// A key with invalid UTF-8 is left as sent (encoding/json would
+		// put U+FFFD for each bad byte): it names no field either way.
+		if escaped {
 			var k string
 			if err := json.Unmarshal(s.b[start:s.i], &k); err != nil {
 				return errSyntax
