@@ -53,7 +53,8 @@ type field struct {
 // shapes caches shapeOf.
 var shapes sync.Map // reflect.Type -> *shape
 
-// shapeOf returns the shape of t, building it on first use.
+// shapeOf returns the shape of t, building it on first use. t must not
+// hold itself (no wire type does).
 func shapeOf(t reflect.Type) *shape {
 	if sh, ok := shapes.Load(t); ok {
 		return sh.(*shape)
