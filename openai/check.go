@@ -49,12 +49,8 @@ func fastCheck(body []byte) (sum ChatSummary, ok bool) {
 			messages = true
 			return s.messages(f.shape.elem)
 		case "stream":
-			switch s.peek() {
-			case 't':
-				sum.Stream = true
-			case 'f':
-				sum.Stream = false
-			}
+			sum.Stream = s.peek() == 't'
+
 		case "n":
 			if c := s.peek(); c == '-' || c == '0' {
 				return errUnsure // n < 1 is an error ParseChatRequest words
