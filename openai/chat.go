@@ -1,8 +1,9 @@
 // Package openai holds the OpenAI wire types that every layer of the proxy
 // speaks: chat completion requests, responses and stream chunks, models,
-// embeddings and the error envelope. It owns their JSON shape and the checks
-// on the fields the proxy reads; it does no I/O and knows nothing of
-// providers, consortiums or HTTP routing.
+// embeddings and the error envelope. It owns their JSON shape (keys matched
+// exactly, as OpenAI's API matches them) and the checks on the fields the
+// proxy reads, with the one scanner the passthrough hot path needs; it does
+// no I/O and knows nothing of providers, consortiums or HTTP routing.
 package openai
 
 import (
@@ -15,8 +16,9 @@ import (
 )
 
 // ChatRequest is the part of a Chat Completions request the proxy reads.
-// Fields it does not know are not kept here: passthrough forwards the
-// client's raw JSON (see SetModel), so they reach the provider untouched.
+// Passthrough forwards the client's raw JSON (see SetModel), so fields the
+// proxy does not know reach the provider untouched. Its JSON keys are
+// exact, as in OpenAI's API: "STREAM" is not "stream" (see UnmarshalJSON).
 type ChatRequest struct {
 	Model               string          `json:"model"`
 	Messages            []Message       `json:"messages"`
@@ -37,15 +39,43 @@ type ChatRequest struct {
 	User                string          `json:"user,omitempty"`
 
 	// Extra holds fields set on top of the ones above when the request is
-	// encoded (a consortium member's params overrides); it is never
-	// decoded into.
+	// encoded (a consortium member's params overrides). Decoding puts
+	// there the fields the ones above do not name, each as its
+	// json.RawMessage.
 	Extra map[string]any `json:"-"`
 }
 
 // MarshalJSON encodes the request with Extra's fields set over the typed
-// ones. It returns AppendJSON(nil).
+// ones. With Extra set, the result is an object whose keys are sorted, as
+// it goes through a map.
 func (r *ChatRequest) MarshalJSON() ([]byte, error) {
-	return r.AppendJSON(nil)
+	type plain ChatRequest // without this method, which json.Marshal would call
+	b, err := json.Marshal((*plain)(r))
+	if err != nil || len(r.Extra) == 0 {
+		return b, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, err
+	}
+	for k, v := range r.Extra {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("param %s: %w", k, err)
+		}
+		fields[k] = raw
+	}
+	return json.Marshal(fields)
+}
+
+// AppendJSON appends r's JSON encoding (see MarshalJSON) to dst and returns
+// the extended buffer; on error dst is returned unchanged.
+func (r *ChatRequest) AppendJSON(dst []byte) ([]byte, error) {
+	b, err := r.MarshalJSON()
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
 }
 
 // StreamOptions is the request's stream_options object.
@@ -56,15 +86,37 @@ type StreamOptions struct {
 // ResponseFormat is the request's response_format object. JSONSchema is kept
 // raw: the proxy passes it on and never interprets it.
 type ResponseFormat struct {
-	Type       string          `json:"type"`
-	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
+	Type       string    `json:"type"`
+	JSONSchema RawObject `json:"json_schema,omitempty"`
 }
 
 // Tool is one entry of the request's tools array, kept raw apart from its
 // type so that tool definitions reach the provider as the client wrote them.
 type Tool struct {
-	Type     string          `json:"type"`
-	Function json.RawMessage `json:"function,omitempty"`
+	Type     string    `json:"type"`
+	Function RawObject `json:"function,omitempty"`
+}
+
+// RawObject is a JSON object kept raw, as json.RawMessage keeps any value:
+// decoding anything but an object or null into it is a type error.
+type RawObject []byte
+
+// MarshalJSON returns o, or null when o is nil.
+func (o RawObject) MarshalJSON() ([]byte, error) {
+	if o == nil {
+		return []byte("null"), nil
+	}
+	return o, nil
+}
+
+// UnmarshalJSON keeps a copy of an object or null.
+func (o *RawObject) UnmarshalJSON(data []byte) error {
+	switch firstByte(data) {
+	case '{', 'n':
+		*o = append((*o)[:0], data...)
+		return nil
+	}
+	return &json.UnmarshalTypeError{Value: jsonKind(data), Type: reflect.TypeFor[RawObject]()}
 }
 
 // Message is one chat message. Content is a string, an array of content
@@ -134,8 +186,7 @@ func (c *Content) UnmarshalJSON(data []byte) error {
 		}
 		return json.Unmarshal(data, &c.Text)
 	case '[':
-		c.Parts = []Part{}
-		return json.Unmarshal(data, &c.Parts)
+		return decodeValue(data, reflect.ValueOf(&c.Parts).Elem())
 	}
 	return &json.UnmarshalTypeError{Value: jsonKind(data), Type: reflect.TypeFor[Content]()}
 }
@@ -290,10 +341,11 @@ func (u *Usage) Add(u2 Usage) {
 }
 
 // ParseChatRequest decodes and checks a Chat Completions request body. The
-// error names the offending field (see FieldError).
+// error names the offending field (see FieldError): a wrong type, or a
+// field given twice. Keys are exact (see ChatRequest.UnmarshalJSON).
 func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	var req ChatRequest
-	if err := decodeObject(body, &req); err != nil {
+	if err := decodeRequest(body, &req); err != nil {
 		return nil, err
 	}
 	if req.Model == "" {
@@ -323,23 +375,26 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Message }
 
-// decodeObject decodes a JSON object body into v and turns decoding errors
-// into FieldErrors that name the field.
-func decodeObject(body []byte, v any) error {
+// decodeRequest decodes a JSON object body into v and turns decoding
+// errors into FieldErrors that name the field.
+func decodeRequest(body []byte, v json.Unmarshaler) error {
 	if firstByte(body) != '{' {
 		if !json.Valid(body) {
 			return &FieldError{Message: "the request body is not valid JSON"}
 		}
 		return &FieldError{Message: "the request body must be a JSON object"}
 	}
-	err := json.Unmarshal(body, v)
-	if err == nil {
-		return nil
-	}
+	err := v.UnmarshalJSON(body)
 	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
+	var dup *duplicateError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr):
 		param := typeErr.Field
 		return &FieldError{Param: param, Message: fmt.Sprintf("invalid type for %q: expected %s, got %s", param, typeName(typeErr.Type), typeErr.Value)}
+	case errors.As(err, &dup):
+		return &FieldError{Param: dup.Field, Message: fmt.Sprintf("%q is given more than once; a field may appear once", dup.Field)}
 	}
 	return &FieldError{Message: "the request body is not valid JSON: " + err.Error()}
 }
@@ -351,6 +406,8 @@ func typeName(t reflect.Type) string {
 		return "a string, an array of content parts, or null"
 	case reflect.TypeFor[Stop]():
 		return "a string or an array of strings"
+	case reflect.TypeFor[RawObject]():
+		return "an object"
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()

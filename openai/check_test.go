@@ -16,6 +16,11 @@ func TestCheckTakesTheFastPath(t *testing.T) {
 		`{"model":"m","messages":[{"role":"user","content":"q"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}},"reasoning_effort":"low","x_vendor":{"a":[1,2,{"b":null}]},"user":"u"}`,
 		` { "model" : "m" , "messages" : [ { "role" : "user" , "content" : "with \"escapes\" \u00e9 \n" } ] } `,
 		`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 10000) + `"}]}`,
+		`{"mod\u0065l":"m","messages":[{"r\u006fle":"user","content":"q"}]}`,
+		`{"model":"m","Model":"x","STREAM":true,"Messages":5,"messages":[{"role":"user","ROLE":1,"content":"q"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"x":1,"x":2,"stop":["a",null],"temperature":1e-3}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[{"type":"function","function":null}],"response_format":{"type":"json_schema","json_schema":null}}`,
 	} {
 		sum, ok := fastCheck([]byte(body))
 		if !ok {
@@ -34,8 +39,14 @@ func TestCheckTakesTheFastPath(t *testing.T) {
 func TestCheckDefersWhenUnsure(t *testing.T) {
 	for _, body := range []string{
 		`{"Model":"m","messages":[{"role":"user","content":"q"}]}`,
-		`{"mod\u0065l":"m","messages":[{"role":"user","content":"q"}]}`,
+		`{"model":"a","mod\u0065l":"b","messages":[{"role":"user","content":"q"}]}`,
 		`{"model":"a","model":"b","messages":[{"role":"user","content":"q"}]}`,
+		`{"model":"m","stream":true,"stream":false,"messages":[{"role":"user","content":"q"}]}`,
+		`{"model":"m","messages":[{"role":"user","role":"system","content":"q"}]}`,
+		`{"model":"m","messages":[{"ROLE":"user","content":"q"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"response_format":{"type":"json_schema","json_schema":5}}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"tools":[{"type":"function","function":"f"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"temperature":1e400}`,
 		`{"model":"m","messages":[{"role":"user","content":"q"}],"n":0}`,
 		`{"model":"m","messages":[{"role":"user","content":"q"}],"max_tokens":1.5}`,
 		`{"model":"m","messages":[{"role":"","content":"q"}]}`,
@@ -44,7 +55,7 @@ func TestCheckDefersWhenUnsure(t *testing.T) {
 		`{"model":"m","messages":[{"role":"user","content":"q"}]} trailing`,
 		`{"model":"","messages":[{"role":"user","content":"q"}]}`,
 		`{"model":"m","messages":[{"role":"user","content":"q"}],"stream":"yes"}`,
-		`{"model":"m","messages":[{"role":"user","content":"q"}],"x":` + strings.Repeat("[", 2000) + strings.Repeat("]", 2000) + `}`,
+		`{"model":"m","messages":[{"role":"user","content":"q"}],"x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
 	} {
 		if _, ok := fastCheck([]byte(body)); ok {
 			t.Errorf("the fast pass accepted %.100s", body)
@@ -95,6 +106,21 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 			}
 		}
 	})
+	b.Run("passthrough", func(b *testing.B) {
+		// The hot path: the check, then the model rewritten.
+		dst := make([]byte, 0, len(body)+64)
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			sum, err := CheckChatRequest(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if dst, err = SetModel(dst, body, sum.Model); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("parse", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		b.ReportAllocs()
@@ -104,4 +130,51 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestChatShape: the scan checks every field of a chat request, with the
+// JSON names of the struct tags. A field of a type the scanner does not
+// know fails here until it learns it.
+func TestChatShape(t *testing.T) {
+	var walk func(path string, sh *shape)
+	walk = func(path string, sh *shape) {
+		switch sh.kind {
+		case kindOther:
+			t.Errorf("%s has no shape the scan checks", path)
+		case kindObject:
+			for _, f := range sh.fields {
+				walk(path+"."+f.name, f.shape)
+			}
+		case kindArray, kindText:
+			walk(path+"[]", sh.elem)
+		}
+	}
+	walk("request", chatShape)
+
+	for path, want := range map[string]kind{
+		"model": kindString, "messages": kindArray, "stream": kindBool, "n": kindInteger, "temperature": kindNumber,
+		"stop": kindText, "tool_choice": kindAny, "response_format": kindObject, "response_format.json_schema": kindRawObject,
+		"tools": kindArray, "messages.content": kindText, "messages.role": kindString,
+	} {
+		sh := chatShape
+		for name := range strings.SplitSeq(path, ".") {
+			if sh.kind == kindArray {
+				sh = sh.elem
+			}
+			k, ok := sh.index[name]
+			if !ok {
+				t.Fatalf("%s: no field %q", path, name)
+			}
+			sh = sh.fields[k].shape
+		}
+		if sh.kind != want {
+			t.Errorf("%s is kind %d, want %d", path, sh.kind, want)
+		}
+	}
+	if _, ok := chatShape.index["Model"]; ok {
+		t.Error(`"Model" names a field`)
+	}
+	if _, ok := chatShape.index["Extra"]; ok {
+		t.Error(`Extra, tagged "-", names a field`)
+	}
 }

@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// decodeSeeds are chunks and completions as providers send them, and the
-// corners where a fast decoder could part from encoding/json.
+// decodeSeeds are chunks and completions as providers send them, and
+// corners of exact keys and encoding/json's rules.
 var decodeSeeds = []string{
 	`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`,
 	`{"id":"c","choices":[{"index":0,"delta":{"content":"line\nwith \"quotes\" and \u00e9"},"finish_reason":null}]}`,
@@ -36,69 +36,110 @@ var decodeSeeds = []string{
 	`{"choices":[{"index":0,"delta":{"content":"x"}}],"message":{"a":1}}`,
 	`{"error":{"message":"overloaded"},"message":5}`,
 	`{"Message":"folded bare error"}`,
+	`{"ch\u006fices":[{"delta":{"c\u006fntent":"escaped keys"}}]}`,
+	`{"choices":[{"delta":{"content":"a","content":"b"}}]}`,
 	`[]`,
 	`null`,
 }
 
-// FuzzDecodeChunk: DecodeChunk agrees with json.Unmarshal into a chunk on
-// every input, and flags every event without choices that ParseError
-// reads as an error, and only events without choices.
+// FuzzDecodeChunk: DecodeChunk agrees with encoding/json wherever exact
+// and folded keys agree, flags every event without choices that
+// ParseError reads as an error, and only events without choices.
 func FuzzDecodeChunk(f *testing.F) {
 	for _, s := range decodeSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want ChatCompletionChunk
-		wantErr := json.Unmarshal(data, &want)
 		got, errorEvent, err := DecodeChunk(data)
-		if (err != nil) != (wantErr != nil) {
-			t.Fatalf("DecodeChunk(%q) error = %v, json.Unmarshal's = %v", data, err, wantErr)
-		}
+		checkPlain(t, data, &got, err)
 		if err != nil {
 			return
 		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("DecodeChunk(%q) = %#v\njson.Unmarshal: %#v", data, got, want)
-		}
-		if _, ok := ParseError(data); ok && want.Choices == nil && !errorEvent {
+		if _, ok := ParseError(data); ok && got.Choices == nil && !errorEvent {
 			t.Fatalf("DecodeChunk(%q) missed an error event", data)
 		}
-		if errorEvent && want.Choices != nil {
+		if errorEvent && got.Choices != nil {
 			t.Fatalf("DecodeChunk(%q) flags a chunk with choices as an error event", data)
 		}
 	})
 }
 
-// FuzzDecodeCompletion: DecodeCompletion agrees with json.Unmarshal on
-// every input.
+// FuzzDecodeCompletion: DecodeCompletion agrees with encoding/json
+// wherever exact and folded keys agree.
 func FuzzDecodeCompletion(f *testing.F) {
 	for _, s := range decodeSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want ChatCompletion
-		wantErr := json.Unmarshal(data, &want)
 		got, err := DecodeCompletion(data)
-		if (err != nil) != (wantErr != nil) {
-			t.Fatalf("DecodeCompletion(%q) error = %v, json.Unmarshal's = %v", data, err, wantErr)
+		if got == nil {
+			got = new(ChatCompletion)
 		}
-		if err == nil && !reflect.DeepEqual(*got, want) {
-			t.Fatalf("DecodeCompletion(%q) = %#v\njson.Unmarshal: %#v", data, *got, want)
-		}
+		checkPlain(t, data, got, err)
 	})
 }
 
-// TestDecodeFastPath: the usual chunk and completion take the fast pass.
-func TestDecodeFastPath(t *testing.T) {
-	for _, s := range decodeSeeds[:5] {
-		if _, _, ok := fastChunk([]byte(s)); !ok {
-			t.Errorf("fastChunk(%s) is unsure", s)
+// TestDecodeExactKeys: a provider's keys are read as OpenAI's API writes
+// them; a key of another case is no field, and a field given twice is an
+// error.
+func TestDecodeExactKeys(t *testing.T) {
+	content := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		name, data string
+		want       ChatCompletionChunk
+		errorEvent bool
+		err        bool
+	}{
+		{name: "exact", data: `{"id":"c","choices":[{"index":1,"delta":{"role":"assistant","content":"x"}}]}`,
+			want: ChatCompletionChunk{ID: "c", Choices: []ChunkChoice{{Index: 1, Delta: Delta{Role: "assistant", Content: content("x")}}}}},
+		{name: "escaped keys are the keys", data: `{"\u0069d":"c","choices":[{"delt\u0061":{"content":"x"}}]}`,
+			want: ChatCompletionChunk{ID: "c", Choices: []ChunkChoice{{Delta: Delta{Content: content("x")}}}}},
+		{name: "folded top-level keys", data: `{"ID":"c","Model":"m","choices":[],"USAGE":{"total_tokens":1}}`,
+			want: ChatCompletionChunk{Choices: []ChunkChoice{}}},
+		{name: "folded CHOICES", data: `{"CHOICES":[{"delta":{"content":"x"}}]}`},
+		{name: "folded delta keys", data: `{"choices":[{"Delta":{"content":"x"},"delta":{"Content":"y","ROLE":"assistant"}}]}`,
+			want: ChatCompletionChunk{Choices: []ChunkChoice{{}}}},
+		{name: "folded usage keys", data: `{"choices":[],"usage":{"Prompt_Tokens":1,"total_tokens":2}}`,
+			want: ChatCompletionChunk{Choices: []ChunkChoice{}, Usage: &Usage{TotalTokens: 2}}},
+		{name: "folded error is no error event", data: `{"ERROR":{"message":"x"}}`},
+		{name: "folded message is no error event", data: `{"Message":"x"}`},
+		{name: "error event", data: `{"error":{"message":"x"}}`, errorEvent: true},
+		{name: "duplicate id", data: `{"id":"a","id":"b","choices":[]}`, err: true},
+		{name: "duplicate content", data: `{"choices":[{"delta":{"content":"a","content":"b"}}]}`, err: true},
+		{name: "duplicate escaped", data: `{"choices":[],"ch\u006fices":[]}`, err: true},
+		{name: "unknown keys may repeat", data: `{"x":1,"x":2,"choices":[]}`, want: ChatCompletionChunk{Choices: []ChunkChoice{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, errorEvent, err := DecodeChunk([]byte(tc.data))
+			if (err != nil) != tc.err {
+				t.Fatalf("DecodeChunk(%s) error %v, want error %v", tc.data, err, tc.err)
+			}
+			if !reflect.DeepEqual(got, tc.want) || errorEvent != tc.errorEvent {
+				t.Errorf("DecodeChunk(%s) = %+v, %v; want %+v, %v", tc.data, got, errorEvent, tc.want, tc.errorEvent)
+			}
+		})
+	}
+
+	for _, tc := range []struct{ data, want string }{
+		{`{"choices":[{"message":{"role":"assistant","content":"yes","Content":"no"},"finish_reason":"stop"}]}`, "yes"},
+		{`{"choices":[{"message":{"role":"assistant","CONTENT":"no"},"finish_reason":"stop"}]}`, ""},
+	} {
+		cc, err := DecodeCompletion([]byte(tc.data))
+		if err != nil {
+			t.Fatalf("DecodeCompletion(%s): %v", tc.data, err)
+		}
+		if got := cc.Choices[0].Message.Content; got == nil && tc.want != "" || got != nil && *got != tc.want {
+			t.Errorf("DecodeCompletion(%s) content %v, want %q", tc.data, got, tc.want)
 		}
 	}
-	for _, s := range decodeSeeds[20:23] {
-		if _, ok := fastCompletion([]byte(s)); !ok {
-			t.Errorf("fastCompletion(%s) is unsure", s)
-		}
+	if _, err := DecodeCompletion([]byte(`{"choices":[{"finish_reason":"stop","finish_reason":"length"}]}`)); err == nil {
+		t.Error("DecodeCompletion took a finish_reason given twice")
+	}
+
+	var calls []ToolCall
+	if err := json.Unmarshal([]byte(`[{"id":"1","Function":{"name":"no"},"function":{"name":"f","ARGUMENTS":"no"}}]`), &calls); err != nil ||
+		len(calls) != 1 || calls[0].Function != (FunctionCall{Name: "f"}) {
+		t.Errorf("tool calls = %+v, %v", calls, err)
 	}
 }
 
@@ -108,6 +149,17 @@ func BenchmarkDecodeChunk(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		if _, _, err := DecodeChunk(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeCompletion(b *testing.B) {
+	data := []byte(decodeSeeds[20])
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := DecodeCompletion(data); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -10,10 +11,15 @@ import (
 // finds is kept there as a seed.
 
 // FuzzParseChatRequest: no body panics the parser, every rejection is a
-// FieldError, and every body it accepts can have its model rewritten for
+// FieldError, it decodes as encoding/json does where exact and folded keys
+// agree, and every body it accepts is valid JSON, encodes to JSON that
+// parses back to the same request, and can have its model rewritten for
 // passthrough, giving JSON that parses again with the new model.
 func FuzzParseChatRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
+		var decoded ChatRequest
+		checkPlain(t, body, &decoded, json.Unmarshal(body, &decoded))
+
 		req, err := ParseChatRequest(body)
 		if err != nil {
 			var fe *FieldError
@@ -25,8 +31,19 @@ func FuzzParseChatRequest(f *testing.F) {
 			}
 			return
 		}
-		if req.Model == "" || len(req.Messages) == 0 {
+		if req.Model == "" || len(req.Messages) == 0 || !json.Valid(body) {
 			t.Fatalf("ParseChatRequest(%q) accepted %+v", body, req)
+		}
+		encoded, err := req.AppendJSON(nil)
+		if err != nil {
+			t.Fatalf("AppendJSON(ParseChatRequest(%q)): %v", body, err)
+		}
+		back, err := ParseChatRequest(encoded)
+		if err != nil {
+			t.Fatalf("ParseChatRequest(%q), encoded from %q: %v", encoded, body, err)
+		}
+		if again, err := back.AppendJSON(nil); err != nil || !bytes.Equal(again, encoded) {
+			t.Fatalf("%q encodes to %q, which encodes to %q (%v)", body, encoded, again, err)
 		}
 		const model = "fuzz/model"
 		out, err := SetModel(nil, body, model)

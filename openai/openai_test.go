@@ -87,9 +87,9 @@ func TestParseChatRequest(t *testing.T) {
 				Stream: true, StreamOptions: &StreamOptions{IncludeUsage: true},
 				Temperature: ptr(0.5), TopP: ptr(1.0), MaxTokens: ptr(100), MaxCompletionTokens: ptr(200),
 				PresencePenalty: ptr(-1.5), FrequencyPenalty: ptr(0.0), Stop: Stop{"a", "b"}, Seed: ptr(int64(-7)), N: ptr(1),
-				Tools:          []Tool{{Type: "function", Function: json.RawMessage(`{"name":"f","parameters":{}}`)}},
+				Tools:          []Tool{{Type: "function", Function: RawObject(`{"name":"f","parameters":{}}`)}},
 				ToolChoice:     json.RawMessage(`"auto"`),
-				ResponseFormat: &ResponseFormat{Type: "json_schema", JSONSchema: json.RawMessage(`{"name":"x","schema":{}}`)},
+				ResponseFormat: &ResponseFormat{Type: "json_schema", JSONSchema: RawObject(`{"name":"x","schema":{}}`)},
 				User:           "u1",
 			},
 		},
@@ -104,9 +104,18 @@ func TestParseChatRequest(t *testing.T) {
 			want: ChatRequest{Model: "openai/gpt-4o-mini", Messages: []Message{{Role: "user", Content: TextContent("hi")}}},
 		},
 		{
-			name: "fields the proxy does not know are ignored",
-			body: chat(`"reasoning_effort":"high","logprobs":true,"metadata":{"model":"x"},"x-vendor":[1,{"a":null}]`),
-			want: ChatRequest{Model: "openai/gpt-4o-mini", Messages: []Message{{Role: "user", Content: TextContent("hi")}}},
+			name: "fields the proxy does not know are kept raw in Extra",
+			body: chat(`"reasoning_effort":"high","logprobs":true,"metadata":{"model":"x"},"x-vendor":[1, {"a":null}]`),
+			want: ChatRequest{Model: "openai/gpt-4o-mini", Messages: []Message{{Role: "user", Content: TextContent("hi")}}, Extra: map[string]any{
+				"reasoning_effort": json.RawMessage(`"high"`), "logprobs": json.RawMessage(`true`),
+				"metadata": json.RawMessage(`{"model":"x"}`), "x-vendor": json.RawMessage(`[1, {"a":null}]`),
+			}},
+		},
+		{
+			name: "null tool function and json_schema",
+			body: chat(`"tools":[{"type":"function","function":null}],"response_format":{"type":"json_object","json_schema":null}`),
+			want: ChatRequest{Model: "openai/gpt-4o-mini", Messages: []Message{{Role: "user", Content: TextContent("hi")}},
+				Tools: []Tool{{Type: "function", Function: RawObject("null")}}, ResponseFormat: &ResponseFormat{Type: "json_object", JSONSchema: RawObject("null")}},
 		},
 		{
 			name: "unicode and escapes",
@@ -114,15 +123,24 @@ func TestParseChatRequest(t *testing.T) {
 			want: ChatRequest{Model: "mé", Messages: []Message{{Role: "user", Content: TextContent("hé \"q\" ☃ 😀 😀")}}},
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseChatRequest([]byte(tc.body))
-			if err != nil {
-				t.Fatalf("ParseChatRequest(%s): %v", tc.body, err)
-			}
-			if !reflect.DeepEqual(*got, tc.want) {
-				t.Errorf("ParseChatRequest(%s)\n got %+v\nwant %+v", tc.body, *got, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkParse(t, tc.body, tc.want) })
+	}
+}
+
+// checkParse fails t unless ParseChatRequest reads body as want, and the
+// scan of CheckChatRequest agrees without deferring to it.
+func checkParse(t *testing.T, body string, want ChatRequest) {
+	t.Helper()
+	got, err := ParseChatRequest([]byte(body))
+	if err != nil {
+		t.Fatalf("ParseChatRequest(%s): %v", body, err)
+	}
+	if !reflect.DeepEqual(*got, want) {
+		t.Errorf("ParseChatRequest(%s)\n got %+v\nwant %+v", body, *got, want)
+	}
+	sum, ok := fastCheck([]byte(body))
+	if !ok || sum != (ChatSummary{Model: want.Model, Stream: want.Stream}) {
+		t.Errorf("fastCheck(%s) = %+v, %v; want %q, %v", body, sum, ok, want.Model, want.Stream)
 	}
 }
 
@@ -179,6 +197,14 @@ func TestParseChatRequestErrors(t *testing.T) {
 		{"tool a number", chat(`"tools":[1]`), "tools", `expected an object, got number`},
 		{"tool type a number", chat(`"tools":[{"type":1}]`), "tools.type", `expected a string, got number`},
 		{"response_format a string", chat(`"response_format":"json"`), "response_format", `expected an object, got string`},
+		{"json_schema a number", chat(`"response_format":{"type":"json_schema","json_schema":5}`), "response_format.json_schema",
+			`invalid type for "response_format.json_schema": expected an object, got number`},
+		{"json_schema a string", chat(`"response_format":{"type":"json_schema","json_schema":"s"}`), "response_format.json_schema", `expected an object, got string`},
+		{"json_schema an array", chat(`"response_format":{"type":"json_schema","json_schema":[{}]}`), "response_format.json_schema", `expected an object, got array`},
+		{"response_format type a number", chat(`"response_format":{"type":1}`), "response_format.type", `expected a string, got number`},
+		{"tool function a string", chat(`"tools":[{"type":"function","function":"f"}]`), "tools.function", `invalid type for "tools.function": expected an object, got string`},
+		{"tool function a bool", chat(`"tools":[{"type":"function","function":true}]`), "tools.function", `expected an object, got bool`},
+		{"tool function an array", chat(`"tools":[{"type":"function","function":[]}]`), "tools.function", `expected an object, got array`},
 		{"user a number", chat(`"user":1`), "user", `expected a string, got number`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -406,6 +432,8 @@ func TestParseError(t *testing.T) {
 		{"empty", ``, Error{}, false},
 		{"truncated", `{"error":{"message":"m"`, Error{}, false},
 		{"message not a string", `{"message":{"text":"m"}}`, Error{}, false},
+		{"folded keys are other fields", `{"ERROR":{"message":"m"},"Message":"x"}`, Error{}, false},
+		{"a folded message in the envelope", `{"error":{"MESSAGE":"m","message":"n"}}`, Error{Message: "n"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := ParseError([]byte(tc.body))
@@ -450,8 +478,9 @@ func topLevel(body []byte) ([]member, error) {
 	return ms, nil
 }
 
-// isModel reports whether encoding/json would read a key into the model field.
-func isModel(key string) bool { return strings.EqualFold(key, "model") }
+// isModel reports whether a key is the model field: exactly "model", as in
+// OpenAI's API.
+func isModel(key string) bool { return key == "model" }
 
 // checkSetModel checks out = SetModel(body, model): valid JSON, every
 // top-level model key holds model, and every other byte is as in body.
@@ -502,11 +531,6 @@ func checkSetModel(t testing.TB, body, out []byte, model string) {
 	if !bytes.Equal(cutBefore, cutAfter) {
 		t.Errorf("SetModel(%q) = %q: bytes outside the model values changed", body, out)
 	}
-
-	var req struct{ Model string }
-	if err := json.Unmarshal(out, &req); err != nil || req.Model != want {
-		t.Errorf("SetModel(%q) = %q: encoding/json reads model %q, %v; want %q", body, out, req.Model, err, want)
-	}
 }
 
 func TestSetModel(t *testing.T) {
@@ -524,7 +548,7 @@ func TestSetModel(t *testing.T) {
 		{"escaped key", `{"mod\u0065l":"a","x":"model"}`, "b", `{"mod\u0065l":"b","x":"model"}`},
 		{"all escaped key", `{"\u006D\u006f\u0064\u0065\u006C":"a"}`, "b", `{"\u006D\u006f\u0064\u0065\u006C":"b"}`},
 		{"duplicate keys", `{"model":"a","x":1,"model":"c"}`, "b", `{"model":"b","x":1,"model":"b"}`},
-		{"keys encoding/json folds to model", `{"Model":"a","MODEL":"c","mOdEl":"d"}`, "b", `{"Model":"b","MODEL":"b","mOdEl":"b"}`},
+		{"only the exact key", `{"Model":"a","MODEL":"c","model":"x","mOdEl":"d"}`, "b", `{"Model":"a","MODEL":"c","model":"b","mOdEl":"d"}`},
 		{"keys that are not model", `{"models":"a","model ":"a","_model":"a","mode":"a","model":"a","modél":"a"}`, "b", `{"models":"a","model ":"a","_model":"a","mode":"a","model":"b","modél":"a"}`},
 		{"braces and escaped quotes in strings",
 			`{"a":"}{\"model\":\"x\"","model":"m\"}","b":"\\","c":"\\\"model\\\":","d":"]"}`, "b",
@@ -557,7 +581,8 @@ func TestSetModel(t *testing.T) {
 	t.Run("errors", func(t *testing.T) {
 		for _, body := range []string{
 			``, ` `, `[]`, `[{"model":"a"}]`, `"model"`, `null`, `1`,
-			`{}`, `{"x":{"model":"a"}}`, `{"models":"a"}`,
+			`{}`, `{"x":{"model":"a"}}`, `{"models":"a"}`, `{"Model":"a"}`, `{"MODEL":"a","mod\u0045l":"b"}`,
+			`{"model":"a"} x`, `{"model":"a","x":[}`, `{"model":"a","x":"\q"}`, "{\"model\":\"a\x01\"}",
 			`{"model":"a"`, `{"model":"a",`, `{"model"`, `{"model":`, `{"model" "a"}`, `{model:"a"}`, `{"model":"a`, `{"model":"a\`,
 		} {
 			if out, err := SetModel(nil, []byte(body), "b"); err == nil {
@@ -591,13 +616,14 @@ func TestSetModel(t *testing.T) {
 }
 
 // TestSetModelAfterParse is the passthrough path: every request that
-// ParseChatRequest accepts can have its model rewritten, and the provider
-// then reads the new model whatever the key's case.
+// ParseChatRequest accepts can have its model rewritten, and the model the
+// proxy routed on is the one rewritten; keys of another case are left to
+// the provider, which ignores them as the proxy did.
 func TestSetModelAfterParse(t *testing.T) {
 	for _, body := range []string{
 		chat(""),
-		`{"Model":"openai/x","messages":[{"role":"user"}]}`,
-		`{"model":"a","MODEL":"openai/x","messages":[{"role":"user"}]}`,
+		`{"Model":"openai/x","model":"openai/y","messages":[{"role":"user"}]}`,
+		`{"model":"openai/x","MODEL":"other/z","messages":[{"role":"user"}]}`,
 		`{"messages":[{"role":"user","model":"m"}],"mod\u0065l":"openai/x","stream":true}`,
 	} {
 		req, err := ParseChatRequest([]byte(body))
@@ -634,5 +660,115 @@ func BenchmarkSetModel(b *testing.B) {
 		if dst, err = SetModel(dst, body, "gpt-4o-mini"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestKeysAreExact: keys are matched as OpenAI's API matches them. A key
+// that differs from a known one only in case is another field: it never
+// sets the known one, lands in Extra at the top level, and is passed on
+// untouched (see TestSetModelAfterParse). CheckChatRequest agrees.
+func TestKeysAreExact(t *testing.T) {
+	hi := []Message{{Role: "user", Content: TextContent("hi")}}
+	raw := func(s string) json.RawMessage { return json.RawMessage(s) }
+	for _, tc := range []struct {
+		name, body string
+		want       ChatRequest
+	}{
+		{"STREAM does not stream", chat(`"STREAM":true`),
+			ChatRequest{Model: "openai/gpt-4o-mini", Messages: hi, Extra: map[string]any{"STREAM": raw(`true`)}}},
+		{"Stream beside stream", chat(`"Stream":true,"stream":false`),
+			ChatRequest{Model: "openai/gpt-4o-mini", Messages: hi, Extra: map[string]any{"Stream": raw(`true`)}}},
+		{"Model does not route", `{"Model":"other/x","model":"m","messages":[{"role":"user","content":"hi"}]}`,
+			ChatRequest{Model: "m", Messages: hi, Extra: map[string]any{"Model": raw(`"other/x"`)}}},
+		{"escaped keys are the keys", `{"mod\u0065l":"m","m\u0065ssages":[{"r\u006fle":"user","c\u006Fntent":"hi"}],"str\u0065am":true}`,
+			ChatRequest{Model: "m", Messages: hi, Stream: true}},
+		{"sampling params", chat(`"Temperature":2,"MAX_TOKENS":5,"N":3,"Stop":"x","temperature":0.5`),
+			ChatRequest{Model: "openai/gpt-4o-mini", Messages: hi, Temperature: ptr(0.5),
+				Extra: map[string]any{"Temperature": raw(`2`), "MAX_TOKENS": raw(`5`), "N": raw(`3`), "Stop": raw(`"x"`)}}},
+		{"message keys", chatMessage(`{"role":"user","Role":"system","CONTENT":"no","content":"hi","Name":"x"}`),
+			ChatRequest{Model: "m", Messages: hi}},
+		{"content part keys", chatMessage(`{"role":"user","content":[{"type":"text","Text":"no","TEXT":"no"},{"TYPE":"x","type":"image_url","image_url":{"URL":"no","url":"u"},"Image_URL":{}}]}`),
+			ChatRequest{Model: "m", Messages: []Message{{Role: "user", Content: Content{Parts: []Part{{Type: "text"}, {Type: "image_url", ImageURL: &ImageURL{URL: "u"}}}}}}}},
+		{"stream_options keys", chat(`"stream":true,"stream_options":{"Include_Usage":true}`),
+			ChatRequest{Model: "openai/gpt-4o-mini", Messages: hi, Stream: true, StreamOptions: &StreamOptions{}}},
+		{"tool and response_format keys", chat(`"tools":[{"Type":"x","type":"function","FUNCTION":5}],"response_format":{"TYPE":1,"type":"json_object","JSON_SCHEMA":5}`),
+			ChatRequest{Model: "openai/gpt-4o-mini", Messages: hi, Tools: []Tool{{Type: "function"}}, ResponseFormat: &ResponseFormat{Type: "json_object"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkParse(t, tc.body, tc.want) })
+	}
+
+	// Folded keys do not supply a required field.
+	for _, tc := range []struct{ body, param string }{
+		{`{"Model":"m","messages":[{"role":"user","content":"hi"}]}`, "model"},
+		{`{"model":"m","MESSAGES":[{"role":"user","content":"hi"}]}`, "messages"},
+		{chatMessage(`{"ROLE":"user","content":"hi"}`), "messages[0].role"},
+	} {
+		_, err := CheckChatRequest([]byte(tc.body))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Param != tc.param {
+			t.Errorf("CheckChatRequest(%s) = %v; want a FieldError on %s", tc.body, err, tc.param)
+		}
+	}
+}
+
+// TestFieldsGivenTwice: a known field given more than once is a 400 that
+// names it, wherever it is; an unknown one is the provider's to judge.
+func TestFieldsGivenTwice(t *testing.T) {
+	for _, tc := range []struct{ name, body, param string }{
+		{"model", `{"model":"a","messages":[{"role":"user"}],"model":"b"}`, "model"},
+		{"model escaped", `{"model":"a","messages":[{"role":"user"}],"m\u006fdel":"a"}`, "model"},
+		{"stream", chat(`"stream":false,"stream":true`), "stream"},
+		{"messages", chat(`"messages":[{"role":"user"}]`), "messages"},
+		{"temperature", chat(`"temperature":null,"temperature":1`), "temperature"},
+		{"role", chatMessage(`{"role":"user","content":"a","role":"system"}`), "messages.role"},
+		{"content", chatMessage(`{"role":"user","content":"a","content":"b"}`), "messages.content"},
+		{"part text", chatMessage(`{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}`), "messages.content.text"},
+		{"image url", chatMessage(`{"role":"user","content":[{"type":"image_url","image_url":{"url":"a","url":"b"}}]}`), "messages.content.image_url.url"},
+		{"include_usage", chat(`"stream_options":{"include_usage":true,"include_usage":false}`), "stream_options.include_usage"},
+		{"tool type", chat(`"tools":[{"type":"function","type":"x"}]`), "tools.type"},
+		{"json_schema", chat(`"response_format":{"type":"json_schema","json_schema":{},"json_schema":{}}`), "response_format.json_schema"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, check := range map[string]func([]byte) error{
+				"ParseChatRequest": func(b []byte) error { _, err := ParseChatRequest(b); return err },
+				"CheckChatRequest": func(b []byte) error { _, err := CheckChatRequest(b); return err },
+			} {
+				err := check([]byte(tc.body))
+				var fe *FieldError
+				if !errors.As(err, &fe) || fe.Param != tc.param || fe.Message != `"`+tc.param+`" is given more than once; a field may appear once` {
+					t.Errorf("%s(%s) = %#v; want a FieldError on %s", name, tc.body, err, tc.param)
+				}
+			}
+		})
+	}
+
+	for _, body := range []string{
+		chat(`"x_vendor":1,"x_vendor":2`),
+		chat(`"metadata":{"model":"a","model":"b"}`),
+		chatMessage(`{"role":"user","content":"a","cache":1,"cache":2}`),
+		chat(`"Stream":true,"STREAM":false,"stream":true`),
+	} {
+		if _, err := ParseChatRequest([]byte(body)); err != nil {
+			t.Errorf("ParseChatRequest(%s): %v", body, err)
+		}
+		if _, ok := fastCheck([]byte(body)); !ok {
+			t.Errorf("fastCheck(%s) is unsure", body)
+		}
+	}
+}
+
+// TestEmbeddingKeysAreExact: an embeddings request reads its model as a
+// chat request does.
+func TestEmbeddingKeysAreExact(t *testing.T) {
+	req, err := ParseEmbeddingRequest([]byte(`{"Model":"other/x","model":"m","INPUT":"no","input":"a"}`))
+	if err != nil || req.Model != "m" || string(req.Input) != `"a"` {
+		t.Errorf("ParseEmbeddingRequest = %+v, %v", req, err)
+	}
+	var fe *FieldError
+	if _, err := ParseEmbeddingRequest([]byte(`{"model":"m","input":"a","model":"n"}`)); !errors.As(err, &fe) || fe.Param != "model" {
+		t.Errorf("a model given twice: %v", err)
+	}
+	if _, err := ParseEmbeddingRequest([]byte(`{"MODEL":"m","input":"a"}`)); !errors.As(err, &fe) || fe.Param != "model" {
+		t.Errorf("MODEL alone: %v", err)
 	}
 }

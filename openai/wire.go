@@ -28,7 +28,7 @@ type EmbeddingRequest struct {
 // ParseEmbeddingRequest decodes and checks an embeddings request body.
 func ParseEmbeddingRequest(body []byte) (*EmbeddingRequest, error) {
 	var req EmbeddingRequest
-	if err := decodeObject(body, &req); err != nil {
+	if err := decodeRequest(body, &req); err != nil {
 		return nil, err
 	}
 	if req.Model == "" {
@@ -63,7 +63,8 @@ func ParseError(body []byte) (e Error, ok bool) {
 		Error   json.RawMessage `json:"error"`
 		Message string          `json:"message"`
 	}
-	if json.Unmarshal(body, &env) != nil {
+	// Exact keys, as DecodeChunk's, which says when to call this.
+	if decodeFields(body, &env, nil) != nil {
 		return Error{}, false
 	}
 	if len(env.Error) > 0 {
@@ -74,7 +75,7 @@ func ParseError(body []byte) (e Error, ok bool) {
 			Type    json.RawMessage `json:"type"`
 			Code    json.RawMessage `json:"code"`
 		}
-		if json.Unmarshal(env.Error, &inner) == nil && inner.Message != "" {
+		if decodeFields(env.Error, &inner, nil) == nil && inner.Message != "" {
 			e.Message = inner.Message
 			_ = json.Unmarshal(inner.Type, &e.Type)
 			var code string
