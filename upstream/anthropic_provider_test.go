@@ -91,8 +91,8 @@ func TestAnthropicProviderWire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.baseURL+p.messagesPath != "https://api.anthropic.com/v1/messages" || p.header.Get("X-Api-Key") != "" {
-			t.Errorf("endpoint %s%s, headers %v", p.baseURL, p.messagesPath, p.header)
+		if p.baseURL+p.dialect.(*anthropicDialect).messagesPath != "https://api.anthropic.com/v1/messages" || p.header.Get("X-Api-Key") != "" {
+			t.Errorf("endpoint %s, headers %v", p.baseURL, p.header)
 		}
 		if _, err := New(Config{Name: "x", Type: "grpc", BaseURL: "http://h"}); err == nil {
 			t.Error("an unknown type was accepted")
@@ -175,7 +175,7 @@ func TestAnthropicProviderChat(t *testing.T) {
 
 // streamText reads a stream's content and usage through Chunks, as the
 // engine does.
-func streamText(t *testing.T, s *Stream) (string, *openai.Usage, error) {
+func streamText(t *testing.T, s *chunkStream) (string, *openai.Usage, error) {
 	t.Helper()
 	defer s.Close()
 	var b strings.Builder

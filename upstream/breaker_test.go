@@ -323,7 +323,7 @@ func TestBreakerCounts(t *testing.T) {
 func TestBreakerClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var log stateLog
-		bs := &breakers{settings: BreakerSettings{Failures: 3, Cooldown: 30 * time.Second}, onChange: log.record, byModel: map[string]*breaker{}}
+		bs := newBreakers(BreakerSettings{Failures: 3, Cooldown: 30 * time.Second}, log.record, nil)
 		b := bs.get("m")
 		if bs.get("m") != b || bs.get("n") == b {
 			t.Fatal("one breaker per model")

@@ -95,8 +95,12 @@ func TestRetriesByStatus(t *testing.T) {
 			fake.Script(model, upstreamtest.Reply{Status: tc.status, Error: "scripted"})
 			_, err := p.Do(context.Background(), chat(model))
 			e := upstreamError(t, err)
-			if e.Status != tc.status || e.Attempts != tc.attempts || e.Message != "scripted" {
-				t.Errorf("status %d, attempts %d, message %q; want %d, %d, scripted", e.Status, e.Attempts, e.Message, tc.status, tc.attempts)
+			want := "scripted"
+			if tc.status == 401 || tc.status == 403 {
+				want = "the provider refused the proxy's credentials"
+			}
+			if e.Status != tc.status || e.Attempts != tc.attempts || e.Message != want {
+				t.Errorf("status %d, attempts %d, message %q; want %d, %d, %q", e.Status, e.Attempts, e.Message, tc.status, tc.attempts, want)
 			}
 			if n := calls(fake, model); n != tc.attempts {
 				t.Errorf("the provider saw %d calls, want %d", n, tc.attempts)
