@@ -316,13 +316,16 @@ func TestAnthropicProviderErrors(t *testing.T) {
 	})
 
 	t.Run("rate limit waits out retry-after", func(t *testing.T) {
-		fake.Script("r", upstreamtest.Reply{Status: 429, Error: "Number of request tokens has exceeded your per-minute rate limit",
-			Header: http.Header{"Retry-After": {"0.05"}}}, upstreamtest.Reply{Content: "at last"})
-		start := time.Now()
-		cc, err := p.Chat(context.Background(), "r", ask("hi"))
-		if err != nil || *cc.Choices[0].Message.Content != "at last" || time.Since(start) < 50*time.Millisecond {
-			t.Errorf("%v after %v", err, time.Since(start))
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newAnthropic(t, fake, Config{MaxRetries: 2, Backoff: time.Hour})
+			fake.Script("r", upstreamtest.Reply{Status: 429, Error: "Number of request tokens has exceeded your per-minute rate limit",
+				Header: http.Header{"Retry-After": {"0.05"}}}, upstreamtest.Reply{Content: "at last"})
+			start := time.Now()
+			cc, err := p.Chat(context.Background(), "r", ask("hi"))
+			if err != nil || *cc.Choices[0].Message.Content != "at last" || time.Since(start) != 50*time.Millisecond {
+				t.Errorf("%v after %v", err, time.Since(start))
+			}
+		})
 	})
 
 	t.Run("invalid request is not retried", func(t *testing.T) {
