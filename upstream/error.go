@@ -1,9 +1,11 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -196,6 +198,88 @@ func (p *Provider) scrub(text string) string {
 	}
 	return text
 }
+
+// scrubBytes removes the provider's credentials from a passthrough answer
+// in buf: a 200 may carry an error body that echoes the key.
+func (p *Provider) scrubBytes(buf *bytes.Buffer) {
+	data := buf.Bytes()
+	for _, s := range p.secrets {
+		if bytes.Contains(data, []byte(s)) {
+			data = bytes.ReplaceAll(data, []byte(s), redacted)
+		}
+	}
+	if len(data) != buf.Len() || (len(data) > 0 && &data[0] != &buf.Bytes()[0]) {
+		buf.Reset()
+		buf.Write(data)
+	}
+}
+
+var redacted = []byte("[redacted]")
+
+// scrubBody removes the provider's credentials from a passthrough stream,
+// which is forwarded as the provider wrote it: an error event may echo
+// the key. A read's bytes are given out at once, except a tail that could
+// begin a credential, held until the next read says.
+type scrubBody struct {
+	body    io.ReadCloser
+	secrets [][]byte
+	buf     []byte // read and scrubbed; buf[:ready] may be given out
+	ready   int
+	err     error
+}
+
+func newScrubBody(body io.ReadCloser, secrets []string) *scrubBody {
+	s := &scrubBody{body: body}
+	for _, k := range secrets {
+		s.secrets = append(s.secrets, []byte(k))
+	}
+	return s
+}
+
+func (s *scrubBody) Read(p []byte) (int, error) {
+	for s.ready == 0 {
+		if s.err != nil {
+			return 0, s.err
+		}
+		if cap(s.buf)-len(s.buf) < 4<<10 {
+			nb := make([]byte, len(s.buf), max(2*cap(s.buf), 32<<10))
+			copy(nb, s.buf)
+			s.buf = nb
+		}
+		n, err := s.body.Read(s.buf[len(s.buf):cap(s.buf)])
+		s.buf, s.err = s.buf[:len(s.buf)+n], err
+		for _, k := range s.secrets {
+			if bytes.Contains(s.buf, k) {
+				s.buf = bytes.ReplaceAll(s.buf, k, redacted)
+			}
+		}
+		s.ready = len(s.buf)
+		if err == nil {
+			s.ready -= s.partial()
+		}
+	}
+	n := copy(p, s.buf[:s.ready])
+	s.buf = s.buf[:copy(s.buf, s.buf[n:])]
+	s.ready -= n
+	return n, nil
+}
+
+// partial returns the length of the longest tail of buf that begins a
+// credential.
+func (s *scrubBody) partial() int {
+	longest := 0
+	for _, k := range s.secrets {
+		for n := min(len(k)-1, len(s.buf)); n > longest; n-- {
+			if bytes.HasSuffix(s.buf, k[:n]) {
+				longest = n
+				break
+			}
+		}
+	}
+	return longest
+}
+
+func (s *scrubBody) Close() error { return s.body.Close() }
 
 // statusError builds the Error for a non-2xx answer to a call to model.
 func (p *Provider) statusError(model string, resp *http.Response, body []byte) error {

@@ -343,13 +343,22 @@ func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, er
 			return nil, p.refusal(req.Model, err)
 		}
 	}
-	c.check = func(data []byte, buf *bytes.Buffer) error { return p.dialect.passJSON(data, req.Model, buf) }
+	c.check = func(data []byte, buf *bytes.Buffer) error {
+		if err := p.dialect.passJSON(data, req.Model, buf); err != nil {
+			return err
+		}
+		p.scrubBytes(buf)
+		return nil
+	}
 	resp, err := p.send(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	if resp.Body != nil {
 		resp.Body = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
+		if len(p.secrets) > 0 {
+			resp.Body = newScrubBody(resp.Body, p.secrets)
+		}
 		resp.ContentType = "text/event-stream"
 	}
 	return resp, nil
@@ -556,10 +565,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	if resp.ContentLength > p.maxResponse {
 		err = body.tooLarge()
 	} else {
-		if resp.ContentLength > 0 {
-			buf.Grow(int(resp.ContentLength))
-		}
-		_, err = buf.ReadFrom(body)
+		err = readAll(buf, body, resp.ContentLength, p.maxResponse)
 	}
 	// Not body.Close, which would end the call's context: a body cut
 	// midway is a connection error that Do may try again. Do ends the
@@ -577,6 +583,39 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	release(nil)
 	out.Data = buf.Bytes()
 	return out, nil
+}
+
+// readAll reads r, an answer of length bytes (-1 when unknown), into buf.
+// buf grows by doubling, as bytes.Buffer does, but never past limit+1
+// bytes (r fails past limit): an answer past the limit costs no more than
+// the limit.
+func readAll(buf *bytes.Buffer, r io.Reader, length, limit int64) error {
+	b := buf.AvailableBuffer()
+	if length >= 0 && int64(cap(b)) <= length {
+		b = make([]byte, 0, length+1) // +1: the EOF is read without growing
+	}
+	var err error
+	for err == nil {
+		if len(b) == cap(b) {
+			size := max(2*int64(cap(b)), 512)
+			if size >= limit {
+				// The last step: to the limit, and the one byte that
+				// says the answer is past it.
+				size = max(limit+1, int64(cap(b))+512)
+			}
+			nb := make([]byte, len(b), size)
+			copy(nb, b)
+			b = nb
+		}
+		var n int
+		n, err = r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+	}
+	*buf = *bytes.NewBuffer(b)
+	if err == io.EOF {
+		return nil
+	}
+	return err
 }
 
 // isEventStream reports an SSE content type.
