@@ -237,26 +237,29 @@ func newScrubBody(body io.ReadCloser, secrets []string) *scrubBody {
 }
 
 func (s *scrubBody) Read(p []byte) (int, error) {
+	if len(s.buf) == 0 && s.err == nil {
+		// Nothing is held: read into p, and give it out as it is unless
+		// it holds a credential or may end inside one (the common case
+		// costs a search and no copy).
+		n, err := s.body.Read(p)
+		if !s.touches(p[:n], err) {
+			return n, err
+		}
+		s.buf = append(s.buf, p[:n]...)
+		s.settle(err)
+	}
 	for s.ready == 0 {
 		if s.err != nil {
 			return 0, s.err
 		}
 		if cap(s.buf)-len(s.buf) < 4<<10 {
-			nb := make([]byte, len(s.buf), max(2*cap(s.buf), 32<<10))
+			nb := make([]byte, len(s.buf), max(2*cap(s.buf), 8<<10))
 			copy(nb, s.buf)
 			s.buf = nb
 		}
 		n, err := s.body.Read(s.buf[len(s.buf):cap(s.buf)])
-		s.buf, s.err = s.buf[:len(s.buf)+n], err
-		for _, k := range s.secrets {
-			if bytes.Contains(s.buf, k) {
-				s.buf = bytes.ReplaceAll(s.buf, k, redacted)
-			}
-		}
-		s.ready = len(s.buf)
-		if err == nil {
-			s.ready -= s.partial()
-		}
+		s.buf = s.buf[:len(s.buf)+n]
+		s.settle(err)
 	}
 	n := copy(p, s.buf[:s.ready])
 	s.buf = s.buf[:copy(s.buf, s.buf[n:])]
@@ -264,13 +267,39 @@ func (s *scrubBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// partial returns the length of the longest tail of buf that begins a
-// credential.
-func (s *scrubBody) partial() int {
-	longest := 0
+// touches reports whether data, read with err, holds a credential or may
+// end inside one.
+func (s *scrubBody) touches(data []byte, err error) bool {
 	for _, k := range s.secrets {
-		for n := min(len(k)-1, len(s.buf)); n > longest; n-- {
-			if bytes.HasSuffix(s.buf, k[:n]) {
+		if bytes.Contains(data, k) {
+			return true
+		}
+	}
+	return err == nil && partial(data, s.secrets) > 0
+}
+
+// settle scrubs what is held, read with err, and says how much of it may
+// be given out.
+func (s *scrubBody) settle(err error) {
+	s.err = err
+	for _, k := range s.secrets {
+		if bytes.Contains(s.buf, k) {
+			s.buf = bytes.ReplaceAll(s.buf, k, redacted)
+		}
+	}
+	s.ready = len(s.buf)
+	if err == nil {
+		s.ready -= partial(s.buf, s.secrets)
+	}
+}
+
+// partial returns the length of the longest tail of data that begins a
+// secret.
+func partial(data []byte, secrets [][]byte) int {
+	longest := 0
+	for _, k := range secrets {
+		for n := min(len(k)-1, len(data)); n > longest; n-- {
+			if bytes.HasSuffix(data, k[:n]) {
 				longest = n
 				break
 			}

@@ -24,6 +24,14 @@
 // max_tokens missing, roles other than user and assistant or not
 // alternating, empty content or text blocks.
 //
+// Every SSE frame it writes goes through openai.EventWriter, the project's
+// one SSE writer.
+//
+// NewInMemory makes a server that listens on no port, reached through
+// RoundTripper (which serves any Server's handler in memory): under
+// testing/synctest, scripted delays and the code under test's retries,
+// timeouts and breaker cooldowns then run on the bubble's fake clock.
+//
 // A minimal test:
 //
 //	s := upstreamtest.NewServer()
