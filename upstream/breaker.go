@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-
-	"github.com/consortium-dev/consortium/ratelimit"
 )
 
 // ErrBreakerOpen is the cause of a call refused without touching the
@@ -60,7 +58,6 @@ type breakers struct {
 	byModel  map[string]*breaker // the configured models'
 	others   map[string]*list.Element
 	lru      list.List // of *breaker, most recently used first
-	now      func() time.Time
 }
 
 // The bounds of the breakers of models not in the configuration. An
@@ -72,7 +69,7 @@ const (
 )
 
 func newBreakers(settings BreakerSettings, onChange func(model, state string), models []string) *breakers {
-	bs := &breakers{settings: settings, onChange: onChange, byModel: map[string]*breaker{}, others: map[string]*list.Element{}, now: time.Now}
+	bs := &breakers{settings: settings, onChange: onChange, byModel: map[string]*breaker{}, others: map[string]*list.Element{}}
 	for _, m := range models {
 		bs.byModel[m] = bs.newBreaker(m)
 	}
@@ -85,7 +82,7 @@ func (bs *breakers) get(model string) *breaker {
 	if b := bs.byModel[model]; b != nil {
 		return b
 	}
-	now := bs.now()
+	now := time.Now()
 	if el := bs.others[model]; el != nil {
 		bs.lru.MoveToFront(el)
 		b := el.Value.(*breaker)
@@ -179,7 +176,7 @@ func countsAgainst(err error) bool {
 // isLimited reports a call refused by the provider's own rpm or
 // concurrency limit in this process.
 func isLimited(err error) bool {
-	return errors.Is(err, ratelimit.ErrLimited)
+	return errors.Is(err, ErrLimited)
 }
 
 func stateName(s gobreaker.State) string {

@@ -2,11 +2,20 @@
 // configured provider, speaking its wire protocol over a shared, tuned
 // http.Transport, with the phase timeouts of the configuration (until the
 // first byte, then between chunks). It knows nothing of HTTP routing,
-// clients or consortiums; it returns OpenAI-shaped bodies and typed errors
-// (*Error, ErrTimeout) that callers map to their own answers. A provider of
-// type "anthropic" speaks Anthropic's Messages API on the wire and is
-// translated both ways (anthropic.go), so callers see it as one more
-// OpenAI-compatible provider.
+// clients or consortiums; it returns OpenAI-shaped bodies, typed chat
+// completions and chunks, and typed errors (*Error, ErrTimeout,
+// ErrMalformed, ErrBreakerOpen, ErrLimited) that callers map to their own
+// answers, with (*Error).Describe as the words a client may see.
+//
+// The flow of a call: Do (the passthrough: a raw OpenAI body in, an OpenAI
+// body or event stream out), Chat or ChatStream (typed) build a call; one
+// retry loop (send, try) admits each attempt through the model's circuit
+// breaker and the provider's limits (admit, one release per attempt) and
+// reads the answer through a bound on its size (max_response); a dialect
+// (dialect.go) is the only part that knows the wire protocol: openai, or
+// anthropic (Anthropic's Messages API, anthropic.go), so that callers see
+// every provider as OpenAI-compatible. Text the provider wrote is scrubbed
+// of the credentials it was sent before it leaves the package.
 package upstream
 
 import (
@@ -333,7 +342,8 @@ func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, er
 	}
 	c.path, c.body = path, req.Body
 	includeUsage := false
-	if _, ok := p.dialect.(openaiDialect); !ok {
+	_, plain := p.dialect.(openaiDialect)
+	if !plain {
 		cr, err := parseAnthropic(req.Body)
 		if err == nil {
 			includeUsage = cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage
@@ -354,12 +364,17 @@ func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, er
 	if err != nil {
 		return nil, err
 	}
-	if resp.Body != nil {
+	switch {
+	case resp.Body != nil:
 		resp.Body = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
 		if len(p.secrets) > 0 {
 			resp.Body = newScrubBody(resp.Body, p.secrets)
 		}
-		resp.ContentType = "text/event-stream"
+		if !plain {
+			resp.ContentType = "text/event-stream"
+		}
+	case !plain:
+		resp.ContentType = "application/json"
 	}
 	return resp, nil
 }
