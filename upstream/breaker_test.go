@@ -185,15 +185,7 @@ func TestBreakerIgnores(t *testing.T) {
 			p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
 			fake.Script("m", upstreamtest.Reply{Hang: true})
 			for range 3 {
-				ctx, cancel := context.WithCancel(context.Background())
-				errc := make(chan error, 1)
-				go func() {
-					_, err := p.Do(ctx, chat("m"))
-					errc <- err
-				}()
-				synctest.Wait()
-				cancel()
-				if err := <-errc; !errors.Is(err, context.Canceled) {
+				if err := doCancelled(context.Background(), p, chat("m")); !errors.Is(err, context.Canceled) {
 					t.Fatalf("err %v", err)
 				}
 			}

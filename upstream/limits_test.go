@@ -251,12 +251,7 @@ func TestOnCall(t *testing.T) {
 		p.Do(ctx, chat("hung"))
 		check("a timeout", Call{Model: "hung", Role: "member", Outcome: "timeout", Attempts: 1})
 
-		cctx, cancel := context.WithCancel(ctx)
-		go func() {
-			synctest.Wait()
-			cancel()
-		}()
-		p.Do(cctx, chat("hung"))
+		doCancelled(ctx, p, chat("hung"))
 		check("a cancelled call", Call{Model: "hung", Role: "member", Outcome: "canceled", Attempts: 1})
 
 		q := &Provider{}

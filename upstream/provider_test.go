@@ -573,21 +573,27 @@ func TestTimeout(t *testing.T) {
 	})
 }
 
+// doCancelled makes a call in a synctest bubble and cancels it once every
+// other goroutine of the bubble waits (the call has reached the
+// provider), and returns its error.
+func doCancelled(ctx context.Context, p *Provider, req *Request) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		synctest.Wait()
+		cancel()
+	}()
+	_, err := p.Do(ctx, req)
+	return err
+}
+
 // TestCancelledCall checks that a caller going away ends the call at once,
 // upstream too, and that it is not retried.
 func TestCancelledCall(t *testing.T) {
 	inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
 		p := newProvider(t, fake, Config{MaxRetries: 3})
 		fake.Script("m", upstreamtest.Reply{Hang: true})
-		ctx, cancel := context.WithCancel(context.Background())
-		errc := make(chan error, 1)
-		go func() {
-			_, err := p.Do(ctx, chat("m"))
-			errc <- err
-		}()
-		synctest.Wait()
-		cancel()
-		err := <-errc
+		err := doCancelled(context.Background(), p, chat("m"))
 		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
 			t.Errorf("err %v, want context.Canceled", err)
 		}
