@@ -248,3 +248,36 @@ func TestAnthropicAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestAnthropicExtra: a member's params (ChatRequest.Extra) reach the
+// Messages request over the typed fields, as they would reach an
+// OpenAI-compatible provider, and the request is left as it was.
+func TestAnthropicExtra(t *testing.T) {
+	temp, maxTokens := 0.9, 10
+	req := &openai.ChatRequest{
+		Temperature: &temp, MaxTokens: &maxTokens,
+		Messages: []openai.Message{{Role: "user", Content: openai.TextContent("hi")}},
+		Extra:    map[string]any{"temperature": 0.2, "max_tokens": 50, "top_k": 5, "seed": 1, "parallel_tool_calls": false, "stop": []string{"END"}},
+	}
+	body, err := translateRequest(req, "c", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	json.Unmarshal(body, &got)
+	for k, want := range map[string]any{"temperature": 0.2, "max_tokens": 50.0, "top_k": 5.0} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v in %s", k, got[k], want, body)
+		}
+	}
+	if s, _ := json.Marshal(got["stop_sequences"]); string(s) != `["END"]` || got["seed"] != nil {
+		t.Errorf("stop_sequences %s, seed %v in %s", s, got["seed"], body)
+	}
+	if *req.Temperature != 0.9 || *req.MaxTokens != 10 {
+		t.Errorf("the request changed: temperature %v, max_tokens %v", *req.Temperature, *req.MaxTokens)
+	}
+	req.Extra = map[string]any{"top_k": "many"}
+	if _, err := translateRequest(req, "c", false); err == nil || !strings.Contains(err.Error(), "top_k") {
+		t.Errorf("top_k of a string: %v", err)
+	}
+}

@@ -39,15 +39,10 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 		cc, err = p.dialect.decode(data, model)
 		return err
 	}
-	resp, err := p.send(ctx, c)
-	if err != nil {
+	// A call that does not ask to stream reads any answer as JSON: an
+	// event stream fails check, as malformed.
+	if _, err := p.send(ctx, c); err != nil {
 		return nil, err
-	}
-	if resp.Body != nil {
-		// An event stream where JSON was asked for: the attempt has
-		// succeeded for the breaker, but its answer is of no use.
-		resp.Body.Close()
-		return nil, p.wrap(model, fmt.Errorf("%w: an event stream where JSON was asked for", ErrMalformed))
 	}
 	return cc, nil
 }
@@ -99,6 +94,11 @@ func (p *Provider) openStream(ctx context.Context, model string, req *openai.Cha
 	c := p.newCall(ctx, model)
 	r := *req
 	r.Stream = true
+	// An answer that is not an event stream is read as JSON, and is of
+	// no use: malformed.
+	c.check = func([]byte, *bytes.Buffer) error {
+		return fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed)
+	}
 	err := p.encode(c, &r, model)
 	var resp *Response
 	if err == nil {
@@ -108,14 +108,7 @@ func (p *Provider) openStream(ctx context.Context, model string, req *openai.Cha
 		c.end(err)
 		return nil, err
 	}
-	body, ok := resp.Body.(*idleBody)
-	if !ok {
-		// JSON where an event stream was asked for.
-		err := p.wrap(model, fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed))
-		c.end(err)
-		return nil, err
-	}
-	return newChunkStream(p.dialect, body, model), nil
+	return newChunkStream(p.dialect, resp.Body.(*idleBody), model), nil
 }
 
 // chunkStream is the open answer of a typed stream: its dialect's chunks,

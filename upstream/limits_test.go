@@ -424,3 +424,22 @@ func TestScrubBody(t *testing.T) {
 		t.Errorf("err %v, want the body's", err)
 	}
 }
+
+// TestWrongShape: an answer of the other shape than asked for (an event
+// stream for JSON, JSON for a stream) is malformed, and counts.
+func TestWrongShape(t *testing.T) {
+	inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+		p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 2, Cooldown: time.Hour}})
+		fake.Script("m", upstreamtest.Reply{Body: "data: {}\n\ndata: [DONE]\n\n", Header: map[string][]string{"Content-Type": {"text/event-stream"}}},
+			upstreamtest.Reply{Body: `{"choices":[]}`})
+		if _, err := p.Chat(context.Background(), "m", ask("hi")); !errors.Is(err, ErrMalformed) {
+			t.Errorf("an event stream for Chat: %v", err)
+		}
+		for _, err := range p.ChatStream(context.Background(), "m", ask("hi")) {
+			if !errors.Is(err, ErrMalformed) {
+				t.Errorf("JSON for ChatStream: %v", err)
+			}
+		}
+		refused(t, p, fake, chat("m"), time.Hour, time.Hour)
+	})
+}
