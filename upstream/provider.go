@@ -561,7 +561,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	body := newIdleBody(ctx, cancel, resp.Body, p.idleTimeout)
 	body.http1 = resp.ProtoMajor == 1
 	body.limit = p.maxResponse
-	body.wrap = func(err error) error { return p.wrap(c.model, err) }
+	body.p, body.model = p, c.model
 	if c.stream && isEventStream(out.ContentType) {
 		// The breaker and OnCall learn how the stream ended when it is
 		// closed.
@@ -665,9 +665,10 @@ type idleBody struct {
 	body    io.ReadCloser
 	idle    time.Duration
 	timer   *time.Timer
-	limit   int64               // bytes the answer may have
-	read    int64               // bytes read so far
-	wrap    func(error) error   // makes a failure the call's *Error
+	limit   int64     // bytes the answer may have
+	read    int64     // bytes read so far
+	p       *Provider // makes a failure the call's *Error, when set
+	model   string
 	err     error               // the first failure other than EOF, wrapped
 	onClose func(readErr error) // told how reading ended; nil when nobody asks
 	closed  bool
@@ -675,7 +676,7 @@ type idleBody struct {
 }
 
 func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration) *idleBody {
-	b := &idleBody{ctx: ctx, cancel: cancel, body: body, idle: idle, limit: math.MaxInt64, wrap: func(err error) error { return err }}
+	b := &idleBody{ctx: ctx, cancel: cancel, body: body, idle: idle, limit: math.MaxInt64}
 	b.timer = time.AfterFunc(idle, func() { cancel(errIdle) })
 	return b
 }
@@ -709,7 +710,9 @@ func (b *idleBody) tooLarge() error {
 // failure came first, and returns it: a typed stream tells the breaker of
 // the failures its events carry.
 func (b *idleBody) fail(err error) error {
-	err = b.wrap(err)
+	if b.p != nil {
+		err = b.p.wrap(b.model, err)
+	}
 	if b.err == nil {
 		b.err = err
 	}
