@@ -46,11 +46,17 @@ func (d *anthropicDialect) endpoint(path string) (string, *Error) {
 	return d.messagesPath, nil
 }
 
-// auth sends the key as x-api-key; a bearer token would only be another
-// credential on the wire.
-func (d *anthropicDialect) auth(h http.Header, key string) {
+// headers sends the key as x-api-key (a bearer token, even one the
+// configured headers set, would only be another credential on the wire),
+// and anthropic-version unless the configured headers set one.
+func (d *anthropicDialect) headers(h http.Header, key string) {
 	h.Del("Authorization")
-	h.Set("X-Api-Key", key)
+	if key != "" {
+		h.Set("X-Api-Key", key)
+	}
+	if h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", anthropicVersion)
+	}
 }
 
 func (d *anthropicDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
@@ -69,17 +75,28 @@ func (d *anthropicDialect) decode(data []byte, model string) (*openai.ChatComple
 	return &cc, nil
 }
 
+// passRequest translates the client's Chat Completions body (see
+// parseAnthropic).
+func (d *anthropicDialect) passRequest(body []byte, model string) ([]byte, bool, error) {
+	cr, err := parseAnthropic(body)
+	if err != nil {
+		return nil, false, err
+	}
+	wire, err := d.encode(cr, model)
+	return wire, cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage, err
+}
+
 // passJSON writes the answer as a chat.completion, with the prompt
 // cache's details in its usage.
-func (d *anthropicDialect) passJSON(data []byte, model string, buf *bytes.Buffer) error {
+func (d *anthropicDialect) passJSON(data []byte, model string, buf *bytes.Buffer) (string, error) {
 	c, err := answer(data, model)
 	if err != nil {
-		return err
+		return "", err
 	}
 	buf.Reset()
 	encodeJSON(buf, c)          // not failing: every field marshals
 	buf.Truncate(buf.Len() - 1) // the encoder's newline
-	return nil
+	return "application/json", nil
 }
 
 func (d *anthropicDialect) chunks(body io.Reader, model string) iter.Seq2[*openai.ChatCompletionChunk, error] {
@@ -105,11 +122,11 @@ func (d *anthropicDialect) chunks(body io.Reader, model string) iter.Seq2[*opena
 
 // passStream serves the stream as the chat.completion.chunk stream an
 // OpenAI-compatible provider would have sent (see anthropicEvents).
-func (d *anthropicDialect) passStream(body *idleBody, model string, includeUsage bool) io.ReadCloser {
+func (d *anthropicDialect) passStream(body *idleBody, model string, includeUsage bool) (io.ReadCloser, string) {
 	b := &sseBody{body: body}
 	b.w = openai.NewEventWriter(&b.out)
 	b.next, b.stop = iter.Pull2(anthropicEvents(body, model, includeUsage))
-	return b
+	return b, "text/event-stream"
 }
 
 // parseAnthropic reads a Chat Completions body for an anthropic
@@ -137,16 +154,6 @@ func parseAnthropic(body []byte) (*openai.ChatRequest, error) {
 		}
 	}
 	return cr, nil
-}
-
-// translateChatRequest turns a Chat Completions body into a Messages body
-// for model, as Do does for an anthropic provider.
-func translateChatRequest(body []byte, model string, cache bool) ([]byte, error) {
-	cr, err := parseAnthropic(body)
-	if err != nil {
-		return nil, err
-	}
-	return translateRequest(cr, model, cache)
 }
 
 // withExtra returns req with its Extra fields (a member's params) set over

@@ -37,7 +37,7 @@ func translateStream(t testing.TB, body []byte, includeUsage bool, wrap func(io.
 	ib := testBody(wrap(bytes.NewReader(body)))
 	var got []error
 	ib.onClose = func(err error) { got = append(got, err) }
-	s := (&anthropicDialect{}).passStream(ib, "claude-x", includeUsage)
+	s, _ := (&anthropicDialect{}).passStream(ib, "claude-x", includeUsage)
 	b, err := io.ReadAll(s)
 	s.Close()
 	if len(got) != 1 {

@@ -171,8 +171,14 @@ func TestAnthropicRequestErrors(t *testing.T) {
 // answerJSON translates an answer as Do does.
 func answerJSON(data []byte, model string) ([]byte, error) {
 	var buf bytes.Buffer
-	err := (&anthropicDialect{}).passJSON(data, model, &buf)
+	_, err := (&anthropicDialect{}).passJSON(data, model, &buf)
 	return buf.Bytes(), err
+}
+
+// translateChatRequest translates a Chat Completions body as Do does.
+func translateChatRequest(body []byte, model string, cache bool) ([]byte, error) {
+	wire, _, err := (&anthropicDialect{promptCache: cache}).passRequest(body, model)
+	return wire, err
 }
 
 func TestAnthropicAnswer(t *testing.T) {

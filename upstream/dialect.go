@@ -24,8 +24,10 @@ type dialect interface {
 	// provider lacking it would answer (with Provider and Model unset).
 	endpoint(path string) (string, *Error)
 
-	// auth sets the credential headers for key, never empty.
-	auth(h http.Header, key string)
+	// headers sets the protocol's headers on h, the provider's (its
+	// configured headers already in): the credential for key, unless key
+	// is empty (a local server), and the protocol's own.
+	headers(h http.Header, key string)
 
 	// encode writes req for model; the request's Stream says whether the
 	// answer is to be streamed. A request the dialect cannot carry is an
@@ -40,15 +42,22 @@ type dialect interface {
 	// an error ends it and is yielded with a nil chunk: a read error as
 	// the body returned it, an error event as an *Error (Message set, the
 	// status its type stands for), a malformed event wrapping
-	// ErrMalformed. An answer that ends too early is an error too.
+	// ErrMalformed. An answer that ends too early is an error where the
+	// protocol says when it ends (Anthropic's message_stop; OpenAI's
+	// servers do not all send [DONE]).
 	chunks(body io.Reader, model string) iter.Seq2[*openai.ChatCompletionChunk, error]
 
-	// passthrough turns a 2xx answer into what an OpenAI-compatible
-	// provider sends, for Do: a JSON body (data, replaced in buf if it
-	// changes) or an event stream body. The openai dialect returns both
-	// as they are.
-	passJSON(data []byte, model string, buf *bytes.Buffer) error
-	passStream(body *idleBody, model string, includeUsage bool) io.ReadCloser
+	// passRequest, passJSON and passStream serve Do, the passthrough,
+	// whose callers speak OpenAI's API whatever the provider: the
+	// client's body (OpenAI JSON, its model set) in the dialect, and
+	// includeUsage, whether it asked for usage in a stream; a 2xx JSON
+	// answer checked and, when translated, replaced in buf; a 2xx event
+	// stream as OpenAI's. The content type is "" when the provider's
+	// stands. The openai dialect sends the body as it is, checks the
+	// JSON and forwards the stream as it is.
+	passRequest(body []byte, model string) (wire []byte, includeUsage bool, err error)
+	passJSON(data []byte, model string, buf *bytes.Buffer) (contentType string, err error)
+	passStream(body *idleBody, model string, includeUsage bool) (rc io.ReadCloser, contentType string)
 }
 
 // openaiDialect speaks OpenAI's Chat Completions: the passthrough is the
@@ -57,7 +66,11 @@ type openaiDialect struct{}
 
 func (openaiDialect) endpoint(path string) (string, *Error) { return path, nil }
 
-func (openaiDialect) auth(h http.Header, key string) { h.Set("Authorization", "Bearer "+key) }
+func (openaiDialect) headers(h http.Header, key string) {
+	if key != "" {
+		h.Set("Authorization", "Bearer "+key)
+	}
+}
 
 func (openaiDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
 	r := *req
@@ -77,16 +90,22 @@ func (openaiDialect) decode(data []byte, _ string) (*openai.ChatCompletion, erro
 	return cc, nil
 }
 
-func (openaiDialect) passJSON(data []byte, _ string, _ *bytes.Buffer) error {
+func (openaiDialect) passRequest(body []byte, _ string) ([]byte, bool, error) {
+	return body, false, nil
+}
+
+func (openaiDialect) passJSON(data []byte, _ string, _ *bytes.Buffer) (string, error) {
 	if !json.Valid(data) {
-		return fmt.Errorf("%w: the body of its 200 answer is not valid JSON", ErrMalformed)
+		return "", fmt.Errorf("%w: the body of its 200 answer is not valid JSON", ErrMalformed)
 	}
-	return nil
+	return "", nil
 }
 
 // passStream forwards the provider's own lines: the passthrough hot path
 // parses nothing.
-func (openaiDialect) passStream(body *idleBody, _ string, _ bool) io.ReadCloser { return body }
+func (openaiDialect) passStream(body *idleBody, _ string, _ bool) (io.ReadCloser, string) {
+	return body, ""
+}
 
 // chunks yields the chunks of an OpenAI event stream until [DONE]. A body
 // that ends without [DONE] ends the sequence without an error: many

@@ -219,18 +219,7 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.header.Set("Content-Type", "application/json")
 	p.header.Set("User-Agent", "consortium")
-	if _, ok := d.(*anthropicDialect); ok {
-		// Anthropic takes its key as x-api-key (see auth): a bearer
-		// token from the headers would only be another credential on
-		// the wire.
-		p.header.Del("Authorization")
-		if p.header.Get("Anthropic-Version") == "" {
-			p.header.Set("Anthropic-Version", anthropicVersion)
-		}
-	}
-	if cfg.APIKey != "" {
-		d.auth(p.header, cfg.APIKey)
-	}
+	d.headers(p.header, cfg.APIKey)
 	p.secrets = secrets(cfg.APIKey, p.header)
 	transport := cfg.Transport
 	if transport == nil {
@@ -334,27 +323,19 @@ func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 }
 
 func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, error) {
-	c.path, c.stream, c.buf = req.Path, req.Stream, req.Buffer
 	path, refused := p.dialect.endpoint(req.Path)
 	if refused != nil {
 		refused.Provider, refused.Model = p.name, req.Model
 		return nil, refused
 	}
-	c.path, c.body = path, req.Body
-	includeUsage := false
-	_, plain := p.dialect.(openaiDialect)
-	if !plain {
-		cr, err := parseAnthropic(req.Body)
-		if err == nil {
-			includeUsage = cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage
-			c.body, err = p.dialect.encode(cr, req.Model)
-		}
-		if err != nil {
-			return nil, p.refusal(req.Model, err)
-		}
+	body, includeUsage, err := p.dialect.passRequest(req.Body, req.Model)
+	if err != nil {
+		return nil, p.refusal(req.Model, err)
 	}
-	c.check = func(data []byte, buf *bytes.Buffer) error {
-		if err := p.dialect.passJSON(data, req.Model, buf); err != nil {
+	c.path, c.body, c.stream, c.buf = path, body, req.Stream, req.Buffer
+	var contentType string
+	c.check = func(data []byte, buf *bytes.Buffer) (err error) {
+		if contentType, err = p.dialect.passJSON(data, req.Model, buf); err != nil {
 			return err
 		}
 		p.scrubBytes(buf)
@@ -364,17 +345,14 @@ func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, er
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case resp.Body != nil:
-		resp.Body = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
+	if resp.Body != nil {
+		resp.Body, contentType = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
 		if len(p.secrets) > 0 {
 			resp.Body = newScrubBody(resp.Body, p.secrets)
 		}
-		if !plain {
-			resp.ContentType = "text/event-stream"
-		}
-	case !plain:
-		resp.ContentType = "application/json"
+	}
+	if contentType != "" {
+		resp.ContentType = contentType
 	}
 	return resp, nil
 }
