@@ -14,13 +14,16 @@ import (
 	"github.com/consortium-dev/consortium/openai"
 )
 
-// Anthropic's Messages API, reached by providers of type "anthropic". Callers
-// never see it: Do translates a Chat Completions body into a Messages
-// request before its first attempt, and each attempt's answer back into
-// what an OpenAI-compatible provider would have sent (a chat.completion, or
-// a chat.completion.chunk event stream, see anthropic_stream.go), so that
-// retries, breakers and limits apply to it unchanged. docs/anthropic.md
-// lists what is translated and what is not.
+// Anthropic's Messages API, reached by providers of type "anthropic", is
+// a dialect (dialect.go): Chat and ChatStream translate the ChatRequest
+// struct into a Messages request and read the answer into a
+// ChatCompletion or typed chunks (anthropicEvents, anthropic_stream.go);
+// Do, the passthrough, parses the client's body first and writes the
+// answer back as an OpenAI-compatible provider would have sent it (a
+// chat.completion, or a chat.completion.chunk event stream). Each
+// attempt's answer is read inside the retry loop, so that retries,
+// breakers and limits apply unchanged. docs/anthropic.md lists what is
+// translated and what is not.
 
 // anthropicVersion is the version of the Messages API the translation
 // speaks, sent as anthropic-version unless the provider's headers set one.
