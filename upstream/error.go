@@ -294,13 +294,20 @@ func (s *scrubBody) settle(err error) {
 }
 
 // partial returns the length of the longest tail of data that begins a
-// secret.
+// secret. Only the places in the tail that hold a secret's first byte
+// are tried, most often none.
 func partial(data []byte, secrets [][]byte) int {
 	longest := 0
 	for _, k := range secrets {
-		for n := min(len(k)-1, len(data)); n > longest; n-- {
-			if bytes.HasSuffix(data, k[:n]) {
-				longest = n
+		tail := data[max(0, len(data)-len(k)+1):]
+		for i := 0; len(tail)-i > longest; i++ {
+			j := bytes.IndexByte(tail[i:], k[0])
+			if j < 0 {
+				break
+			}
+			i += j
+			if len(tail)-i > longest && bytes.HasPrefix(k, tail[i:]) {
+				longest = len(tail) - i
 				break
 			}
 		}

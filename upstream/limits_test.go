@@ -375,6 +375,14 @@ func TestSecrets(t *testing.T) {
 	if got := p.scrub("got Bearer sk-abcdefgh and sk-abcdefgh and other-key-123"); got != "got [redacted] and [redacted] and [redacted]" {
 		t.Errorf("scrub = %q", got)
 	}
+	for _, tc := range []struct {
+		data string
+		want int
+	}{{"data: x\n\n", 0}, {"abc sk-ab", 5}, {"sxs", 1}, {"sk-abcdefg", 10}, {"", 0}, {"sk-abcdefgh", 0}} {
+		if got := partial([]byte(tc.data), [][]byte{[]byte("sk-abcdefgh"), []byte("sabc")}); got != tc.want {
+			t.Errorf("partial(%q) = %d, want %d", tc.data, got, tc.want)
+		}
+	}
 	if got := (&Provider{secrets: secrets("short", nil)}).scrub("a short text"); got != "a short text" {
 		t.Errorf("a short key scrubbed words: %q", got)
 	}
