@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"iter"
 	"net/http"
 	"strings"
 	"time"
@@ -12,13 +14,16 @@ import (
 	"github.com/consortium-dev/consortium/openai"
 )
 
-// Anthropic's Messages API, reached by providers of type "anthropic". Callers
-// never see it: Do translates a Chat Completions body into a Messages
-// request before its first attempt, and each attempt's answer back into
-// what an OpenAI-compatible provider would have sent (a chat.completion, or
-// a chat.completion.chunk event stream, see anthropic_stream.go), so that
-// retries, breakers and limits apply to it unchanged. docs/anthropic.md
-// lists what is translated and what is not.
+// Anthropic's Messages API, reached by providers of type "anthropic", is
+// a dialect (dialect.go): Chat and ChatStream translate the ChatRequest
+// struct into a Messages request and read the answer into a
+// ChatCompletion or typed chunks (anthropicEvents, anthropic_stream.go);
+// Do, the passthrough, parses the client's body first and writes the
+// answer back as an OpenAI-compatible provider would have sent it (a
+// chat.completion, or a chat.completion.chunk event stream). Each
+// attempt's answer is read inside the retry loop, so that retries,
+// breakers and limits apply unchanged. docs/anthropic.md lists what is
+// translated and what is not.
 
 // anthropicVersion is the version of the Messages API the translation
 // speaks, sent as anthropic-version unless the provider's headers set one.
@@ -28,34 +33,192 @@ const anthropicVersion = "2023-06-01"
 // Anthropic requires one.
 const defaultMaxTokens = 4096
 
-// anthropicCall is what the answer to one translated request needs to be
-// translated back.
-type anthropicCall struct {
-	model        string // the provider's model name, for answers that lack one
-	includeUsage bool   // the client asked for stream_options.include_usage
+// anthropicDialect speaks Anthropic's Messages API.
+type anthropicDialect struct {
+	messagesPath string // the Messages endpoint below the base URL
+	promptCache  bool
 }
 
-// anthropicRequest translates req for the Messages API. A request it cannot
-// translate is refused as the provider would refuse it, with a 400 that
-// names the field, and an endpoint Anthropic lacks (embeddings) with a 404,
-// both without calling the provider.
-func (p *Provider) anthropicRequest(req *Request) (*Request, error) {
-	if req.Path != "/chat/completions" {
-		return nil, &Error{Provider: p.name, Model: req.Model, Status: http.StatusNotFound, Type: "invalid_request_error",
-			Message: fmt.Sprintf("provider %s is of type anthropic, and Anthropic has no %s endpoint (only chat completions)", p.name, strings.TrimPrefix(req.Path, "/"))}
+// endpoint refuses, as Anthropic would, the endpoints it lacks
+// (embeddings), without calling the provider.
+func (d *anthropicDialect) endpoint(path string) (string, *Error) {
+	if path != "/chat/completions" {
+		return "", &Error{Status: http.StatusNotFound, Type: "invalid_request_error",
+			Message: fmt.Sprintf("the provider is of type anthropic, and Anthropic has no %s endpoint (only chat completions)", strings.TrimPrefix(path, "/"))}
 	}
-	body, call, err := translateChatRequest(req.Body, req.Model, p.promptCache)
+	return d.messagesPath, nil
+}
+
+// headers sends the key as x-api-key (a bearer token, even one the
+// configured headers set, would only be another credential on the wire),
+// and anthropic-version unless the configured headers set one.
+func (d *anthropicDialect) headers(h http.Header, key string) {
+	h.Del("Authorization")
+	if key != "" {
+		h.Set("X-Api-Key", key)
+	}
+	if h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", anthropicVersion)
+	}
+}
+
+func (d *anthropicDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
+	return translateRequest(req, model, d.promptCache)
+}
+
+func (d *anthropicDialect) decode(data []byte, model string) (*openai.ChatCompletion, error) {
+	c, err := answer(data, model)
 	if err != nil {
-		msg := err.Error()
-		var fe *openai.FieldError
-		if errors.As(err, &fe) && fe.Param != "" {
-			msg = fe.Param + ": " + fe.Message
-		}
-		return nil, &Error{Provider: p.name, Model: req.Model, Status: http.StatusBadRequest, Type: "invalid_request_error", Message: msg}
+		return nil, err
 	}
-	out := *req
-	out.Path, out.Body, out.anthropic = p.messagesPath, body, call
-	return &out, nil
+	cc := c.ChatCompletion
+	if c.Usage != nil {
+		cc.Usage = &c.Usage.Usage
+	}
+	return &cc, nil
+}
+
+// passRequest translates the client's Chat Completions body (see
+// parseAnthropic).
+func (d *anthropicDialect) passRequest(body []byte, model string) ([]byte, bool, error) {
+	cr, err := parseAnthropic(body)
+	if err != nil {
+		return nil, false, err
+	}
+	wire, err := d.encode(cr, model)
+	return wire, cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage, err
+}
+
+// passJSON writes the answer as a chat.completion, with the prompt
+// cache's details in its usage.
+func (d *anthropicDialect) passJSON(data []byte, model string, buf *bytes.Buffer) (string, error) {
+	c, err := answer(data, model)
+	if err != nil {
+		return "", err
+	}
+	buf.Reset()
+	encodeJSON(buf, c)          // not failing: every field marshals
+	buf.Truncate(buf.Len() - 1) // the encoder's newline
+	return "application/json", nil
+}
+
+func (d *anthropicDialect) chunks(body io.Reader, model string) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
+		for c, err := range anthropicEvents(body, model, true) {
+			switch {
+			case err != nil:
+				yield(nil, err)
+				return
+			case c == nil: // a ping
+			default:
+				cc := c.ChatCompletionChunk
+				if c.Usage != nil {
+					cc.Usage = &c.Usage.Usage
+				}
+				if !yield(&cc, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// passStream serves the stream as the chat.completion.chunk stream an
+// OpenAI-compatible provider would have sent (see anthropicEvents).
+func (d *anthropicDialect) passStream(body *idleBody, model string, includeUsage bool) (io.ReadCloser, string) {
+	b := &sseBody{body: body}
+	b.w = openai.NewEventWriter(&b.out)
+	b.next, b.stop = iter.Pull2(anthropicEvents(body, model, includeUsage))
+	return b, "text/event-stream"
+}
+
+// parseAnthropic reads a Chat Completions body for an anthropic
+// provider: the fields ChatRequest does not keep but the translation
+// reads (top_k, which a member's params may set too, and
+// parallel_tool_calls) go to its Extra.
+func parseAnthropic(body []byte) (*openai.ChatRequest, error) {
+	cr, err := openai.ParseChatRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	var extra struct {
+		TopK              json.RawMessage `json:"top_k"`
+		ParallelToolCalls json.RawMessage `json:"parallel_tool_calls"`
+	}
+	if err := json.Unmarshal(body, &extra); err != nil {
+		return nil, err
+	}
+	for k, v := range map[string]json.RawMessage{"top_k": extra.TopK, "parallel_tool_calls": extra.ParallelToolCalls} {
+		if v != nil {
+			if cr.Extra == nil {
+				cr.Extra = map[string]any{}
+			}
+			cr.Extra[k] = v
+		}
+	}
+	return cr, nil
+}
+
+// withExtra returns req with its Extra fields (a member's params) set over
+// the typed ones, as AppendJSON would send them to an OpenAI-compatible
+// provider, and the Extra fields the translation reads besides: top_k and
+// parallel_tool_calls, whatever Go type holds them (raw JSON from a body,
+// numbers from a member's params). req is not changed.
+func withExtra(req *openai.ChatRequest) (r *openai.ChatRequest, topK *int, parallel *bool, err error) {
+	if len(req.Extra) == 0 {
+		return req, nil, nil, nil
+	}
+	raw, err := json.Marshal(req.Extra)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var set map[string]json.RawMessage
+	var over openai.ChatRequest
+	var more struct {
+		TopK              *int  `json:"top_k"`
+		ParallelToolCalls *bool `json:"parallel_tool_calls"`
+	}
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := json.Unmarshal(raw, &more); err != nil {
+		return nil, nil, nil, fmt.Errorf("top_k and parallel_tool_calls must be an integer and a boolean: %w", err)
+	}
+	if err := json.Unmarshal(raw, &over); err != nil {
+		return nil, nil, nil, err
+	}
+	c := *req
+	for k := range set {
+		switch k {
+		case "messages":
+			c.Messages = over.Messages
+		case "stream_options":
+			c.StreamOptions = over.StreamOptions
+		case "temperature":
+			c.Temperature = over.Temperature
+		case "top_p":
+			c.TopP = over.TopP
+		case "max_tokens":
+			c.MaxTokens = over.MaxTokens
+		case "max_completion_tokens":
+			c.MaxCompletionTokens = over.MaxCompletionTokens
+		case "stop":
+			c.Stop = over.Stop
+		case "n":
+			c.N = over.N
+		case "tools":
+			c.Tools = over.Tools
+		case "tool_choice":
+			c.ToolChoice = over.ToolChoice
+		case "response_format":
+			c.ResponseFormat = over.ResponseFormat
+		case "user":
+			c.User = over.User
+		}
+		// Other fields (seed, penalties, logprobs ...) have no place in
+		// a Messages request.
+	}
+	return &c, more.TopK, more.ParallelToolCalls, nil
 }
 
 // messagesRequest is the body of POST /v1/messages.
@@ -128,29 +291,19 @@ type requestMetadata struct {
 // parameters: Anthropic requires one.
 var emptySchema = json.RawMessage(`{"type":"object","properties":{}}`)
 
-// translateChatRequest turns a Chat Completions body into a Messages body
-// for model. With cache, the stable prefix is marked for the prompt cache
-// (see markCache).
-func translateChatRequest(body []byte, model string, cache bool) ([]byte, *anthropicCall, error) {
-	cr, err := openai.ParseChatRequest(body)
+// translateRequest turns a chat request into a Messages body for model.
+// With cache, the stable prefix is marked for the prompt cache (see
+// markCache).
+func translateRequest(cr *openai.ChatRequest, model string, cache bool) ([]byte, error) {
+	cr, topK, parallel, err := withExtra(cr)
 	if err != nil {
-		return nil, nil, err
-	}
-	// Fields ChatRequest does not keep: top_k reaches Anthropic as a
-	// member's params may set it; parallel_tool_calls maps onto
-	// tool_choice.
-	var extra struct {
-		TopK              *int  `json:"top_k"`
-		ParallelToolCalls *bool `json:"parallel_tool_calls"`
-	}
-	if err := json.Unmarshal(body, &extra); err != nil {
-		return nil, nil, fmt.Errorf("top_k and parallel_tool_calls must be an integer and a boolean: %w", err)
+		return nil, err
 	}
 	if cr.N != nil && *cr.N > 1 {
-		return nil, nil, &openai.FieldError{Param: "n", Message: "Anthropic writes one choice per request; n must be 1"}
+		return nil, &openai.FieldError{Param: "n", Message: "Anthropic writes one choice per request; n must be 1"}
 	}
 
-	m := messagesRequest{Model: model, MaxTokens: defaultMaxTokens, Stream: cr.Stream, TopP: cr.TopP, TopK: extra.TopK, StopSequences: cr.Stop}
+	m := messagesRequest{Model: model, MaxTokens: defaultMaxTokens, Stream: cr.Stream, TopP: cr.TopP, TopK: topK, StopSequences: cr.Stop}
 	switch {
 	case cr.MaxCompletionTokens != nil:
 		m.MaxTokens = *cr.MaxCompletionTokens
@@ -188,16 +341,16 @@ func translateChatRequest(body []byte, model string, cache bool) ([]byte, *anthr
 			// A tool's result goes back to the model in the next user
 			// turn; consecutive results merge into one.
 			if msg.ToolCallID == "" {
-				return nil, nil, &openai.FieldError{Param: fmt.Sprintf("messages[%d].tool_call_id", i), Message: "a tool message needs the id of the call it answers"}
+				return nil, &openai.FieldError{Param: fmt.Sprintf("messages[%d].tool_call_id", i), Message: "a tool message needs the id of the call it answers"}
 			}
 			role = "user"
 			blocks = []block{{Type: "tool_result", ToolUseID: toolID(msg.ToolCallID), Content: textBlocks(msg.Content)}}
 		default:
-			return nil, nil, &openai.FieldError{Param: fmt.Sprintf("messages[%d].role", i),
+			return nil, &openai.FieldError{Param: fmt.Sprintf("messages[%d].role", i),
 				Message: fmt.Sprintf("%q cannot be sent to Anthropic (system, developer, user, assistant or tool)", msg.Role)}
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if len(blocks) == 0 {
 			continue // Anthropic refuses empty turns
@@ -211,7 +364,7 @@ func translateChatRequest(body []byte, model string, cache bool) ([]byte, *anthr
 		m.Messages = append(m.Messages, message{Role: role, Content: blocks})
 	}
 	if len(m.Messages) == 0 {
-		return nil, nil, &openai.FieldError{Param: "messages", Message: "Anthropic needs at least one user or assistant message with content"}
+		return nil, &openai.FieldError{Param: "messages", Message: "Anthropic needs at least one user or assistant message with content"}
 	}
 	// A last assistant turn is a prefill the model continues, which
 	// Anthropic refuses when it ends in white space.
@@ -221,8 +374,8 @@ func translateChatRequest(body []byte, model string, cache bool) ([]byte, *anthr
 		}
 	}
 
-	if err := translateTools(&m, cr, extra.ParallelToolCalls); err != nil {
-		return nil, nil, err
+	if err := translateTools(&m, cr, parallel); err != nil {
+		return nil, err
 	}
 	if s := formatInstruction(cr.ResponseFormat); s != "" {
 		m.System = append(m.System, block{Type: "text", Text: s})
@@ -230,11 +383,7 @@ func translateChatRequest(body []byte, model string, cache bool) ([]byte, *anthr
 	if cache {
 		markCache(&m)
 	}
-	out, err := json.Marshal(&m)
-	if err != nil {
-		return nil, nil, err
-	}
-	return out, &anthropicCall{model: model, includeUsage: cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage}, nil
+	return json.Marshal(&m)
 }
 
 // markCache puts Anthropic's cache breakpoints on the stable prefix of a
@@ -575,7 +724,7 @@ var null = json.RawMessage("null")
 
 // answer translates a Messages answer into a chat.completion. An answer
 // that is not a message is ErrMalformed, as a 200 that is not JSON is.
-func (c *anthropicCall) answer(data []byte) ([]byte, error) {
+func answer(data []byte, model string) (*completion, error) {
 	var msg anthropicMessage
 	if err := json.Unmarshal(data, &msg); err != nil {
 		return nil, fmt.Errorf("%w: its 200 answer is not an Anthropic message", ErrMalformed)
@@ -588,7 +737,7 @@ func (c *anthropicCall) answer(data []byte) ([]byte, error) {
 	}
 	out := completion{ChatCompletion: openai.ChatCompletion{ID: msg.ID, Object: "chat.completion", Created: time.Now().Unix(), Model: msg.Model}}
 	if out.Model == "" {
-		out.Model = c.model
+		out.Model = model
 	}
 	var text strings.Builder
 	var calls []openai.ToolCall
@@ -616,9 +765,7 @@ func (c *anthropicCall) answer(data []byte) ([]byte, error) {
 	if msg.Usage != nil {
 		out.Usage = msg.Usage.openai()
 	}
-	var b bytes.Buffer
-	err := encodeJSON(&b, &out)
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), err
+	return &out, nil
 }
 
 // encodeJSON writes v and a newline to b as an OpenAI-compatible provider
@@ -648,28 +795,4 @@ func toolArguments(input json.RawMessage) string {
 		return string(input)
 	}
 	return b.String()
-}
-
-// anthropicStatus is the HTTP status that goes with an Anthropic error
-// type, for errors that arrive inside a 200 stream.
-func anthropicStatus(typ string) int {
-	switch typ {
-	case "invalid_request_error":
-		return http.StatusBadRequest
-	case "authentication_error":
-		return http.StatusUnauthorized
-	case "permission_error":
-		return http.StatusForbidden
-	case "not_found_error":
-		return http.StatusNotFound
-	case "request_too_large":
-		return http.StatusRequestEntityTooLarge
-	case "rate_limit_error":
-		return http.StatusTooManyRequests
-	case "timeout_error":
-		return http.StatusGatewayTimeout
-	case "overloaded_error":
-		return 529
-	}
-	return http.StatusInternalServerError
 }

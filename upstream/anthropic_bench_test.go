@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,13 +20,14 @@ func BenchmarkAnthropicRequest(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, _, err := translateChatRequest(body, "claude-haiku-4-5", true); err != nil {
+		if _, err := translateChatRequest(body, "claude-haiku-4-5", true); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// BenchmarkAnthropicStream translates a streamed answer into chunks.
+// BenchmarkAnthropicStream translates a streamed answer into chunks, as
+// a consortium member reads it.
 func BenchmarkAnthropicStream(b *testing.B) {
 	in, err := os.ReadFile(filepath.Join("testdata", "anthropic", "stream", "text.anthropic.sse"))
 	if err != nil {
@@ -36,11 +36,15 @@ func BenchmarkAnthropicStream(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(in)))
 	for b.Loop() {
-		call := &anthropicCall{model: "m", includeUsage: true}
-		s := call.stream("anthropic", io.NopCloser(bytes.NewReader(in)), nil)
-		if _, err := io.Copy(io.Discard, s); err != nil {
-			b.Fatal(err)
+		n := 0
+		for _, err := range (&anthropicDialect{}).chunks(bytes.NewReader(in), "m") {
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
 		}
-		s.Close()
+		if n == 0 {
+			b.Fatal("no chunks")
+		}
 	}
 }

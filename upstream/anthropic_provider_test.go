@@ -91,8 +91,8 @@ func TestAnthropicProviderWire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.baseURL+p.messagesPath != "https://api.anthropic.com/v1/messages" || p.header.Get("X-Api-Key") != "" {
-			t.Errorf("endpoint %s%s, headers %v", p.baseURL, p.messagesPath, p.header)
+		if p.baseURL+p.dialect.(*anthropicDialect).messagesPath != "https://api.anthropic.com/v1/messages" || p.header.Get("X-Api-Key") != "" {
+			t.Errorf("endpoint %s, headers %v", p.baseURL, p.header)
 		}
 		if _, err := New(Config{Name: "x", Type: "grpc", BaseURL: "http://h"}); err == nil {
 			t.Error("an unknown type was accepted")
@@ -175,7 +175,7 @@ func TestAnthropicProviderChat(t *testing.T) {
 
 // streamText reads a stream's content and usage through Chunks, as the
 // engine does.
-func streamText(t *testing.T, s *Stream) (string, *openai.Usage, error) {
+func streamText(t *testing.T, s *chunkStream) (string, *openai.Usage, error) {
 	t.Helper()
 	defer s.Close()
 	var b strings.Builder
@@ -316,13 +316,16 @@ func TestAnthropicProviderErrors(t *testing.T) {
 	})
 
 	t.Run("rate limit waits out retry-after", func(t *testing.T) {
-		fake.Script("r", upstreamtest.Reply{Status: 429, Error: "Number of request tokens has exceeded your per-minute rate limit",
-			Header: http.Header{"Retry-After": {"0.05"}}}, upstreamtest.Reply{Content: "at last"})
-		start := time.Now()
-		cc, err := p.Chat(context.Background(), "r", ask("hi"))
-		if err != nil || *cc.Choices[0].Message.Content != "at last" || time.Since(start) < 50*time.Millisecond {
-			t.Errorf("%v after %v", err, time.Since(start))
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newAnthropic(t, fake, Config{MaxRetries: 2, Backoff: time.Hour})
+			fake.Script("r", upstreamtest.Reply{Status: 429, Error: "Number of request tokens has exceeded your per-minute rate limit",
+				Header: http.Header{"Retry-After": {"0.05"}}}, upstreamtest.Reply{Content: "at last"})
+			start := time.Now()
+			cc, err := p.Chat(context.Background(), "r", ask("hi"))
+			if err != nil || *cc.Choices[0].Message.Content != "at last" || time.Since(start) != 50*time.Millisecond {
+				t.Errorf("%v after %v", err, time.Since(start))
+			}
+		})
 	})
 
 	t.Run("invalid request is not retried", func(t *testing.T) {

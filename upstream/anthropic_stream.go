@@ -14,8 +14,8 @@ import (
 	"github.com/consortium-dev/consortium/openai"
 )
 
-// anthropicStream reads Anthropic's event stream and serves, through Read,
-// the chat.completion.chunk stream an OpenAI-compatible provider would have
+// anthropicEvents reads Anthropic's event stream and yields the
+// chat.completion.chunk values an OpenAI-compatible provider would have
 // sent for the same answer:
 //
 //	message_start                           → a chunk with delta.role "assistant"
@@ -25,68 +25,51 @@ import (
 //	content_block_stop (a call's, no input) → its arguments, "{}"
 //	message_delta (stop_reason, usage)      → a chunk with finish_reason
 //	message_stop                            → the usage chunk (choices: []) when
-//	                                          include_usage asked for it, then [DONE]
-//	ping                                    → an SSE comment, so idle proxies keep the line
-//	error                                   → data: {"error": {...}}, then [DONE]
+//	                                          includeUsage, then the end
+//	ping                                    → a nil chunk: a keep-alive
+//	error                                   → an *Error with its message and the
+//	                                          status its type stands for
 //
 // Thinking blocks and unknown events are skipped, as Anthropic asks of its
 // clients. A stream that ends before message_stop, or whose events are not
-// JSON, is a read error wrapping ErrMalformed; a read error of the body is
-// returned as it is.
+// JSON, ends with an error wrapping ErrMalformed; a read error of the body
+// is yielded as it is.
+func anthropicEvents(body io.Reader, model string, includeUsage bool) iter.Seq2[*chunk, error] {
+	return func(yield func(*chunk, error) bool) {
+		s := &anthropicStream{model: model, created: time.Now().Unix(), includeUsage: includeUsage, tools: map[int]*toolBlock{}, yield: yield}
+		for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize}) {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if !s.step(ev) || s.ended {
+				return
+			}
+		}
+		yield(nil, malformed("the event stream ended before message_stop"))
+	}
+}
+
+func malformed(what string) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, what)
+}
+
+// anthropicStream is the state of one translated stream.
 type anthropicStream struct {
-	body         io.ReadCloser
-	report       func(error) // told how the stream failed when its reads did not fail; may be nil
-	next         func() (sse.Event, error, bool)
-	stop         func()
-	provider     string
-	ref          string // the model as the caller named it, for errors
+	yield        func(*chunk, error) bool
 	model        string // the model as the answer names it
 	created      int64
 	includeUsage bool
 
-	out      bytes.Buffer // translated bytes not yet read
 	id       string
-	started  bool               // the role chunk has been written
+	started  bool               // the role chunk has been yielded
 	tools    map[int]*toolBlock // by content block index
 	nextTool int
 	usage    anthropicUsage
 	hasUsage bool
-	finished bool // the finish_reason chunk has been written
-	done     bool // [DONE] has been written
-	err      error
-}
-
-// stream returns the translation of an Anthropic event stream. report, if
-// not nil, learns of failures the stream carries in its events (an error
-// event, a malformed event, an end before message_stop), so that they
-// count against the model's breaker as a failed read would.
-func (c *anthropicCall) stream(provider string, body io.ReadCloser, report func(error)) *anthropicStream {
-	s := &anthropicStream{
-		body: body, report: report, provider: provider, ref: c.model, model: c.model,
-		created: time.Now().Unix(), includeUsage: c.includeUsage, tools: map[int]*toolBlock{},
-	}
-	events := sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize})
-	s.next, s.stop = iter.Pull2(iter.Seq2[sse.Event, error](events))
-	return s
-}
-
-func (s *anthropicStream) Read(p []byte) (int, error) {
-	for s.out.Len() == 0 {
-		if s.err != nil {
-			return 0, s.err
-		}
-		if s.done {
-			return 0, io.EOF
-		}
-		s.step()
-	}
-	return s.out.Read(p)
-}
-
-// Close stops reading and closes the body, which ends the call.
-func (s *anthropicStream) Close() error {
-	s.stop()
-	return s.body.Close()
+	finished bool // the finish_reason chunk has been yielded
+	ended    bool // message_stop or an error event came
+	stopped  bool // the consumer stopped
 }
 
 // toolBlock is a tool_use block being streamed as tool call n.
@@ -115,25 +98,17 @@ type anthropicEvent struct {
 	} `json:"error"`
 }
 
-// step reads one event and writes its translation, if it has one.
-func (s *anthropicStream) step() {
-	ev, err, ok := s.next()
-	if !ok {
-		s.fail(s.malformed("the event stream ended before message_stop"))
-		return
-	}
-	if err != nil {
-		s.fail(err)
-		return
-	}
+// step translates one event; false when the consumer stopped or the
+// stream failed.
+func (s *anthropicStream) step(ev sse.Event) bool {
 	data := strings.TrimSpace(ev.Data)
 	if data == "" {
-		return
+		return true
 	}
 	var e anthropicEvent
 	if err := json.Unmarshal([]byte(data), &e); err != nil {
-		s.fail(s.malformed("an event's data is not the JSON of an Anthropic event"))
-		return
+		s.yield(nil, malformed("an event's data is not the JSON of an Anthropic event"))
+		return false
 	}
 	typ := e.Type
 	if typ == "" {
@@ -153,7 +128,7 @@ func (s *anthropicStream) step() {
 		s.start()
 		b := e.ContentBlock
 		if b == nil {
-			return
+			break
 		}
 		switch b.Type {
 		case "text":
@@ -190,44 +165,31 @@ func (s *anthropicStream) step() {
 	case "message_stop":
 		s.finish("stop")
 		if s.includeUsage && s.hasUsage {
-			s.write(chunk{ChatCompletionChunk: s.base([]openai.ChunkChoice{}), Usage: s.usage.openai()})
+			s.emit(&chunk{ChatCompletionChunk: s.base([]openai.ChunkChoice{}), Usage: s.usage.openai()})
 		}
-		s.out.WriteString("data: [DONE]\n\n")
-		s.done = true
+		s.ended = true
 	case "ping":
-		s.out.WriteString(": ping\n\n")
+		s.emit(nil)
 	case "error":
-		// The answer has begun, so this is no status: the client gets
-		// OpenAI's error event, as its SDK expects mid-stream.
-		oe := openai.Error{Message: "the provider sent an error event", Type: "api_error"}
+		typ, msg := "api_error", "the provider sent an error event"
 		if e.Error != nil {
 			if e.Error.Message != "" {
-				oe.Message = e.Error.Message
+				msg = e.Error.Message
 			}
 			if e.Error.Type != "" {
-				oe.Type = e.Error.Type
+				typ = e.Error.Type
 			}
 		}
-		s.out.WriteString("data: ")
-		encodeJSON(&s.out, openai.ErrorResponse{Error: oe})
-		s.out.WriteString("\ndata: [DONE]\n\n")
-		s.done = true
-		if s.report != nil {
-			s.report(&Error{Provider: s.provider, Model: s.ref, Status: anthropicStatus(oe.Type), Message: oe.Message, Type: oe.Type,
-				Err: fmt.Errorf("error event mid-stream: %s", oe.Message)})
-		}
+		s.ended = true
+		s.yield(nil, streamError(typ, msg))
+		return false
 	}
+	return !s.stopped
 }
 
-func (s *anthropicStream) malformed(what string) error {
-	return fmt.Errorf("%w: %s", ErrMalformed, what)
-}
-
-// fail ends the stream with err.
-func (s *anthropicStream) fail(err error) {
-	s.err = err
-	if s.report != nil {
-		s.report(err)
+func (s *anthropicStream) emit(c *chunk) {
+	if !s.stopped && !s.yield(c, nil) {
+		s.stopped = true
 	}
 }
 
@@ -238,7 +200,7 @@ func (s *anthropicStream) addUsage(u *anthropicUsage) {
 	}
 }
 
-// start writes the role chunk, once, before anything else.
+// start yields the role chunk, once, before anything else.
 func (s *anthropicStream) start() {
 	if s.started {
 		return
@@ -254,7 +216,7 @@ func (s *anthropicStream) text(t string) {
 	}
 }
 
-// finish writes the chunk with finish_reason, once.
+// finish yields the chunk with finish_reason, once.
 func (s *anthropicStream) finish(reason string) {
 	if s.finished {
 		return
@@ -264,13 +226,13 @@ func (s *anthropicStream) finish(reason string) {
 	s.chunk(openai.Delta{}, &reason)
 }
 
-// toolCall writes a delta with one tool call, or a piece of it.
+// toolCall yields a delta with one tool call, or a piece of it.
 func (s *anthropicStream) toolCall(c openai.ToolCall) {
 	s.chunk(openai.Delta{ToolCalls: toolCallsJSON([]openai.ToolCall{c})}, nil)
 }
 
 func (s *anthropicStream) chunk(d openai.Delta, finish *string) {
-	s.write(chunk{ChatCompletionChunk: s.base([]openai.ChunkChoice{{Delta: d, FinishReason: finish}})})
+	s.emit(&chunk{ChatCompletionChunk: s.base([]openai.ChunkChoice{{Delta: d, FinishReason: finish}})})
 }
 
 // base returns the stream's chunk with choices.
@@ -278,18 +240,76 @@ func (s *anthropicStream) base(choices []openai.ChunkChoice) openai.ChatCompleti
 	return openai.ChatCompletionChunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model, Choices: choices}
 }
 
-func (s *anthropicStream) write(c chunk) {
-	s.out.WriteString("data: ")
-	if err := encodeJSON(&s.out, &c); err != nil {
-		s.fail(err) // not reached: every field marshals
-		return
-	}
-	s.out.WriteString("\n")
-}
-
 // chunk is a chat.completion.chunk whose usage has the details, in place
 // of ChatCompletionChunk's (see completion).
 type chunk struct {
 	openai.ChatCompletionChunk
 	Usage *usage `json:"usage,omitempty"`
+}
+
+// sseBody serves a translated stream, for Do's callers, as the OpenAI
+// event stream an OpenAI-compatible provider would have sent, written by
+// openai.EventWriter: chunks as data events, pings as comments, an error
+// event as OpenAI's data: {"error": ...} and [DONE]. Other failures are
+// read errors. The breaker learns of every failure through body.fail.
+type sseBody struct {
+	body *idleBody
+	next func() (*chunk, error, bool)
+	stop func()
+	out  bytes.Buffer
+	w    *openai.EventWriter
+	data bytes.Buffer // one event's JSON
+	done bool         // the answer ended as it should, or with an error event
+	err  error
+}
+
+func (b *sseBody) Read(p []byte) (int, error) {
+	for b.out.Len() == 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
+		if b.done {
+			return 0, io.EOF
+		}
+		b.step()
+	}
+	return b.out.Read(p)
+}
+
+func (b *sseBody) step() {
+	c, err, ok := b.next()
+	switch {
+	case !ok:
+		b.w.Done()
+		b.done = true
+	case err != nil:
+		err = b.body.fail(err)
+		if e, ok := err.(*Error); ok && e.Message != "" && e.Status != 0 {
+			// The answer has begun, so this is no status: the client
+			// gets OpenAI's error event, as its SDK expects mid-stream.
+			b.event(openai.ErrorResponse{Error: openai.Error{Message: e.Message, Type: e.Type}})
+			b.w.Done()
+			b.done = true
+			return
+		}
+		b.err = err
+	case c == nil:
+		b.w.Comment("ping")
+	default:
+		b.event(c)
+	}
+}
+
+// event writes v as one data event, with <, > and & as they are (the
+// arbiter's tags stay readable on the wire).
+func (b *sseBody) event(v any) {
+	b.data.Reset()
+	encodeJSON(&b.data, v) // not failing: every field marshals
+	b.w.Data(bytes.TrimSuffix(b.data.Bytes(), []byte("\n")))
+}
+
+// Close stops reading and ends the call.
+func (b *sseBody) Close() error {
+	b.stop()
+	return b.body.Close()
 }

@@ -2,30 +2,48 @@ package upstream
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/consortium-dev/consortium/openai"
 )
 
-// translateStream runs an Anthropic event stream through the translator,
-// reading body through wrap, and returns what it wrote, the error it
-// ended with (nil at EOF) and what it reported.
-func translateStream(t testing.TB, body []byte, includeUsage bool, wrap func(io.Reader) io.Reader) (out string, err error, reported []error) {
+// testBody is an idleBody over r, as a call's body, with a day's idle
+// timeout.
+func testBody(r io.Reader) *idleBody {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return newIdleBody(ctx, cancel, io.NopCloser(r), 24*time.Hour)
+}
+
+// created is the created field of a chunk, set to a fixed time by
+// translateStream so that its output compares with golden files.
+var created = regexp.MustCompile(`"created":\d+`)
+
+// translateStream runs an Anthropic event stream through the passthrough
+// translation, reading body through wrap, and returns what it wrote, the
+// error it ended with (nil at EOF) and what the breaker is told.
+func translateStream(t testing.TB, body []byte, includeUsage bool, wrap func(io.Reader) io.Reader) (out string, err error, reported error) {
 	t.Helper()
-	call := &anthropicCall{model: "claude-x", includeUsage: includeUsage}
-	s := call.stream("anthropic", io.NopCloser(wrap(bytes.NewReader(body))), func(err error) { reported = append(reported, err) })
-	s.created = 1700000000
-	defer s.Close()
+	ib := testBody(wrap(bytes.NewReader(body)))
+	var got []error
+	ib.onClose = func(err error) { got = append(got, err) }
+	s, _ := (&anthropicDialect{}).passStream(ib, "claude-x", includeUsage)
 	b, err := io.ReadAll(s)
-	return string(b), err, reported
+	s.Close()
+	if len(got) != 1 {
+		t.Fatalf("the breaker was told %d times", len(got))
+	}
+	return created.ReplaceAllString(string(b), `"created":1700000000`), err, got[0]
 }
 
 // splitReader returns its data in two reads, split at n.
@@ -83,10 +101,10 @@ func TestAnthropicStream(t *testing.T) {
 				t.Errorf("read error %v is not ErrMalformed", readErr)
 			}
 			switch {
-			case tc.reported == "" && len(reported) > 0:
+			case tc.reported == "" && reported != nil:
 				t.Errorf("reported %v", reported)
-			case tc.reported != "" && (len(reported) != 1 || !strings.Contains(reported[0].Error(), tc.reported)):
-				t.Errorf("reported %v, want one error with %q", reported, tc.reported)
+			case tc.reported != "" && (reported == nil || !strings.Contains(reported.Error(), tc.reported)):
+				t.Errorf("reported %v, want an error with %q", reported, tc.reported)
 			}
 			goldenText(t, filepath.Join("anthropic", "stream", name+".openai.sse"), out)
 			checkChunks(t, out, readErr == nil)

@@ -115,12 +115,9 @@ func TestAnthropicRequest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := `{"model":"claude-x",` + tc.body + `}`
-			got, call, err := translateChatRequest([]byte(body), "claude-haiku-4-5", tc.cache)
+			got, err := translateChatRequest([]byte(body), "claude-haiku-4-5", tc.cache)
 			if err != nil {
 				t.Fatalf("translateChatRequest: %v\n%s", err, body)
-			}
-			if call.model != "claude-haiku-4-5" {
-				t.Errorf("call model %q", call.model)
 			}
 			golden(t, filepath.Join("anthropic", "request", strings.ReplaceAll(tc.name, " ", "_")+".json"), got)
 		})
@@ -155,7 +152,7 @@ func TestAnthropicRequestErrors(t *testing.T) {
 		{"not a chat request", `"messages":"hi"`, "messages", "expected an array"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := translateChatRequest([]byte(`{"model":"m",`+tc.body+`}`), "m", true)
+			_, err := translateChatRequest([]byte(`{"model":"m",`+tc.body+`}`), "m", true)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -169,6 +166,19 @@ func TestAnthropicRequestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// answerJSON translates an answer as Do does.
+func answerJSON(data []byte, model string) ([]byte, error) {
+	var buf bytes.Buffer
+	_, err := (&anthropicDialect{}).passJSON(data, model, &buf)
+	return buf.Bytes(), err
+}
+
+// translateChatRequest translates a Chat Completions body as Do does.
+func translateChatRequest(body []byte, model string, cache bool) ([]byte, error) {
+	wire, _, err := (&anthropicDialect{promptCache: cache}).passRequest(body, model)
+	return wire, err
 }
 
 func TestAnthropicAnswer(t *testing.T) {
@@ -200,7 +210,7 @@ func TestAnthropicAnswer(t *testing.T) {
 			`{"id":"m","object":"chat.completion","model":"c","choices":[{"index":0,"message":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":"content_filter"}]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := (&anthropicCall{model: "claude-x"}).answer([]byte(tc.message))
+			got, err := answerJSON([]byte(tc.message), "claude-x")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,12 +245,45 @@ func TestAnthropicAnswer(t *testing.T) {
 		`[]`,
 		`{"type":"message","content":"text"}`,
 	} {
-		_, err := (&anthropicCall{model: "m"}).answer([]byte(bad))
+		_, err := answerJSON([]byte(bad), "m")
 		if !errors.Is(err, ErrMalformed) {
 			t.Errorf("answer(%s) = %v, want ErrMalformed", bad, err)
 		}
 		if strings.Contains(bad, "Overloaded") && !strings.Contains(err.Error(), "Overloaded") {
 			t.Errorf("the error %q does not carry the provider's message", err)
 		}
+	}
+}
+
+// TestAnthropicExtra: a member's params (ChatRequest.Extra) reach the
+// Messages request over the typed fields, as they would reach an
+// OpenAI-compatible provider, and the request is left as it was.
+func TestAnthropicExtra(t *testing.T) {
+	temp, maxTokens := 0.9, 10
+	req := &openai.ChatRequest{
+		Temperature: &temp, MaxTokens: &maxTokens,
+		Messages: []openai.Message{{Role: "user", Content: openai.TextContent("hi")}},
+		Extra:    map[string]any{"temperature": 0.2, "max_tokens": 50, "top_k": 5, "seed": 1, "parallel_tool_calls": false, "stop": []string{"END"}},
+	}
+	body, err := translateRequest(req, "c", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	json.Unmarshal(body, &got)
+	for k, want := range map[string]any{"temperature": 0.2, "max_tokens": 50.0, "top_k": 5.0} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v in %s", k, got[k], want, body)
+		}
+	}
+	if s, _ := json.Marshal(got["stop_sequences"]); string(s) != `["END"]` || got["seed"] != nil {
+		t.Errorf("stop_sequences %s, seed %v in %s", s, got["seed"], body)
+	}
+	if *req.Temperature != 0.9 || *req.MaxTokens != 10 {
+		t.Errorf("the request changed: temperature %v, max_tokens %v", *req.Temperature, *req.MaxTokens)
+	}
+	req.Extra = map[string]any{"top_k": "many"}
+	if _, err := translateRequest(req, "c", false); err == nil || !strings.Contains(err.Error(), "top_k") {
+		t.Errorf("top_k of a string: %v", err)
 	}
 }

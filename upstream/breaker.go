@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"net/http"
@@ -9,8 +10,6 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-
-	"github.com/consortium-dev/consortium/ratelimit"
 )
 
 // ErrBreakerOpen is the cause of a call refused without touching the
@@ -41,16 +40,40 @@ const (
 // breaker is one model's circuit breaker, with the time it last opened so
 // that a refused caller can be told when to come back.
 type breaker struct {
+	model    string
 	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
 	openedAt atomic.Int64 // unix nanoseconds
+	used     time.Time    // last asked for; for models not in the config, under breakers.mu
 }
 
 // breakers holds a provider's breakers, one per model, made on first use.
+// Those of the configured models are kept for the provider's lifetime;
+// those of any other model a client names are at most maxOthers, the
+// least recently used evicted first, and dropped once idle for
+// othersIdle, so that random model names cannot grow memory.
 type breakers struct {
 	settings BreakerSettings
 	onChange func(model, state string)
 	mu       sync.Mutex
-	byModel  map[string]*breaker
+	byModel  map[string]*breaker // the configured models'
+	others   map[string]*list.Element
+	lru      list.List // of *breaker, most recently used first
+}
+
+// The bounds of the breakers of models not in the configuration. An
+// evicted breaker that was open forgets it: one more call reaches the
+// provider, which a model nobody configured is worth.
+const (
+	maxOthers  = 1024
+	othersIdle = 10 * time.Minute
+)
+
+func newBreakers(settings BreakerSettings, onChange func(model, state string), models []string) *breakers {
+	bs := &breakers{settings: settings, onChange: onChange, byModel: map[string]*breaker{}, others: map[string]*list.Element{}}
+	for _, m := range models {
+		bs.byModel[m] = bs.newBreaker(m)
+	}
+	return bs
 }
 
 func (bs *breakers) get(model string) *breaker {
@@ -59,7 +82,38 @@ func (bs *breakers) get(model string) *breaker {
 	if b := bs.byModel[model]; b != nil {
 		return b
 	}
-	b := &breaker{}
+	now := time.Now()
+	if el := bs.others[model]; el != nil {
+		bs.lru.MoveToFront(el)
+		b := el.Value.(*breaker)
+		b.used = now
+		return b
+	}
+	// Evict from the back: the least recently used, while past the bound
+	// or idle.
+	for el := bs.lru.Back(); el != nil; el = bs.lru.Back() {
+		b := el.Value.(*breaker)
+		if bs.lru.Len() < maxOthers && now.Sub(b.used) < othersIdle {
+			break
+		}
+		bs.lru.Remove(el)
+		delete(bs.others, b.model)
+	}
+	b := bs.newBreaker(model)
+	b.used = now
+	bs.others[model] = bs.lru.PushFront(b)
+	return b
+}
+
+// len returns how many breakers are held.
+func (bs *breakers) len() int {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	return len(bs.byModel) + len(bs.others)
+}
+
+func (bs *breakers) newBreaker(model string) *breaker {
+	b := &breaker{model: model}
 	failures := uint32(bs.settings.Failures)
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        model,
@@ -88,7 +142,6 @@ func (bs *breakers) get(model string) *breaker {
 			}
 		},
 	})
-	bs.byModel[model] = b
 	return b
 }
 
@@ -123,7 +176,7 @@ func countsAgainst(err error) bool {
 // isLimited reports a call refused by the provider's own rpm or
 // concurrency limit in this process.
 func isLimited(err error) bool {
-	return errors.Is(err, ratelimit.ErrLimited)
+	return errors.Is(err, ErrLimited)
 }
 
 func stateName(s gobreaker.State) string {

@@ -102,55 +102,56 @@ func TestBreakerCountsAttempts(t *testing.T) {
 	refused(t, p, fake, chat("m"), 59*time.Minute, time.Hour)
 }
 
+// TestBreakerHalfOpen runs on a fake clock: the cooldown passes without
+// being slept through.
 func TestBreakerHalfOpen(t *testing.T) {
-	const cooldown = 50 * time.Millisecond
-	fake := newFake(t)
-	var log stateLog
-	p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: cooldown}, OnBreakerChange: log.record})
+	inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+		const cooldown = 30 * time.Second
+		var log stateLog
+		p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: cooldown}, OnBreakerChange: log.record})
 
-	fake.Script("m", upstreamtest.Reply{Status: 502})
-	p.Do(context.Background(), chat("m"))
-	// The client is told to come back in whole seconds at the soonest.
-	refused(t, p, fake, chat("m"), time.Second, time.Second)
+		fake.Script("m", upstreamtest.Reply{Status: 502})
+		p.Do(context.Background(), chat("m"))
+		refused(t, p, fake, chat("m"), cooldown, cooldown)
+		time.Sleep(cooldown - 500*time.Millisecond)
+		// The client is told to come back in whole seconds at the soonest.
+		refused(t, p, fake, chat("m"), time.Second, time.Second)
 
-	// After the cooldown one trial call goes through; while it is under
-	// way the breaker refuses every other call.
-	time.Sleep(cooldown + 10*time.Millisecond)
-	fake.Script("m", upstreamtest.Reply{Content: "back", Delay: 200 * time.Millisecond}, upstreamtest.Reply{Content: "fast"})
-	errc := make(chan error, 1)
-	go func() {
-		_, err := p.Do(context.Background(), chat("m"))
-		errc <- err
-	}()
-	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := fake.WaitRequests(wctx, 2); err != nil {
-		t.Fatal(err)
-	}
-	refused(t, p, fake, chat("m"), time.Second, time.Second)
-	if err := <-errc; err != nil {
-		t.Fatalf("trial call: %v", err)
-	}
-
-	// Its success closed the breaker.
-	for range 3 {
-		if _, err := p.Do(context.Background(), chat("m")); err != nil {
-			t.Fatal(err)
+		// After the cooldown one trial call goes through; while it is
+		// under way the breaker refuses every other call.
+		time.Sleep(time.Second)
+		fake.Script("m", upstreamtest.Reply{Content: "back", Delay: 200 * time.Millisecond}, upstreamtest.Reply{Content: "fast"})
+		errc := make(chan error, 1)
+		go func() {
+			_, err := p.Do(context.Background(), chat("m"))
+			errc <- err
+		}()
+		synctest.Wait()
+		refused(t, p, fake, chat("m"), time.Second, time.Second)
+		if err := <-errc; err != nil {
+			t.Fatalf("trial call: %v", err)
 		}
-	}
-	if got, want := log.get(), []string{"m open", "m half-open", "m closed"}; !slices.Equal(got, want) {
-		t.Errorf("breaker changes %q, want %q", got, want)
-	}
 
-	// A failed trial opens it again at once.
-	fake.Script("m", upstreamtest.Reply{Status: 500})
-	p.Do(context.Background(), chat("m"))
-	time.Sleep(cooldown + 10*time.Millisecond)
-	p.Do(context.Background(), chat("m"))
-	refused(t, p, fake, chat("m"), time.Second, time.Second)
-	if got, want := log.get(), []string{"m open", "m half-open", "m closed", "m open", "m half-open", "m open"}; !slices.Equal(got, want) {
-		t.Errorf("breaker changes %q, want %q", got, want)
-	}
+		// Its success closed the breaker.
+		for range 3 {
+			if _, err := p.Do(context.Background(), chat("m")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := log.get(), []string{"m open", "m half-open", "m closed"}; !slices.Equal(got, want) {
+			t.Errorf("breaker changes %q, want %q", got, want)
+		}
+
+		// A failed trial opens it again at once.
+		fake.Script("m", upstreamtest.Reply{Status: 500})
+		p.Do(context.Background(), chat("m"))
+		time.Sleep(cooldown + time.Millisecond)
+		p.Do(context.Background(), chat("m"))
+		refused(t, p, fake, chat("m"), cooldown, cooldown)
+		if got, want := log.get(), []string{"m open", "m half-open", "m closed", "m open", "m half-open", "m open"}; !slices.Equal(got, want) {
+			t.Errorf("breaker changes %q, want %q", got, want)
+		}
+	})
 }
 
 // TestBreakerIgnores checks what never opens a breaker: the provider
@@ -180,52 +181,39 @@ func TestBreakerIgnores(t *testing.T) {
 
 	t.Run("cancelled", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
-		fake.Script("m", upstreamtest.Reply{Hang: true})
-		for i := range 3 {
-			ctx, cancel := context.WithCancel(context.Background())
-			errc := make(chan error, 1)
-			go func() {
-				_, err := p.Do(ctx, chat("m"))
-				errc <- err
-			}()
-			wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if err := fake.WaitRequests(wctx, i+1); err != nil {
-				t.Fatal(err)
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
+			fake.Script("m", upstreamtest.Reply{Hang: true})
+			for range 3 {
+				if err := doCancelled(context.Background(), p, chat("m")); !errors.Is(err, context.Canceled) {
+					t.Fatalf("err %v", err)
+				}
 			}
-			wcancel()
-			cancel()
-			if err := <-errc; !errors.Is(err, context.Canceled) {
-				t.Fatalf("err %v", err)
+			fake.Script("m", upstreamtest.Reply{Content: "ok"})
+			if _, err := p.Do(context.Background(), chat("m")); err != nil {
+				t.Errorf("after cancelled calls: %v", err)
 			}
-		}
-		fake.Script("m", upstreamtest.Reply{Content: "ok"})
-		if _, err := p.Do(context.Background(), chat("m")); err != nil {
-			t.Errorf("after cancelled calls: %v", err)
-		}
+		})
 	})
 
 	t.Run("cancelled stream", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
-		fake.Script("m", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
-		ctx, cancel := context.WithCancel(context.Background())
-		resp, err := p.Do(ctx, stream("m"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			time.Sleep(20 * time.Millisecond)
-			cancel()
-		}()
-		io.ReadAll(resp.Body) // ends when the caller goes away
-		resp.Body.Close()
-		fake.Script("m", upstreamtest.Reply{Content: "ok"})
-		if _, err := p.Do(context.Background(), chat("m")); err != nil {
-			t.Errorf("after a cancelled stream: %v", err)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
+			fake.Script("m", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
+			ctx, cancel := context.WithCancel(context.Background())
+			resp, err := p.Do(ctx, stream("m"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.AfterFunc(20*time.Millisecond, cancel)
+			io.ReadAll(resp.Body) // ends when the caller goes away
+			resp.Body.Close()
+			fake.Script("m", upstreamtest.Reply{Content: "ok"})
+			if _, err := p.Do(context.Background(), chat("m")); err != nil {
+				t.Errorf("after a cancelled stream: %v", err)
+			}
+		})
 	})
 
 	t.Run("provider limit", func(t *testing.T) {
@@ -266,32 +254,33 @@ func TestBreakerCounts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			fake := newFake(t)
-			p := newProvider(t, fake, Config{Timeout: 200 * time.Millisecond, IdleTimeout: 100 * time.Millisecond,
-				Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
-			fake.Script("m", tc.reply)
-			req := chat("m")
-			if tc.stream {
-				req = stream("m")
-			}
-			resp, err := p.Do(context.Background(), req)
-			if tc.stream {
-				if err != nil {
-					t.Fatalf("the stream did not begin: %v", err)
+			inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+				p := newProvider(t, fake, Config{Timeout: 200 * time.Millisecond, IdleTimeout: 100 * time.Millisecond,
+					Breaker: BreakerSettings{Failures: 1, Cooldown: time.Hour}})
+				fake.Script("m", tc.reply)
+				req := chat("m")
+				if tc.stream {
+					req = stream("m")
 				}
-				// The breaker hears of a stream only when it is closed.
-				if _, err := io.ReadAll(resp.Body); err == nil {
-					t.Fatal("the stream ended without an error")
+				resp, err := p.Do(context.Background(), req)
+				if tc.stream {
+					if err != nil {
+						t.Fatalf("the stream did not begin: %v", err)
+					}
+					// The breaker hears of a stream only when it is closed.
+					if _, err := io.ReadAll(resp.Body); err == nil {
+						t.Fatal("the stream ended without an error")
+					}
+					if b := p.breakers.get("m"); b.cb.State().String() != "closed" {
+						t.Errorf("breaker %v before the stream was closed", b.cb.State())
+					}
+					resp.Body.Close()
+					resp.Body.Close() // closing twice reports once
+				} else if err == nil {
+					t.Fatal("no error")
 				}
-				if b := p.breakers.get("m"); b.cb.State().String() != "closed" {
-					t.Errorf("breaker %v before the stream was closed", b.cb.State())
-				}
-				resp.Body.Close()
-				resp.Body.Close() // closing twice reports once
-			} else if err == nil {
-				t.Fatal("no error")
-			}
-			refused(t, p, fake, chat("m"), 59*time.Minute, time.Hour)
+				refused(t, p, fake, chat("m"), time.Hour, time.Hour)
+			})
 		})
 	}
 
@@ -323,7 +312,7 @@ func TestBreakerCounts(t *testing.T) {
 func TestBreakerClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var log stateLog
-		bs := &breakers{settings: BreakerSettings{Failures: 3, Cooldown: 30 * time.Second}, onChange: log.record, byModel: map[string]*breaker{}}
+		bs := newBreakers(BreakerSettings{Failures: 3, Cooldown: 30 * time.Second}, log.record, nil)
 		b := bs.get("m")
 		if bs.get("m") != b || bs.get("n") == b {
 			t.Fatal("one breaker per model")

@@ -1,14 +1,11 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
-	"strings"
-
-	sse "github.com/tmaxmax/go-sse"
 
 	"github.com/consortium-dev/consortium/openai"
 )
@@ -18,51 +15,62 @@ import (
 // can be.
 const maxEventSize = 16 << 20
 
-// Chat sends a non-streamed chat completion and decodes the answer. req's
-// Model and Stream are set here.
+// ErrMalformed is the cause of a 2xx answer that could not be used.
+var ErrMalformed = errors.New("the provider's answer was malformed")
+
+// Chat sends a non-streamed chat completion, encoded in the provider's
+// dialect, and decodes the answer, retrying as Do does. req's Model and
+// Stream are set here; req is not changed.
 func (p *Provider) Chat(ctx context.Context, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
+	c := p.newCall(ctx, model)
+	cc, err := p.chat(ctx, c, model, req)
+	c.end(err)
+	return cc, err
+}
+
+func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
 	r := *req
-	r.Model, r.Stream, r.StreamOptions = model, false, nil
-	body, err := r.AppendJSON(nil)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s/%s: encoding the request: %w", p.name, model, err)
-	}
-	resp, err := p.Do(ctx, &Request{Model: model, Path: "/chat/completions", Body: body})
-	if err != nil {
+	r.Stream = false
+	if err := p.encode(c, &r, model); err != nil {
 		return nil, err
 	}
-	if resp.Body != nil {
-		resp.Body.Close()
-		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: an event stream where JSON was asked for", ErrMalformed))
+	var cc *openai.ChatCompletion
+	c.check = func(data []byte, _ *bytes.Buffer) (err error) {
+		cc, err = p.dialect.decode(data, model)
+		return err
 	}
-	cc, err := openai.DecodeCompletion(resp.Data)
-	if err != nil || len(cc.Choices) == 0 {
-		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: a 200 answer without choices", ErrMalformed))
+	// A call that does not ask to stream reads any answer as JSON: an
+	// event stream fails check, as malformed.
+	if _, err := p.send(ctx, c); err != nil {
+		return nil, err
 	}
 	return cc, nil
 }
 
-// ErrMalformed is the cause of a 2xx answer that could not be used.
-var ErrMalformed = errors.New("the provider's answer was malformed")
-
-// Stream is a streamed chat completion being read.
-type Stream struct {
-	p     *Provider
-	model string
-	body  io.ReadCloser
-	next  func() (sse.Event, error, bool)
-	stop  func()
-	err   error
-	done  bool
+// encode sets c's path and body for a chat request, or says why the
+// dialect cannot carry it.
+func (p *Provider) encode(c *call, req *openai.ChatRequest, model string) error {
+	path, refused := p.dialect.endpoint("/chat/completions")
+	if refused != nil {
+		refused.Provider, refused.Model = p.name, model
+		return refused
+	}
+	body, err := p.dialect.encode(req, model)
+	if err != nil {
+		return p.refusal(model, err)
+	}
+	c.path, c.body, c.stream = path, body, req.Stream
+	return nil
 }
 
 // ChatStream sends a streamed chat completion, asking for usage, and
-// yields its chunks as they arrive, until [DONE] or the end of the body.
-// Nothing is sent until the sequence is ranged over. An error ends the
-// sequence and is yielded with a nil chunk: the call failed before it began
-// (every attempt, as Do reports it), a cut connection, an idle timeout, an
-// error event from the provider, or a malformed chunk. Breaking out of the
-// loop ends the call (an unfinished one is cancelled upstream).
+// yields its chunks as they arrive, until the end of the answer. Nothing
+// is sent until the sequence is ranged over. An error ends the sequence
+// and is yielded with a nil chunk: the call failed before it began (every
+// attempt, as Do reports it), a cut connection, an idle timeout, an answer
+// past MaxResponse, an error event from the provider, or a malformed
+// chunk; each is an *Error. Breaking out of the loop ends the call (an
+// unfinished one is cancelled upstream).
 func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
 	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
 		s, err := p.openStream(ctx, model, req)
@@ -80,88 +88,76 @@ func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.Cha
 }
 
 // openStream starts a streamed chat completion and returns once the
-// answer has begun. The Stream must be closed.
-func (p *Provider) openStream(ctx context.Context, model string, req *openai.ChatRequest) (*Stream, error) {
+// answer has begun. The stream must be closed; OnCall hears of the call
+// then.
+func (p *Provider) openStream(ctx context.Context, model string, req *openai.ChatRequest) (*chunkStream, error) {
+	c := p.newCall(ctx, model)
 	r := *req
-	r.Model, r.Stream, r.StreamOptions = model, true, &openai.StreamOptions{IncludeUsage: true}
-	body, err := r.AppendJSON(nil)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s/%s: encoding the request: %w", p.name, model, err)
+	r.Stream = true
+	// An answer that is not an event stream is read as JSON, and is of
+	// no use: malformed.
+	c.check = func([]byte, *bytes.Buffer) error {
+		return fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed)
 	}
-	resp, err := p.Do(ctx, &Request{Model: model, Path: "/chat/completions", Body: body, Stream: true})
+	err := p.encode(c, &r, model)
+	var resp *Response
+	if err == nil {
+		resp, err = p.send(ctx, c)
+	}
 	if err != nil {
+		c.end(err)
 		return nil, err
 	}
-	if resp.Body == nil {
-		return nil, p.fail(&Request{Model: model}, 0, fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed))
-	}
-	return newStream(p, model, resp.Body), nil
+	return newChunkStream(p.dialect, resp.Body.(*idleBody), model), nil
 }
 
-// newStream reads chat completion chunks from an SSE body.
-func newStream(p *Provider, model string, body io.ReadCloser) *Stream {
-	s := &Stream{p: p, model: model, body: body}
-	events := sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize})
-	s.next, s.stop = iter.Pull2(iter.Seq2[sse.Event, error](events))
+// chunkStream is the open answer of a typed stream: its dialect's chunks,
+// read from an idleBody that ends the call when closed.
+type chunkStream struct {
+	body *idleBody
+	next func() (*openai.ChatCompletionChunk, error, bool)
+	stop func()
+	done bool // the answer ended as it should
+	err  error
+}
+
+func newChunkStream(d dialect, body *idleBody, model string) *chunkStream {
+	s := &chunkStream{body: body}
+	s.next, s.stop = iter.Pull2(d.chunks(body, model))
 	return s
 }
 
-// Chunks yields the stream's chunks until [DONE] or the end of the body.
-// An error ends the iteration and is yielded with a nil chunk: a cut
-// connection, an idle timeout, an error event from the provider, or a
-// malformed chunk.
-func (s *Stream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
+// Chunks yields the stream's chunks until its end. An error ends the
+// iteration and is yielded with a nil chunk; it is also how the breaker
+// and OnCall learn that the stream failed.
+func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
-		for !s.done {
-			ev, err, ok := s.next()
+		for !s.done && s.err == nil {
+			c, err, ok := s.next()
 			if !ok {
 				s.done = true
 				return
 			}
 			if err != nil {
-				s.done = true
-				s.err = s.p.fail(&Request{Model: s.model}, 0, err)
+				s.err = s.body.fail(err)
 				yield(nil, s.err)
 				return
 			}
-			data := strings.TrimSpace(ev.Data)
-			if data == "" {
-				continue
-			}
-			if data == "[DONE]" {
-				s.done = true
-				return
-			}
-			chunk, errorEvent, err := openai.DecodeChunk([]byte(data))
-			if err != nil {
-				s.done = true
-				s.err = s.p.fail(&Request{Model: s.model}, 0, fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed))
-				yield(nil, s.err)
-				return
-			}
-			if errorEvent {
-				if pe, ok := openai.ParseError([]byte(data)); ok {
-					s.done = true
-					s.err = &Error{Provider: s.p.name, Model: s.model, Status: 0, Message: pe.Message,
-						Err: fmt.Errorf("error event mid-stream: %s", pe.Message)}
-					yield(nil, s.err)
-					return
-				}
-			}
-			if !yield(&chunk, nil) {
+			if !yield(c, nil) {
 				return
 			}
 		}
 	}
 }
 
-// Close stops reading and releases the call; an unfinished call is
-// cancelled upstream. After [DONE], Close first reads the end of an HTTP/1
-// response, waiting at most 50ms for it, so that its connection is kept.
-func (s *Stream) Close() error {
+// Close stops reading and ends the call; an unfinished call is cancelled
+// upstream. After the end of the answer, Close first reads the end of an
+// HTTP/1 response, waiting at most 50ms for it, so that its connection is
+// kept.
+func (s *chunkStream) Close() error {
 	s.stop()
-	if d, ok := s.body.(interface{ drain() }); ok && s.done && s.err == nil {
-		d.drain() // the stream ended at [DONE]: keep its connection
+	if s.done && s.err == nil {
+		s.body.drain()
 	}
 	return s.body.Close()
 }

@@ -3,7 +3,6 @@ package upstream
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 
@@ -25,11 +24,10 @@ func BenchmarkChunks(b *testing.B) {
 	frame(`{}`, `"stop"`)
 	sse.WriteString(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"judge","choices":[],` +
 		`"usage":{"prompt_tokens":900,"completion_tokens":40,"total_tokens":940}}` + "\n\ndata: [DONE]\n\n")
-	p := &Provider{name: "bench"}
 	b.ReportAllocs()
 	b.SetBytes(int64(sse.Len()))
 	for b.Loop() {
-		s := newStream(p, "judge", io.NopCloser(bytes.NewReader(sse.Bytes())))
+		s := newChunkStream(openaiDialect{}, testBody(bytes.NewReader(sse.Bytes())), "judge")
 		n := 0
 		for _, err := range s.Chunks() {
 			if err != nil {

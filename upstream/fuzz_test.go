@@ -24,9 +24,8 @@ func FuzzStreamChunks(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	p := &Provider{name: "fuzz"}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		s := newStream(p, "m", io.NopCloser(bytes.NewReader(body)))
+		s := newChunkStream(openaiDialect{}, testBody(bytes.NewReader(body)), "m")
 		defer s.Close()
 		n := 0
 		for chunk, err := range s.Chunks() {

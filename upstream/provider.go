@@ -2,20 +2,30 @@
 // configured provider, speaking its wire protocol over a shared, tuned
 // http.Transport, with the phase timeouts of the configuration (until the
 // first byte, then between chunks). It knows nothing of HTTP routing,
-// clients or consortiums; it returns OpenAI-shaped bodies and typed errors
-// (*Error, ErrTimeout) that callers map to their own answers. A provider of
-// type "anthropic" speaks Anthropic's Messages API on the wire and is
-// translated both ways (anthropic.go), so callers see it as one more
-// OpenAI-compatible provider.
+// clients or consortiums; it returns OpenAI-shaped bodies, typed chat
+// completions and chunks, and typed errors (*Error, ErrTimeout,
+// ErrMalformed, ErrBreakerOpen, ErrLimited) that callers map to their own
+// answers, with (*Error).Describe as the words a client may see.
+//
+// The flow of a call: Do (the passthrough: a raw OpenAI body in, an OpenAI
+// body or event stream out), Chat or ChatStream (typed) build a call; one
+// retry loop (send, try) admits each attempt through the model's circuit
+// breaker and the provider's limits (admit, one release per attempt) and
+// reads the answer through a bound on its size (max_response); a dialect
+// (dialect.go) is the only part that knows the wire protocol: openai, or
+// anthropic (Anthropic's Messages API, anthropic.go), so that callers see
+// every provider as OpenAI-compatible. Text the provider wrote is scrubbed
+// of the credentials it was sent before it leaves the package.
 package upstream
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -23,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/ratelimit"
 )
 
@@ -142,19 +153,19 @@ func RoleOf(ctx context.Context) string {
 type Provider struct {
 	name        string
 	baseURL     string
+	dialect     dialect
 	header      http.Header // sent with every call: auth, content type, extra headers
+	secrets     []string    // the credentials sent, scrubbed from the provider's text
 	timeout     time.Duration
 	idleTimeout time.Duration
 	maxRetries  int
 	backoff     time.Duration
 	cooldown    time.Duration
+	maxResponse int64
 	breakers    *breakers
 	gate        *ratelimit.Gate
 	client      *http.Client
-
-	anthropic    bool   // the provider speaks Anthropic's Messages API
-	messagesPath string // the Messages endpoint below baseURL
-	promptCache  bool
+	onCall      func(Call)
 }
 
 // New checks cfg and returns a Provider for it.
@@ -162,14 +173,18 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("upstream: provider has no name")
 	}
-	anthropic := false
+	var d dialect = openaiDialect{}
 	switch cfg.Type {
 	case "", "openai":
 	case "anthropic":
-		anthropic = true
 		if cfg.BaseURL == "" {
 			cfg.BaseURL = "https://api.anthropic.com"
 		}
+		ad := &anthropicDialect{messagesPath: "/v1/messages", promptCache: cfg.PromptCache}
+		if strings.HasSuffix(strings.TrimRight(cfg.BaseURL, "/"), "/v1") {
+			ad.messagesPath = "/messages"
+		}
+		d = ad
 	default:
 		return nil, fmt.Errorf("upstream %s: provider type %q is not openai or anthropic", cfg.Name, cfg.Type)
 	}
@@ -180,20 +195,14 @@ func New(cfg Config) (*Provider, error) {
 	p := &Provider{
 		name:        cfg.Name,
 		baseURL:     strings.TrimRight(cfg.BaseURL, "/"),
+		dialect:     d,
 		header:      http.Header{},
-		timeout:     cfg.Timeout,
-		idleTimeout: cfg.IdleTimeout,
-	}
-	if p.timeout <= 0 {
-		p.timeout = 60 * time.Second
-	}
-	if p.idleTimeout <= 0 {
-		p.idleTimeout = 60 * time.Second
-	}
-	p.maxRetries = max(cfg.MaxRetries, 0)
-	p.backoff = cfg.Backoff
-	if p.backoff <= 0 {
-		p.backoff = 250 * time.Millisecond
+		timeout:     cmp.Or(max(cfg.Timeout, 0), 60*time.Second),
+		idleTimeout: cmp.Or(max(cfg.IdleTimeout, 0), 60*time.Second),
+		maxRetries:  max(cfg.MaxRetries, 0),
+		backoff:     cmp.Or(max(cfg.Backoff, 0), 250*time.Millisecond),
+		maxResponse: cmp.Or(max(cfg.MaxResponse, 0), DefaultMaxResponse),
+		onCall:      cfg.OnCall,
 	}
 	bs := cfg.Breaker
 	if bs.Failures <= 0 {
@@ -203,32 +212,15 @@ func New(cfg Config) (*Provider, error) {
 		bs.Cooldown = 30 * time.Second
 	}
 	p.cooldown = bs.Cooldown
-	p.breakers = &breakers{settings: bs, onChange: cfg.OnBreakerChange, byModel: map[string]*breaker{}}
+	p.breakers = newBreakers(bs, cfg.OnBreakerChange, cfg.Models)
 	p.gate = ratelimit.NewGate(cfg.Name, cfg.RPM, cfg.MaxConcurrency)
 	for k, v := range cfg.Headers {
 		p.header.Set(k, v)
 	}
 	p.header.Set("Content-Type", "application/json")
 	p.header.Set("User-Agent", "consortium")
-	switch {
-	case anthropic:
-		p.anthropic, p.promptCache = true, cfg.PromptCache
-		p.messagesPath = "/v1/messages"
-		if strings.HasSuffix(p.baseURL, "/v1") {
-			p.messagesPath = "/messages"
-		}
-		// Anthropic takes its key as x-api-key; a bearer token would
-		// only be another credential on the wire.
-		p.header.Del("Authorization")
-		if cfg.APIKey != "" {
-			p.header.Set("X-Api-Key", cfg.APIKey)
-		}
-		if p.header.Get("Anthropic-Version") == "" {
-			p.header.Set("Anthropic-Version", anthropicVersion)
-		}
-	case cfg.APIKey != "":
-		p.header.Set("Authorization", "Bearer "+cfg.APIKey)
-	}
+	d.headers(p.header, cfg.APIKey)
+	p.secrets = secrets(cfg.APIKey, p.header)
 	transport := cfg.Transport
 	if transport == nil {
 		transport = NewTransport()
@@ -241,6 +233,10 @@ func New(cfg Config) (*Provider, error) {
 	}
 	return p, nil
 }
+
+// DefaultMaxResponse is the bound of an answer when Config.MaxResponse is
+// zero.
+const DefaultMaxResponse = 32 << 20
 
 // NewTransport returns an http.Transport tuned for many concurrent calls to
 // one host: a deep idle pool (the default keeps two connections per host,
@@ -282,10 +278,6 @@ type Request struct {
 	// Buffer, if set, receives a JSON answer's body (Response.Data then
 	// aliases it), so that a caller can reuse its buffers.
 	Buffer *bytes.Buffer
-
-	// anthropic is set on a request translated for Anthropic: how its
-	// answer is translated back.
-	anthropic *anthropicCall
 }
 
 // Response is a provider's successful (2xx) answer. For a stream, Body is
@@ -301,37 +293,126 @@ type Response struct {
 	Attempts int
 }
 
-// Do sends req and returns the response once it has begun (a stream) or
-// has been read whole (JSON). Failed attempts are retried while none of the
-// answer has been returned: connection errors and 408, 429, 500, 502, 503,
-// 504 and 529 answers, up to MaxRetries times, with exponential backoff
-// and full jitter, or after the Retry-After the provider sent when it fits
-// in the time left. The model's breaker sees every attempt; an open
-// breaker fails the call at once with ErrBreakerOpen. The provider's
-// timeout bounds the wait for the first byte across all attempts.
+// Do sends req, a raw OpenAI body, and returns the response once it has
+// begun (a stream) or has been read whole (JSON): the passthrough. Failed
+// attempts are retried while none of the answer has been returned:
+// connection errors and 408, 429, 500, 502, 503, 504 and 529 answers, up
+// to MaxRetries times, with exponential backoff and full jitter, or after
+// the Retry-After the provider sent when it fits in the time left. The
+// model's breaker sees every attempt; an open breaker fails the call at
+// once with ErrBreakerOpen. The provider's timeout bounds the wait for the
+// first byte across all attempts.
 //
 // A non-2xx answer is returned as an *Error with the provider's message;
-// no answer in time is ErrTimeout; a 200 that is not JSON is ErrMalformed.
+// no answer in time is ErrTimeout; a 200 that is not JSON, or an answer
+// past MaxResponse, is ErrMalformed.
 //
 // An anthropic provider takes and returns the same OpenAI shapes: Do
-// translates the request before its first attempt (a body it cannot
-// translate is an *Error with status 400, a path other than
-// /chat/completions one with 404, and neither reaches the provider) and
-// each attempt's answer as it is read, so a malformed answer counts
-// against the breaker like any other.
+// parses the body and encodes it in its dialect before the first attempt
+// (a body it cannot translate is an *Error with status 400, a path other
+// than /chat/completions one with 404, and neither reaches the provider),
+// and translates each attempt's answer as it is read, so a malformed
+// answer counts against the breaker like any other.
 func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
-	if p.anthropic {
-		var err error
-		if req, err = p.anthropicRequest(req); err != nil {
-			return nil, err
+	c := p.newCall(ctx, req.Model)
+	resp, err := p.do(ctx, c, req)
+	if err != nil || resp.Body == nil {
+		c.end(err)
+	}
+	return resp, err
+}
+
+func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, error) {
+	path, refused := p.dialect.endpoint(req.Path)
+	if refused != nil {
+		refused.Provider, refused.Model = p.name, req.Model
+		return nil, refused
+	}
+	body, includeUsage, err := p.dialect.passRequest(req.Body, req.Model)
+	if err != nil {
+		return nil, p.refusal(req.Model, err)
+	}
+	c.path, c.body, c.stream, c.buf = path, body, req.Stream, req.Buffer
+	var contentType string
+	c.check = func(data []byte, buf *bytes.Buffer) (err error) {
+		if contentType, err = p.dialect.passJSON(data, req.Model, buf); err != nil {
+			return err
+		}
+		p.scrubBytes(buf)
+		return nil
+	}
+	resp, err := p.send(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Body != nil {
+		resp.Body, contentType = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
+		if len(p.secrets) > 0 {
+			resp.Body = newScrubBody(resp.Body, p.secrets)
 		}
 	}
+	if contentType != "" {
+		resp.ContentType = contentType
+	}
+	return resp, nil
+}
+
+// refusal is the *Error of a request the dialect cannot carry: a 400
+// naming the field, as the provider would answer.
+func (p *Provider) refusal(model string, err error) *Error {
+	msg := err.Error()
+	var fe *openai.FieldError
+	if errors.As(err, &fe) && fe.Param != "" {
+		msg = fe.Param + ": " + fe.Message
+	}
+	return &Error{Provider: p.name, Model: model, Status: http.StatusBadRequest, Type: "invalid_request_error", Message: msg}
+}
+
+// call is one call through the retry loop: what is sent, and what the
+// loop learns of it.
+type call struct {
+	p      *Provider
+	model  string
+	role   string
+	start  time.Time
+	path   string
+	body   []byte
+	stream bool
+	buf    *bytes.Buffer
+	// check reads a 2xx JSON answer within its attempt, so that a
+	// malformed one counts against the breaker; it may rewrite buf.
+	check func(data []byte, buf *bytes.Buffer) error
+
+	attempts int
+	status   int // of the last answer
+	ended    bool
+}
+
+func (p *Provider) newCall(ctx context.Context, model string) *call {
+	return &call{p: p, model: model, role: RoleOf(ctx), start: time.Now()}
+}
+
+// end tells OnCall how the call ended, once.
+func (c *call) end(err error) {
+	if c.ended || c.p.onCall == nil {
+		c.ended = true
+		return
+	}
+	c.ended = true
+	c.p.onCall(Call{Provider: c.p.name, Model: c.model, Role: c.role, Outcome: outcome(err),
+		Status: c.status, Attempts: c.attempts, Duration: time.Since(c.start)})
+}
+
+// send runs the retry loop (see Do) and returns the 2xx answer: a stream
+// as an *idleBody, or JSON in Data, read whole and checked.
+func (p *Provider) send(ctx context.Context, c *call) (*Response, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	deadline := time.Now().Add(p.timeout)
 	firstByte := time.AfterFunc(p.timeout, func() { cancel(errFirstByte) })
-	b := p.breakers.get(req.Model)
+	b := p.breakers.get(c.model)
 	for attempt := 1; ; attempt++ {
-		resp, err := p.try(ctx, cancel, firstByte, deadline, b, req)
+		c.attempts = attempt
+		resp, err := p.try(ctx, cancel, firstByte, deadline, b, c)
 		if err == nil {
 			resp.Attempts = attempt
 			if resp.Body == nil {
@@ -393,17 +474,20 @@ func (p *Provider) retryWait(ctx context.Context, e *Error, attempt int, deadlin
 // maxBackoff caps the exponential backoff between attempts.
 const maxBackoff = 10 * time.Second
 
-// try makes one attempt.
-func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firstByte *time.Timer, deadline time.Time, b *breaker, req *Request) (*Response, error) {
+// admit lets one attempt at model through its breaker and the provider's
+// limits, or says why not, as the *Error the attempt ends with. The
+// release it returns must be called once, with how the attempt ended
+// (nil for a success; an error the breaker reads, see countsAgainst).
+func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, model string) (release func(outcome error), err error) {
 	done, retryAfter, err := b.allow(p.cooldown)
 	if err != nil {
-		return nil, &Error{Provider: p.name, Model: req.Model, Err: err, RetryAfter: retryAfter}
+		return nil, &Error{Provider: p.name, Model: model, Err: err, RetryAfter: retryAfter}
 	}
 	// The gate learns the first-byte deadline too (ctx carries only the
 	// caller's): a turn that cannot come in time is refused at once with
 	// a LimitError, rather than waited for until the timeout.
 	gctx, gcancel := context.WithDeadline(ctx, deadline)
-	release, err := p.gate.Enter(gctx)
+	leave, err := p.gate.Enter(gctx)
 	gcancel()
 	if err != nil {
 		if !isLimited(err) {
@@ -411,99 +495,125 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 			// LimitError at the first-byte deadline stays one.
 			err = causeOf(ctx, err)
 		}
-		err = p.fail(req, 0, err)
 		done(context.Canceled) // the provider was not called: neither success nor failure
-		return nil, err
+		return nil, &Error{Provider: p.name, Model: model, Err: err}
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+req.Path, bytes.NewReader(req.Body))
+	return func(outcome error) {
+		leave()
+		done(outcome)
+	}, nil
+}
+
+// try makes one attempt.
+func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firstByte *time.Timer, deadline time.Time, b *breaker, c *call) (*Response, error) {
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+c.path, bytes.NewReader(c.body))
 	if err != nil {
-		release()
-		done(context.Canceled)
-		return nil, p.fail(req, 0, err)
+		return nil, p.wrap(c.model, err) // not reached: the base URL was checked
 	}
 	hreq.Header = p.header.Clone()
-	if req.Stream {
+	if c.stream {
 		hreq.Header.Set("Accept", "text/event-stream")
 	} else {
 		hreq.Header.Set("Accept", "application/json")
 	}
-
-	resp, err := p.client.Do(hreq)
+	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
-		err = p.fail(req, 0, causeOf(ctx, err))
-		release()
-		done(err)
 		return nil, err
 	}
+	resp, err := p.client.Do(hreq)
+	if err != nil {
+		err = p.wrap(c.model, causeOf(ctx, err))
+		release(err)
+		return nil, err
+	}
+	c.status = resp.StatusCode
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		err := p.statusError(req, resp, body)
-		release()
-		done(err)
+		err := p.statusError(c.model, resp, body)
+		release(err)
 		return nil, err
 	}
 	firstByte.Stop()
 	out := &Response{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
 	body := newIdleBody(ctx, cancel, resp.Body, p.idleTimeout)
 	body.http1 = resp.ProtoMajor == 1
-	if req.Stream && isEventStream(out.ContentType) {
-		// The breaker learns how the stream ended when it is closed.
+	body.limit = p.maxResponse
+	body.p, body.model = p, c.model
+	if c.stream && isEventStream(out.ContentType) {
+		// The breaker and OnCall learn how the stream ended when it is
+		// closed.
 		body.onClose = func(readErr error) {
-			release()
-			var e *Error
-			if readErr != nil && !errors.As(readErr, &e) {
-				readErr = p.fail(req, 0, readErr)
-			}
-			done(readErr)
+			release(readErr)
+			c.end(readErr)
 		}
 		out.Body = body
-		if req.anthropic != nil {
-			out.Body = req.anthropic.stream(p.name, body, body.fail)
-			out.ContentType = "text/event-stream"
-		}
 		return out, nil
 	}
-	buf := req.Buffer
+	buf := c.buf
 	if buf == nil {
 		buf = new(bytes.Buffer)
 	}
 	buf.Reset() // a failed attempt may have left part of its body
-	_, err = buf.ReadFrom(body)
+	if resp.ContentLength > p.maxResponse {
+		err = body.tooLarge()
+	} else {
+		err = readAll(buf, body, resp.ContentLength, p.maxResponse)
+	}
 	// Not body.Close, which would end the call's context: a body cut
 	// midway is a connection error that Do may try again. Do ends the
 	// context once the call is over.
 	body.timer.Stop()
 	resp.Body.Close()
-	release()
-	if err == nil && !json.Valid(buf.Bytes()) {
-		err = fmt.Errorf("%w: the body of its %d answer is not valid JSON", ErrMalformed, resp.StatusCode)
-	}
-	if err == nil && req.anthropic != nil {
-		var data []byte
-		if data, err = req.anthropic.answer(buf.Bytes()); err == nil {
-			buf.Reset()
-			buf.Write(data)
-			out.ContentType = "application/json"
-		}
+	if err == nil {
+		err = c.check(buf.Bytes(), buf)
 	}
 	if err != nil {
-		err = p.fail(req, 0, err)
-		done(err)
+		err = p.wrap(c.model, err)
+		release(err)
 		return nil, err
 	}
-	done(nil)
+	release(nil)
 	out.Data = buf.Bytes()
 	return out, nil
+}
+
+// readAll reads r, an answer of length bytes (-1 when unknown), into buf.
+// buf grows by doubling, as bytes.Buffer does, but never past limit+1
+// bytes (r fails past limit): an answer past the limit costs no more than
+// the limit.
+func readAll(buf *bytes.Buffer, r io.Reader, length, limit int64) error {
+	b := buf.AvailableBuffer()
+	if length >= 0 && int64(cap(b)) <= length {
+		b = make([]byte, 0, length+1) // +1: the EOF is read without growing
+	}
+	var err error
+	for err == nil {
+		if len(b) == cap(b) {
+			size := max(2*int64(cap(b)), 512)
+			if size >= limit {
+				// The last step: to the limit, and the one byte that
+				// says the answer is past it.
+				size = max(limit+1, int64(cap(b))+512)
+			}
+			nb := make([]byte, len(b), size)
+			copy(nb, b)
+			b = nb
+		}
+		var n int
+		n, err = r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+	}
+	*buf = *bytes.NewBuffer(b)
+	if err == io.EOF {
+		return nil
+	}
+	return err
 }
 
 // isEventStream reports an SSE content type.
 func isEventStream(contentType string) bool {
 	return strings.HasPrefix(contentType, "text/event-stream")
-}
-
-func (p *Provider) fail(req *Request, status int, err error) error {
-	return &Error{Provider: p.name, Model: req.Model, Status: status, Err: err}
 }
 
 var (
@@ -524,46 +634,67 @@ func causeOf(ctx context.Context, err error) error {
 	return err
 }
 
-// idleBody ends a body whose reads stall longer than the idle timeout, and
-// releases the call's context when closed.
+// idleBody ends a body whose reads stall longer than the idle timeout, or
+// that runs past the provider's max_response, and releases the call's
+// context when closed.
 type idleBody struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	body    io.ReadCloser
 	idle    time.Duration
 	timer   *time.Timer
-	err     error               // the first read error other than EOF
+	limit   int64     // bytes the answer may have
+	read    int64     // bytes read so far
+	p       *Provider // makes a failure the call's *Error, when set
+	model   string
+	err     error               // the first failure other than EOF, wrapped
 	onClose func(readErr error) // told how reading ended; nil when nobody asks
 	closed  bool
 	http1   bool // the connection carries one response at a time
 }
 
 func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration) *idleBody {
-	b := &idleBody{ctx: ctx, cancel: cancel, body: body, idle: idle}
+	b := &idleBody{ctx: ctx, cancel: cancel, body: body, idle: idle, limit: math.MaxInt64}
 	b.timer = time.AfterFunc(idle, func() { cancel(errIdle) })
 	return b
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
+	if b.read >= b.limit {
+		// What is past the limit is never read, so never held: only
+		// whether there is any is asked for, one byte.
+		p = p[:min(len(p), 1)]
+	}
 	n, err := b.body.Read(p)
+	b.read += int64(n)
 	if n > 0 {
 		b.timer.Reset(b.idle)
 	}
+	if b.read > b.limit {
+		return 0, b.fail(b.tooLarge())
+	}
 	if err != nil && err != io.EOF {
-		err = causeOf(b.ctx, err)
-		if b.err == nil {
-			b.err = err
-		}
+		err = b.fail(causeOf(b.ctx, err))
 	}
 	return n, err
 }
 
-// fail records err as how reading ended, unless a read error came first:
-// a translated stream tells the breaker of the failures its events carry.
-func (b *idleBody) fail(err error) {
+// tooLarge is the failure of an answer past the limit.
+func (b *idleBody) tooLarge() error {
+	return fmt.Errorf("%w: the answer is larger than max_response (%d bytes)", ErrMalformed, b.limit)
+}
+
+// fail records err, made the call's *Error, as how reading ended, unless a
+// failure came first, and returns it: a typed stream tells the breaker of
+// the failures its events carry.
+func (b *idleBody) fail(err error) error {
+	if b.p != nil {
+		err = b.p.wrap(b.model, err)
+	}
 	if b.err == nil {
 		b.err = err
 	}
+	return err
 }
 
 // drain reads what is left of a body whose content has all been read (an

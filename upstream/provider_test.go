@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -34,11 +35,29 @@ func newFake(t *testing.T) *upstreamtest.Server {
 	return fake
 }
 
+// inBubble runs f in a testing/synctest bubble, with a fake provider from
+// upstreamtest.NewInMemory: the provider's timers, backoffs and breaker
+// cooldowns and the fake's delays all run on the bubble's fake clock, so
+// that a test of "after 1s" neither waits a second nor flakes on a slow
+// machine.
+func inBubble(t *testing.T, f func(t *testing.T, fake *upstreamtest.Server)) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		fake := upstreamtest.NewInMemory()
+		defer fake.Close()
+		f(t, fake)
+	})
+}
+
 // newProvider returns a Provider named "fake" in front of fake, with cfg's
 // settings and, unless cfg says otherwise, a 1ms backoff and a 2s timeout.
+// A fake from NewInMemory is reached through its RoundTripper.
 func newProvider(t *testing.T, fake *upstreamtest.Server, cfg Config) *Provider {
 	t.Helper()
 	cfg.Name, cfg.BaseURL = "fake", fake.URL
+	if strings.Contains(fake.URL, ".invalid/") && cfg.Transport == nil {
+		cfg.Transport = fake.RoundTripper()
+	}
 	if cfg.Backoff == 0 {
 		cfg.Backoff = time.Millisecond
 	}
@@ -95,8 +114,12 @@ func TestRetriesByStatus(t *testing.T) {
 			fake.Script(model, upstreamtest.Reply{Status: tc.status, Error: "scripted"})
 			_, err := p.Do(context.Background(), chat(model))
 			e := upstreamError(t, err)
-			if e.Status != tc.status || e.Attempts != tc.attempts || e.Message != "scripted" {
-				t.Errorf("status %d, attempts %d, message %q; want %d, %d, scripted", e.Status, e.Attempts, e.Message, tc.status, tc.attempts)
+			want := "scripted"
+			if tc.status == 401 || tc.status == 403 {
+				want = "the provider refused the proxy's credentials"
+			}
+			if e.Status != tc.status || e.Attempts != tc.attempts || e.Message != want {
+				t.Errorf("status %d, attempts %d, message %q; want %d, %d, %q", e.Status, e.Attempts, e.Message, tc.status, tc.attempts, want)
 			}
 			if n := calls(fake, model); n != tc.attempts {
 				t.Errorf("the provider saw %d calls, want %d", n, tc.attempts)
@@ -162,126 +185,132 @@ func TestConnectionDropRetried(t *testing.T) {
 // retry-after-ms does.
 func retryAfterMs(ms int) http.Header { return http.Header{"Retry-After-Ms": {fmt.Sprint(ms)}} }
 
+// TestRetryAfter runs on a fake clock: the waits are exact, and the
+// provider's word replaces the backoff.
 func TestRetryAfter(t *testing.T) {
 	t.Run("retry-after-ms is waited out, not the backoff", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		// A backoff drawn below 10s would most likely take seconds: the
-		// provider's word replaces it.
-		p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Hour})
-		fake.Script("m", upstreamtest.Reply{Status: 429, Header: retryAfterMs(50)}, upstreamtest.Reply{Content: "ok"})
-		start := time.Now()
-		resp, err := p.Do(context.Background(), chat("m"))
-		elapsed := time.Since(start)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.Attempts != 2 || elapsed < 50*time.Millisecond || elapsed > time.Second {
-			t.Errorf("%d attempts in %v, want 2 after about 50ms", resp.Attempts, elapsed)
-		}
-		if reqs := fake.RequestsFor("m"); len(reqs) == 2 {
-			if gap := reqs[1].Received.Sub(reqs[0].Received); gap < 50*time.Millisecond {
-				t.Errorf("the second attempt came %v after the first, before the 50ms asked", gap)
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			// A backoff drawn below 10s would most likely take seconds:
+			// the provider's word replaces it.
+			p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Hour})
+			fake.Script("m", upstreamtest.Reply{Status: 429, Header: retryAfterMs(50)}, upstreamtest.Reply{Content: "ok"})
+			start := time.Now()
+			resp, err := p.Do(context.Background(), chat("m"))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
+			if elapsed := time.Since(start); resp.Attempts != 2 || elapsed != 50*time.Millisecond {
+				t.Errorf("%d attempts in %v, want 2 after 50ms", resp.Attempts, elapsed)
+			}
+			if reqs := fake.RequestsFor("m"); len(reqs) != 2 || reqs[1].Received.Sub(reqs[0].Received) != 50*time.Millisecond {
+				t.Errorf("%d requests; the second did not come 50ms after the first", len(reqs))
+			}
+		})
 	})
 
 	t.Run("seconds", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Hour, Timeout: 3 * time.Second})
-		fake.Script("m", upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {"1"}}}, upstreamtest.Reply{Content: "ok"})
-		start := time.Now()
-		resp, err := p.Do(context.Background(), chat("m"))
-		elapsed := time.Since(start)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.Attempts != 2 || elapsed < time.Second || elapsed > 2500*time.Millisecond {
-			t.Errorf("%d attempts in %v, want 2 after about 1s", resp.Attempts, elapsed)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Hour, Timeout: 3 * time.Second})
+			fake.Script("m", upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {"1"}}}, upstreamtest.Reply{Content: "ok"})
+			start := time.Now()
+			resp, err := p.Do(context.Background(), chat("m"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if elapsed := time.Since(start); resp.Attempts != 2 || elapsed != time.Second {
+				t.Errorf("%d attempts in %v, want 2 after 1s", resp.Attempts, elapsed)
+			}
+		})
 	})
 
 	// Each case fails at once: the wait asked for does not fit in the time
 	// left, so the call gives up after one attempt and passes the wait on.
 	for _, tc := range []struct {
 		name    string
-		header  http.Header
+		header  func(now time.Time) http.Header
 		timeout time.Duration
 		ctx     time.Duration // a deadline of the caller's, if set
-		want    time.Duration // RetryAfter, within a few seconds (an HTTP date has whole seconds)
+		want    time.Duration // RetryAfter
 	}{
-		{name: "seconds past the timeout", header: http.Header{"Retry-After": {"120"}}, want: 120 * time.Second},
-		{name: "http date past the timeout", header: http.Header{"Retry-After": {time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)}}, want: time.Hour},
-		{name: "ms past the timeout", header: retryAfterMs(5000), timeout: 500 * time.Millisecond, want: 5 * time.Second},
-		{name: "past the caller's deadline", header: retryAfterMs(1500), timeout: time.Minute, ctx: 300 * time.Millisecond, want: 1500 * time.Millisecond},
+		{name: "seconds past the timeout", header: seconds("120"), want: 120 * time.Second},
+		{name: "http date past the timeout", header: func(now time.Time) http.Header {
+			return http.Header{"Retry-After": {now.Add(time.Hour).UTC().Format(http.TimeFormat)}}
+		}, want: time.Hour},
+		{name: "ms past the timeout", header: func(time.Time) http.Header { return retryAfterMs(5000) }, timeout: 500 * time.Millisecond, want: 5 * time.Second},
+		{name: "past the caller's deadline", header: func(time.Time) http.Header { return retryAfterMs(1500) }, timeout: time.Minute, ctx: 300 * time.Millisecond, want: 1500 * time.Millisecond},
 		// Past int64 nanoseconds: saturated, not overflowed into "no
 		// Retry-After" (which would retry with backoff).
-		{name: "seconds past int64", header: http.Header{"Retry-After": {"99999999999"}}, want: math.MaxInt64},
+		{name: "seconds past int64", header: seconds("99999999999"), want: math.MaxInt64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			fake := newFake(t)
-			p := newProvider(t, fake, Config{MaxRetries: 5, Timeout: tc.timeout})
-			fake.Script("m", upstreamtest.Reply{Status: 503, Header: tc.header})
-			ctx := context.Background()
-			if tc.ctx > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, tc.ctx)
-				defer cancel()
-			}
-			start := time.Now()
-			_, err := p.Do(ctx, chat("m"))
-			elapsed := time.Since(start)
-			e := upstreamError(t, err)
-			if e.Status != 503 || e.Attempts != 1 {
-				t.Errorf("status %d after %d attempts, want 503 after 1", e.Status, e.Attempts)
-			}
-			if d := e.RetryAfter - tc.want; d < -5*time.Second || d > time.Second {
-				t.Errorf("RetryAfter %v, want about %v", e.RetryAfter, tc.want)
-			}
-			if elapsed > 250*time.Millisecond {
-				t.Errorf("gave up after %v, want at once", elapsed)
-			}
-			if n := calls(fake, "m"); n != 1 {
-				t.Errorf("the provider saw %d calls, want 1", n)
-			}
+			inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+				p := newProvider(t, fake, Config{MaxRetries: 5, Timeout: tc.timeout})
+				fake.Script("m", upstreamtest.Reply{Status: 503, Header: tc.header(time.Now())})
+				ctx := context.Background()
+				if tc.ctx > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tc.ctx)
+					defer cancel()
+				}
+				start := time.Now()
+				_, err := p.Do(ctx, chat("m"))
+				elapsed := time.Since(start)
+				e := upstreamError(t, err)
+				if e.Status != 503 || e.Attempts != 1 {
+					t.Errorf("status %d after %d attempts, want 503 after 1", e.Status, e.Attempts)
+				}
+				// An HTTP date has whole seconds.
+				if d := e.RetryAfter - tc.want; d < -time.Second || d > 0 {
+					t.Errorf("RetryAfter %v, want %v", e.RetryAfter, tc.want)
+				}
+				if elapsed != 0 {
+					t.Errorf("gave up after %v, want at once", elapsed)
+				}
+				if n := calls(fake, "m"); n != 1 {
+					t.Errorf("the provider saw %d calls, want 1", n)
+				}
+			})
 		})
 	}
 
 	t.Run("an http date in the past is no wait", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 2})
-		past := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
-		fake.Script("m", upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {past}}}, upstreamtest.Reply{Content: "ok"})
-		resp, err := p.Do(context.Background(), chat("m"))
-		if err != nil || resp.Attempts != 2 {
-			t.Fatalf("resp %+v, err %v; want success after 2 attempts", resp, err)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 2, Backoff: time.Nanosecond})
+			past := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+			fake.Script("m", upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {past}}}, upstreamtest.Reply{Content: "ok"})
+			resp, err := p.Do(context.Background(), chat("m"))
+			if err != nil || resp.Attempts != 2 {
+				t.Fatalf("resp %+v, err %v; want success after 2 attempts", resp, err)
+			}
+		})
 	})
 
 	t.Run("read from the current failure", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 5})
-		fake.Script("m",
-			upstreamtest.Reply{Status: 503, Header: retryAfterMs(50)},
-			upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {"3600"}}},
-			upstreamtest.Reply{Content: "too late"})
-		start := time.Now()
-		_, err := p.Do(context.Background(), chat("m"))
-		elapsed := time.Since(start)
-		e := upstreamError(t, err)
-		if e.Attempts != 2 || e.RetryAfter != time.Hour {
-			t.Errorf("%d attempts, RetryAfter %v; want 2 and the second failure's 1h", e.Attempts, e.RetryAfter)
-		}
-		if elapsed < 50*time.Millisecond || elapsed > time.Second {
-			t.Errorf("took %v, want the first 50ms wait and no more", elapsed)
-		}
-		if n := calls(fake, "m"); n != 2 {
-			t.Errorf("the provider saw %d calls, want 2", n)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 5})
+			fake.Script("m",
+				upstreamtest.Reply{Status: 503, Header: retryAfterMs(50)},
+				upstreamtest.Reply{Status: 503, Header: http.Header{"Retry-After": {"3600"}}},
+				upstreamtest.Reply{Content: "too late"})
+			start := time.Now()
+			_, err := p.Do(context.Background(), chat("m"))
+			elapsed := time.Since(start)
+			e := upstreamError(t, err)
+			if e.Attempts != 2 || e.RetryAfter != time.Hour {
+				t.Errorf("%d attempts, RetryAfter %v; want 2 and the second failure's 1h", e.Attempts, e.RetryAfter)
+			}
+			if elapsed != 50*time.Millisecond {
+				t.Errorf("took %v, want the first 50ms wait and no more", elapsed)
+			}
+			if n := calls(fake, "m"); n != 2 {
+				t.Errorf("the provider saw %d calls, want 2", n)
+			}
+		})
 	})
 
 	t.Run("not on a status that is never retried", func(t *testing.T) {
@@ -297,14 +326,20 @@ func TestRetryAfter(t *testing.T) {
 
 	t.Run("not past max_retries", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 1})
-		fake.Script("m", upstreamtest.Reply{Status: 503, Header: retryAfterMs(10)})
-		_, err := p.Do(context.Background(), chat("m"))
-		if e := upstreamError(t, err); e.Attempts != 2 || calls(fake, "m") != 2 {
-			t.Errorf("%d attempts, %d calls; want 2", e.Attempts, calls(fake, "m"))
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 1})
+			fake.Script("m", upstreamtest.Reply{Status: 503, Header: retryAfterMs(10)})
+			_, err := p.Do(context.Background(), chat("m"))
+			if e := upstreamError(t, err); e.Attempts != 2 || calls(fake, "m") != 2 {
+				t.Errorf("%d attempts, %d calls; want 2", e.Attempts, calls(fake, "m"))
+			}
+		})
 	})
+}
+
+// seconds is a Retry-After header of secs.
+func seconds(secs string) func(time.Time) http.Header {
+	return func(time.Time) http.Header { return http.Header{"Retry-After": {secs}} }
 }
 
 func TestRetryAfterHeader(t *testing.T) {
@@ -426,110 +461,149 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestTimeout runs on a fake clock: the phase timeouts end calls exactly
+// when they should.
 func TestTimeout(t *testing.T) {
 	t.Run("a hung provider", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: 100 * time.Millisecond})
-		fake.Script("m", upstreamtest.Reply{Hang: true})
-		start := time.Now()
-		_, err := p.Do(context.Background(), chat("m"))
-		elapsed := time.Since(start)
-		if !errors.Is(err, ErrTimeout) {
-			t.Fatalf("err %v, want ErrTimeout", err)
-		}
-		if elapsed < 100*time.Millisecond || elapsed > time.Second {
-			t.Errorf("timed out after %v, want about 100ms", elapsed)
-		}
-		// A timeout is not retried: the time is spent.
-		if n := calls(fake, "m"); n != 1 {
-			t.Errorf("the provider saw %d calls, want 1", n)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := fake.WaitIdle(ctx); err != nil || !fake.Requests()[0].Cancelled {
-			t.Errorf("the hung call was not cancelled upstream: %v", err)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: 100 * time.Millisecond})
+			fake.Script("m", upstreamtest.Reply{Hang: true})
+			start := time.Now()
+			_, err := p.Do(context.Background(), chat("m"))
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("err %v, want ErrTimeout", err)
+			}
+			if elapsed := time.Since(start); elapsed != 100*time.Millisecond {
+				t.Errorf("timed out after %v, want 100ms", elapsed)
+			}
+			// A timeout is not retried: the time is spent.
+			if n := calls(fake, "m"); n != 1 {
+				t.Errorf("the provider saw %d calls, want 1", n)
+			}
+			if err := fake.WaitIdle(context.Background()); err != nil || !fake.Requests()[0].Cancelled {
+				t.Errorf("the hung call was not cancelled upstream: %v", err)
+			}
+		})
 	})
 
 	t.Run("across retries", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: 500 * time.Millisecond})
-		fake.Script("m", upstreamtest.Reply{Status: 503, Delay: 400 * time.Millisecond}, upstreamtest.Reply{Hang: true})
-		start := time.Now()
-		_, err := p.Do(context.Background(), chat("m"))
-		elapsed := time.Since(start)
-		if !errors.Is(err, ErrTimeout) {
-			t.Fatalf("err %v, want ErrTimeout", err)
-		}
-		// The second attempt had the 100ms left, not a fresh 500ms.
-		if elapsed < 500*time.Millisecond || elapsed > 850*time.Millisecond {
-			t.Errorf("timed out after %v, want about 500ms in all", elapsed)
-		}
-		if n := calls(fake, "m"); n != 2 {
-			t.Errorf("the provider saw %d calls, want 2", n)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: 500 * time.Millisecond, Backoff: time.Nanosecond})
+			fake.Script("m", upstreamtest.Reply{Status: 503, Delay: 400 * time.Millisecond}, upstreamtest.Reply{Hang: true})
+			start := time.Now()
+			_, err := p.Do(context.Background(), chat("m"))
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("err %v, want ErrTimeout", err)
+			}
+			// The second attempt had the 100ms left, not a fresh 500ms.
+			if elapsed := time.Since(start); elapsed != 500*time.Millisecond {
+				t.Errorf("timed out after %v, want 500ms in all", elapsed)
+			}
+			if n := calls(fake, "m"); n != 2 {
+				t.Errorf("the provider saw %d calls, want 2", n)
+			}
+		})
 	})
 
 	t.Run("the caller's deadline", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: time.Minute})
-		fake.Script("m", upstreamtest.Reply{Hang: true})
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
-		start := time.Now()
-		_, err := p.Do(ctx, chat("m"))
-		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
-			t.Errorf("err %v after %v, want the caller's deadline after 100ms", err, time.Since(start))
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{MaxRetries: 3, Timeout: time.Minute})
+			fake.Script("m", upstreamtest.Reply{Hang: true})
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := p.Do(ctx, chat("m"))
+			if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 100*time.Millisecond {
+				t.Errorf("err %v after %v, want the caller's deadline after 100ms", err, time.Since(start))
+			}
+		})
 	})
 
 	t.Run("the first byte stops the clock", func(t *testing.T) {
 		t.Parallel()
-		fake := newFake(t)
-		p := newProvider(t, fake, Config{Timeout: 100 * time.Millisecond, IdleTimeout: time.Second})
-		fake.Script("m", upstreamtest.Reply{Chunks: []string{"a", "b", "c"}, ChunkDelay: 60 * time.Millisecond})
-		resp, err := p.Do(context.Background(), stream("m"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		// The stream lasts longer than the first-byte timeout.
-		b, err := io.ReadAll(resp.Body)
-		if err != nil || !strings.Contains(string(b), `"c"`) || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
-			t.Errorf("read %q, %v", b, err)
-		}
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{Timeout: 100 * time.Millisecond, IdleTimeout: time.Second})
+			fake.Script("m", upstreamtest.Reply{Chunks: []string{"a", "b", "c"}, ChunkDelay: 60 * time.Millisecond})
+			resp, err := p.Do(context.Background(), stream("m"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			// The stream lasts longer than the first-byte timeout.
+			start := time.Now()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || !strings.Contains(string(b), `"c"`) || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+				t.Errorf("read %q, %v", b, err)
+			}
+			if d := time.Since(start); d != 180*time.Millisecond {
+				t.Errorf("the stream took %v, want 3 × 60ms", d)
+			}
+		})
+	})
+
+	t.Run("idle timeout between chunks", func(t *testing.T) {
+		t.Parallel()
+		inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+			p := newProvider(t, fake, Config{Timeout: time.Second, IdleTimeout: 100 * time.Millisecond})
+			fake.Script("m", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: 99 * time.Millisecond},
+				upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: 101 * time.Millisecond})
+			for _, want := range []bool{true, false} {
+				var text strings.Builder
+				var last error
+				for c, err := range p.ChatStream(context.Background(), "m", ask("hi")) {
+					if err != nil {
+						last = err
+						break
+					}
+					if len(c.Choices) > 0 && c.Choices[0].Delta.Content != nil {
+						text.WriteString(*c.Choices[0].Delta.Content)
+					}
+				}
+				if ok := last == nil && text.String() == "ab"; ok != want {
+					t.Errorf("chunks 99ms apart or 101ms (%v): %q, %v", want, text.String(), last)
+				}
+				if !want && !errors.Is(last, ErrTimeout) {
+					t.Errorf("err %v, want ErrTimeout", last)
+				}
+			}
+		})
 	})
 }
 
-func TestCancelledCall(t *testing.T) {
-	fake := newFake(t)
-	p := newProvider(t, fake, Config{MaxRetries: 3})
-	fake.Script("m", upstreamtest.Reply{Hang: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
+// doCancelled makes a call in a synctest bubble and cancels it once every
+// other goroutine of the bubble waits (the call has reached the
+// provider), and returns its error.
+func doCancelled(ctx context.Context, p *Provider, req *Request) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
-		_, err := p.Do(ctx, chat("m"))
-		errc <- err
+		synctest.Wait()
+		cancel()
 	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer wcancel()
-	if err := fake.WaitRequests(wctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	err := <-errc
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
-		t.Errorf("err %v, want context.Canceled", err)
-	}
-	if err := fake.WaitIdle(wctx); err != nil || !fake.Requests()[0].Cancelled {
-		t.Errorf("not cancelled upstream: %v", err)
-	}
-	if n := calls(fake, "m"); n != 1 {
-		t.Errorf("a cancelled call was retried: %d calls", n)
-	}
+	_, err := p.Do(ctx, req)
+	return err
+}
+
+// TestCancelledCall checks that a caller going away ends the call at once,
+// upstream too, and that it is not retried.
+func TestCancelledCall(t *testing.T) {
+	inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+		p := newProvider(t, fake, Config{MaxRetries: 3})
+		fake.Script("m", upstreamtest.Reply{Hang: true})
+		err := doCancelled(context.Background(), p, chat("m"))
+		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
+			t.Errorf("err %v, want context.Canceled", err)
+		}
+		if err := fake.WaitIdle(context.Background()); err != nil || !fake.Requests()[0].Cancelled {
+			t.Errorf("not cancelled upstream: %v", err)
+		}
+		if n := calls(fake, "m"); n != 1 {
+			t.Errorf("a cancelled call was retried: %d calls", n)
+		}
+	})
 }
 
 func TestMalformed(t *testing.T) {
@@ -546,90 +620,76 @@ func TestMalformed(t *testing.T) {
 }
 
 func TestProviderConcurrencyLimit(t *testing.T) {
-	fake := newFake(t)
-	p := newProvider(t, fake, Config{MaxConcurrency: 1})
-	fake.Script("slow", upstreamtest.Reply{Content: "slow", Delay: 500 * time.Millisecond})
-	fake.Script("fast", upstreamtest.Reply{Content: "fast"})
+	inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+		p := newProvider(t, fake, Config{MaxConcurrency: 1})
+		fake.Script("slow", upstreamtest.Reply{Content: "slow", Delay: 500 * time.Millisecond})
+		fake.Script("fast", upstreamtest.Reply{Content: "fast"})
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if _, err := p.Do(context.Background(), chat("slow")); err != nil {
-			t.Error(err)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			if _, err := p.Do(context.Background(), chat("slow")); err != nil {
+				t.Error(err)
+			}
+		})
+		synctest.Wait() // the slow call is at the provider
+
+		// A caller whose deadline passes first is refused with a
+		// LimitError, and the provider never sees it.
+		short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := p.Do(short, chat("fast"))
+		var le *ratelimit.LimitError
+		if !errors.As(err, &le) || !errors.Is(err, ErrLimited) || le.RetryAfter <= 0 {
+			t.Errorf("err %v, want a ratelimit.LimitError", err)
 		}
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer wcancel()
-	if err := fake.WaitRequests(wctx, 1); err != nil {
-		t.Fatal(err)
-	}
 
-	// A caller whose deadline passes first is refused with a LimitError,
-	// and the provider never sees it.
-	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	_, err := p.Do(short, chat("fast"))
-	var le *ratelimit.LimitError
-	if !errors.As(err, &le) || !errors.Is(err, ratelimit.ErrLimited) || le.RetryAfter <= 0 {
-		t.Errorf("err %v, want a ratelimit.LimitError", err)
-	}
+		// So is a caller without a deadline of its own once the
+		// provider's first-byte timeout passes: the provider was never
+		// called, so this is a limit, not a timeout.
+		q := &Provider{}
+		*q = *p
+		q.timeout = 50 * time.Millisecond
+		_, err = q.Do(context.Background(), chat("fast"))
+		if !errors.As(err, &le) || errors.Is(err, ErrTimeout) {
+			t.Errorf("err %v, want a ratelimit.LimitError", err)
+		}
 
-	// So is a caller without a deadline of its own once the provider's
-	// first-byte timeout passes: the provider was never called, so this is
-	// a limit, not a timeout.
-	q := &Provider{}
-	*q = *p
-	q.timeout = 50 * time.Millisecond
-	_, err = q.Do(context.Background(), chat("fast"))
-	if !errors.As(err, &le) || errors.Is(err, ErrTimeout) {
-		t.Errorf("err %v, want a ratelimit.LimitError", err)
-	}
-
-	// A caller with time waits for the slot.
-	start := time.Now()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := p.Do(context.Background(), chat("fast"))
-		errc <- err
-	}()
-	early, cancel2 := context.WithTimeout(context.Background(), 150*time.Millisecond)
-	defer cancel2()
-	if err := fake.WaitRequests(early, 2); err == nil {
-		t.Errorf("a second call reached the provider %v after the first, with max_concurrency 1", time.Since(start))
-	}
-	if err := <-errc; err != nil {
-		t.Errorf("the waiting call: %v", err)
-	}
-	if n := calls(fake, "fast"); n != 1 {
-		t.Errorf("the provider saw %d fast calls, want 1", n)
-	}
+		// A caller with time waits for the slot: it reaches the provider
+		// only when the slow call is over, 500ms after it began.
+		start := time.Now()
+		if _, err := p.Do(context.Background(), chat("fast")); err != nil {
+			t.Errorf("the waiting call: %v", err)
+		}
+		if r := fake.RequestsFor("fast"); len(r) != 1 || r[0].Received.Sub(start) != 400*time.Millisecond {
+			t.Errorf("the fast call reached the provider %d times, %v after it was made; want once, when the slot freed", len(r), r[0].Received.Sub(start))
+		}
+	})
 }
 
 func TestProviderRPMLimit(t *testing.T) {
-	fake := newFake(t)
-	// The first-byte timeout is the call's deadline: a turn a minute away
-	// is refused at once rather than waited for in vain.
-	p := newProvider(t, fake, Config{RPM: 1, Timeout: 300 * time.Millisecond, MaxRetries: 2})
-	if _, err := p.Do(context.Background(), chat("m")); err != nil {
-		t.Fatal(err)
-	}
-	for _, ctx := range []context.Context{context.Background(), t.Context()} {
-		start := time.Now()
-		_, err := p.Do(ctx, chat("m"))
-		elapsed := time.Since(start)
-		var le *ratelimit.LimitError
-		if !errors.As(err, &le) || le.RetryAfter < 50*time.Second || le.RetryAfter > time.Minute {
-			t.Fatalf("err %v, want a LimitError with about a minute to wait", err)
+	inBubble(t, func(t *testing.T, fake *upstreamtest.Server) {
+		// The first-byte timeout is the call's deadline: a turn a minute
+		// away is refused at once rather than waited for in vain.
+		p := newProvider(t, fake, Config{RPM: 1, Timeout: 300 * time.Millisecond, MaxRetries: 2})
+		if _, err := p.Do(context.Background(), chat("m")); err != nil {
+			t.Fatal(err)
 		}
-		if errors.Is(err, ErrTimeout) || elapsed > 200*time.Millisecond {
-			t.Errorf("refused after %v, want at once", elapsed)
+		for _, ctx := range []context.Context{context.Background(), t.Context()} {
+			start := time.Now()
+			_, err := p.Do(ctx, chat("m"))
+			var le *ratelimit.LimitError
+			if !errors.As(err, &le) || le.RetryAfter < 50*time.Second || le.RetryAfter > time.Minute {
+				t.Fatalf("err %v, want a LimitError with about a minute to wait", err)
+			}
+			if errors.Is(err, ErrTimeout) || time.Since(start) != 0 {
+				t.Errorf("refused after %v, want at once", time.Since(start))
+			}
 		}
-	}
-	if n := calls(fake, "m"); n != 1 {
-		t.Errorf("the provider saw %d calls, want 1", n)
-	}
+		if n := calls(fake, "m"); n != 1 {
+			t.Errorf("the provider saw %d calls, want 1", n)
+		}
+	})
 }
 
 // TestBodyCutRetried checks a JSON answer whose connection breaks midway

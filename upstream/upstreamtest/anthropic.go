@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/consortium-dev/consortium/openai"
 )
 
 // AnthropicRequest is the part of an Anthropic Messages request the fake
@@ -303,13 +305,13 @@ func (s *Server) streamMessage(w http.ResponseWriter, r *http.Request, rec *Requ
 	h.Set("Cache-Control", "no-cache")
 	setHeaders(h, reply.Header)
 	w.WriteHeader(reply.status(http.StatusOK))
-	st := &stream{s: s, w: w, rc: http.NewResponseController(w), rec: rec}
+	st := &stream{s: s, ew: openai.NewEventWriter(w), rec: rec}
 	event := func(name string, data any) {
 		b, err := json.Marshal(data)
 		if err != nil {
 			panic(fmt.Sprintf("upstreamtest: encoding an event: %v", err))
 		}
-		st.write(fmt.Appendf(nil, "event: %s\ndata: %s\n\n", name, b))
+		st.check(st.ew.Event(name, b))
 	}
 	type object = map[string]any
 

@@ -2,6 +2,7 @@ package upstreamtest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,10 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, rec *Request,
 	}
 	if rec.Stream {
 		s.streamChat(w, r, rec, reply, f.includeUsage)
+		return
+	}
+	if reply.BodySize > 0 {
+		s.hugeChat(w, rec, reply)
 		return
 	}
 	text, _ := reply.text()
@@ -51,6 +56,36 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, rec *Request,
 		}},
 		Usage: chatUsage(rec, reply, text),
 	})
+}
+
+// hugeChat writes a chat completion whose content is reply.BodySize bytes
+// of filler, a piece at a time.
+func (s *Server) hugeChat(w http.ResponseWriter, rec *Request, reply Reply) {
+	head := fmt.Sprintf(`{"id":%s,"object":"chat.completion","created":%d,"model":%s,"choices":[{"index":0,"message":{"role":"assistant","content":"`,
+		quote(s.newID()), time.Now().Unix(), quote(rec.Model))
+	tail := `"},"finish_reason":"stop"}]}` + "\n"
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	setHeaders(h, reply.Header)
+	w.WriteHeader(reply.status(http.StatusOK))
+	piece := bytes.Repeat([]byte("x"), 32<<10)
+	write := func(p []byte) {
+		if _, err := w.Write(p); err != nil {
+			s.cancelled(rec)
+			abort()
+		}
+	}
+	write([]byte(head))
+	for left := reply.BodySize; left > 0; left -= int64(len(piece)) {
+		write(piece[:min(left, int64(len(piece)))])
+	}
+	write([]byte(tail))
+}
+
+// quote returns s as a JSON string.
+func quote(s string) string {
+	b, _ := json.Marshal(s) // a string always marshals
+	return string(b)
 }
 
 // toolCallID returns c's id, or makes one up with prefix.
@@ -101,13 +136,20 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 	w.WriteHeader(reply.status(http.StatusOK))
 
 	st := &stream{
-		s: s, w: w, rc: http.NewResponseController(w), rec: rec,
+		s: s, ew: openai.NewEventWriter(w), rec: rec,
 		base: chunk{ChatCompletionChunk: openai.ChatCompletionChunk{ID: s.newID(), Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: rec.Model}},
 	}
 	empty := ""
 	st.send([]openai.ChunkChoice{{Delta: openai.Delta{Role: "assistant", Content: &empty}}}, pending)
 	finish := reply.finishReason()
 	final := reply.UsageInFinal && usage != nil && len(reply.ToolCalls) == 0 && reply.StreamError == ""
+	if reply.Endless {
+		d := cmp.Or(reply.Content, "x")
+		for {
+			s.sleep(r, rec, reply.ChunkDelay)
+			st.send([]openai.ChunkChoice{{Delta: openai.Delta{Content: &d}}}, pending)
+		}
+	}
 	for i, d := range deltas {
 		s.sleep(r, rec, reply.ChunkDelay)
 		choice, u := openai.ChunkChoice{Delta: openai.Delta{Content: &d}}, pending
@@ -129,8 +171,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 		if typ == "" {
 			typ = "server_error"
 		}
-		b, _ := json.Marshal(openai.ErrorResponse{Error: openai.Error{Message: reply.StreamError, Type: typ}})
-		st.write(fmt.Appendf(nil, "data: %s\n\n", b))
+		st.check(st.ew.JSON(openai.ErrorResponse{Error: openai.Error{Message: reply.StreamError, Type: typ}}))
 		return
 	}
 	for i, c := range reply.ToolCalls {
@@ -151,33 +192,24 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, rec *Request
 		st.send([]openai.ChunkChoice{}, usage)
 	}
 	if !reply.NoDone {
-		st.write([]byte("data: [DONE]\n\n"))
+		st.check(st.ew.Done())
 	}
 }
 
-// stream writes the frames of one streamed answer.
+// stream writes the frames of one streamed answer, through
+// openai.EventWriter, which flushes each.
 type stream struct {
 	s    *Server
-	w    http.ResponseWriter
-	rc   *http.ResponseController
+	ew   *openai.EventWriter
 	rec  *Request
 	base chunk
-	buf  bytes.Buffer
 }
 
 // send writes one chunk frame.
 func (st *stream) send(choices []openai.ChunkChoice, usage json.RawMessage) {
 	c := st.base
 	c.Choices, c.Usage = choices, usage
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(fmt.Sprintf("upstreamtest: encoding a chunk: %v", err))
-	}
-	st.buf.Reset()
-	st.buf.WriteString("data: ")
-	st.buf.Write(b)
-	st.buf.WriteString("\n\n")
-	st.write(st.buf.Bytes())
+	st.check(st.ew.JSON(c))
 }
 
 // sendToolCall writes a frame with one tool call, or a piece of it.
@@ -186,19 +218,12 @@ func (st *stream) sendToolCall(c openai.ToolCall, usage json.RawMessage) {
 	st.send([]openai.ChunkChoice{{Delta: openai.Delta{ToolCalls: calls}}}, usage)
 }
 
-// write writes and flushes raw bytes, and aborts the response if the client
-// has gone away (or the server is closing, which cancelled tells apart).
-func (st *stream) write(p []byte) {
-	_, err := st.w.Write(p)
-	if err == nil {
-		err = st.rc.Flush()
-		// A ResponseWriter that cannot flush (a recorder calling Handler
-		// directly) gets the whole stream at the end instead.
-		if errors.Is(err, http.ErrNotSupported) {
-			err = nil
-		}
-	}
-	if err != nil {
+// check aborts the response if writing a frame failed: the client has
+// gone away (or the server is closing, which cancelled tells apart).
+func (st *stream) check(err error) {
+	// A ResponseWriter that cannot flush (a recorder calling Handler
+	// directly) gets the whole stream at the end instead.
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		st.s.cancelled(st.rec)
 		abort()
 	}

@@ -61,7 +61,8 @@ func NewControlServer(addr string) (*Server, error) {
 // object of strings), body, error, error_type, error_code, content, chunks,
 // finish_reason, usage ({"prompt_tokens", "completion_tokens",
 // "total_tokens"}), no_usage, usage_in_final, delay and chunk_delay (Go
-// durations such as "250ms"), no_done, cut_after, drop, hang, embedding.
+// durations such as "250ms"), no_done, cut_after, drop, hang, embedding,
+// echo_key, body_size, endless.
 // Unknown fields are refused, so that a misspelt one is not silently a
 // zero.
 //
@@ -175,6 +176,9 @@ type controlReply struct {
 	Drop         bool              `json:"drop"`
 	Hang         bool              `json:"hang"`
 	Embedding    []float64         `json:"embedding"`
+	EchoKey      bool              `json:"echo_key"`
+	BodySize     int64             `json:"body_size"`
+	Endless      bool              `json:"endless"`
 }
 
 func (c controlReply) reply() (Reply, error) {
@@ -182,7 +186,7 @@ func (c controlReply) reply() (Reply, error) {
 		Status: c.Status, Body: c.Body, Error: c.Error, ErrorType: c.ErrorType, ErrorCode: c.ErrorCode,
 		Content: c.Content, Chunks: c.Chunks, FinishReason: c.FinishReason, Usage: c.Usage,
 		NoUsage: c.NoUsage, UsageInFinal: c.UsageInFinal, NoDone: c.NoDone, CutAfter: c.CutAfter,
-		Drop: c.Drop, Hang: c.Hang, Embedding: c.Embedding,
+		Drop: c.Drop, Hang: c.Hang, Embedding: c.Embedding, EchoKey: c.EchoKey, BodySize: c.BodySize, Endless: c.Endless,
 	}
 	if len(c.Header) > 0 {
 		r.Header = http.Header{}

@@ -172,3 +172,29 @@ func TestControlNotOnPlainServer(t *testing.T) {
 		t.Errorf("plain server answered the control API: %d %s", resp.StatusCode, line)
 	}
 }
+
+// TestControlNewFields: echo_key and body_size script as EchoKey and
+// BodySize do.
+func TestControlNewFields(t *testing.T) {
+	e := startControl(t)
+	if status, body := e.call("POST", "/_control/script", `{"model": "k", "replies": [{"status": 401, "echo_key": true}]}`); status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	req, _ := http.NewRequest("POST", e.s.URL+"/chat/completions", strings.NewReader(`{"model":"k","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer sk-control")
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "Bearer sk-control") {
+		t.Errorf("echo_key: %s", b)
+	}
+	if status, body := e.call("POST", "/_control/script", `{"model": "h", "replies": [{"body_size": 100000}]}`); status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	if _, body := e.call("POST", "/v1/chat/completions", `{"model":"h","messages":[{"role":"user","content":"hi"}]}`); len(body) < 100000 || !json.Valid([]byte(body)) {
+		t.Errorf("body_size: %d bytes", len(body))
+	}
+}

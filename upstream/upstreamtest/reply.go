@@ -114,10 +114,49 @@ type Reply struct {
 	// the server closes.
 	Hang bool
 
+	// EchoKey makes the reply carry the credential the request was sent
+	// with (its Authorization header, or else its x-api-key), as some
+	// providers echo the key they received: appended to Error and
+	// StreamError, and, for an error status without Error, in the
+	// message "Incorrect API key provided: KEY". Tests use it to check
+	// that no key reaches a client or a log.
+	EchoKey bool
+	// BodySize, when positive, makes a non-streamed chat answer (OpenAI's
+	// route) whose content is BodySize bytes of filler, written in pieces
+	// as the client reads them, so that a test of a huge answer costs the
+	// fake no memory.
+	BodySize int64
+	// Endless makes a streamed chat answer (OpenAI's route) send content
+	// deltas (Content, or "x" when empty) without end, until the client
+	// goes away or the server closes, ChunkDelay apart.
+	Endless bool
+
 	// Embedding is the vector returned for every input of an embeddings
 	// request. If nil, each input gets a deterministic unit vector of 8
 	// dimensions derived from a SHA-256 hash of its text.
 	Embedding []float64
+}
+
+// withKey applies EchoKey: the credential rec was sent with joins the
+// reply's error messages.
+func (r Reply) withKey(rec *Request) Reply {
+	if !r.EchoKey {
+		return r
+	}
+	key := rec.Header.Get("Authorization")
+	if key == "" {
+		key = rec.Header.Get("X-Api-Key")
+	}
+	switch {
+	case r.Error != "":
+		r.Error += " (key: " + key + ")"
+	case r.Status >= 400:
+		r.Error = "Incorrect API key provided: " + key
+	}
+	if r.StreamError != "" {
+		r.StreamError += " (key: " + key + ")"
+	}
+	return r
 }
 
 // status returns the reply's status, or def when it has none.

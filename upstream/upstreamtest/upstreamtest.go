@@ -24,6 +24,14 @@
 // max_tokens missing, roles other than user and assistant or not
 // alternating, empty content or text blocks.
 //
+// Every SSE frame it writes goes through openai.EventWriter, the project's
+// one SSE writer.
+//
+// NewInMemory makes a server that listens on no port, reached through
+// RoundTripper (which serves any Server's handler in memory): under
+// testing/synctest, scripted delays and the code under test's retries,
+// timeouts and breaker cooldowns then run on the bubble's fake clock.
+//
 // A minimal test:
 //
 //	s := upstreamtest.NewServer()
@@ -161,8 +169,10 @@ func (s *Server) Close() {
 		// closing goes first, so that handlers woken by their connection
 		// closing can tell a shutdown from a client that went away.
 		close(s.closing)
-		_ = s.srv.Close()
-		<-s.served
+		if s.srv != nil { // nil for NewInMemory
+			_ = s.srv.Close()
+			<-s.served
+		}
 	})
 	_ = s.waitFor(context.Background(), func() bool { return s.inFlight == 0 })
 }
@@ -498,9 +508,14 @@ func (s *Server) sleep(r *http.Request, rec *Request, d time.Duration) {
 // the client could mistake for an answer.
 func abort() { panic(http.ErrAbortHandler) }
 
-// replyFor picks the reply for a request: the model's script, else its
-// handler, else the default responder.
+// replyFor picks the reply for a request (see pick), EchoKey applied.
 func (s *Server) replyFor(rec *Request) Reply {
+	return s.pick(rec).withKey(rec)
+}
+
+// pick picks the reply for a request: the model's script, else its
+// handler, else the default responder.
+func (s *Server) pick(rec *Request) Reply {
 	s.mu.Lock()
 	if sc := s.scripts[rec.Model]; sc != nil {
 		r := sc.next()

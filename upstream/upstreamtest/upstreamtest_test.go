@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -400,25 +401,29 @@ func TestStreamedErrorsAreJSON(t *testing.T) {
 	}
 }
 
+// TestDelays runs on a fake clock (the fake in memory, under
+// testing/synctest): the delays are exact.
 func TestDelays(t *testing.T) {
-	s := startServer(t)
-	c := newClient(t, s)
-	const d = 30 * time.Millisecond
-	s.Script("slow", Reply{Content: "x", Delay: d})
-	s.Script("slow-error", Reply{Status: 503, Delay: d})
-	s.Script("paced", Reply{Content: "a b c", ChunkDelay: d / 3})
-	for _, tc := range []struct {
-		model  string
-		stream bool
-		status int
-	}{{"slow", false, 200}, {"slow", true, 200}, {"slow-error", false, 503}, {"paced", true, 200}} {
-		start := time.Now()
-		resp, _ := c.call("POST", "/chat/completions", chatBody(tc.model, "x", tc.stream, false))
-		// Only lower bounds: a loaded machine may always be slower.
-		if el := time.Since(start); el < d || resp.StatusCode != tc.status {
-			t.Errorf("%s stream=%v: status %d after %v, want %d after at least %v", tc.model, tc.stream, resp.StatusCode, el, tc.status, d)
+	synctest.Test(t, func(t *testing.T) {
+		s := NewInMemory()
+		defer s.Close()
+		c := memClient(t, s)
+		const d = 30 * time.Millisecond
+		s.Script("slow", Reply{Content: "x", Delay: d})
+		s.Script("slow-error", Reply{Status: 503, Delay: d})
+		s.Script("paced", Reply{Content: "a b c", ChunkDelay: d / 3})
+		for _, tc := range []struct {
+			model  string
+			stream bool
+			status int
+		}{{"slow", false, 200}, {"slow", true, 200}, {"slow-error", false, 503}, {"paced", true, 200}} {
+			start := time.Now()
+			resp, _ := c.call("POST", "/chat/completions", chatBody(tc.model, "x", tc.stream, false))
+			if el := time.Since(start); el != d || resp.StatusCode != tc.status {
+				t.Errorf("%s stream=%v: status %d after %v, want %d after %v", tc.model, tc.stream, resp.StatusCode, el, tc.status, d)
+			}
 		}
-	}
+	})
 }
 
 func TestDrop(t *testing.T) {
