@@ -16,98 +16,9 @@ import (
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
-	"github.com/consortium-dev/consortium/upstream"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
-
-// fixture is the engine of one consortium, "council", whose members and
-// arbiter are models of a fake provider named "fake", reached over real
-// HTTP through upstream.Provider.
-type fixture struct {
-	fake   *upstreamtest.Server
-	engine *consortia.Engine
-}
-
-// newFixture starts a fake provider and builds the engine of a consortium
-// from the YAML of its body (members, arbiter, ...), as the configuration
-// file would give it.
-func newFixture(t testing.TB, body string) *fixture {
-	t.Helper()
-	fake := upstreamtest.NewServer()
-	t.Cleanup(fake.Close)
-	return &fixture{fake: fake, engine: newEngine(t, fake.URL, body)}
-}
-
-func newEngine(t testing.TB, fakeURL, body string) *consortia.Engine {
-	t.Helper()
-	var y strings.Builder
-	fmt.Fprintf(&y, "providers:\n  fake:\n    base_url: %s\n    timeout: 5s\n    idle_timeout: 5s\nconsortia:\n  council:\n", fakeURL)
-	for _, line := range strings.Split(strings.Trim(body, "\n"), "\n") {
-		y.WriteString("    " + line + "\n")
-	}
-	cfg, err := config.Parse([]byte(y.String()), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("config:\n%s\n%v", y.String(), err)
-	}
-	transport := upstream.NewTransport()
-	t.Cleanup(transport.CloseIdleConnections)
-	callers := map[string]consortia.Caller{}
-	for _, name := range cfg.ProviderOrder {
-		pc := cfg.Providers[name]
-		p, err := upstream.New(upstream.Config{Name: name, Type: pc.Type, BaseURL: pc.BaseURL,
-			Timeout: pc.Timeout, IdleTimeout: pc.IdleTimeout, Transport: transport})
-		if err != nil {
-			t.Fatal(err)
-		}
-		callers[name] = p
-	}
-	e, err := consortia.New("council", engineConfig(cfg.Consortia["council"]), callers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-// run answers a client's request body and returns the result and the
-// deltas the engine sent, checking that they add up to the synthesis.
-func (f *fixture) run(t testing.TB, body string) (*consortia.Result, []string, error) {
-	t.Helper()
-	req, err := openai.ParseChatRequest([]byte(body))
-	if err != nil {
-		t.Fatalf("request %s: %v", body, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var deltas []string
-	res, err := f.engine.Run(ctx, req, func(d string) { deltas = append(deltas, d) })
-	if err == nil && strings.Join(deltas, "") != res.Synthesis {
-		t.Errorf("deltas %q do not add up to the synthesis %q", deltas, res.Synthesis)
-	}
-	return res, deltas, err
-}
-
-// mustRun is run for a request that must succeed.
-func (f *fixture) mustRun(t testing.TB, body string) (*consortia.Result, []string) {
-	t.Helper()
-	res, deltas, err := f.run(t, body)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	return res, deltas
-}
-
-// waitIdle waits until the fake has no request in flight, so that the
-// cancellation of a call has reached it.
-func waitIdle(t testing.TB, fake *upstreamtest.Server) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := fake.WaitIdle(ctx); err != nil {
-		t.Fatalf("the provider still has %d requests in flight: %v", fake.InFlight(), err)
-	}
-}
 
 const hello = `{"model":"council","messages":[{"role":"user","content":"what is the answer?"}]}`
 
@@ -1053,18 +964,4 @@ func TestClientCancelStopsEveryCall(t *testing.T) {
 			t.Errorf("%s call not cancelled", r.Model)
 		}
 	}
-}
-
-// engineConfig is a consortium's definition as the engine takes it.
-func engineConfig(c *config.Consortium) consortia.Config {
-	ec := consortia.Config{
-		Description: c.Description, Strategy: c.Strategy, System: c.System,
-		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
-		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
-		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
-	}
-	for _, m := range c.Members {
-		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
-	}
-	return ec
 }
