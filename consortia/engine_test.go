@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,10 +15,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/upstream"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -497,30 +501,37 @@ func TestCancelledRoundNeverLeaks(t *testing.T) {
 		{"min_iterations", "min_iterations: 2\nmax_iterations: 2", "<confidence>0.99</confidence><needs_iteration>false</needs_iteration>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
-			f.fake.Handle("judge", byRound(
-				upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: 25 * time.Millisecond},
-				upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
-			res, deltas := f.mustRun(t, hello)
-			if res.Synthesis != "the final answer" || res.Run.Iterations != 2 {
-				t.Errorf("synthesis %q after %d rounds", res.Synthesis, res.Run.Iterations)
-			}
-			for _, d := range deltas {
-				if strings.Contains(d, "SECRET") || strings.Contains(d, "ROUND-1") {
-					t.Errorf("the cancelled round leaked: %q", deltas)
+			fake := upstreamtest.NewServer()
+			defer fake.Close()
+			// In memory, the arbiter cannot run ahead of the engine
+			// reading it, so its call is still writing when the
+			// synthesis opens: cancelling it must reach it.
+			synctest.Test(t, func(t *testing.T) {
+				f := newMemFixture(t, fake, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
+				f.fake.Handle("judge", byRound(
+					upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>", "SECRET-", "ROUND-1")},
+					upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
+				res, deltas := f.mustRun(t, hello)
+				if res.Synthesis != "the final answer" || res.Run.Iterations != 2 {
+					t.Errorf("synthesis %q after %d rounds", res.Synthesis, res.Run.Iterations)
 				}
-			}
-			waitIdle(t, f.fake)
-			judge := f.fake.RequestsFor("judge")
-			if len(judge) != 2 {
-				t.Fatalf("%d arbiter calls, want 2", len(judge))
-			}
-			if !judge[0].Cancelled || judge[1].Cancelled {
-				t.Errorf("arbiter calls cancelled: %v, %v; want the first only", judge[0].Cancelled, judge[1].Cancelled)
-			}
-			if a := res.Run.Rounds[0].Arbiter; !a.Cancelled || !a.Iterate {
-				t.Errorf("round-1 arbiter record %+v", a)
-			}
+				for _, d := range deltas {
+					if strings.Contains(d, "SECRET") || strings.Contains(d, "ROUND-1") {
+						t.Errorf("the cancelled round leaked: %q", deltas)
+					}
+				}
+				synctest.Wait()
+				judge := f.fake.RequestsFor("judge")
+				if len(judge) != 2 {
+					t.Fatalf("%d arbiter calls, want 2", len(judge))
+				}
+				if !judge[0].Cancelled || judge[1].Cancelled {
+					t.Errorf("arbiter calls cancelled: %v, %v; want the first only", judge[0].Cancelled, judge[1].Cancelled)
+				}
+				if a := res.Run.Rounds[0].Arbiter; !a.Cancelled || !a.Iterate {
+					t.Errorf("round-1 arbiter record %+v", a)
+				}
+			})
 		})
 	}
 }
@@ -539,6 +550,10 @@ func TestHeldSynthesis(t *testing.T) {
 		{"needs_iteration after a high confidence", []string{"<synthesis>HELD-", "TEXT</synthesis>", "<confidence>0.95</confidence>", "\n", "<needs_iteration>true</needs_iteration>"}, "ROUND-2", 2},
 		{"a later low confidence", []string{"<synthesis>HELD-TEXT</synthesis>", "<needs_iteration>false</needs_iteration>", "<confidence>0.2</confidence>"}, "ROUND-2", 2},
 		{"no decision at all", []string{"<synthesis>HELD-", "TEXT</synthesis>"}, "HELD-TEXT", 1},
+		// Tags after the synthesis decide at the end of the reply, even
+		// when they arrive in the chunk that opened it.
+		{"a decision in the synthesis's chunk, overturned", []string{"<synthesis>HELD-TEXT</synthesis><confidence>0.95</confidence>", "<needs_iteration>true</needs_iteration>"}, "ROUND-2", 2},
+		{"a decision in the synthesis's chunk", []string{"<synthesis>HELD-TEXT</synthesis><confidence>0.95</confidence>"}, "HELD-TEXT", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
@@ -566,21 +581,25 @@ func TestSynthesisStreamsAsWritten(t *testing.T) {
 		{"decided before the synthesis", "max_iterations: 3", "<confidence>0.9</confidence><needs_iteration>false</needs_iteration>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
-			f.fake.Script("judge", upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>NOW", "</synthesis>"), ChunkDelay: 5 * time.Millisecond})
-			req, _ := openai.ParseChatRequest([]byte(hello))
-			inFlight := -1
-			res, err := f.engine.Run(context.Background(), req, func(d string) {
-				if inFlight < 0 {
-					inFlight = f.fake.InFlight()
+			fake := upstreamtest.NewServer()
+			defer fake.Close()
+			synctest.Test(t, func(t *testing.T) {
+				f := newMemFixture(t, fake, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
+				f.fake.Script("judge", upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>NOW", "</synthesis>")})
+				req, _ := openai.ParseChatRequest([]byte(hello))
+				inFlight := -1
+				res, err := f.engine.Run(context.Background(), req, func(d string) {
+					if inFlight < 0 {
+						inFlight = f.fake.InFlight()
+					}
+				})
+				if err != nil || res.Synthesis != "NOW" {
+					t.Fatalf("synthesis %v, %v", res, err)
+				}
+				if inFlight < 1 {
+					t.Errorf("the first delta came after the arbiter's call had ended")
 				}
 			})
-			if err != nil || res.Synthesis != "NOW" {
-				t.Fatalf("synthesis %v, %v", res, err)
-			}
-			if inFlight < 1 {
-				t.Errorf("the first delta came after the arbiter's call had ended")
-			}
 		})
 	}
 }
@@ -667,54 +686,85 @@ quorum: 2
 	}
 }
 
+// late is a member slower than any member_timeout: it answers only once
+// the test closes released, after the run. (A bubble's clock stops when
+// its test function returns, so a member that slept instead would never
+// wake.)
+func late(released <-chan struct{}) upstreamtest.Responder {
+	return func(*upstreamtest.Request) upstreamtest.Reply {
+		<-released
+		return upstreamtest.Reply{Content: "too late"}
+	}
+}
+
 func TestMemberTimeout(t *testing.T) {
 	t.Run("some members", func(t *testing.T) {
-		f := newFixture(t, `
+		fake := upstreamtest.NewServer()
+		defer fake.Close()
+		synctest.Test(t, func(t *testing.T) {
+			f := newMemFixture(t, fake, `
 members: [{model: fake/fast}, {model: fake/slow}]
 arbiter: {model: fake/judge}
 max_iterations: 1
 member_timeout: 300ms
 `)
-		f.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
-		f.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
-		f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
-		res, _ := f.mustRun(t, hello)
-		s := res.Run.Summary()
-		if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout"}; !slices.Equal(statuses(s), want) {
-			t.Errorf("members %v, want %v", statuses(s), want)
-		}
-		if !strings.Contains(s.Members[1].Error, "member_timeout") {
-			t.Errorf("timeout error %q", s.Members[1].Error)
-		}
-		if res.Synthesis != "from the fast one" {
-			t.Errorf("synthesis %q", res.Synthesis)
-		}
-		waitIdle(t, f.fake)
-		if !f.fake.RequestsFor("slow")[0].Cancelled {
-			t.Error("the slow member's call was not cancelled")
-		}
+			released := make(chan struct{})
+			defer close(released)
+			f.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
+			f.fake.Handle("slow", late(released))
+			f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
+			start := time.Now()
+			res, _ := f.mustRun(t, hello)
+			// The bubble's clock: the arbiter started when member_timeout
+			// passed, not when the slow member would have answered.
+			if took := time.Since(start); took != 300*time.Millisecond {
+				t.Errorf("the run took %v, want member_timeout (300ms)", took)
+			}
+			s := res.Run.Summary()
+			if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout"}; !slices.Equal(statuses(s), want) {
+				t.Errorf("members %v, want %v", statuses(s), want)
+			}
+			if !strings.Contains(s.Members[1].Error, "member_timeout") || s.Members[1].LatencyMs != 300 {
+				t.Errorf("timed-out member %+v", s.Members[1])
+			}
+			if res.Synthesis != "from the fast one" {
+				t.Errorf("synthesis %q", res.Synthesis)
+			}
+			if prompt := f.fake.RequestsFor("judge")[0].LastUserText(); strings.Contains(prompt, "too late") || strings.Contains(prompt, "Response B") {
+				t.Errorf("the arbiter saw more than the answer in time:\n%s", prompt)
+			}
+		})
 	})
 	t.Run("every member", func(t *testing.T) {
-		f := newFixture(t, `
+		fake := upstreamtest.NewServer()
+		defer fake.Close()
+		synctest.Test(t, func(t *testing.T) {
+			f := newMemFixture(t, fake, `
 members: [{model: fake/slow1}, {model: fake/slow2}]
 arbiter: {model: fake/judge}
 member_timeout: 100ms
 `)
-		f.fake.Script("slow1", upstreamtest.Reply{Delay: time.Minute})
-		f.fake.Script("slow2", upstreamtest.Reply{Hang: true})
-		_, deltas, err := f.run(t, hello)
-		if !errors.Is(err, consortia.ErrAllTimedOut) || len(deltas) > 0 {
-			t.Fatalf("err %v, deltas %q; want ErrAllTimedOut", err, deltas)
-		}
-		for _, s := range []string{"fake/slow1", "fake/slow2"} {
-			if !strings.Contains(err.Error(), s) {
-				t.Errorf("%q does not name %s", err, s)
+			released := make(chan struct{})
+			defer close(released)
+			f.fake.Handle("slow1", late(released))
+			f.fake.Handle("slow2", late(released))
+			start := time.Now()
+			_, deltas, err := f.run(t, hello)
+			if !errors.Is(err, consortia.ErrAllTimedOut) || len(deltas) > 0 {
+				t.Fatalf("err %v, deltas %q; want ErrAllTimedOut", err, deltas)
 			}
-		}
-		if n := len(f.fake.RequestsFor("judge")); n != 0 {
-			t.Errorf("the arbiter was called %d times", n)
-		}
-		waitIdle(t, f.fake)
+			if took := time.Since(start); took != 100*time.Millisecond {
+				t.Errorf("the run failed after %v, want member_timeout (100ms)", took)
+			}
+			for _, s := range []string{"fake/slow1", "fake/slow2"} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("%q does not name %s", err, s)
+				}
+			}
+			if n := len(f.fake.RequestsFor("judge")); n != 0 {
+				t.Errorf("the arbiter was called %d times", n)
+			}
+		})
 	})
 }
 
@@ -738,6 +788,15 @@ min_answers: 2
 	}
 	if strings.Contains(err.Error(), "fake/good") {
 		t.Errorf("%q names the member that answered", err)
+	}
+	// The run record as far as it went comes with the error, for the
+	// caller's log line and run store.
+	var re *consortia.RunError
+	if !errors.As(err, &re) || !strings.HasPrefix(re.Run.ID, "run_") || re.Run.Consortium != "council" || re.Run.Iterations != 1 {
+		t.Fatalf("err %v carries no run record", err)
+	}
+	if got, want := statuses(re.Run.Summary()), []string{"fake/good#1:ok", "fake/bad#1:error", "fake/gone#1:error"}; !slices.Equal(got, want) {
+		t.Errorf("the record's members %v, want %v", got, want)
 	}
 	if n := len(f.fake.RequestsFor("judge")); n != 0 {
 		t.Errorf("the arbiter was called %d times", n)
@@ -918,6 +977,11 @@ func TestCheck(t *testing.T) {
 		{"n", `{"model":"council","n":2,"messages":[{"role":"user","content":"hi"}]}`, "n"},
 		{"tools", `{"model":"council","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"hi"}]}`, "tools"},
 		{"no user message", `{"model":"council","messages":[{"role":"system","content":"be nice"}]}`, "messages"},
+		// A bound below one token is the client's mistake: members must
+		// not be asked with it (issue 14, item 7).
+		{"max_tokens zero", `{"model":"council","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, "max_tokens"},
+		{"max_tokens negative", `{"model":"council","max_tokens":-5,"messages":[{"role":"user","content":"hi"}]}`, "max_tokens"},
+		{"max_completion_tokens zero", `{"model":"council","max_completion_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, "max_completion_tokens"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := f.run(t, tc.body)
@@ -930,8 +994,13 @@ func TestCheck(t *testing.T) {
 	if n := len(f.fake.Requests()); n != 0 {
 		t.Errorf("%d upstream calls for requests the consortium cannot serve", n)
 	}
-	if _, _, err := f.run(t, `{"model":"council","n":1,"messages":[{"role":"user","content":"hi"}]}`); errors.As(err, new(*openai.FieldError)) {
-		t.Errorf("n: 1 refused: %v", err)
+	for _, body := range []string{
+		`{"model":"council","n":1,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"council","max_tokens":1,"max_completion_tokens":1,"messages":[{"role":"user","content":"hi"}]}`,
+	} {
+		if _, _, err := f.run(t, body); err != nil {
+			t.Errorf("%s refused: %v", body, err)
+		}
 	}
 }
 
@@ -963,5 +1032,122 @@ func TestClientCancelStopsEveryCall(t *testing.T) {
 		if !r.Cancelled {
 			t.Errorf("%s call not cancelled", r.Model)
 		}
+	}
+}
+
+func TestSummary(t *testing.T) {
+	fake := upstreamtest.NewServer()
+	defer fake.Close()
+	// On the bubble's clock the members answer in no time: latency_ms is
+	// 0, and must still be there (issue 14, item 13).
+	synctest.Test(t, func(t *testing.T) {
+		f := newMemFixture(t, fake, "members: [{model: fake/alpha, count: 2}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
+		f.fake.Script("beta", upstreamtest.Reply{Status: 400, Error: "no"})
+		f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.75", "ok")})
+		res, _ := f.mustRun(t, hello)
+		b, err := json.Marshal(res.Run.Summary())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			RunID      string   `json:"run_id"`
+			Strategy   string   `json:"strategy"`
+			Iterations int      `json:"iterations"`
+			Confidence *float64 `json:"confidence"`
+			Members    []map[string]any
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.RunID != res.Run.ID || got.Strategy != "synthesize" || got.Iterations != 1 || got.Confidence == nil || *got.Confidence != 0.75 {
+			t.Errorf("consortium object %s", b)
+		}
+		if len(got.Members) != 3 {
+			t.Fatalf("members %s", b)
+		}
+		for _, m := range got.Members {
+			if l, ok := m["latency_ms"]; !ok || l != 0.0 {
+				t.Errorf("member %v: latency_ms missing or not 0 in %s", m, b)
+			}
+		}
+		if s := got.Members[2]; s["status"] != "error" || s["error"] == "" {
+			t.Errorf("the failed member reads %v", s)
+		}
+	})
+}
+
+// roleCaller records the role (upstream.RoleOf) of each call it passes on.
+type roleCaller struct {
+	consortia.Caller
+	mu    sync.Mutex
+	roles map[string][]string // by model
+}
+
+func (c *roleCaller) note(ctx context.Context, model string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.roles[model] = append(c.roles[model], upstream.RoleOf(ctx))
+}
+
+func (c *roleCaller) Chat(ctx context.Context, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
+	c.note(ctx, model)
+	return c.Caller.Chat(ctx, model, req)
+}
+
+func (c *roleCaller) ChatStream(ctx context.Context, model string, req *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	c.note(ctx, model)
+	return c.Caller.ChatStream(ctx, model, req)
+}
+
+func TestCallsCarryTheirRole(t *testing.T) {
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	p, err := upstream.New(upstream.Config{Name: "fake", Type: "openai", BaseURL: fake.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &roleCaller{Caller: p, roles: map[string][]string{}}
+	cfg := consortiumConfig(t, "members: [{model: fake/alpha, fallbacks: [fake/spare]}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
+	e, err := consortia.New("council", cfg, map[string]consortia.Caller{"fake": rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Script("alpha", upstreamtest.Reply{Status: 400, Error: "no"})
+	fake.Script("judge", upstreamtest.Reply{Content: verdict("0.1", "S1")}, upstreamtest.Reply{Content: verdict("0.9", "S2")})
+	req, _ := openai.ParseChatRequest([]byte(hello))
+	if _, err := e.Run(context.Background(), req, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"alpha": {"member", "member"}, "spare": {"member", "member"}, "beta": {"member", "member"},
+		"judge": {"arbiter", "arbiter"},
+	}
+	if !reflect.DeepEqual(rc.roles, want) {
+		t.Errorf("roles %v, want %v", rc.roles, want)
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	p, err := upstream.New(upstream.Config{Name: "fake", Type: "openai", BaseURL: "http://fake.invalid/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers := map[string]consortia.Caller{"fake": p}
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown strategy", "strategy: vote\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}", `strategy "vote" is not built (built: synthesize)`},
+		{"synthesize without an arbiter", "members: [{model: fake/a}]", "needs an arbiter"},
+		{"a member of an unknown provider", "members: [{model: nope/a}]\narbiter: {model: fake/j}", `"nope/a" names no configured provider`},
+		{"an arbiter of an unknown provider", "members: [{model: fake/a}]\narbiter: {model: nope/j}", `"nope/j" names no configured provider`},
+		{"an arbiter prompt that names no field", "members: [{model: fake/a}]\narbiter: {model: fake/j, prompt: '{{.Question}}'}", "arbiter.prompt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := consortia.New("council", consortiumConfig(t, tc.body), callers)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "council") {
+				t.Errorf("New: %v, want an error naming council and %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := consortia.New("council", consortiumConfig(t, "strategy: synthesize\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}"), callers); err != nil {
+		t.Errorf("strategy synthesize refused: %v", err)
 	}
 }

@@ -299,6 +299,15 @@ func checkStream(t testing.TB, reply string, chunks []string) {
 	if s.decided() != (want.ConfidenceKnown || want.NeedsIteration != nil) {
 		t.Fatalf("reply %q in %q: decided() = %v at the end", reply, chunks, s.decided())
 	}
+	// What was known as the synthesis opened is what a whole-reply parse
+	// of the reply up to its opening finds, however the chunks fell.
+	var atOpen verdict
+	if i := indexFold(reply, tagTexts[tagSynthesis]); i >= 0 {
+		atOpen = parseVerdict(reply[:i+len(tagTexts[tagSynthesis])])
+	}
+	if got := s.verdictAtOpen(); !reflect.DeepEqual(got, atOpen) {
+		t.Fatalf("reply %q in %q: verdict at the opening\n got %s\nwant %s", reply, chunks, show(got), show(atOpen))
+	}
 }
 
 // certainSynthesis is what can be known of the synthesis of a reply that
