@@ -214,7 +214,9 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if ok < max(e.cfg.MinAnswers, 1) {
+		// A strategy that fans out to no members (a cascade of tiers)
+		// decides from the request alone.
+		if len(answers) > 0 && ok < max(e.cfg.MinAnswers, 1) {
 			return nil, e.tooFew(answers, ok)
 		}
 

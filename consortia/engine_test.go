@@ -1135,7 +1135,8 @@ func TestNewRefuses(t *testing.T) {
 	callers := map[string]consortia.Caller{"fake": p}
 	for _, tc := range []struct{ name, body, want string }{
 		{"unknown strategy", "strategy: vote\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}", `strategy "vote" is not built (built: synthesize)`},
-		{"synthesize without an arbiter", "members: [{model: fake/a}]", "needs an arbiter"},
+		{"synthesize without an arbiter", "members: [{model: fake/a}]", "needs members and an arbiter"},
+		{"synthesize without members", "arbiter: {model: fake/j}", "needs members and an arbiter"},
 		{"a member of an unknown provider", "members: [{model: nope/a}]\narbiter: {model: fake/j}", `"nope/a" names no configured provider`},
 		{"an arbiter of an unknown provider", "members: [{model: fake/a}]\narbiter: {model: nope/j}", `"nope/j" names no configured provider`},
 		{"an arbiter prompt that names no field", "members: [{model: fake/a}]\narbiter: {model: fake/j, prompt: '{{.Question}}'}", "arbiter.prompt"},

@@ -117,3 +117,27 @@ func TestStrategySeam(t *testing.T) {
 		t.Errorf("JSON asked, prose written: err %v, deltas %q", err, deltas)
 	}
 }
+
+// noMembers answers from the request alone, as a cascade of tiers will.
+type noMembers struct{}
+
+func (noMembers) decide(_ context.Context, req *openai.ChatRequest, round *Round, write func(string)) (decision, error) {
+	write(fmt.Sprintf("%d members, asked %q", len(round.Members), req.Messages[0].Content.String()))
+	return decision{}, nil
+}
+
+// TestStrategyWithoutMembers: a consortium whose strategy needs no members
+// skips the fan-out, and min_answers has nothing to count.
+func TestStrategyWithoutMembers(t *testing.T) {
+	strategies["no-members"] = func(setup) (strategy, error) { return noMembers{}, nil }
+	t.Cleanup(func() { delete(strategies, "no-members") })
+	e, err := New("tiers", Config{Strategy: "no-members", MinAnswers: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := openai.ParseChatRequest([]byte(`{"model":"tiers","messages":[{"role":"user","content":"hi"}]}`))
+	res, err := e.Run(context.Background(), req, nil)
+	if err != nil || res.Synthesis != `0 members, asked "hi"` || res.Run.Iterations != 1 || len(res.Run.Rounds[0].Members) != 0 {
+		t.Errorf("result %+v, %v", res, err)
+	}
+}

@@ -62,8 +62,8 @@ func newSynthesize(s setup) (strategy, error) {
 	sy := &synthesize{consortium: s.name, cfg: s.cfg.Synthesize}
 	sy.cfg.MinIterations = max(sy.cfg.MinIterations, 1)
 	sy.cfg.MaxIterations = max(sy.cfg.MaxIterations, 1)
-	if sy.cfg.Arbiter.Model == "" {
-		return nil, fmt.Errorf("consortium %s: the strategy synthesize needs an arbiter model", s.name)
+	if len(s.instances) == 0 || sy.cfg.Arbiter.Model == "" {
+		return nil, fmt.Errorf("consortium %s: the strategy synthesize needs members and an arbiter model", s.name)
 	}
 	var err error
 	if sy.arbiter, err = s.resolve(sy.cfg.Arbiter.Model, sy.cfg.Arbiter.Params); err != nil {
