@@ -49,32 +49,23 @@ func newMemFixture(t testing.TB, fake *upstreamtest.Server, body string) *fixtur
 }
 
 // consortiumYAML is a consortium as the tests write it, in the
-// configuration file's keys, with the file's defaults.
+// configuration file's keys. A Member's and an Arbiter's fields read as
+// their keys do (yaml.v3 lowercases field names).
 type consortiumYAML struct {
-	Strategy string `yaml:"strategy"`
-	System   string `yaml:"system"`
-	Members  []struct {
-		Model     string         `yaml:"model"`
-		Count     int            `yaml:"count"`
-		Weight    float64        `yaml:"weight"`
-		System    string         `yaml:"system"`
-		Params    map[string]any `yaml:"params"`
-		Fallbacks []string       `yaml:"fallbacks"`
-	} `yaml:"members"`
-	Arbiter struct {
-		Model  string         `yaml:"model"`
-		Prompt string         `yaml:"prompt"`
-		Params map[string]any `yaml:"params"`
-	} `yaml:"arbiter"`
-	ConfidenceThreshold float64       `yaml:"confidence_threshold"`
-	MinIterations       int           `yaml:"min_iterations"`
-	MaxIterations       int           `yaml:"max_iterations"`
-	Quorum              int           `yaml:"quorum"`
-	MemberTimeout       time.Duration `yaml:"member_timeout"`
-	MinAnswers          int           `yaml:"min_answers"`
+	Strategy            string             `yaml:"strategy"`
+	System              string             `yaml:"system"`
+	Members             []consortia.Member `yaml:"members"`
+	Arbiter             consortia.Arbiter  `yaml:"arbiter"`
+	ConfidenceThreshold float64            `yaml:"confidence_threshold"`
+	MinIterations       int                `yaml:"min_iterations"`
+	MaxIterations       int                `yaml:"max_iterations"`
+	Quorum              int                `yaml:"quorum"`
+	MemberTimeout       time.Duration      `yaml:"member_timeout"`
+	MinAnswers          int                `yaml:"min_answers"`
 }
 
-// consortiumConfig reads a consortium's YAML into the engine's Config.
+// consortiumConfig reads a consortium's YAML into the engine's Config,
+// with the configuration file's defaults.
 func consortiumConfig(t testing.TB, body string) consortia.Config {
 	t.Helper()
 	y := consortiumYAML{ConfidenceThreshold: 0.8, MinIterations: 1, MaxIterations: 3, MemberTimeout: time.Minute, MinAnswers: 1}
@@ -83,26 +74,21 @@ func consortiumConfig(t testing.TB, body string) consortia.Config {
 	if err := dec.Decode(&y); err != nil {
 		t.Fatalf("consortium:\n%s\n%v", body, err)
 	}
-	cfg := consortia.Config{
-		Strategy: y.Strategy, System: y.System,
+	for i := range y.Members {
+		m := &y.Members[i]
+		m.Count = max(m.Count, 1)
+		if m.Weight == 0 {
+			m.Weight = 1
+		}
+	}
+	return consortia.Config{
+		Strategy: y.Strategy, System: y.System, Members: y.Members,
 		Quorum: y.Quorum, MemberTimeout: y.MemberTimeout, MinAnswers: y.MinAnswers,
 		Synthesize: consortia.Synthesize{
-			Arbiter:             consortia.Arbiter{Model: y.Arbiter.Model, Prompt: y.Arbiter.Prompt, Params: y.Arbiter.Params},
+			Arbiter:             y.Arbiter,
 			ConfidenceThreshold: y.ConfidenceThreshold, MinIterations: y.MinIterations, MaxIterations: y.MaxIterations,
 		},
 	}
-	for _, m := range y.Members {
-		cfg.Members = append(cfg.Members, consortia.Member{Model: m.Model, Count: max(m.Count, 1), Weight: cmpOr(m.Weight, 1),
-			System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
-	}
-	return cfg
-}
-
-func cmpOr(v, def float64) float64 {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // newEngine builds the consortium "council" over the provider "fake" at
