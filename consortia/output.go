@@ -114,7 +114,7 @@ func (o *output) checkJSON(synthesis string) (string, error) {
 	}
 	synthesis = stripFence(synthesis)
 	if !json.Valid([]byte(synthesis)) {
-		return "", fmt.Errorf("%w: the client asked for JSON (response_format) and the arbiter's synthesis does not parse", ErrNotJSON)
+		return "", fmt.Errorf("%w: the client asked for JSON (response_format) and the synthesis does not parse", ErrNotJSON)
 	}
 	if o.emit != nil {
 		o.emit(synthesis)
