@@ -140,6 +140,7 @@ max_iterations: 1
 	}
 }
 
+// rawMessages returns the messages array of a request body as sent.
 func rawMessages(t testing.TB, body []byte) []byte {
 	t.Helper()
 	var f struct {
@@ -317,6 +318,9 @@ func TestIterationBounds(t *testing.T) {
 	}
 }
 
+// filler is prose that an arbiter goes on writing after its synthesis
+// opened: a call that is not cancelled is still writing long after the
+// engine had what it needed.
 func filler(first ...string) []string {
 	out := append([]string(nil), first...)
 	for range 40 {
@@ -336,13 +340,10 @@ func TestCancelledRoundNeverLeaks(t *testing.T) {
 		{"min_iterations", "min_iterations: 2\nmax_iterations: 2", "<confidence>0.99</confidence><needs_iteration>false</needs_iteration>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := upstreamtest.NewServer()
-			defer fake.Close()
 			// In memory, the arbiter cannot run ahead of the engine
 			// reading it, so its call is still writing when the
 			// synthesis opens: cancelling it must reach it.
-			synctest.Test(t, func(t *testing.T) {
-				f := newMemFixture(t, fake, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
+			inBubble(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config, func(t *testing.T, f *fixture) {
 				f.fake.Handle("judge", byRound(
 					upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>", "SECRET-", "ROUND-1")},
 					upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
@@ -416,10 +417,7 @@ func TestSynthesisStreamsAsWritten(t *testing.T) {
 		{"decided before the synthesis", "max_iterations: 3", "<confidence>0.9</confidence><needs_iteration>false</needs_iteration>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := upstreamtest.NewServer()
-			defer fake.Close()
-			synctest.Test(t, func(t *testing.T) {
-				f := newMemFixture(t, fake, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
+			inBubble(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config, func(t *testing.T, f *fixture) {
 				f.fake.Script("judge", upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>NOW", "</synthesis>")})
 				req, _ := openai.ParseChatRequest([]byte(hello))
 				inFlight := -1

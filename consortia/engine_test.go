@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
@@ -178,10 +177,6 @@ max_iterations: 1
 	}
 }
 
-// rawMessages returns the messages array of a request body as sent.
-// filler is prose that a slow arbiter would go on writing after its
-// synthesis opened, long enough that a call that is not cancelled is still
-// running long after the engine had what it needed.
 func TestQuorum(t *testing.T) {
 	f := newFixture(t, `
 members: [{model: fake/fast1}, {model: fake/slow}, {model: fake/fast2}]
@@ -234,15 +229,13 @@ func late(released <-chan struct{}) upstreamtest.Responder {
 
 func TestMemberTimeout(t *testing.T) {
 	t.Run("some members", func(t *testing.T) {
-		fake := upstreamtest.NewServer()
-		defer fake.Close()
-		synctest.Test(t, func(t *testing.T) {
-			f := newMemFixture(t, fake, `
+		const council = `
 members: [{model: fake/fast}, {model: fake/slow}]
 arbiter: {model: fake/judge}
 max_iterations: 1
 member_timeout: 300ms
-`)
+`
+		inBubble(t, council, func(t *testing.T, f *fixture) {
 			released := make(chan struct{})
 			defer close(released)
 			f.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
@@ -271,14 +264,12 @@ member_timeout: 300ms
 		})
 	})
 	t.Run("every member", func(t *testing.T) {
-		fake := upstreamtest.NewServer()
-		defer fake.Close()
-		synctest.Test(t, func(t *testing.T) {
-			f := newMemFixture(t, fake, `
+		const council = `
 members: [{model: fake/slow1}, {model: fake/slow2}]
 arbiter: {model: fake/judge}
 member_timeout: 100ms
-`)
+`
+		inBubble(t, council, func(t *testing.T, f *fixture) {
 			released := make(chan struct{})
 			defer close(released)
 			f.fake.Handle("slow1", late(released))
@@ -474,12 +465,9 @@ func TestClientCancelStopsEveryCall(t *testing.T) {
 }
 
 func TestSummary(t *testing.T) {
-	fake := upstreamtest.NewServer()
-	defer fake.Close()
 	// On the bubble's clock the members answer in no time: latency_ms is
 	// 0, and must still be there (issue 14, item 13).
-	synctest.Test(t, func(t *testing.T) {
-		f := newMemFixture(t, fake, "members: [{model: fake/alpha, count: 2}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
+	inBubble(t, "members: [{model: fake/alpha, count: 2}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 1", func(t *testing.T, f *fixture) {
 		f.fake.Script("beta", upstreamtest.Reply{Status: 400, Error: "no"})
 		f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.75", "ok")})
 		res, _ := f.mustRun(t, hello)

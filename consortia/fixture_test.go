@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -38,14 +39,19 @@ func newFixture(t testing.TB, body string) *fixture {
 	return &fixture{fake: fake, engine: newEngine(t, fake.URL, transport, body)}
 }
 
-// newMemFixture is newFixture with the fake's handler called in memory
-// (memTransport), no socket involved, so that the test can run inside a
-// testing/synctest bubble. fake is made by the caller outside the bubble
-// (its server listens on a socket) and closed by the caller after the
-// bubble has ended; the engine is built inside it.
-func newMemFixture(t testing.TB, fake *upstreamtest.Server, body string) *fixture {
+// inBubble runs test inside a testing/synctest bubble, with the engine of
+// the consortium body over a fake provider whose handler is called in
+// memory (memTransport): no socket, so the bubble's clock runs the
+// member_timeout, the providers' timeouts and the fake's replies. The fake
+// is made outside the bubble (its server listens on a socket) and closed
+// after it has ended; the engine is built inside.
+func inBubble(t *testing.T, body string, test func(t *testing.T, f *fixture)) {
 	t.Helper()
-	return &fixture{fake: fake, engine: newEngine(t, "http://fake.invalid/v1", memTransport{fake.Handler()}, body)}
+	fake := upstreamtest.NewServer()
+	defer fake.Close()
+	synctest.Test(t, func(t *testing.T) {
+		test(t, &fixture{fake: fake, engine: newEngine(t, "http://fake.invalid/v1", memTransport{fake.Handler()}, body)})
+	})
 }
 
 // consortiumYAML is a consortium as the tests write it, in the
