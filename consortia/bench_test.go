@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/upstream"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -117,7 +118,9 @@ func BenchmarkFirstByte(b *testing.B) {
 		fake.Handler().ServeHTTP(&stampWriter{ResponseWriter: w, marker: []byte(marker), sent: &sent}, r)
 	}))
 	b.Cleanup(srv.Close)
-	e := newEngine(b, srv.URL+"/v1", "members: [{model: fake/a}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
+	transport := upstream.NewTransport()
+	b.Cleanup(transport.CloseIdleConnections)
+	e := newEngine(b, srv.URL+"/v1", transport, "members: [{model: fake/a}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
 	fake.Script("a", upstreamtest.Reply{Content: "an answer"})
 	fake.Script("judge", upstreamtest.Reply{Chunks: []string{
 		"<analysis>fine</analysis><confidence>0.9</confidence><needs_iteration>false</needs_iteration><synthesis>",

@@ -1,36 +1,37 @@
 package consortia
 
-import (
-	"io"
-	"time"
-)
+import "time"
 
 // Config is one consortium's definition, as the engine needs it. The
 // wiring fills it from the configuration file (which has validated it);
 // the engine reads nothing else.
+//
+// The fields up to MinAnswers belong to the engine and serve every
+// strategy. Each strategy has a field of its own type (Synthesize, ...)
+// that only that strategy reads.
 type Config struct {
 	// Description is shown by /v1/models.
 	Description string
-	// Strategy is how answers become one: "synthesize" (the default when
-	// empty).
+	// Strategy names how answers become one: "synthesize" (the default
+	// when empty). New refuses a strategy that is not built.
 	Strategy string
 	// System is given to every member, before the client's messages.
 	System string
 	// Members are the member models, in the order configured.
 	Members []Member
-	// Arbiter judges the answers and writes the synthesis.
-	Arbiter Arbiter
-	// ConfidenceThreshold stops iterating at or above it (0..1).
-	ConfidenceThreshold float64
-	// MinIterations and MaxIterations bound the rounds.
-	MinIterations, MaxIterations int
-	// Quorum is how many answers start the arbiter, cancelling the rest;
-	// 0 means every member.
+	// Quorum is how many answers end a round's fan-out, cancelling the
+	// rest; 0 means every member.
 	Quorum int
-	// MemberTimeout is when the arbiter starts with the answers it has.
+	// MemberTimeout is how long a round waits for its members; then the
+	// strategy decides with the answers in. If zero, a round waits for
+	// every member (each call is still bounded by its provider's timeout).
 	MemberTimeout time.Duration
-	// MinAnswers is the fewest successful answers a round may have.
+	// MinAnswers is the fewest successful answers a round may have. If
+	// zero, 1.
 	MinAnswers int
+
+	// Synthesize configures the strategy "synthesize".
+	Synthesize Synthesize
 }
 
 // Member is one member model of a consortium.
@@ -39,7 +40,8 @@ type Member struct {
 	Model string
 	// Count is how many instances answer, each on its own.
 	Count int
-	// Weight is the relative trust shown to the arbiter.
+	// Weight is the relative trust in the member's answers, which a
+	// strategy may use (synthesize shows it to the arbiter).
 	Weight float64
 	// System is this member's own system prompt.
 	System string
@@ -49,7 +51,8 @@ type Member struct {
 	Fallbacks []string
 }
 
-// Arbiter is a consortium's arbiter model.
+// Arbiter is a model that reads the members' answers and writes the
+// answer the client receives.
 type Arbiter struct {
 	// Model is the provider/model ref.
 	Model string
@@ -57,24 +60,4 @@ type Arbiter struct {
 	Prompt string
 	// Params are the arbiter call's own params.
 	Params map[string]any
-}
-
-// instances is the number of member instances, counts included.
-func (c *Config) instances() int {
-	n := 0
-	for _, m := range c.Members {
-		n += m.Count
-	}
-	return n
-}
-
-// CheckPrompt reports an arbiter prompt template that does not parse or
-// names a field PromptData lacks; "" is the default prompt, which is
-// fine. Validation calls it without building an engine.
-func CheckPrompt(text string) error {
-	t, err := parsePrompt(text)
-	if err != nil {
-		return err
-	}
-	return t.Execute(io.Discard, samplePrompt)
 }

@@ -1,13 +1,44 @@
-// Package consortia owns consortiums: their definitions, and the engine that
-// answers a request with one. The engine fans the request out to every
-// member instance, waits for a quorum or the member deadline, shows the
-// answers to the arbiter source-blind (labelled Response A, B, ... in a
-// random order), reads the arbiter's tags as they stream, runs further
-// rounds in which each member continues its own thread, and streams the
-// final synthesis as the arbiter writes it. It keeps a Run record of every
-// call.
+// Package consortia owns consortiums: their definitions (Config), and the
+// Engine that answers a request with one.
 //
-// It knows nothing of HTTP: the proxy turns a Result and the synthesis
-// deltas into OpenAI responses. Calls to providers go through upstream; the
-// storage of runs and conversations belongs to cache.
+// The engine is split in two along one seam. The engine itself owns what
+// every strategy shares (engine.go, members.go, output.go):
+//
+//   - the fan-out: each round, every member instance answers its own
+//     thread at once, through its fallbacks when it fails; the round ends
+//     when every member is done, when quorum answers are in (the rest are
+//     cancelled) or when member_timeout passes; fewer than min_answers
+//     successful answers end the run;
+//   - the members' threads across rounds: an instance's answer stays as an
+//     assistant turn and the strategy's feedback for it is the next user
+//     turn, so each thread's prefix stays byte-identical;
+//   - the Run record, usage summed over every call, and the roles calls
+//     carry (upstream.WithRole: "member", and the strategy's own);
+//   - the answer's bounds: the client's max_tokens and stop cut it, and
+//     it must be JSON when JSON was asked for.
+//
+// A strategy (strategy.go) owns only how a round's answers become one:
+// after each round the engine hands it the round (every instance's answer,
+// in configuration order) and a writer for the answer, and the strategy
+// either writes the answer and returns a final decision (with its Outcome:
+// confidence, and what else it found, for the consortium object and the
+// run record), or asks for another round with feedback for each instance.
+// Each strategy is one file with its own config type, a field of Config
+// that Config.Strategy selects:
+//
+//   - synthesize (synthesize.go, arbiter.tmpl): an arbiter judges the
+//     answers source-blind and writes the synthesis, streamed as it
+//     writes; its reply is read by a state machine (replyReader) over the
+//     tag parser (tags.go), and it may ask for further rounds.
+//
+// Those to come plug in the same way, without touching the fan-out: rank
+// (judges rank the round's answers; the winner is written verbatim, or an
+// arbiter writes from the ranking), vote (normalized answers, weighted
+// plurality, written at once), cascade (tiers run as engines of their
+// own; the strategy writes the answering tier's text, and a consortium of
+// tiers has no members to fan out to).
+//
+// The package knows nothing of HTTP: the proxy turns a Result and the
+// answer's deltas into OpenAI responses. Calls to providers go through
+// upstream; the storage of runs and conversations belongs to cache.
 package consortia

@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
+	"iter"
+	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,98 +16,10 @@ import (
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
-
-// fixture is the engine of one consortium, "council", whose members and
-// arbiter are models of a fake provider named "fake", reached over real
-// HTTP through upstream.Provider.
-type fixture struct {
-	fake   *upstreamtest.Server
-	engine *consortia.Engine
-}
-
-// newFixture starts a fake provider and builds the engine of a consortium
-// from the YAML of its body (members, arbiter, ...), as the configuration
-// file would give it.
-func newFixture(t testing.TB, body string) *fixture {
-	t.Helper()
-	fake := upstreamtest.NewServer()
-	t.Cleanup(fake.Close)
-	return &fixture{fake: fake, engine: newEngine(t, fake.URL, body)}
-}
-
-func newEngine(t testing.TB, fakeURL, body string) *consortia.Engine {
-	t.Helper()
-	var y strings.Builder
-	fmt.Fprintf(&y, "providers:\n  fake:\n    base_url: %s\n    timeout: 5s\n    idle_timeout: 5s\nconsortia:\n  council:\n", fakeURL)
-	for _, line := range strings.Split(strings.Trim(body, "\n"), "\n") {
-		y.WriteString("    " + line + "\n")
-	}
-	cfg, err := config.Parse([]byte(y.String()), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("config:\n%s\n%v", y.String(), err)
-	}
-	transport := upstream.NewTransport()
-	t.Cleanup(transport.CloseIdleConnections)
-	callers := map[string]consortia.Caller{}
-	for _, name := range cfg.ProviderOrder {
-		pc := cfg.Providers[name]
-		p, err := upstream.New(upstream.Config{Name: name, Type: pc.Type, BaseURL: pc.BaseURL,
-			Timeout: pc.Timeout, IdleTimeout: pc.IdleTimeout, Transport: transport})
-		if err != nil {
-			t.Fatal(err)
-		}
-		callers[name] = p
-	}
-	e, err := consortia.New("council", engineConfig(cfg.Consortia["council"]), callers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
-
-// run answers a client's request body and returns the result and the
-// deltas the engine sent, checking that they add up to the synthesis.
-func (f *fixture) run(t testing.TB, body string) (*consortia.Result, []string, error) {
-	t.Helper()
-	req, err := openai.ParseChatRequest([]byte(body))
-	if err != nil {
-		t.Fatalf("request %s: %v", body, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var deltas []string
-	res, err := f.engine.Run(ctx, req, func(d string) { deltas = append(deltas, d) })
-	if err == nil && strings.Join(deltas, "") != res.Synthesis {
-		t.Errorf("deltas %q do not add up to the synthesis %q", deltas, res.Synthesis)
-	}
-	return res, deltas, err
-}
-
-// mustRun is run for a request that must succeed.
-func (f *fixture) mustRun(t testing.TB, body string) (*consortia.Result, []string) {
-	t.Helper()
-	res, deltas, err := f.run(t, body)
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	return res, deltas
-}
-
-// waitIdle waits until the fake has no request in flight, so that the
-// cancellation of a call has reached it.
-func waitIdle(t testing.TB, fake *upstreamtest.Server) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := fake.WaitIdle(ctx); err != nil {
-		t.Fatalf("the provider still has %d requests in flight: %v", fake.InFlight(), err)
-	}
-}
 
 const hello = `{"model":"council","messages":[{"role":"user","content":"what is the answer?"}]}`
 
@@ -117,27 +29,6 @@ func verdict(confidence, synthesis string) string {
 	return "<analysis>The answers agree.</analysis>\n<dissent>none</dissent>\n<confidence>" + confidence +
 		"</confidence>\n<needs_iteration>false</needs_iteration>\n<refinement_areas>none</refinement_areas>\n" +
 		"<ranking>A</ranking>\n<synthesis>" + synthesis + "</synthesis>"
-}
-
-var roundRe = regexp.MustCompile(`\(round (\d+) of at most (\d+)\)`)
-
-// roundOf reads the round number from a default arbiter prompt; 1 when
-// the prompt names none (max_iterations 1).
-func roundOf(prompt string) int {
-	m := roundRe.FindStringSubmatch(prompt)
-	if m == nil {
-		return 1
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
-// byRound answers the arbiter of round n with replies[n-1]; the last reply
-// serves every later round.
-func byRound(replies ...upstreamtest.Reply) upstreamtest.Responder {
-	return func(r *upstreamtest.Request) upstreamtest.Reply {
-		return replies[min(roundOf(r.LastUserText()), len(replies))-1]
-	}
 }
 
 // roles counts the messages of a request with role.
@@ -222,106 +113,6 @@ max_iterations: 2
 	}
 }
 
-func TestArbiterIsSourceBlind(t *testing.T) {
-	// Distinctive names: none may reach the arbiter.
-	models := []string{"zephyr-alpha-7b", "quokka-beta-large", "marmot-gamma-mini"}
-	answers := []string{"first-answer", "second-answer", "third-answer"}
-	f := newFixture(t, `
-members:
-  - model: fake/zephyr-alpha-7b
-  - model: fake/quokka-beta-large
-  - model: fake/marmot-gamma-mini
-arbiter: {model: fake/judge}
-max_iterations: 1
-`)
-	for i, m := range models {
-		f.fake.Script(m, upstreamtest.Reply{Content: answers[i]})
-	}
-	heading := regexp.MustCompile(`### Response ([A-Z])\n\n([a-z]+-answer)\n`)
-	// The arbiter ranks the answer of quokka first, by its label.
-	f.fake.Handle("judge", func(r *upstreamtest.Request) upstreamtest.Reply {
-		best := "?"
-		for _, m := range heading.FindAllStringSubmatch(r.LastUserText(), -1) {
-			if m[2] == "second-answer" {
-				best = m[1]
-			}
-		}
-		return upstreamtest.Reply{Content: strings.Replace(verdict("0.9", "ok"), "<ranking>A</ranking>", "<ranking>"+best+"</ranking>", 1)}
-	})
-
-	const runs = 20 // 3! orders: the chance that 20 runs show one is 6^-19
-	orders := map[string]bool{}
-	for range runs {
-		res, _ := f.mustRun(t, hello)
-		if got := res.Run.Rounds[0].Arbiter.RankedModels; !slices.Equal(got, []string{"fake/quokka-beta-large#1"}) {
-			t.Errorf("ranked models %v: a label does not lead back to its answer", got)
-		}
-	}
-	for _, r := range f.fake.RequestsFor("judge") {
-		for _, m := range models {
-			if bytes.Contains(r.Body, []byte(m)) {
-				t.Fatalf("the arbiter's request names the member %s:\n%s", m, r.Body)
-			}
-		}
-		prompt := r.LastUserText()
-		for _, l := range []string{"Response A", "Response B", "Response C"} {
-			if !strings.Contains(prompt, l) {
-				t.Fatalf("the prompt lacks %q:\n%s", l, prompt)
-			}
-		}
-		if strings.Contains(prompt, "Response D") {
-			t.Fatalf("the prompt has a fourth response:\n%s", prompt)
-		}
-		var order []string
-		for i, m := range heading.FindAllStringSubmatch(prompt, -1) {
-			if want := string(rune('A' + i)); m[1] != want {
-				t.Fatalf("response %s where %s was due:\n%s", m[1], want, prompt)
-			}
-			order = append(order, m[2])
-		}
-		if len(order) != 3 {
-			t.Fatalf("%d answers under labels, want 3:\n%s", len(order), prompt)
-		}
-		orders[strings.Join(order, ",")] = true
-	}
-	if len(orders) < 2 {
-		t.Errorf("the answers came in one order in %d runs: %v", runs, orders)
-	}
-}
-
-func TestArbiterSeesWeightsOnlyWhenTheyDiffer(t *testing.T) {
-	for _, tc := range []struct {
-		name, weights string
-		want          []string
-	}{
-		{"equal", "[1, 1]", nil},
-		{"different", "[2, 0.5]", []string{"(weight 2)", "(weight 0.5)"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var w []float64
-			json.Unmarshal([]byte(tc.weights), &w)
-			f := newFixture(t, fmt.Sprintf(`
-members:
-  - {model: fake/a, weight: %v}
-  - {model: fake/b, weight: %v}
-arbiter: {model: fake/judge}
-max_iterations: 1
-`, w[0], w[1]))
-			f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "ok")})
-			f.mustRun(t, hello)
-			prompt := f.fake.RequestsFor("judge")[0].LastUserText()
-			if tc.want == nil && strings.Contains(prompt, "(weight") {
-				t.Errorf("equal weights shown:\n%s", prompt)
-			}
-			for _, s := range tc.want {
-				if !strings.Contains(prompt, s) {
-					t.Errorf("the prompt lacks %q:\n%s", s, prompt)
-				}
-			}
-		})
-	}
-}
-
 func TestSystemPrompts(t *testing.T) {
 	f := newFixture(t, `
 system: CONSORTIUM-SYS
@@ -386,337 +177,6 @@ max_iterations: 1
 	}
 }
 
-// rawMessages returns the messages array of a request body as sent.
-func rawMessages(t testing.TB, body []byte) []byte {
-	t.Helper()
-	var f struct {
-		Messages json.RawMessage `json:"messages"`
-	}
-	if err := json.Unmarshal(body, &f); err != nil || len(f.Messages) < 2 {
-		t.Fatalf("no messages in %s: %v", body, err)
-	}
-	return f.Messages
-}
-
-func TestIterationContinuesOwnThreads(t *testing.T) {
-	f := newFixture(t, `
-system: Be careful.
-members:
-  - model: fake/alpha
-    count: 2
-  - model: fake/beta
-arbiter: {model: fake/judge}
-max_iterations: 3
-`)
-	// Every answer is unique, so that a thread shows whose answer it holds.
-	var (
-		mu    sync.Mutex
-		seq   int
-		first = map[string][]string{} // round-1 answers by model
-		next  = map[string]string{}   // round-2 answer by the round-1 answer it follows
-	)
-	member := func(r *upstreamtest.Request) upstreamtest.Reply {
-		mu.Lock()
-		defer mu.Unlock()
-		seq++
-		msgs := r.Chat.Messages
-		if roles(*r, "assistant") == 0 {
-			a := fmt.Sprintf("%s-round1-answer-%d", r.Model, seq)
-			first[r.Model] = append(first[r.Model], a)
-			return upstreamtest.Reply{Content: a}
-		}
-		a := fmt.Sprintf("%s-round2-answer-%d", r.Model, seq)
-		next[msgs[len(msgs)-2].Content.String()] = a
-		return upstreamtest.Reply{Content: a}
-	}
-	f.fake.Handle("alpha", member)
-	f.fake.Handle("beta", member)
-	f.fake.Handle("judge", byRound(
-		upstreamtest.Reply{Content: "<analysis>they differ</analysis><dissent>DISSENT-KEEP-THE-CAVEAT</dissent>" +
-			"<confidence>0.3</confidence><needs_iteration>true</needs_iteration>" +
-			"<refinement_areas>REFINE-CHECK-THE-UNITS</refinement_areas><ranking>A, B, C</ranking>" +
-			"<synthesis>ROUND1-SYNTHESIS</synthesis>"},
-		upstreamtest.Reply{Content: verdict("0.9", "FINAL-SYNTHESIS")}))
-
-	res, deltas := f.mustRun(t, hello)
-	if res.Synthesis != "FINAL-SYNTHESIS" || strings.Contains(strings.Join(deltas, ""), "ROUND1") {
-		t.Errorf("synthesis %q, deltas %q", res.Synthesis, deltas)
-	}
-	s := res.Run.Summary()
-	if s.Iterations != 2 || s.Confidence == nil || *s.Confidence != 0.9 {
-		t.Errorf("summary %+v", s)
-	}
-	if n := len(f.fake.RequestsFor("judge")); n != 2 {
-		t.Errorf("%d arbiter calls, want 2", n)
-	}
-
-	for _, model := range []string{"alpha", "beta"} {
-		var round1, round2 []upstreamtest.Request
-		for _, r := range f.fake.RequestsFor(model) {
-			if roles(r, "assistant") == 0 {
-				round1 = append(round1, r)
-			} else {
-				round2 = append(round2, r)
-			}
-		}
-		if len(round1) == 0 || len(round1) != len(round2) {
-			t.Fatalf("%s: %d round-1 and %d round-2 calls", model, len(round1), len(round2))
-		}
-		var continued []string
-		for _, r2 := range round2 {
-			// The round-1 request is a byte-identical prefix of the round-2
-			// one, so a provider's prompt cache applies.
-			p1, p2 := rawMessages(t, round1[0].Body), rawMessages(t, r2.Body)
-			if !bytes.HasPrefix(p2, p1[:len(p1)-1]) || p2[len(p1)-1] != ',' {
-				t.Errorf("%s: round 2 does not continue round 1 byte for byte:\n round 1 %s\n round 2 %s", model, p1, p2)
-			}
-			msgs := r2.Chat.Messages
-			n := len(round1[0].Chat.Messages)
-			if len(msgs) != n+2 || msgs[n].Role != "assistant" || msgs[n+1].Role != "user" {
-				t.Fatalf("%s: round-2 messages %+v", model, msgs)
-			}
-			continued = append(continued, msgs[n].Content.String())
-			feedback := msgs[n+1].Content.String()
-			for _, want := range []string{"REFINE-CHECK-THE-UNITS", "DISSENT-KEEP-THE-CAVEAT"} {
-				if !strings.Contains(feedback, want) {
-					t.Errorf("%s: the feedback turn lacks %s: %q", model, want, feedback)
-				}
-			}
-			if strings.Contains(feedback, "round1-answer") {
-				t.Errorf("%s: the feedback turn shows another member's answer: %q", model, feedback)
-			}
-		}
-		// Each instance continues its own answer: together the round-2
-		// threads hold each round-1 answer of the model once.
-		mu.Lock()
-		want := slices.Clone(first[model])
-		mu.Unlock()
-		slices.Sort(want)
-		slices.Sort(continued)
-		if !slices.Equal(continued, want) {
-			t.Errorf("%s: round-2 threads continue %q, the round-1 answers were %q", model, continued, want)
-		}
-	}
-	// And the run record keeps each instance's two answers together.
-	mu.Lock()
-	defer mu.Unlock()
-	for i, m := range res.Run.Rounds[1].Members {
-		if prev := res.Run.Rounds[0].Members[i]; next[prev.Content] != m.Content || prev.Model != m.Model || prev.Instance != m.Instance {
-			t.Errorf("instance %s#%d answered %q then %q", m.Model, m.Instance, prev.Content, m.Content)
-		}
-	}
-	prompt := f.fake.RequestsFor("judge")[1].LastUserText()
-	if !strings.Contains(prompt, "(round 2 of at most 3)") || !strings.Contains(prompt, "round2-answer") || strings.Contains(prompt, "round1-answer") {
-		t.Errorf("round-2 arbiter prompt:\n%s", prompt)
-	}
-}
-
-func TestIterationBounds(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		config   string
-		replies  []string // the arbiter's reply per round, the last repeating
-		rounds   int
-		final    string
-		wantConf float64
-	}{
-		{name: "confident stops", config: "max_iterations: 3", rounds: 1,
-			replies: []string{verdict("0.9", "S1")}, final: "S1", wantConf: 0.9},
-		{name: "threshold reached exactly", config: "max_iterations: 3\nconfidence_threshold: 0.7", rounds: 1,
-			replies: []string{verdict("0.7", "S1")}, final: "S1", wantConf: 0.7},
-		{name: "low confidence iterates", config: "max_iterations: 3", rounds: 2,
-			replies: []string{verdict("0.5", "S1"), verdict("0.85", "S2")}, final: "S2", wantConf: 0.85},
-		{name: "needs_iteration iterates despite confidence", config: "max_iterations: 3", rounds: 2,
-			replies: []string{strings.Replace(verdict("0.95", "S1"), "false", "true", 1), verdict("0.95", "S2")}, final: "S2", wantConf: 0.95},
-		{name: "min_iterations forces a round", config: "min_iterations: 2\nmax_iterations: 3", rounds: 2,
-			replies: []string{verdict("0.99", "S1"), verdict("0.99", "S2")}, final: "S2", wantConf: 0.99},
-		{name: "max_iterations caps", config: "max_iterations: 2", rounds: 2,
-			replies: []string{verdict("0.1", "S1"), verdict("0.2", "S2")}, final: "S2", wantConf: 0.2},
-		{name: "one round only", config: "max_iterations: 1", rounds: 1,
-			replies: []string{verdict("0.1", "S1")}, final: "S1", wantConf: 0.1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\n"+tc.config)
-			var replies []upstreamtest.Reply
-			for _, r := range tc.replies {
-				replies = append(replies, upstreamtest.Reply{Content: r})
-			}
-			f.fake.Handle("judge", byRound(replies...))
-			res, _ := f.mustRun(t, hello)
-			if res.Synthesis != tc.final {
-				t.Errorf("synthesis %q, want %q", res.Synthesis, tc.final)
-			}
-			s := res.Run.Summary()
-			if s.Iterations != tc.rounds || s.Confidence == nil || *s.Confidence != tc.wantConf {
-				t.Errorf("iterations %d confidence %v, want %d and %v", s.Iterations, s.Confidence, tc.rounds, tc.wantConf)
-			}
-			judge := f.fake.RequestsFor("judge")
-			if len(judge) != tc.rounds || len(f.fake.RequestsFor("alpha")) != tc.rounds || len(f.fake.RequestsFor("beta")) != tc.rounds {
-				t.Fatalf("%d arbiter calls and %d+%d member calls, want %d of each", len(judge),
-					len(f.fake.RequestsFor("alpha")), len(f.fake.RequestsFor("beta")), tc.rounds)
-			}
-			for i, r := range judge {
-				if got := roundOf(r.LastUserText()); got != i+1 {
-					t.Errorf("arbiter call %d says round %d", i+1, got)
-				}
-			}
-		})
-	}
-}
-
-// filler is prose that a slow arbiter would go on writing after its
-// synthesis opened, long enough that a call that is not cancelled is still
-// running long after the engine had what it needed.
-func filler(first ...string) []string {
-	out := append([]string(nil), first...)
-	for range 40 {
-		out = append(out, " more")
-	}
-	return out
-}
-
-func TestCancelledRoundNeverLeaks(t *testing.T) {
-	const decided = "<analysis>they conflict</analysis><dissent>d</dissent><confidence>0.3</confidence>" +
-		"<needs_iteration>true</needs_iteration><refinement_areas>fix it</refinement_areas><ranking>A</ranking>\n"
-	for _, tc := range []struct {
-		name, config, head string
-	}{
-		{"low confidence", "max_iterations: 2", decided},
-		{"needs_iteration", "max_iterations: 2", "<confidence>0.95</confidence><needs_iteration>true</needs_iteration>"},
-		{"min_iterations", "min_iterations: 2\nmax_iterations: 2", "<confidence>0.99</confidence><needs_iteration>false</needs_iteration>"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
-			f.fake.Handle("judge", byRound(
-				upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: 25 * time.Millisecond},
-				upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
-			res, deltas := f.mustRun(t, hello)
-			if res.Synthesis != "the final answer" || res.Run.Iterations != 2 {
-				t.Errorf("synthesis %q after %d rounds", res.Synthesis, res.Run.Iterations)
-			}
-			for _, d := range deltas {
-				if strings.Contains(d, "SECRET") || strings.Contains(d, "ROUND-1") {
-					t.Errorf("the cancelled round leaked: %q", deltas)
-				}
-			}
-			waitIdle(t, f.fake)
-			judge := f.fake.RequestsFor("judge")
-			if len(judge) != 2 {
-				t.Fatalf("%d arbiter calls, want 2", len(judge))
-			}
-			if !judge[0].Cancelled || judge[1].Cancelled {
-				t.Errorf("arbiter calls cancelled: %v, %v; want the first only", judge[0].Cancelled, judge[1].Cancelled)
-			}
-			if a := res.Run.Rounds[0].Arbiter; !a.Cancelled || !a.Iterate {
-				t.Errorf("round-1 arbiter record %+v", a)
-			}
-		})
-	}
-}
-
-func TestHeldSynthesis(t *testing.T) {
-	// The synthesis opens before any decision, on a round that could still
-	// iterate: it is held until the reply ends, then sent or dropped.
-	for _, tc := range []struct {
-		name   string
-		chunks []string
-		want   string
-		rounds int
-	}{
-		{"decides to iterate", []string{"<synthesis>HELD-", "TEXT</synthesis>", "<confidence>0.3</confidence>", "<needs_iteration>true</needs_iteration>"}, "ROUND-2", 2},
-		{"decides it is final", []string{"<synthesis>HELD-", "TEXT</synthesis>", "<confidence>0.95</confidence>", "<needs_iteration>false</needs_iteration>"}, "HELD-TEXT", 1},
-		{"needs_iteration after a high confidence", []string{"<synthesis>HELD-", "TEXT</synthesis>", "<confidence>0.95</confidence>", "\n", "<needs_iteration>true</needs_iteration>"}, "ROUND-2", 2},
-		{"a later low confidence", []string{"<synthesis>HELD-TEXT</synthesis>", "<needs_iteration>false</needs_iteration>", "<confidence>0.2</confidence>"}, "ROUND-2", 2},
-		{"no decision at all", []string{"<synthesis>HELD-", "TEXT</synthesis>"}, "HELD-TEXT", 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
-			f.fake.Handle("judge", byRound(
-				upstreamtest.Reply{Chunks: tc.chunks},
-				upstreamtest.Reply{Content: verdict("0.9", "ROUND-2")}))
-			res, deltas := f.mustRun(t, hello)
-			if res.Synthesis != tc.want || res.Run.Iterations != tc.rounds {
-				t.Errorf("synthesis %q after %d rounds, want %q after %d", res.Synthesis, res.Run.Iterations, tc.want, tc.rounds)
-			}
-			if tc.want != "HELD-TEXT" && strings.Contains(strings.Join(deltas, ""), "HELD") {
-				t.Errorf("the held synthesis leaked: %q", deltas)
-			}
-		})
-	}
-}
-
-func TestSynthesisStreamsAsWritten(t *testing.T) {
-	// The synthesis reaches the client while the arbiter is still writing
-	// when the round cannot iterate, or decided before it.
-	for _, tc := range []struct {
-		name, config, head string
-	}{
-		{"last round, synthesis first", "max_iterations: 1", ""},
-		{"decided before the synthesis", "max_iterations: 3", "<confidence>0.9</confidence><needs_iteration>false</needs_iteration>"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+tc.config)
-			f.fake.Script("judge", upstreamtest.Reply{Chunks: filler(tc.head+"<synthesis>NOW", "</synthesis>"), ChunkDelay: 5 * time.Millisecond})
-			req, _ := openai.ParseChatRequest([]byte(hello))
-			inFlight := -1
-			res, err := f.engine.Run(context.Background(), req, func(d string) {
-				if inFlight < 0 {
-					inFlight = f.fake.InFlight()
-				}
-			})
-			if err != nil || res.Synthesis != "NOW" {
-				t.Fatalf("synthesis %v, %v", res, err)
-			}
-			if inFlight < 1 {
-				t.Errorf("the first delta came after the arbiter's call had ended")
-			}
-		})
-	}
-}
-
-func TestTagsSplitAcrossChunks(t *testing.T) {
-	const synthesis = "Compare a<b with <b>bold</b> & </synth not a tag; done."
-	reply := "Some prose first.\n<analysis>ok</analysis>\n<confidence>0.9</confidence>\n<needs_iteration>false</needs_iteration>\n" +
-		"<synthesis>\n" + synthesis + "\n</synthesis>\ntrailing prose"
-	at := func(s string, delta int) int { return strings.Index(reply, s) + delta }
-	split := func(cuts ...int) []string {
-		var out []string
-		prev := 0
-		for _, c := range cuts {
-			out = append(out, reply[prev:c])
-			prev = c
-		}
-		return append(out, reply[prev:])
-	}
-	var bytewise []string
-	for i := range len(reply) {
-		bytewise = append(bytewise, reply[i:i+1])
-	}
-	cases := []struct {
-		name   string
-		chunks []string
-	}{
-		{"whole", []string{reply}},
-		{"inside <synth", split(at("<synthesis>", len("<synth")))},
-		{"between </synthesis and >", split(at("</synthesis>", len("</synthesis")))},
-		{"inside </confidence and <synthesis", split(at("</confidence>", 3), at("<synthesis>", 1), at("<synthesis>", 10))},
-		{"inside the decoy", split(at("</synth ", 2), at("</synth ", 7))},
-		{"one byte per chunk", bytewise},
-	}
-	for _, config := range []string{"max_iterations: 1", "max_iterations: 3"} {
-		f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\n"+config)
-		for _, tc := range cases {
-			t.Run(config+"/"+tc.name, func(t *testing.T) {
-				f.fake.Script("judge", upstreamtest.Reply{Chunks: tc.chunks})
-				res, _ := f.mustRun(t, hello)
-				if res.Synthesis != synthesis || res.Run.Iterations != 1 {
-					t.Errorf("synthesis %q after %d rounds, want %q", res.Synthesis, res.Run.Iterations, synthesis)
-				}
-			})
-		}
-	}
-}
-
 func TestQuorum(t *testing.T) {
 	f := newFixture(t, `
 members: [{model: fake/fast1}, {model: fake/slow}, {model: fake/fast2}]
@@ -756,54 +216,81 @@ quorum: 2
 	}
 }
 
+// late is a member slower than any member_timeout: it answers only once
+// the test closes released, after the run. (A bubble's clock stops when
+// its test function returns, so a member that slept instead would never
+// wake.)
+func late(released <-chan struct{}) upstreamtest.Responder {
+	return func(*upstreamtest.Request) upstreamtest.Reply {
+		<-released
+		return upstreamtest.Reply{Content: "too late"}
+	}
+}
+
 func TestMemberTimeout(t *testing.T) {
 	t.Run("some members", func(t *testing.T) {
-		f := newFixture(t, `
+		const council = `
 members: [{model: fake/fast}, {model: fake/slow}]
 arbiter: {model: fake/judge}
 max_iterations: 1
 member_timeout: 300ms
-`)
-		f.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
-		f.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
-		f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
-		res, _ := f.mustRun(t, hello)
-		s := res.Run.Summary()
-		if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout"}; !slices.Equal(statuses(s), want) {
-			t.Errorf("members %v, want %v", statuses(s), want)
-		}
-		if !strings.Contains(s.Members[1].Error, "member_timeout") {
-			t.Errorf("timeout error %q", s.Members[1].Error)
-		}
-		if res.Synthesis != "from the fast one" {
-			t.Errorf("synthesis %q", res.Synthesis)
-		}
-		waitIdle(t, f.fake)
-		if !f.fake.RequestsFor("slow")[0].Cancelled {
-			t.Error("the slow member's call was not cancelled")
-		}
+`
+		inBubble(t, council, func(t *testing.T, f *fixture) {
+			released := make(chan struct{})
+			defer close(released)
+			f.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
+			f.fake.Handle("slow", late(released))
+			f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
+			start := time.Now()
+			res, _ := f.mustRun(t, hello)
+			// The bubble's clock: the arbiter started when member_timeout
+			// passed, not when the slow member would have answered.
+			if took := time.Since(start); took != 300*time.Millisecond {
+				t.Errorf("the run took %v, want member_timeout (300ms)", took)
+			}
+			s := res.Run.Summary()
+			if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout"}; !slices.Equal(statuses(s), want) {
+				t.Errorf("members %v, want %v", statuses(s), want)
+			}
+			if !strings.Contains(s.Members[1].Error, "member_timeout") || s.Members[1].LatencyMs != 300 {
+				t.Errorf("timed-out member %+v", s.Members[1])
+			}
+			if res.Synthesis != "from the fast one" {
+				t.Errorf("synthesis %q", res.Synthesis)
+			}
+			if prompt := f.fake.RequestsFor("judge")[0].LastUserText(); strings.Contains(prompt, "too late") || strings.Contains(prompt, "Response B") {
+				t.Errorf("the arbiter saw more than the answer in time:\n%s", prompt)
+			}
+		})
 	})
 	t.Run("every member", func(t *testing.T) {
-		f := newFixture(t, `
+		const council = `
 members: [{model: fake/slow1}, {model: fake/slow2}]
 arbiter: {model: fake/judge}
 member_timeout: 100ms
-`)
-		f.fake.Script("slow1", upstreamtest.Reply{Delay: time.Minute})
-		f.fake.Script("slow2", upstreamtest.Reply{Hang: true})
-		_, deltas, err := f.run(t, hello)
-		if !errors.Is(err, consortia.ErrAllTimedOut) || len(deltas) > 0 {
-			t.Fatalf("err %v, deltas %q; want ErrAllTimedOut", err, deltas)
-		}
-		for _, s := range []string{"fake/slow1", "fake/slow2"} {
-			if !strings.Contains(err.Error(), s) {
-				t.Errorf("%q does not name %s", err, s)
+`
+		inBubble(t, council, func(t *testing.T, f *fixture) {
+			released := make(chan struct{})
+			defer close(released)
+			f.fake.Handle("slow1", late(released))
+			f.fake.Handle("slow2", late(released))
+			start := time.Now()
+			_, deltas, err := f.run(t, hello)
+			if !errors.Is(err, consortia.ErrAllTimedOut) || len(deltas) > 0 {
+				t.Fatalf("err %v, deltas %q; want ErrAllTimedOut", err, deltas)
 			}
-		}
-		if n := len(f.fake.RequestsFor("judge")); n != 0 {
-			t.Errorf("the arbiter was called %d times", n)
-		}
-		waitIdle(t, f.fake)
+			if took := time.Since(start); took != 100*time.Millisecond {
+				t.Errorf("the run failed after %v, want member_timeout (100ms)", took)
+			}
+			for _, s := range []string{"fake/slow1", "fake/slow2"} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("%q does not name %s", err, s)
+				}
+			}
+			if n := len(f.fake.RequestsFor("judge")); n != 0 {
+				t.Errorf("the arbiter was called %d times", n)
+			}
+		})
 	})
 }
 
@@ -828,33 +315,17 @@ min_answers: 2
 	if strings.Contains(err.Error(), "fake/good") {
 		t.Errorf("%q names the member that answered", err)
 	}
+	// The run record as far as it went comes with the error, for the
+	// caller's log line and run store.
+	var re *consortia.RunError
+	if !errors.As(err, &re) || !strings.HasPrefix(re.Run.ID, "run_") || re.Run.Consortium != "council" || re.Run.Iterations != 1 {
+		t.Fatalf("err %v carries no run record", err)
+	}
+	if got, want := statuses(re.Run.Summary()), []string{"fake/good#1:ok", "fake/bad#1:error", "fake/gone#1:error"}; !slices.Equal(got, want) {
+		t.Errorf("the record's members %v, want %v", got, want)
+	}
 	if n := len(f.fake.RequestsFor("judge")); n != 0 {
 		t.Errorf("the arbiter was called %d times", n)
-	}
-}
-
-func TestArbiterFailure(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		reply upstreamtest.Reply
-		want  []string
-	}{
-		{"status", upstreamtest.Reply{Status: 500, Error: "the judge fell over"}, []string{"fake/judge", "500", "the judge fell over"}},
-		{"cut mid-reply", upstreamtest.Reply{Chunks: []string{"<analysis>", "half"}, CutAfter: 1}, []string{"fake/judge"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}")
-			f.fake.Script("judge", tc.reply)
-			_, deltas, err := f.run(t, hello)
-			if !errors.Is(err, consortia.ErrArbiter) || len(deltas) > 0 {
-				t.Fatalf("err %v, deltas %q; want ErrArbiter", err, deltas)
-			}
-			for _, s := range tc.want {
-				if !strings.Contains(err.Error(), s) {
-					t.Errorf("%q lacks %q", err, s)
-				}
-			}
-		})
 	}
 }
 
@@ -897,78 +368,6 @@ func TestSynthesisBounds(t *testing.T) {
 	}
 }
 
-func TestResponseFormatJSON(t *testing.T) {
-	for _, tc := range []struct {
-		name, format, synthesis, want string
-		wantErr                       bool
-	}{
-		{"plain", `{"type":"json_object"}`, `{"a": 1}`, `{"a": 1}`, false},
-		{"fenced", `{"type":"json_object"}`, "```json\n{\"a\": [1, 2]}\n```", `{"a": [1, 2]}`, false},
-		{"schema", `{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object"}}}`, ` {"b": true} `, `{"b": true}`, false},
-		{"not JSON", `{"type":"json_object"}`, `here is {"a": 1}`, "", true},
-		{"truncated", `{"type":"json_object"}`, `{"a": `, "", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
-			f.fake.Script("alpha", upstreamtest.Reply{Content: `{"a": 1}`})
-			f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", tc.synthesis)})
-			res, deltas, err := f.run(t, `{"model":"council","response_format":`+tc.format+`,"messages":[{"role":"user","content":"json please"}]}`)
-			switch {
-			case tc.wantErr:
-				if !errors.Is(err, consortia.ErrNotJSON) || !strings.Contains(err.Error(), "JSON") || len(deltas) > 0 {
-					t.Errorf("err %v, deltas %q; want ErrNotJSON and nothing sent", err, deltas)
-				}
-			case err != nil:
-				t.Fatal(err)
-			case res.Synthesis != tc.want || !slices.Equal(deltas, []string{tc.want}):
-				t.Errorf("synthesis %q, deltas %q; want %q in one delta", res.Synthesis, deltas, tc.want)
-			}
-			var sent struct {
-				ResponseFormat json.RawMessage `json:"response_format"`
-			}
-			json.Unmarshal(f.fake.RequestsFor("alpha")[0].Body, &sent)
-			if string(sent.ResponseFormat) != tc.format {
-				t.Errorf("the member got response_format %s, want %s", sent.ResponseFormat, tc.format)
-			}
-			if prompt := f.fake.RequestsFor("judge")[0].LastUserText(); !strings.Contains(prompt, "only valid JSON") {
-				t.Errorf("the arbiter was not told JSON is wanted:\n%s", prompt)
-			}
-		})
-	}
-}
-
-func TestUntaggedArbiterReply(t *testing.T) {
-	f := newFixture(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 3")
-	f.fake.Script("judge", upstreamtest.Reply{Content: "  Just the plain answer, no tags: 1 < 2.\n"})
-	res, _ := f.mustRun(t, hello)
-	if res.Synthesis != "Just the plain answer, no tags: 1 < 2." {
-		t.Errorf("synthesis %q", res.Synthesis)
-	}
-	if s := res.Run.Summary(); s.Iterations != 1 || s.Confidence != nil {
-		t.Errorf("iterations %d, confidence %v; want 1 round, confidence unknown", s.Iterations, s.Confidence)
-	}
-	if n := len(f.fake.RequestsFor("judge")); n != 1 {
-		t.Errorf("%d arbiter calls", n)
-	}
-}
-
-func TestNoSynthesisFallsBackToTheBestAnswer(t *testing.T) {
-	f := newFixture(t, "members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
-	f.fake.Script("alpha", upstreamtest.Reply{Content: "alpha says"})
-	f.fake.Script("beta", upstreamtest.Reply{Content: "beta says"})
-	f.fake.Handle("judge", func(r *upstreamtest.Request) upstreamtest.Reply {
-		label := regexp.MustCompile(`### Response ([A-Z])\n\nbeta says`).FindStringSubmatch(r.LastUserText())
-		if label == nil {
-			return upstreamtest.Reply{Status: 500, Error: "no beta in the prompt"}
-		}
-		return upstreamtest.Reply{Content: "<confidence>0.9</confidence><ranking>" + label[1] + "</ranking>"}
-	})
-	res, deltas := f.mustRun(t, hello)
-	if res.Synthesis != "beta says" || res.Run.Fallback == "" {
-		t.Errorf("synthesis %q (fallback %q), deltas %q", res.Synthesis, res.Run.Fallback, deltas)
-	}
-}
-
 func TestParams(t *testing.T) {
 	f := newFixture(t, `
 members:
@@ -1007,6 +406,11 @@ func TestCheck(t *testing.T) {
 		{"n", `{"model":"council","n":2,"messages":[{"role":"user","content":"hi"}]}`, "n"},
 		{"tools", `{"model":"council","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"hi"}]}`, "tools"},
 		{"no user message", `{"model":"council","messages":[{"role":"system","content":"be nice"}]}`, "messages"},
+		// A bound below one token is the client's mistake: members must
+		// not be asked with it (issue 14, item 7).
+		{"max_tokens zero", `{"model":"council","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, "max_tokens"},
+		{"max_tokens negative", `{"model":"council","max_tokens":-5,"messages":[{"role":"user","content":"hi"}]}`, "max_tokens"},
+		{"max_completion_tokens zero", `{"model":"council","max_completion_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, "max_completion_tokens"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := f.run(t, tc.body)
@@ -1019,8 +423,13 @@ func TestCheck(t *testing.T) {
 	if n := len(f.fake.Requests()); n != 0 {
 		t.Errorf("%d upstream calls for requests the consortium cannot serve", n)
 	}
-	if _, _, err := f.run(t, `{"model":"council","n":1,"messages":[{"role":"user","content":"hi"}]}`); errors.As(err, new(*openai.FieldError)) {
-		t.Errorf("n: 1 refused: %v", err)
+	for _, body := range []string{
+		`{"model":"council","n":1,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"council","max_tokens":1,"max_completion_tokens":1,"messages":[{"role":"user","content":"hi"}]}`,
+	} {
+		if _, _, err := f.run(t, body); err != nil {
+			t.Errorf("%s refused: %v", body, err)
+		}
 	}
 }
 
@@ -1055,16 +464,117 @@ func TestClientCancelStopsEveryCall(t *testing.T) {
 	}
 }
 
-// engineConfig is a consortium's definition as the engine takes it.
-func engineConfig(c *config.Consortium) consortia.Config {
-	ec := consortia.Config{
-		Description: c.Description, Strategy: c.Strategy, System: c.System,
-		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
-		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
-		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
+func TestSummary(t *testing.T) {
+	// On the bubble's clock the members answer in no time: latency_ms is
+	// 0, and must still be there (issue 14, item 13).
+	inBubble(t, "members: [{model: fake/alpha, count: 2}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 1", func(t *testing.T, f *fixture) {
+		f.fake.Script("beta", upstreamtest.Reply{Status: 400, Error: "no"})
+		f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.75", "ok")})
+		res, _ := f.mustRun(t, hello)
+		b, err := json.Marshal(res.Run.Summary())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			RunID      string   `json:"run_id"`
+			Strategy   string   `json:"strategy"`
+			Iterations int      `json:"iterations"`
+			Confidence *float64 `json:"confidence"`
+			Members    []map[string]any
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.RunID != res.Run.ID || got.Strategy != "synthesize" || got.Iterations != 1 || got.Confidence == nil || *got.Confidence != 0.75 {
+			t.Errorf("consortium object %s", b)
+		}
+		if len(got.Members) != 3 {
+			t.Fatalf("members %s", b)
+		}
+		for _, m := range got.Members {
+			if l, ok := m["latency_ms"]; !ok || l != 0.0 {
+				t.Errorf("member %v: latency_ms missing or not 0 in %s", m, b)
+			}
+		}
+		if s := got.Members[2]; s["status"] != "error" || s["error"] == "" {
+			t.Errorf("the failed member reads %v", s)
+		}
+	})
+}
+
+// roleCaller records the role (upstream.RoleOf) of each call it passes on.
+type roleCaller struct {
+	consortia.Caller
+	mu    sync.Mutex
+	roles map[string][]string // by model
+}
+
+func (c *roleCaller) note(ctx context.Context, model string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.roles[model] = append(c.roles[model], upstream.RoleOf(ctx))
+}
+
+func (c *roleCaller) Chat(ctx context.Context, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
+	c.note(ctx, model)
+	return c.Caller.Chat(ctx, model, req)
+}
+
+func (c *roleCaller) ChatStream(ctx context.Context, model string, req *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	c.note(ctx, model)
+	return c.Caller.ChatStream(ctx, model, req)
+}
+
+func TestCallsCarryTheirRole(t *testing.T) {
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	p, err := upstream.New(upstream.Config{Name: "fake", Type: "openai", BaseURL: fake.URL})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, m := range c.Members {
-		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
+	rc := &roleCaller{Caller: p, roles: map[string][]string{}}
+	cfg := consortiumConfig(t, "members: [{model: fake/alpha, fallbacks: [fake/spare]}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
+	e, err := consortia.New("council", cfg, map[string]consortia.Caller{"fake": rc})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ec
+	fake.Script("alpha", upstreamtest.Reply{Status: 400, Error: "no"})
+	fake.Script("judge", upstreamtest.Reply{Content: verdict("0.1", "S1")}, upstreamtest.Reply{Content: verdict("0.9", "S2")})
+	req, _ := openai.ParseChatRequest([]byte(hello))
+	if _, err := e.Run(context.Background(), req, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"alpha": {"member", "member"}, "spare": {"member", "member"}, "beta": {"member", "member"},
+		"judge": {"arbiter", "arbiter"},
+	}
+	if !reflect.DeepEqual(rc.roles, want) {
+		t.Errorf("roles %v, want %v", rc.roles, want)
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	p, err := upstream.New(upstream.Config{Name: "fake", Type: "openai", BaseURL: "http://fake.invalid/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers := map[string]consortia.Caller{"fake": p}
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown strategy", "strategy: vote\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}", `strategy "vote" is not built (built: synthesize)`},
+		{"synthesize without an arbiter", "members: [{model: fake/a}]", "needs members and an arbiter"},
+		{"synthesize without members", "arbiter: {model: fake/j}", "needs members and an arbiter"},
+		{"a member of an unknown provider", "members: [{model: nope/a}]\narbiter: {model: fake/j}", `"nope/a" names no configured provider`},
+		{"an arbiter of an unknown provider", "members: [{model: fake/a}]\narbiter: {model: nope/j}", `"nope/j" names no configured provider`},
+		{"an arbiter prompt that names no field", "members: [{model: fake/a}]\narbiter: {model: fake/j, prompt: '{{.Question}}'}", "arbiter.prompt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := consortia.New("council", consortiumConfig(t, tc.body), callers)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "council") {
+				t.Errorf("New: %v, want an error naming council and %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := consortia.New("council", consortiumConfig(t, "strategy: synthesize\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}"), callers); err != nil {
+		t.Errorf("strategy synthesize refused: %v", err)
+	}
 }

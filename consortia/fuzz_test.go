@@ -8,7 +8,7 @@ import (
 
 // FuzzTagStream splits a reply into chunks whose sizes come from cuts (the
 // rest of the reply is the last chunk) and checks the stream against
-// ParseVerdict.
+// parseVerdict.
 func FuzzTagStream(f *testing.F) {
 	for _, tt := range parseTests {
 		f.Add(tt.reply, []byte{1, 3, 0, 7})
@@ -35,7 +35,7 @@ func FuzzParseVerdict(f *testing.F) {
 		f.Add(tt.reply)
 	}
 	f.Fuzz(func(t *testing.T, reply string) {
-		v := ParseVerdict(reply)
+		v := parseVerdict(reply)
 		if !v.Tagged && v.Synthesis != trimASCIISpace(reply) {
 			t.Fatalf("untagged synthesis %q", v.Synthesis)
 		}

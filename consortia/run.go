@@ -13,24 +13,37 @@ type Run struct {
 	ID         string `json:"run_id"`
 	Consortium string `json:"consortium"`
 	// ConversationID is set by the caller that stores the conversation.
-	ConversationID string       `json:"conversation_id,omitempty"`
-	Strategy       string       `json:"strategy"`
-	Created        time.Time    `json:"created"`
-	Iterations     int          `json:"iterations"`
-	Confidence     *float64     `json:"confidence"`
-	Rounds         []Round      `json:"rounds"`
-	Usage          openai.Usage `json:"usage"`
-	DurationMs     int64        `json:"duration_ms"`
-	// Fallback says why the synthesis is not the arbiter's own, when it
+	ConversationID string    `json:"conversation_id,omitempty"`
+	Strategy       string    `json:"strategy"`
+	Created        time.Time `json:"created"`
+	Iterations     int       `json:"iterations"`
+	Outcome
+	Rounds     []Round      `json:"rounds"`
+	Usage      openai.Usage `json:"usage"`
+	DurationMs int64        `json:"duration_ms"`
+	// Fallback says why the synthesis is not the strategy's own, when it
 	// is not (the arbiter wrote none, so the best-ranked answer was used).
 	Fallback string `json:"fallback,omitempty"`
 }
 
-// Round is one round of a run.
+// Outcome is what a run's strategy found beyond the answer. It is part of
+// both the run record and the consortium object. Each strategy fills the
+// fields it knows and leaves the others empty: synthesize its arbiter's
+// confidence; rank will add its scores, vote its votes and agreement,
+// cascade its tiers.
+type Outcome struct {
+	// Confidence is how sure the strategy is of the answer, 0..1; nil when
+	// it cannot say (an untagged arbiter reply).
+	Confidence *float64 `json:"confidence"`
+}
+
+// Round is one round of a run: the members' answers in configuration
+// order, and the strategy's own calls.
 type Round struct {
 	Number  int            `json:"number"`
 	Members []MemberAnswer `json:"members"`
-	Arbiter *ArbiterReply  `json:"arbiter,omitempty"`
+	// Arbiter is the arbiter's reply (synthesize).
+	Arbiter *ArbiterReply `json:"arbiter,omitempty"`
 }
 
 // Member statuses, as the consortium object reports them.
@@ -74,12 +87,12 @@ type ArbiterReply struct {
 // Summary is the consortium object of a response: what clients see of the
 // run.
 type Summary struct {
-	RunID          string          `json:"run_id"`
-	ConversationID string          `json:"conversation_id,omitempty"`
-	Strategy       string          `json:"strategy"`
-	Iterations     int             `json:"iterations"`
-	Confidence     *float64        `json:"confidence"`
-	Members        []MemberSummary `json:"members"`
+	RunID          string `json:"run_id"`
+	ConversationID string `json:"conversation_id,omitempty"`
+	Strategy       string `json:"strategy"`
+	Iterations     int    `json:"iterations"`
+	Outcome
+	Members []MemberSummary `json:"members"`
 }
 
 // MemberSummary is one member instance in the consortium object.
@@ -88,14 +101,14 @@ type MemberSummary struct {
 	Instance  int    `json:"instance"`
 	Status    string `json:"status"`
 	Fallback  string `json:"fallback,omitempty"`
-	LatencyMs int64  `json:"latency_ms,omitempty"`
+	LatencyMs int64  `json:"latency_ms"`
 	Error     string `json:"error,omitempty"`
 }
 
 // Summary returns the consortium object of the run: the statuses of the
 // last round's members.
 func (r *Run) Summary() Summary {
-	s := Summary{RunID: r.ID, ConversationID: r.ConversationID, Strategy: r.Strategy, Iterations: r.Iterations, Confidence: r.Confidence, Members: []MemberSummary{}}
+	s := Summary{RunID: r.ID, ConversationID: r.ConversationID, Strategy: r.Strategy, Iterations: r.Iterations, Outcome: r.Outcome, Members: []MemberSummary{}}
 	if len(r.Rounds) == 0 {
 		return s
 	}

@@ -12,9 +12,9 @@ import (
 //	<needs_iteration>false</needs_iteration> <refinement_areas>…</refinement_areas>
 //	<ranking>B, A, C</ranking> <synthesis>…</synthesis>
 //
-// Both parsers here, ParseVerdict for a whole reply and TagStream for a
+// Both parsers here, parseVerdict for a whole reply and tagStream for a
 // streamed one, read it under the same rules, and the tests hold them to
-// giving the same Verdict:
+// giving the same verdict:
 //
 //   - A tag is exactly <name> or </name>, the name matched without regard to
 //     ASCII case. Only the seven names above are tags; anything else, and any
@@ -37,8 +37,8 @@ import (
 //   - A reply with no known tag at all is an untagged answer: all of it,
 //     trimmed, is the synthesis, confidence unknown, no further round.
 
-// Verdict is a parsed arbiter reply.
-type Verdict struct {
+// verdict is a parsed arbiter reply.
+type verdict struct {
 	Analysis        string
 	Dissent         string
 	Confidence      float64 // 0..1; meaningful only when ConfidenceKnown
@@ -84,9 +84,9 @@ const (
 	openings       = 1<<numTags - 1 // mask of every opening tag
 )
 
-// ParseVerdict parses a whole reply.
-func ParseVerdict(reply string) Verdict {
-	var v Verdict
+// parseVerdict parses a whole reply.
+func parseVerdict(reply string) verdict {
+	var v verdict
 	synthesisSeen := false
 	i := 0
 	for {
@@ -214,7 +214,7 @@ func trimASCIISpace(s string) string {
 }
 
 // set records the content of field k, unless it reads as nothing.
-func (v *Verdict) set(k int, content string) {
+func (v *verdict) set(k int, content string) {
 	switch k {
 	case tagAnalysis, tagDissent, tagRefinementAreas:
 		text := strings.TrimSpace(content)
@@ -364,12 +364,12 @@ func trimPunct(s string) string {
 	})
 }
 
-// A TagStream parses an arbiter reply as it streams, so that the synthesis
+// A tagStream parses an arbiter reply as it streams, so that the synthesis
 // can be forwarded to the client as soon as it is written. Chunks may split
-// the reply anywhere, inside a tag name included. Write costs time in
+// the reply anywhere, inside a tag name included. write costs time in
 // proportion to its chunk: nothing already read is scanned again. A
-// TagStream is not safe for concurrent use.
-type TagStream struct {
+// tagStream is not safe for concurrent use.
+type tagStream struct {
 	state  streamState
 	field  int     // the field being read, in stateField
 	cand   matcher // a tag being read, in stateProse and stateField
@@ -384,7 +384,8 @@ type TagStream struct {
 	held                  []byte          // synthesis held back: white space, then part of "</synthesis>"
 	synthesis             strings.Builder // synthesis returned so far
 
-	v Verdict
+	v      verdict
+	atOpen verdict // v when the synthesis opened
 }
 
 type streamState uint8
@@ -396,17 +397,17 @@ const (
 	stateSkip                         // inside a later synthesis, ignored
 )
 
-// NewTagStream returns a parser at the start of a reply.
-func NewTagStream() *TagStream {
-	return &TagStream{}
+// newTagStream returns a parser at the start of a reply.
+func newTagStream() *tagStream {
+	return &tagStream{}
 }
 
-// Write consumes the next chunk. It returns the synthesis text that became
+// write consumes the next chunk. It returns the synthesis text that became
 // certain with this chunk: text inside <synthesis>, with leading white space
 // dropped, and holding back only what may still turn out to be trailing
 // white space or part of "</synthesis>", released as soon as more text shows
-// it is not. Write after Close returns "".
-func (s *TagStream) Write(chunk string) (synthesis string) {
+// it is not. write after close returns "".
+func (s *tagStream) write(chunk string) (synthesis string) {
 	if s.ended {
 		return ""
 	}
@@ -427,7 +428,7 @@ func (s *TagStream) Write(chunk string) (synthesis string) {
 
 // scanTags reads prose or a field from chunk[i:] until a tag changes the
 // state or the chunk ends, and returns where it stopped.
-func (s *TagStream) scanTags(chunk string, i int) int {
+func (s *tagStream) scanTags(chunk string, i int) int {
 	// Prose is kept only while the reply may still turn out untagged.
 	keep := s.state == stateField || !s.v.Tagged
 	allowed := uint16(openings)
@@ -465,6 +466,7 @@ func (s *TagStream) scanTags(chunk string, i int) int {
 			s.state = stateSkip
 		default:
 			s.state, s.opened = stateSynthesis, true
+			s.atOpen = s.v
 		}
 		return i
 	}
@@ -481,7 +483,7 @@ func (s *TagStream) scanTags(chunk string, i int) int {
 // within one chunk what becomes certain is the held text from earlier chunks
 // followed by one stretch of this chunk: most chunks return a substring of
 // themselves, with no copy.
-func (s *TagStream) scanSynthesis(chunk string, i int) (next int, certain string) {
+func (s *tagStream) scanSynthesis(chunk string, i int) (next int, certain string) {
 	from, to := i, i // the certain stretch of chunk
 	release := false // the held text is certain too
 	for ; i < len(chunk); i++ {
@@ -520,7 +522,7 @@ func (s *TagStream) scanSynthesis(chunk string, i int) (next int, certain string
 }
 
 // release returns the held text, if it became certain, followed by part.
-func (s *TagStream) release(held bool, part string) string {
+func (s *tagStream) release(held bool, part string) string {
 	if !held {
 		return ""
 	}
@@ -538,7 +540,7 @@ func (s *TagStream) release(held bool, part string) string {
 }
 
 // scanSkip passes over a later synthesis until it closes.
-func (s *TagStream) scanSkip(chunk string, i int) int {
+func (s *tagStream) scanSkip(chunk string, i int) int {
 	for ; i < len(chunk); i++ {
 		switch {
 		case toLower(chunk[i]) == closeSynthesis[s.closes]:
@@ -556,29 +558,35 @@ func (s *TagStream) scanSkip(chunk string, i int) int {
 	return i
 }
 
-// SynthesisOpened reports whether <synthesis> has opened.
-func (s *TagStream) SynthesisOpened() bool { return s.opened }
+// synthesisOpened reports whether <synthesis> has opened.
+func (s *tagStream) synthesisOpened() bool { return s.opened }
 
-// SynthesisClosed reports whether </synthesis> has been seen.
-func (s *TagStream) SynthesisClosed() bool { return s.closed }
+// verdictAtOpen returns what had been parsed when <synthesis> opened: the
+// tags before it, which are all that a decision taken as it opens may rest
+// on, however the reply was cut into chunks. It is the zero verdict until
+// then.
+func (s *tagStream) verdictAtOpen() verdict { return s.atOpen }
 
-// Decided reports whether a decision tag, <confidence> or <needs_iteration>,
+// synthesisClosed reports whether </synthesis> has been seen.
+func (s *tagStream) synthesisClosed() bool { return s.closed }
+
+// decided reports whether a decision tag, <confidence> or <needs_iteration>,
 // has been completely read so far with a value that reads: a tag that says
 // nothing usable decides nothing.
-func (s *TagStream) Decided() bool {
+func (s *tagStream) decided() bool {
 	return s.v.ConfidenceKnown || s.v.NeedsIteration != nil
 }
 
-// Verdict returns what has been parsed so far: the fields whose tags have
-// ended, and the synthesis once it has closed. After Close it is final.
-func (s *TagStream) Verdict() Verdict { return s.v }
+// current returns what has been parsed so far: the fields whose tags have
+// ended, and the synthesis once it has closed. After close it is final.
+func (s *tagStream) current() verdict { return s.v }
 
-// Close ends the stream: a tag left open ends with the reply, an unclosed
+// close ends the stream: a tag left open ends with the reply, an unclosed
 // synthesis keeps its text, and a reply with no tags at all becomes the
-// synthesis whole. It returns the final Verdict and the synthesis text not
-// yet returned by Write: the held-back part of an unclosed synthesis, or
-// all of an untagged reply. Later calls return the same Verdict and "".
-func (s *TagStream) Close() (Verdict, string) {
+// synthesis whole. It returns the final verdict and the synthesis text not
+// yet returned by write: the held-back part of an unclosed synthesis, or
+// all of an untagged reply. Later calls return the same verdict and "".
+func (s *tagStream) close() (verdict, string) {
 	if s.ended {
 		return s.v, ""
 	}

@@ -24,12 +24,12 @@ Use a guard clause:
 var parseTests = []struct {
 	name  string
 	reply string
-	want  Verdict
+	want  verdict
 }{
 	{
 		name:  "default order",
 		reply: fullReply,
-		want: Verdict{
+		want: verdict{
 			Analysis:        "A and C agree; B misses the edge case.",
 			Dissent:         "C warns about overflow.",
 			Confidence:      0.85,
@@ -44,7 +44,7 @@ var parseTests = []struct {
 	{
 		name:  "any order",
 		reply: "<synthesis>42</synthesis><ranking>A</ranking><needs_iteration>true</needs_iteration><confidence>0.3</confidence><analysis>x</analysis>",
-		want: Verdict{
+		want: verdict{
 			Analysis: "x", Confidence: 0.3, ConfidenceKnown: true, NeedsIteration: ptr(true),
 			Ranking: []string{"A"}, Synthesis: "42", Tagged: true,
 		},
@@ -52,153 +52,153 @@ var parseTests = []struct {
 	{
 		name:  "surrounding prose",
 		reply: "Sure, here is my judgement.\n<confidence>0.9</confidence>\nNow the answer:\n<synthesis>Paris.</synthesis>\nHope this helps!",
-		want:  Verdict{Confidence: 0.9, ConfidenceKnown: true, Synthesis: "Paris.", Tagged: true},
+		want:  verdict{Confidence: 0.9, ConfidenceKnown: true, Synthesis: "Paris.", Tagged: true},
 	},
 	{
 		name:  "unknown tags are prose",
 		reply: "<thinking>hmm <synthesis>no</thinking> <confidence>0.5</confidence>",
-		want:  Verdict{Synthesis: "no</thinking> <confidence>0.5</confidence>", Tagged: true},
+		want:  verdict{Synthesis: "no</thinking> <confidence>0.5</confidence>", Tagged: true},
 	},
 	{
 		name:  "case-insensitive tag names",
 		reply: "<CONFIDENCE>0.7</Confidence><Needs_Iteration>no</NEEDS_ITERATION><SYNTHESIS>ok</Synthesis>",
-		want:  Verdict{Confidence: 0.7, ConfidenceKnown: true, NeedsIteration: ptr(false), Synthesis: "ok", Tagged: true},
+		want:  verdict{Confidence: 0.7, ConfidenceKnown: true, NeedsIteration: ptr(false), Synthesis: "ok", Tagged: true},
 	},
 	{
 		name:  "space inside brackets is not a tag",
 		reply: "< synthesis >hello</ synthesis >",
-		want:  Verdict{Synthesis: "< synthesis >hello</ synthesis >"},
+		want:  verdict{Synthesis: "< synthesis >hello</ synthesis >"},
 	},
 	{
 		name:  "only ASCII letters fold",
 		reply: "<\u017fynthesis>long s</synthesis>", // strings.EqualFold("ſ", "s") is true
-		want:  Verdict{Synthesis: "<\u017fynthesis>long s</synthesis>"},
+		want:  verdict{Synthesis: "<\u017fynthesis>long s</synthesis>"},
 	},
 	{
 		name:  "a < before a tag",
 		reply: "<<synthesis>x</synthesis>",
-		want:  Verdict{Synthesis: "x", Tagged: true},
+		want:  verdict{Synthesis: "x", Tagged: true},
 	},
 
 	// Confidence spellings.
-	{name: "confidence fraction", reply: "<confidence>0.85</confidence>", want: Verdict{Confidence: 0.85, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence percent number", reply: "<confidence>85</confidence>", want: Verdict{Confidence: 0.85, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence percent sign", reply: "<confidence> 85 % </confidence>", want: Verdict{Confidence: 0.85, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence small percent", reply: "<confidence>5%</confidence>", want: Verdict{Confidence: 0.05, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence one", reply: "<confidence>1</confidence>", want: Verdict{Confidence: 1, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence zero", reply: "<confidence>0</confidence>", want: Verdict{Confidence: 0, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence leading dot", reply: "<confidence>.7</confidence>", want: Verdict{Confidence: 0.7, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence out of ten", reply: "<confidence>8/10</confidence>", want: Verdict{Confidence: 0.8, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence with words", reply: "<confidence>0.9 (fairly sure)</confidence>", want: Verdict{Confidence: 0.9, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence clamped high", reply: "<confidence>150%</confidence>", want: Verdict{Confidence: 1, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence clamped low", reply: "<confidence>-0.2</confidence>", want: Verdict{Confidence: 0, ConfidenceKnown: true, Tagged: true}},
-	{name: "confidence unreadable", reply: "<confidence>high</confidence>", want: Verdict{Tagged: true}},
-	{name: "confidence empty", reply: "<confidence></confidence>", want: Verdict{Tagged: true}},
-	{name: "confidence overflow", reply: "<confidence>" + strings.Repeat("9", 400) + "</confidence>", want: Verdict{Tagged: true}},
+	{name: "confidence fraction", reply: "<confidence>0.85</confidence>", want: verdict{Confidence: 0.85, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence percent number", reply: "<confidence>85</confidence>", want: verdict{Confidence: 0.85, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence percent sign", reply: "<confidence> 85 % </confidence>", want: verdict{Confidence: 0.85, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence small percent", reply: "<confidence>5%</confidence>", want: verdict{Confidence: 0.05, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence one", reply: "<confidence>1</confidence>", want: verdict{Confidence: 1, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence zero", reply: "<confidence>0</confidence>", want: verdict{Confidence: 0, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence leading dot", reply: "<confidence>.7</confidence>", want: verdict{Confidence: 0.7, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence out of ten", reply: "<confidence>8/10</confidence>", want: verdict{Confidence: 0.8, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence with words", reply: "<confidence>0.9 (fairly sure)</confidence>", want: verdict{Confidence: 0.9, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence clamped high", reply: "<confidence>150%</confidence>", want: verdict{Confidence: 1, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence clamped low", reply: "<confidence>-0.2</confidence>", want: verdict{Confidence: 0, ConfidenceKnown: true, Tagged: true}},
+	{name: "confidence unreadable", reply: "<confidence>high</confidence>", want: verdict{Tagged: true}},
+	{name: "confidence empty", reply: "<confidence></confidence>", want: verdict{Tagged: true}},
+	{name: "confidence overflow", reply: "<confidence>" + strings.Repeat("9", 400) + "</confidence>", want: verdict{Tagged: true}},
 
 	// needs_iteration spellings.
-	{name: "iterate true", reply: "<needs_iteration>true</needs_iteration>", want: Verdict{NeedsIteration: ptr(true), Tagged: true}},
-	{name: "iterate TRUE spaced", reply: "<needs_iteration>\n  TRUE \n</needs_iteration>", want: Verdict{NeedsIteration: ptr(true), Tagged: true}},
-	{name: "iterate Yes", reply: "<needs_iteration>Yes</needs_iteration>", want: Verdict{NeedsIteration: ptr(true), Tagged: true}},
-	{name: "iterate no", reply: "<needs_iteration>no.</needs_iteration>", want: Verdict{NeedsIteration: ptr(false), Tagged: true}},
-	{name: "iterate False", reply: "<needs_iteration>False</needs_iteration>", want: Verdict{NeedsIteration: ptr(false), Tagged: true}},
-	{name: "iterate unreadable", reply: "<needs_iteration>maybe</needs_iteration>", want: Verdict{Tagged: true}},
-	{name: "iterate not a word", reply: "<needs_iteration>nope</needs_iteration>", want: Verdict{Tagged: true}},
+	{name: "iterate true", reply: "<needs_iteration>true</needs_iteration>", want: verdict{NeedsIteration: ptr(true), Tagged: true}},
+	{name: "iterate TRUE spaced", reply: "<needs_iteration>\n  TRUE \n</needs_iteration>", want: verdict{NeedsIteration: ptr(true), Tagged: true}},
+	{name: "iterate Yes", reply: "<needs_iteration>Yes</needs_iteration>", want: verdict{NeedsIteration: ptr(true), Tagged: true}},
+	{name: "iterate no", reply: "<needs_iteration>no.</needs_iteration>", want: verdict{NeedsIteration: ptr(false), Tagged: true}},
+	{name: "iterate False", reply: "<needs_iteration>False</needs_iteration>", want: verdict{NeedsIteration: ptr(false), Tagged: true}},
+	{name: "iterate unreadable", reply: "<needs_iteration>maybe</needs_iteration>", want: verdict{Tagged: true}},
+	{name: "iterate not a word", reply: "<needs_iteration>nope</needs_iteration>", want: verdict{Tagged: true}},
 
 	// Ranking spellings.
-	{name: "ranking commas", reply: "<ranking>B, A, C</ranking>", want: Verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
-	{name: "ranking arrows", reply: "<ranking>B > A > C</ranking>", want: Verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
-	{name: "ranking tight", reply: "<ranking>C>A,B</ranking>", want: Verdict{Ranking: []string{"C", "A", "B"}, Tagged: true}},
-	{name: "ranking response labels", reply: "<ranking>Response B > Response A > response C</ranking>", want: Verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
-	{name: "ranking trailing punctuation", reply: "<ranking>B, A, C.</ranking>", want: Verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
-	{name: "ranking markdown", reply: "<ranking>**B**, (A), `C`</ranking>", want: Verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
-	{name: "ranking numbered lines", reply: "<ranking>\n1. B\n2) A\n</ranking>", want: Verdict{Ranking: []string{"B", "A"}, Tagged: true}},
-	{name: "ranking drops repeats and junk", reply: "<ranking>B, B, AA, a, ?, C</ranking>", want: Verdict{Ranking: []string{"B", "C"}, Tagged: true}},
-	{name: "ranking unreadable", reply: "<ranking>the second one</ranking>", want: Verdict{Tagged: true}},
+	{name: "ranking commas", reply: "<ranking>B, A, C</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
+	{name: "ranking arrows", reply: "<ranking>B > A > C</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
+	{name: "ranking tight", reply: "<ranking>C>A,B</ranking>", want: verdict{Ranking: []string{"C", "A", "B"}, Tagged: true}},
+	{name: "ranking response labels", reply: "<ranking>Response B > Response A > response C</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
+	{name: "ranking trailing punctuation", reply: "<ranking>B, A, C.</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
+	{name: "ranking markdown", reply: "<ranking>**B**, (A), `C`</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
+	{name: "ranking numbered lines", reply: "<ranking>\n1. B\n2) A\n</ranking>", want: verdict{Ranking: []string{"B", "A"}, Tagged: true}},
+	{name: "ranking drops repeats and junk", reply: "<ranking>B, B, AA, a, ?, C</ranking>", want: verdict{Ranking: []string{"B", "C"}, Tagged: true}},
+	{name: "ranking unreadable", reply: "<ranking>the second one</ranking>", want: verdict{Tagged: true}},
 
 	// Untagged replies.
-	{name: "untagged", reply: "\n  Just the answer.\n\n", want: Verdict{Synthesis: "Just the answer."}},
-	{name: "untagged with html", reply: "<b>bold</b> a < b", want: Verdict{Synthesis: "<b>bold</b> a < b"}},
-	{name: "untagged stray closing tag", reply: "answer</synthesis>", want: Verdict{Synthesis: "answer</synthesis>"}},
-	{name: "empty", reply: "", want: Verdict{}},
-	{name: "partial tag only", reply: "text <synthes", want: Verdict{Synthesis: "text <synthes"}},
+	{name: "untagged", reply: "\n  Just the answer.\n\n", want: verdict{Synthesis: "Just the answer."}},
+	{name: "untagged with html", reply: "<b>bold</b> a < b", want: verdict{Synthesis: "<b>bold</b> a < b"}},
+	{name: "untagged stray closing tag", reply: "answer</synthesis>", want: verdict{Synthesis: "answer</synthesis>"}},
+	{name: "empty", reply: "", want: verdict{}},
+	{name: "partial tag only", reply: "text <synthes", want: verdict{Synthesis: "text <synthes"}},
 
 	// The synthesis.
 	{
 		name:  "less-than and tag-like text in synthesis",
 		reply: "<synthesis>if a < b then <b>bold</b> </synth and </synthesis x</synthesis>",
-		want:  Verdict{Synthesis: "if a < b then <b>bold</b> </synth and </synthesis x", Tagged: true},
+		want:  verdict{Synthesis: "if a < b then <b>bold</b> </synth and </synthesis x", Tagged: true},
 	},
 	{
 		name:  "known tags in synthesis are text",
 		reply: "<synthesis>write <confidence>1</confidence> here</synthesis>",
-		want:  Verdict{Synthesis: "write <confidence>1</confidence> here", Tagged: true},
+		want:  verdict{Synthesis: "write <confidence>1</confidence> here", Tagged: true},
 	},
 	{
 		name:  "unclosed synthesis",
 		reply: "<confidence>0.9</confidence><synthesis>\nThe answer is 4  \n",
-		want:  Verdict{Confidence: 0.9, ConfidenceKnown: true, Synthesis: "The answer is 4", Tagged: true},
+		want:  verdict{Confidence: 0.9, ConfidenceKnown: true, Synthesis: "The answer is 4", Tagged: true},
 	},
 	{
 		name:  "unclosed synthesis ends in part of the closing tag",
 		reply: "<synthesis>abc </SYNTH",
-		want:  Verdict{Synthesis: "abc </SYNTH", Tagged: true},
+		want:  verdict{Synthesis: "abc </SYNTH", Tagged: true},
 	},
 	{
 		name:  "empty synthesis",
 		reply: "<synthesis> \n </synthesis>",
-		want:  Verdict{Tagged: true},
+		want:  verdict{Tagged: true},
 	},
 	{
 		name:  "tagged without synthesis",
 		reply: "<analysis>fine</analysis> The answer is 4.",
-		want:  Verdict{Analysis: "fine", Tagged: true},
+		want:  verdict{Analysis: "fine", Tagged: true},
 	},
 
 	// Repeated and unclosed tags.
 	{
 		name:  "last field wins",
 		reply: "<analysis>first</analysis><analysis>second</analysis><dissent>d1</dissent><dissent> </dissent>",
-		want:  Verdict{Analysis: "second", Dissent: "d1", Tagged: true},
+		want:  verdict{Analysis: "second", Dissent: "d1", Tagged: true},
 	},
 	{
 		name:  "last readable confidence wins",
 		reply: "<confidence>0.2</confidence><confidence>0.6</confidence><confidence>unsure</confidence>",
-		want:  Verdict{Confidence: 0.6, ConfidenceKnown: true, Tagged: true},
+		want:  verdict{Confidence: 0.6, ConfidenceKnown: true, Tagged: true},
 	},
 	{
 		name:  "last yes-no wins",
 		reply: "<needs_iteration>yes</needs_iteration><needs_iteration>no</needs_iteration>",
-		want:  Verdict{NeedsIteration: ptr(false), Tagged: true},
+		want:  verdict{NeedsIteration: ptr(false), Tagged: true},
 	},
 	{
 		name:  "first synthesis wins",
 		reply: "<synthesis>one</synthesis><synthesis>two <confidence>0.1</confidence></synthesis><confidence>0.4</confidence>",
-		want:  Verdict{Confidence: 0.4, ConfidenceKnown: true, Synthesis: "one", Tagged: true},
+		want:  verdict{Confidence: 0.4, ConfidenceKnown: true, Synthesis: "one", Tagged: true},
 	},
 	{
 		name:  "a tag ends where the next opens",
 		reply: "<analysis>forgot to close\n<confidence>0.8\n<synthesis>x</synthesis>",
-		want:  Verdict{Analysis: "forgot to close", Confidence: 0.8, ConfidenceKnown: true, Synthesis: "x", Tagged: true},
+		want:  verdict{Analysis: "forgot to close", Confidence: 0.8, ConfidenceKnown: true, Synthesis: "x", Tagged: true},
 	},
 	{
 		name:  "only its own closing tag ends a field",
 		reply: "<analysis>a</dissent>b</analysis>",
-		want:  Verdict{Analysis: "a</dissent>b", Tagged: true},
+		want:  verdict{Analysis: "a</dissent>b", Tagged: true},
 	},
 	{
 		name:  "a field left open ends with the reply",
 		reply: "<synthesis>x</synthesis><analysis>late",
-		want:  Verdict{Analysis: "late", Synthesis: "x", Tagged: true},
+		want:  verdict{Analysis: "late", Synthesis: "x", Tagged: true},
 	},
 }
 
 func TestParseVerdict(t *testing.T) {
 	for _, tt := range parseTests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := ParseVerdict(tt.reply)
+			got := parseVerdict(tt.reply)
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("ParseVerdict(%q)\n got %s\nwant %s", tt.reply, show(got), show(tt.want))
+				t.Errorf("parseVerdict(%q)\n got %s\nwant %s", tt.reply, show(got), show(tt.want))
 			}
 		})
 	}
@@ -246,28 +246,28 @@ func chunksOf(s string, n int) []string {
 	return append(c, s)
 }
 
-// checkStream feeds chunks, which make up reply, to a TagStream and checks it
-// against ParseVerdict: the synthesis returned by Write and Close adds up to
+// checkStream feeds chunks, which make up reply, to a tagStream and checks it
+// against parseVerdict: the synthesis returned by Write and Close adds up to
 // the parsed one, each Write returns all that a whole-reply parse of what was
-// fed so far is sure of, and the final Verdict is the same.
+// fed so far is sure of, and the final verdict is the same.
 func checkStream(t testing.TB, reply string, chunks []string) {
 	t.Helper()
-	want := ParseVerdict(reply)
-	s := NewTagStream()
+	want := parseVerdict(reply)
+	s := newTagStream()
 	var streamed strings.Builder
 	fed := 0
 	var opened, closed, decided bool
 	for _, c := range chunks {
-		out := s.Write(c)
+		out := s.write(c)
 		fed += len(c)
 		if !want.Tagged && out != "" {
 			t.Fatalf("reply %q in %q: Write returned %q for an untagged reply", reply, chunks, out)
 		}
 		streamed.WriteString(out)
-		if opened && !s.SynthesisOpened() || closed && !s.SynthesisClosed() || decided && !s.Decided() {
+		if opened && !s.synthesisOpened() || closed && !s.synthesisClosed() || decided && !s.decided() {
 			t.Fatalf("reply %q in %q: a flag went back to false", reply, chunks)
 		}
-		opened, closed, decided = s.SynthesisOpened(), s.SynthesisClosed(), s.Decided()
+		opened, closed, decided = s.synthesisOpened(), s.synthesisClosed(), s.decided()
 		if opened && !closed {
 			if w := certainSynthesis(reply[:fed]); streamed.String() != w {
 				t.Fatalf("reply %q in %q: after %q streamed %q, want %q", reply, chunks, reply[:fed], streamed.String(), w)
@@ -276,14 +276,14 @@ func checkStream(t testing.TB, reply string, chunks []string) {
 		if closed && streamed.String() != want.Synthesis {
 			t.Fatalf("reply %q in %q: closed synthesis streamed %q, want %q", reply, chunks, streamed.String(), want.Synthesis)
 		}
-		if v := s.Verdict(); closed && v.Synthesis != want.Synthesis || !closed && v.Synthesis != "" {
-			t.Fatalf("reply %q in %q: Verdict().Synthesis = %q before the synthesis ended", reply, chunks, v.Synthesis)
+		if v := s.current(); closed && v.Synthesis != want.Synthesis || !closed && v.Synthesis != "" {
+			t.Fatalf("reply %q in %q: verdict().Synthesis = %q before the synthesis ended", reply, chunks, v.Synthesis)
 		}
 	}
 	if fed != len(reply) {
 		t.Fatalf("chunks %q do not make up %q", chunks, reply)
 	}
-	got, rest := s.Close()
+	got, rest := s.close()
 	if !want.Tagged && streamed.Len() > 0 {
 		t.Fatalf("reply %q in %q: untagged reply streamed %q", reply, chunks, streamed.String())
 	}
@@ -293,11 +293,20 @@ func checkStream(t testing.TB, reply string, chunks []string) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("reply %q in %q: stream verdict\n got %s\nwant %s", reply, chunks, show(got), show(want))
 	}
-	if v := s.Verdict(); !reflect.DeepEqual(v, want) {
-		t.Fatalf("reply %q in %q: Verdict after Close\n got %s\nwant %s", reply, chunks, show(v), show(want))
+	if v := s.current(); !reflect.DeepEqual(v, want) {
+		t.Fatalf("reply %q in %q: verdict after Close\n got %s\nwant %s", reply, chunks, show(v), show(want))
 	}
-	if s.Decided() != (want.ConfidenceKnown || want.NeedsIteration != nil) {
-		t.Fatalf("reply %q in %q: Decided() = %v at the end", reply, chunks, s.Decided())
+	if s.decided() != (want.ConfidenceKnown || want.NeedsIteration != nil) {
+		t.Fatalf("reply %q in %q: decided() = %v at the end", reply, chunks, s.decided())
+	}
+	// What was known as the synthesis opened is what a whole-reply parse
+	// of the reply up to its opening finds, however the chunks fell.
+	var atOpen verdict
+	if i := indexFold(reply, tagTexts[tagSynthesis]); i >= 0 {
+		atOpen = parseVerdict(reply[:i+len(tagTexts[tagSynthesis])])
+	}
+	if got := s.verdictAtOpen(); !reflect.DeepEqual(got, atOpen) {
+		t.Fatalf("reply %q in %q: verdict at the opening\n got %s\nwant %s", reply, chunks, show(got), show(atOpen))
 	}
 }
 
@@ -310,10 +319,10 @@ func certainSynthesis(prefix string) string {
 			prefix = prefix[:q]
 		}
 	}
-	return ParseVerdict(prefix).Synthesis
+	return parseVerdict(prefix).Synthesis
 }
 
-func show(v Verdict) string {
+func show(v verdict) string {
 	it := "nil"
 	if v.NeedsIteration != nil {
 		it = fmt.Sprint(*v.NeedsIteration)
@@ -369,19 +378,19 @@ func TestTagStreamWrites(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := NewTagStream()
+			s := newTagStream()
 			for i, c := range tt.chunks {
-				if got := s.Write(c); got != tt.want[i] {
+				if got := s.write(c); got != tt.want[i] {
 					t.Errorf("Write(%q) = %q, want %q", c, got, tt.want[i])
 				}
 			}
-			if _, rest := s.Close(); rest != tt.rest {
+			if _, rest := s.close(); rest != tt.rest {
 				t.Errorf("Close rest = %q, want %q", rest, tt.rest)
 			}
-			if got := s.Write("<synthesis>late"); got != "" {
+			if got := s.write("<synthesis>late"); got != "" {
 				t.Errorf("Write after Close = %q", got)
 			}
-			if _, rest := s.Close(); rest != "" {
+			if _, rest := s.close(); rest != "" {
 				t.Errorf("second Close rest = %q", rest)
 			}
 		})
@@ -389,21 +398,21 @@ func TestTagStreamWrites(t *testing.T) {
 }
 
 func TestTagStreamProgress(t *testing.T) {
-	s := NewTagStream()
+	s := newTagStream()
 	step := func(chunk string, opened, closed, decided bool) {
 		t.Helper()
-		s.Write(chunk)
-		if s.SynthesisOpened() != opened || s.SynthesisClosed() != closed || s.Decided() != decided {
+		s.write(chunk)
+		if s.synthesisOpened() != opened || s.synthesisClosed() != closed || s.decided() != decided {
 			t.Fatalf("after %q: opened %v closed %v decided %v, want %v %v %v", chunk,
-				s.SynthesisOpened(), s.SynthesisClosed(), s.Decided(), opened, closed, decided)
+				s.synthesisOpened(), s.synthesisClosed(), s.decided(), opened, closed, decided)
 		}
 	}
 	step("Here goes. <analysis>fine", false, false, false)
-	if v := s.Verdict(); v.Analysis != "" || !v.Tagged {
-		t.Fatalf("open analysis in Verdict: %s", show(v))
+	if v := s.current(); v.Analysis != "" || !v.Tagged {
+		t.Fatalf("open analysis in verdict: %s", show(v))
 	}
 	step("</analysis><confidence>high</confidence>", false, false, false) // unreadable decides nothing
-	if v := s.Verdict(); v.Analysis != "fine" {
+	if v := s.current(); v.Analysis != "fine" {
 		t.Fatalf("closed analysis missing: %s", show(v))
 	}
 	step("<needs_iteration>yes</needs_iteration", false, false, false)
@@ -411,12 +420,12 @@ func TestTagStreamProgress(t *testing.T) {
 	step("<synthesis", false, false, true)
 	step(">", true, false, true)
 	step("Hi</synthesis>", true, true, true)
-	if v := s.Verdict(); v.Synthesis != "Hi" || v.NeedsIteration == nil || !*v.NeedsIteration {
-		t.Fatalf("Verdict after synthesis: %s", show(v))
+	if v := s.current(); v.Synthesis != "Hi" || v.NeedsIteration == nil || !*v.NeedsIteration {
+		t.Fatalf("verdict after synthesis: %s", show(v))
 	}
 
 	// A decision tag that the next tag ends is decided when that tag opens.
-	s = NewTagStream()
+	s = newTagStream()
 	step("<confidence>0.4 ", false, false, false)
 	step("<synthesis>", true, false, true)
 }
@@ -425,10 +434,10 @@ func TestTagStreamProgress(t *testing.T) {
 // synthesis text that becomes certain is a substring of the chunk. (A chunk
 // that ends in white space costs one copy, when the next one releases it.)
 func TestTagStreamAllocs(t *testing.T) {
-	s := NewTagStream()
-	s.Write("<confidence>0.9</confidence><synthesis>")
+	s := newTagStream()
+	s.write("<confidence>0.9</confidence><synthesis>")
 	allocs := testing.AllocsPerRun(1000, func() {
-		s.Write(" some words of an answer,")
+		s.write(" some words of an answer,")
 	})
 	if allocs > 0 {
 		t.Errorf("Write allocates %v times per synthesis chunk", allocs)
@@ -450,10 +459,10 @@ func BenchmarkTagStream(b *testing.B) {
 	b.SetBytes(int64(reply.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
-		s := NewTagStream()
+		s := newTagStream()
 		for _, c := range chunks {
-			s.Write(c)
+			s.write(c)
 		}
-		s.Close()
+		s.close()
 	}
 }
