@@ -121,30 +121,37 @@ func TestRefusesOpenRelay(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "without client keys") || !strings.Contains(errOut, "allow_open") {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
+	demo := &config.Provider{Type: "openai", Demo: true}
+	real := &config.Provider{Type: "openai"}
 	for _, tc := range []struct {
-		cfg           string
-		realProviders int
-		demo          bool
-		listen        string
-		open          bool
+		providers map[string]*config.Provider
+		listen    string
+		open      bool
 	}{
-		{listen: "127.0.0.1:8080", realProviders: 1},
-		{listen: "localhost:8080", realProviders: 1},
-		{listen: "[::1]:8080", realProviders: 1},
-		{listen: "0.0.0.0:8080", demo: true},
-		{listen: "0.0.0.0:8080", realProviders: 1, open: true},
+		{listen: "127.0.0.1:8080", providers: map[string]*config.Provider{"x": real}},
+		{listen: "localhost:8080", providers: map[string]*config.Provider{"x": real}},
+		{listen: "[::1]:8080", providers: map[string]*config.Provider{"x": real}},
+		{listen: "0.0.0.0:8080", providers: map[string]*config.Provider{"demo": demo, "play": demo}},
+		{listen: "0.0.0.0:8080", providers: map[string]*config.Provider{"x": real}, open: true},
 	} {
-		cfg := mustDefaults(t)
-		cfg.Listen, cfg.Demo, cfg.Auth.AllowOpen = tc.listen, tc.demo, tc.open
-		if err := checkOpenRelay(cfg, tc.realProviders); err != nil {
+		if err := checkOpenRelay(withProviders(t, tc.listen, tc.open, tc.providers)); err != nil {
 			t.Errorf("%+v: %v", tc, err)
 		}
 	}
-	cfg := mustDefaults(t)
-	cfg.Listen, cfg.Demo = "0.0.0.0:8080", true
-	if checkOpenRelay(cfg, 1) == nil {
+	if checkOpenRelay(withProviders(t, "0.0.0.0:8080", false, map[string]*config.Provider{"demo": demo, "x": real})) == nil {
 		t.Error("demo with a real provider on 0.0.0.0 without keys was allowed")
 	}
+}
+
+// withProviders is the built-in defaults with these providers.
+func withProviders(t *testing.T, listen string, open bool, providers map[string]*config.Provider) *config.Config {
+	cfg := mustDefaults(t)
+	cfg.Listen, cfg.Auth.AllowOpen, cfg.Providers = listen, open, providers
+	for name, p := range providers {
+		cfg.ProviderOrder = append(cfg.ProviderOrder, name)
+		cfg.Demo = cfg.Demo || p.Demo
+	}
+	return cfg
 }
 
 // TestServeDemo runs the real binary's serve --demo in a child process,
