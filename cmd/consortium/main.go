@@ -386,6 +386,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// Signals are caught before the address is announced: whoever read it
+	// may stop the proxy at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	addr := shownAddr(cfg.Listen, ln.Addr())
 	logger.Info("consortium listening", "addr", addr, "url", "http://"+addr+"/v1", "config", cfg.Source)
 	if !isTerminal(stdout) {
@@ -394,8 +398,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "consortium listening on http://%s/v1\n", addr)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	select {
