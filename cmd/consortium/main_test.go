@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -161,9 +160,9 @@ func withProviders(t *testing.T, listen string, open bool, providers map[string]
 }
 
 // startServe runs the real binary's serve in a child process with args
-// and returns the URL it announced on stdout, its log so far and the
-// process; the test stops it.
-func startServe(t *testing.T, ctx context.Context, args ...string) (base string, log *lockedBuffer, cmd *exec.Cmd) {
+// and returns the URL it announced on stdout, its log and the process; the
+// test stops it, and reads the log once the process has exited.
+func startServe(t *testing.T, ctx context.Context, args ...string) (base string, log *bytes.Buffer, cmd *exec.Cmd) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -171,7 +170,7 @@ func startServe(t *testing.T, ctx context.Context, args ...string) (base string,
 	}
 	cmd = exec.CommandContext(ctx, exe, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), "CONSORTIUM_RUN_MAIN=1")
-	log = &lockedBuffer{}
+	log = &bytes.Buffer{}
 	cmd.Stderr = log
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -183,28 +182,11 @@ func startServe(t *testing.T, ctx context.Context, args ...string) (base string,
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
 		t.Fatalf("no listening line: %v\n%s", err, log.String())
 	}
 	return strings.TrimSpace(strings.TrimPrefix(line, "consortium listening on ")), log, cmd
-}
-
-// lockedBuffer is a bytes.Buffer that a child process's output and the
-// test may use at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // chat posts a chat request and returns the answer's text.
