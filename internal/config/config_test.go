@@ -44,7 +44,7 @@ func mustParse(t *testing.T, yaml string, vars map[string]string) *Config {
 // arbiter, refs to providers the file does not name).
 func mustDecode(t *testing.T, yaml string, vars map[string]string) *Config {
 	t.Helper()
-	cfg, problems := decode([]byte(yaml), env(vars))
+	cfg, problems, _ := decode([]byte(yaml), env(vars))
 	if cfg == nil || len(problems) > 0 {
 		t.Fatalf("decode:\n%s\nproblems: %v", yaml, problems)
 	}

@@ -71,7 +71,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 
 	// The structure must decode whatever is refused.
-	if cfg, problems := decode(data, env(vars)); cfg == nil || len(problems) > 0 {
+	if cfg, problems, _ := decode(data, env(vars)); cfg == nil || len(problems) > 0 {
 		t.Errorf("decode: %v", problems)
 	}
 }

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -104,7 +103,7 @@ func parse(data []byte, env Lookup, name string, opts []Option) (*Config, error)
 	for _, opt := range opts {
 		opt(&o)
 	}
-	cfg, problems, bad := decodePaths(data, env)
+	cfg, problems, bad := decode(data, env)
 	if cfg == nil {
 		if name != "" {
 			// yaml says "yaml: line 3: ..."; an editor jumps to "file:3: ...".
@@ -154,26 +153,21 @@ func below(problem string, paths map[string]bool) bool {
 }
 
 // decode turns YAML into a Config with defaults for every omitted key, and
-// lists the problems it found. A value that could not be decoded keeps its
-// default, so the Config holds the rest of the file; it is nil only for a
-// syntax error.
-func decode(data []byte, env Lookup) (*Config, Problems) {
-	cfg, problems, _ := decodePaths(data, env)
-	return cfg, problems
-}
-
-// decodePaths is decode that also returns the key paths of the values that
-// could not be decoded.
+// lists the problems it found, and the key paths of the values that could
+// not be decoded. Such a value keeps its default, so the Config holds the
+// rest of the file; it is nil only for a syntax error.
 //
-// yaml.v3 does most of the work: KnownFields finds unknown keys, Decode
-// finds values of the wrong type (time.Duration included) and
-// ByteSize.UnmarshalYAML bad sizes, each going on past the first. What it
-// cannot do is done by one walk over the node tree: ${VAR} expansion
-// before the types are read, the key paths and suggestions of the
-// messages (yaml gives only a line), the keys present (so that an omitted
-// key means its default and an unbuilt key is refused), and a float given
-// for an integer (which yaml truncates without a word).
-func decodePaths(data []byte, env Lookup) (*Config, Problems, map[string]bool) {
+// yaml.v3 does most of the work: Decode finds values of the wrong shape or
+// type (time.Duration included) and ByteSize.UnmarshalYAML bad sizes, each
+// going on past the first, and null means "keep the default". What it
+// cannot do is done by one walk over the node tree, beside the Go types:
+// ${VAR} expansion before the types are read, unknown keys with their
+// paths and suggestions (yaml's KnownFields is not available to
+// Node.Decode, and gives only a line), the position of every key path (to
+// put paths on yaml's line-numbered errors), the keys present (so that an
+// omitted key means its default and an unbuilt key is refused), and a
+// float given for an integer (which yaml truncates without a word).
+func decode(data []byte, env Lookup) (*Config, Problems, map[string]bool) {
 	cfg := Defaults()
 	cfg.present, cfg.unset = map[string]bool{}, map[string][]string{}
 	var doc yaml.Node
@@ -185,12 +179,14 @@ func decodePaths(data []byte, env Lookup) (*Config, Problems, map[string]bool) {
 	}
 	root := doc.Content[0]
 	d := &decoder{env: env, cfg: cfg, bad: map[string]bool{}}
-	d.unknownKeys(data, root)
 	d.walk(root, reflect.TypeFor[Config](), "")
 	d.decode(root, cfg)
 
 	// Maps and lists of structs are decoded again element by element on top
 	// of their defaults, since yaml fills a new element from zero values.
+	// (An UnmarshalYAML that starts from the defaults would not do: yaml
+	// drops a whole element for one bad value in it, and that would hide
+	// the element's other problems.)
 	cfg.Providers = map[string]*Provider{}
 	cfg.Consortia = map[string]*Consortium{}
 	for name, n := range pairs(field(root, "providers")) {
@@ -262,55 +258,6 @@ func (d *decoder) sorted() Problems {
 	return out
 }
 
-var notFound = regexp.MustCompile(`^line (\d+): field (.*) not found in type (\S+)$`)
-
-// unknownKeys decodes the file as written with yaml's KnownFields, for its
-// unknown keys: keys are never expanded, so the file's own text has them
-// all. Type errors are left to the decode of the expanded values.
-func (d *decoder) unknownKeys(data []byte, root *yaml.Node) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var scratch Config
-	var te *yaml.TypeError
-	if !errors.As(dec.Decode(&scratch), &te) {
-		return
-	}
-	types := structTypes()
-	for _, e := range te.Errors {
-		m := notFound.FindStringSubmatch(e)
-		if m == nil {
-			continue
-		}
-		line, _ := strconv.Atoi(m[1])
-		if k := findKey(root, "", line, m[2]); k != nil {
-			d.add(k.node, k.path, "unknown key"+suggest(m[2], types[m[3]]))
-		}
-	}
-}
-
-// findKey finds the key named key on line, and its path.
-func findKey(n *yaml.Node, path string, line int, key string) *located {
-	switch n.Kind {
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, p := n.Content[i], join(path, n.Content[i].Value)
-			if k.Line == line && k.Value == key {
-				return &located{node: k, path: p, key: true}
-			}
-			if f := findKey(n.Content[i+1], p, line, key); f != nil {
-				return f
-			}
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			if f := findKey(c, fmt.Sprintf("%s[%d]", path, i), line, key); f != nil {
-				return f
-			}
-		}
-	}
-	return nil
-}
-
 // walk expands the scalars below n, which decodes into t (nil when the
 // Go side is free-form), records the keys present and the position of
 // every node, and reports floats given for integers.
@@ -327,9 +274,13 @@ func (d *decoder) walk(n *yaml.Node, t reflect.Type, path string) {
 			d.nodes = append(d.nodes, located{node: k, path: p, key: true})
 			var vt reflect.Type
 			if t != nil && t.Kind() == reflect.Struct {
-				if f, ok := yamlFields(t)[k.Value]; ok {
-					vt = f.Type
+				// What yaml's KnownFields does, with the key's path.
+				f, ok := yamlFields(t)[k.Value]
+				if !ok {
+					d.add(k, p, "unknown key"+suggest(k.Value, t))
+					continue
 				}
+				vt = f.Type
 			} else if t != nil && t.Kind() == reflect.Map {
 				vt = t.Elem()
 			}
@@ -482,29 +433,6 @@ func want(goType string, got *yaml.Node) string {
 		return w
 	}
 	return goType
-}
-
-// structTypes maps the name yaml gives each struct type of the schema
-// ("config.Provider") to the type, for the suggestions of unknown keys.
-func structTypes() map[string]reflect.Type {
-	types := map[string]reflect.Type{}
-	var visit func(t reflect.Type)
-	visit = func(t reflect.Type) {
-		switch t.Kind() {
-		case reflect.Pointer, reflect.Slice, reflect.Map:
-			visit(t.Elem())
-		case reflect.Struct:
-			if _, seen := types[t.String()]; seen {
-				return
-			}
-			types[t.String()] = t
-			for _, f := range yamlFields(t) {
-				visit(f.Type)
-			}
-		}
-	}
-	visit(reflect.TypeFor[Config]())
-	return types
 }
 
 // yamlFields maps a struct's yaml keys to its fields.
