@@ -997,6 +997,12 @@ func TestNewKeys(t *testing.T) {
 			t.Errorf("problems = %q, want %q", ps, want)
 		}
 	})
+	t.Run("an unknown strategy is unknown, not unbuilt", func(t *testing.T) {
+		ps := problemsOf(t, strings.Replace(validConsortium, "    members:\n", "    strategy: debate\n    members:\n", 1), nil)
+		if want := (Problems{`consortia.c.strategy: "debate" is not a known strategy (synthesize, rank, vote, cascade)`}); !slices.Equal(ps, want) {
+			t.Errorf("problems = %q, want %q", ps, want)
+		}
+	})
 	t.Run("an arbiter prompt is checked by the check passed in", func(t *testing.T) {
 		file := strings.Replace(validConsortium, "{{.Question}}", "{{.Nope}}", 1)
 		if _, err := Parse([]byte(file), noEnv); err != nil {

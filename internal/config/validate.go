@@ -75,11 +75,12 @@ func (c *Config) validateProvider(v *validator, name string, p *Provider) {
 	default:
 		v.problem(path+".type", fmt.Sprintf("%q is not openai, anthropic or demo", p.Type))
 	}
-	if p.Type == TypeDemo {
-		// no base_url to check
-	} else if p.BaseURL == "" {
+	switch {
+	case p.Type == TypeDemo:
+		// served in process: no base_url
+	case p.BaseURL == "":
 		v.problem(path+".base_url", "is required for a provider that is not well known (openai, anthropic, openrouter, gemini, ollama)")
-	} else {
+	default:
 		u, err := url.Parse(p.BaseURL)
 		v.check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", path+".base_url",
 			fmt.Sprintf("%q is not an http:// or https:// URL", p.BaseURL))
@@ -198,7 +199,10 @@ func (c *Config) checkRef(v *validator, path, ref string) {
 // never accepted and ignored. An entry joins this list with the key it
 // refuses, and leaves it in the change that builds its behaviour.
 var unbuilt = []unbuiltKey{
-	{key: "consortia.*.strategy", set: func(c *Config, name string) bool { return c.Consortia[name].Strategy != "synthesize" },
+	{key: "consortia.*.strategy", set: func(c *Config, name string) bool {
+		s := c.Consortia[name].Strategy
+		return s != "synthesize" && slices.Contains(strategies, s)
+	},
 		what: "strategies other than synthesize (rank, vote, cascade) are not supported yet"},
 	{key: "consortia.*.judges", what: "judges (strategies rank and vote) are not supported yet"},
 	{key: "consortia.*.judge_prompt", what: "judge_prompt (strategies rank and vote) is not supported yet"},
