@@ -17,9 +17,12 @@ deps:
 	}
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing"; exit 1; }
 
-# Formatting and vet: cheap, and they fail fast.
+# Formatting, vet and go.mod: cheap, and they fail fast. `go mod tidy
+# -diff` fails (printing the diff) when go.mod or go.sum is not what tidy
+# would write, e.g. a direct dependency marked indirect.
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 
 # Every Go test, with the race detector.
@@ -56,8 +59,12 @@ $(COMPAT_NODE): compat/node/package.json compat/node/package-lock.json
 	cd compat/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The binary. `consortium version` gives the tag it was built from (git
+# describe) or, without tags, the version and commit Go records.
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/consortium ./cmd/consortium
+	CGO_ENABLED=0 $(GO) build -trimpath $(if $(VERSION),-ldflags "-X main.version=$(VERSION)") -o bin/consortium ./cmd/consortium
 
 run:
 	$(GO) run ./cmd/consortium serve --demo

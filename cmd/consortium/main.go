@@ -4,12 +4,15 @@
 //
 // Usage:
 //
-//	consortium serve    [-c FILE] [--listen ADDR] [--demo]
-//	consortium validate [-c FILE]
-//	consortium models   [-c FILE]
+//	consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
+//	consortium validate [-c FILE] [--demo]
+//	consortium models   [-c FILE] [--demo]
+//	consortium version
+//	consortium help     [COMMAND]
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -20,9 +23,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
@@ -31,13 +39,62 @@ import (
 const usage = `consortium: an OpenAI-compatible gateway for multi-model answers
 
 Usage:
-  consortium serve    [-c FILE] [--listen ADDR] [--demo]
-  consortium validate [-c FILE]     exit 0, or 1 with every problem and its key path
-  consortium models   [-c FILE]     the model ids that /v1/models would list
+  consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
+  consortium validate [-c FILE] [--demo]   exit 0, or 1 with every problem and its key path
+  consortium models   [-c FILE] [--demo]   the model ids that /v1/models would list
+  consortium version                       this binary's version (also --version)
+  consortium help     [COMMAND]            this text, or a command's (also COMMAND --help)
 
 The configuration file is -c, else $CONSORTIUM_CONFIG, else ./consortium.yaml
 if it exists, else the built-in defaults. See config.example.yaml.
 `
+
+// commands holds each command's help: its usage line, then its flags, each
+// spelled as the usage line spells it.
+var commands = map[string]string{
+	"serve": `Usage: consortium serve [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
+
+Serves the OpenAI-compatible API until SIGINT or SIGTERM, then lets the
+requests in flight finish (shutdown_timeout).
+
+  -c FILE               the configuration file
+  --listen ADDR         the address to listen on, over the file's listen
+  --demo                add the built-in demo provider "demo" and consortium
+                        "demo" (canned answers; no keys, no network)
+  --log-level LEVEL     debug, info, warn or error, over the file's log.level
+  --log-format FORMAT   text or json, over the file's log.format
+
+The log goes to stderr; its "consortium listening" line gives the address.
+When stdout is not a terminal, it gets one line for scripts:
+"consortium listening on http://ADDR/v1".
+`,
+	"validate": `Usage: consortium validate [-c FILE] [--demo]
+
+Reads the configuration as serve would and reports every problem with its
+key path, and what is likely a mistake (no providers, a provider without its
+key, the example's client keys); exits 0 only when there is neither. It
+builds nothing and calls nothing.
+
+  -c FILE   the configuration file
+  --demo    validate as serve --demo would run: the demo provider and
+            consortium are added first, so the file may name demo/alpha
+`,
+	"models": `Usage: consortium models [-c FILE] [--demo]
+
+Prints the model ids /v1/models would list, one a line.
+
+  -c FILE   the configuration file
+  --demo    list as serve --demo would
+`,
+	"version": `Usage: consortium version
+
+Prints this binary's version, commit and Go version (also --version).
+`,
+	"help": `Usage: consortium help [COMMAND]
+
+Prints the usage of consortium, or of one command (also COMMAND --help).
+`,
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -56,51 +113,122 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "models":
 		return models(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		if help, ok := commands[args[1]]; ok {
+			fmt.Fprint(stdout, help)
+			return 0
+		}
+		fmt.Fprintf(stderr, "consortium help: unknown command %q\n\n%s", args[1], usage)
+		return 2
 	}
 	fmt.Fprintf(stderr, "consortium: unknown command %q\n\n%s", args[0], usage)
 	return 2
 }
 
-// options are the flags the subcommands share.
+// version is this binary's version when the build sets it:
+// go build -ldflags "-X main.version=v1.2.3" (make build does). Otherwise
+// the module version Go recorded is used: v1.2.3 for
+// go install github.com/consortium-dev/consortium/cmd/consortium@v1.2.3,
+// "(devel)" for a build in a checkout.
+var version string
+
+// versionString is what version prints: the version, the commit it was
+// built from (with -dirty for uncommitted changes) and the Go version.
+func versionString() string {
+	v, commit := version, ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = info.Main.Version
+		}
+		dirty := ""
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value[:min(len(s.Value), 12)]
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if commit != "" {
+			commit = "commit " + commit + dirty + ", "
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	return fmt.Sprintf("consortium %s (%s%s)", v, commit, runtime.Version())
+}
+
+// options are the flags of the commands.
 type options struct {
-	config string
-	listen string
-	demo   bool
+	config    string
+	demo      bool
+	listen    string
+	logLevel  string
+	logFormat string
 }
 
-func parseFlags(name string, args []string, stderr io.Writer, serve bool) (*options, error) {
-	var o options
+// parseFlags parses a command's flags. --help prints the command's help on
+// stdout (code 0); a bad flag prints what is wrong and the help on stderr
+// (code 2). ok is false when the command should exit with code.
+func parseFlags(name string, args []string, stdout, stderr io.Writer) (o *options, code int, ok bool) {
+	o = &options{}
 	fs := flag.NewFlagSet("consortium "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.config, "c", "", "configuration `file`")
-	fs.StringVar(&o.config, "config", "", "configuration `file` (same as -c)")
-	if serve {
-		fs.StringVar(&o.listen, "listen", "", "listen `address`, overriding the file's listen")
-		fs.BoolVar(&o.demo, "demo", false, "add the built-in demo provider (no keys, no network)")
+	// The help is written by hand, spelled as the usage line spells the
+	// flags; the flag package's own would say -listen.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&o.config, "c", "", "")
+	fs.BoolVar(&o.demo, "demo", false, "")
+	if name == "serve" {
+		fs.StringVar(&o.listen, "listen", "", "")
+		fs.StringVar(&o.logLevel, "log-level", "", "")
+		fs.StringVar(&o.logFormat, "log-format", "", "")
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, commands[name])
+		return nil, 0, false
+	case err != nil:
+		fmt.Fprintf(stderr, "consortium %s: %v\n\n%s", name, err, commands[name])
+		return nil, 2, false
 	}
-	return &o, nil
+	return o, 0, true
 }
 
-// load reads the configuration the flags and environment point at.
+// load reads the configuration the flags and environment point at,
+// checking arbiter prompts with the engine's own check (so that validate
+// builds nothing), and adding the demo first for --demo.
 func load(o *options) (*config.Config, error) {
-	return config.Load(config.Path(o.config, os.LookupEnv), os.LookupEnv)
+	opts := []config.Option{config.WithPromptCheck(consortia.CheckPrompt)}
+	if o.demo {
+		opts = append(opts, config.WithDemo())
+	}
+	return config.Load(config.Path(o.config, os.LookupEnv), os.LookupEnv, opts...)
 }
 
-// loadFor parses the flags of a subcommand that only reads the
-// configuration, and loads it; on failure it returns the exit code.
-func loadFor(name string, args []string, stderr io.Writer) (*config.Config, int) {
-	o, err := parseFlags(name, args, stderr, false)
-	if err != nil {
-		return nil, 2
+// loadFor parses the flags of a command that only reads the configuration,
+// and loads it; on failure it returns the exit code.
+func loadFor(name string, args []string, stdout, stderr io.Writer) (*config.Config, int) {
+	o, code, ok := parseFlags(name, args, stdout, stderr)
+	if !ok {
+		return nil, code
 	}
 	cfg, err := load(o)
 	if err != nil {
@@ -111,22 +239,22 @@ func loadFor(name string, args []string, stderr io.Writer) (*config.Config, int)
 }
 
 func validate(args []string, stdout, stderr io.Writer) int {
-	cfg, code := loadFor("validate", args, stderr)
+	cfg, code := loadFor("validate", args, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
-	// Building the server checks what the schema cannot, such as the
-	// fields a custom arbiter prompt uses; it starts nothing.
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		fmt.Fprintf(stderr, "consortium: %v\n", err)
-		return 1
+	if len(cfg.Warnings) == 0 {
+		fmt.Fprintf(stdout, "%s: ok\n", cfg.Source)
+	} else {
+		fmt.Fprintf(stdout, "%s: valid, but with %d warning(s)\n", cfg.Source, len(cfg.Warnings))
 	}
-	srv.Close()
-	fmt.Fprintf(stdout, "%s: ok\n", cfg.Source)
 	for _, name := range cfg.ProviderOrder {
 		p := cfg.Providers[name]
-		fmt.Fprintf(stdout, "provider %s (%s, %s) from %s\n", name, p.Type, p.BaseURL, p.Origin)
+		where := p.BaseURL
+		if p.Demo {
+			where = "built in, canned answers"
+		}
+		fmt.Fprintf(stdout, "provider %s (%s, %s) from %s\n", name, p.Type, where, p.Origin)
 	}
 	for _, name := range cfg.ConsortiumOrder {
 		fmt.Fprintf(stdout, "consortium %s: %d member instances, arbiter %s\n", name, cfg.Consortia[name].Instances(), cfg.Consortia[name].Arbiter.Model)
@@ -134,11 +262,14 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
+	if len(cfg.Warnings) > 0 {
+		return 1
+	}
 	return 0
 }
 
 func models(args []string, stdout, stderr io.Writer) int {
-	cfg, code := loadFor("models", args, stderr)
+	cfg, code := loadFor("models", args, stdout, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -160,41 +291,55 @@ func printProblems(w io.Writer, err error) {
 	fmt.Fprintf(w, "consortium: %v\n", err)
 }
 
-// demoModels are the models the built-in demo provider serves.
-var demoModels = []string{"alpha", "beta", "gamma"}
+// newLogger builds the log the configuration and the flags ask for; the
+// flags win.
+func newLogger(w io.Writer, cfg config.Log, o *options) (*slog.Logger, error) {
+	name, format := cmp.Or(o.logLevel, cfg.Level), cmp.Or(o.logFormat, cfg.Format)
+	level, ok := config.LogLevel(name)
+	if !ok {
+		return nil, fmt.Errorf("--log-level %q is not debug, info, warn or error", name)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q is not %s", format, strings.Join(config.LogFormats, " or "))
+}
 
 func serve(args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags("serve", args, stderr, true)
-	if err != nil {
-		return 2
+	o, code, ok := parseFlags("serve", args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg, err := load(o)
 	if err != nil {
 		printProblems(stderr, err)
 		return 1
 	}
+	logger, err := newLogger(stderr, cfg.Log, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "consortium serve: %v\n", err)
+		return 2
+	}
 	if o.listen != "" {
 		cfg.Listen = o.listen
 	}
-	realProviders := len(cfg.Providers)
-	if o.demo {
+	if cfg.Demo {
 		demo := upstreamtest.NewServer()
 		demo.SetDefault(upstreamtest.Demo())
-		demo.SetModels(demoModels...)
+		demo.SetModels(append(slices.Clone(config.DemoMembers), config.DemoArbiter)...)
 		demo.SetRecordLimit(-1) // a long-running demo keeps no requests
 		defer demo.Close()
-		if err := cfg.AddDemo(demo.URL, append(demoModels, upstreamtest.DemoArbiter)); err != nil {
+		if err := cfg.ServeDemo(demo.URL); err != nil {
 			printProblems(stderr, err)
 			return 1
 		}
-		if err := cfg.AddDemoConsortium(demoModels, upstreamtest.DemoArbiter); err != nil {
-			printProblems(stderr, err)
-			return 1
-		}
-		logger.Warn("DEMO MODE: the provider \"demo\" and the consortium \"demo\" are built-in fakes with canned answers, not real models", "models", demoRefs())
+		logger.Warn("DEMO MODE: demo providers and consortiums are built-in fakes with canned answers, not real models", "models", demoRefs(cfg))
 	}
-	if err := checkOpenRelay(cfg, realProviders); err != nil {
+	if err := checkOpenRelay(cfg); err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1
 	}
@@ -219,7 +364,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, name := range cfg.ProviderOrder {
 		p := cfg.Providers[name]
-		logger.Info("provider", "name", name, "type", p.Type, "base_url", p.BaseURL, "from", p.Origin, "models", len(p.Models))
+		logger.Info("provider", "name", name, "type", p.Type, "base_url", p.BaseURL, "from", p.Origin, "models", len(p.Models), "demo", p.Demo)
 	}
 	logger.Info("store", "backend", cfg.Store.Backend, "ttl", cfg.Store.TTL)
 	if len(cfg.Auth.Keys) == 0 {
@@ -241,11 +386,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	logger.Info("consortium listening", "addr", ln.Addr().String(), "config", cfg.Source)
-	fmt.Fprintf(stdout, "consortium listening on http://%s/v1\n", ln.Addr())
-
+	// Signals are caught before the address is announced: whoever read it
+	// may stop the proxy at once.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	addr := shownAddr(cfg.Listen, ln.Addr())
+	logger.Info("consortium listening", "addr", addr, "url", "http://"+addr+"/v1", "config", cfg.Source)
+	if !isTerminal(stdout) {
+		// Scripts and the test harnesses read the URL here; a person at a
+		// terminal has the log line.
+		fmt.Fprintf(stdout, "consortium listening on http://%s/v1\n", addr)
+	}
+
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	select {
@@ -268,23 +420,55 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func demoRefs() []string {
-	refs := make([]string, len(demoModels))
-	for i, m := range demoModels {
-		refs[i] = config.DemoProvider + "/" + m
+// shownAddr is the listen address as the configuration gives it
+// (0.0.0.0:8093, not Go's [::]:8093), with the port the listener got when
+// it asked for port 0. An empty host listens everywhere: 0.0.0.0.
+func shownAddr(given string, bound net.Addr) string {
+	host, port, err := net.SplitHostPort(given)
+	if err != nil {
+		return bound.String()
+	}
+	if _, boundPort, err := net.SplitHostPort(bound.String()); err == nil && (port == "0" || port == "") {
+		port = boundPort
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// demoRefs lists the models of the demo providers, for the log.
+func demoRefs(cfg *config.Config) []string {
+	var refs []string
+	for _, name := range cfg.ProviderOrder {
+		if p := cfg.Providers[name]; p.Demo {
+			for _, m := range p.Models {
+				refs = append(refs, name+"/"+m)
+			}
+		}
 	}
 	return refs
 }
 
 // checkOpenRelay refuses to serve without client keys on an address others
 // can reach, unless the operator said so: otherwise a misplaced deployment
-// is an open relay billing the operator's provider keys. A demo with no
-// real provider has nothing to bill and is exempt.
-func checkOpenRelay(cfg *config.Config, realProviders int) error {
+// is an open relay billing the operator's provider keys. Demo providers
+// alone have nothing to bill and are exempt.
+func checkOpenRelay(cfg *config.Config) error {
 	if len(cfg.Auth.Keys) > 0 || cfg.Auth.AllowOpen || isLoopback(cfg.Listen) {
 		return nil
 	}
-	if cfg.Demo && realProviders == 0 {
+	if !slices.ContainsFunc(cfg.ProviderOrder, func(name string) bool { return !cfg.Providers[name].Demo }) && cfg.Demo {
 		return nil
 	}
 	return fmt.Errorf("refusing to listen on %s without client keys: anyone who can reach it could spend your provider keys.\n"+

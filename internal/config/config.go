@@ -1,8 +1,10 @@
 // Package config owns consortium's configuration: the YAML schema, its
 // defaults, ${VAR} expansion, providers taken from the environment, the
-// built-in demo, and Validate, which reports every problem with its key
-// path. It builds nothing: the proxy, engine and providers are made from a
-// validated Config by their own constructors.
+// built-in demo provider type, and Validate, which reports every problem
+// with its key path. It builds nothing: the proxy, engine and providers are
+// made from a validated Config by their own constructors (internal/app),
+// and it imports nothing of the project, so a check that needs another
+// package (an arbiter prompt's fields) is passed in as an Option.
 package config
 
 import (
@@ -10,6 +12,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is the whole configuration file.
@@ -20,8 +24,13 @@ type Config struct {
 	Auth            Auth                   `yaml:"auth"`
 	Store           Store                  `yaml:"store"`
 	Passthrough     bool                   `yaml:"passthrough"`
+	Log             Log                    `yaml:"log"`
 	Providers       map[string]*Provider   `yaml:"providers"`
 	Consortia       map[string]*Consortium `yaml:"consortia"`
+
+	// Pricing is US dollars per million tokens, by provider/model ref. Not
+	// built yet: Validate refuses it.
+	Pricing map[string]Price `yaml:"pricing"`
 
 	// ProviderOrder and ConsortiumOrder list the names in the order the file
 	// gives them (environment providers after the file's), which is the
@@ -33,17 +42,44 @@ type Config struct {
 	// "built-in defaults".
 	Source string `yaml:"-"`
 
-	// Demo is set by --demo: a built-in provider named "demo" is served in
-	// process and listed with this label.
+	// Demo is set when a provider of type demo is configured (by the file,
+	// or by --demo through WithDemo): the binary serves it in process and
+	// labels it in /v1/models and the log.
 	Demo bool `yaml:"-"`
 
 	// Warnings are things a user should know that do not stop the proxy,
-	// such as an environment variable that names a provider it cannot add.
+	// each with its key path: no providers at all, a provider whose key is
+	// empty, the example's client keys left in place. serve logs them;
+	// validate reports them and fails.
 	Warnings []string `yaml:"-"`
 
 	// present records which optional keys the file set, by path, so that
 	// keys of behaviour not built yet can be refused rather than ignored.
 	present map[string]bool
+
+	// checkPrompt checks an arbiter prompt (WithPromptCheck); nil checks
+	// nothing.
+	checkPrompt func(string) error
+
+	// unset records the keys whose value was only ${VAR} references that
+	// expanded to nothing, with the variables' names, for the warnings.
+	unset map[string][]string
+}
+
+// Log is the log section: what the proxy logs and how. The flags
+// --log-level and --log-format win over it.
+type Log struct {
+	// Level is debug, info, warn or error. If empty, info.
+	Level string `yaml:"level"`
+	// Format is text (logfmt-style lines) or json. If empty, text.
+	Format string `yaml:"format"`
+}
+
+// Price is what a model costs, in US dollars per million tokens.
+type Price struct {
+	Input       float64 `yaml:"input"`
+	Output      float64 `yaml:"output"`
+	CachedInput float64 `yaml:"cached_input"`
 }
 
 // Auth is the auth section: client keys and the admin key.
@@ -73,6 +109,8 @@ type Store struct {
 
 // Provider is one upstream provider.
 type Provider struct {
+	// Type is openai, anthropic or demo (TypeDemo). ServeDemo turns a demo
+	// provider into the openai provider it is at run time.
 	Type           string            `yaml:"type"`
 	BaseURL        string            `yaml:"base_url"`
 	APIKey         string            `yaml:"api_key"`
@@ -85,6 +123,13 @@ type Provider struct {
 	Breaker        Breaker           `yaml:"breaker"`
 	Models         []string          `yaml:"models"`
 	PromptCache    bool              `yaml:"prompt_cache"`
+	// MaxResponse bounds an answer: a JSON body, or the sum of a stream's
+	// data. Past it the call fails as malformed.
+	MaxResponse ByteSize `yaml:"max_response"`
+
+	// Demo says that this is the built-in demo provider (type demo),
+	// served in process with canned answers; it stays set after ServeDemo.
+	Demo bool `yaml:"-"`
 
 	// Origin says where the provider came from: "config file", or the
 	// environment variable that made it.
@@ -110,6 +155,27 @@ type Consortium struct {
 	Quorum              int           `yaml:"quorum"`
 	MemberTimeout       time.Duration `yaml:"member_timeout"`
 	MinAnswers          int           `yaml:"min_answers"`
+
+	// The keys of the strategies rank, vote and cascade and of adaptive
+	// weights (shared/DESIGN.md, Strategies and Scores). They are parsed
+	// so that a file using them is told they are not supported yet, never
+	// that they are unknown; Validate refuses every one of them.
+	Judges           []Judge  `yaml:"judges"`
+	JudgePrompt      string   `yaml:"judge_prompt"`
+	WithinModelFirst bool     `yaml:"within_model_first"`
+	Then             string   `yaml:"then"`
+	Extract          string   `yaml:"extract"`
+	TieBreak         string   `yaml:"tie_break"`
+	Tiers            []string `yaml:"tiers"`
+	EscalateBelow    float64  `yaml:"escalate_below"`
+	Weights          string   `yaml:"weights"`
+}
+
+// Judge is one judge of a rank consortium (not built yet).
+type Judge struct {
+	Model  string         `yaml:"model"`
+	Weight float64        `yaml:"weight"`
+	Params map[string]any `yaml:"params"`
 }
 
 // Member is one member model of a consortium.
@@ -176,11 +242,16 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(n * mult), nil
 }
 
-// UnmarshalText parses a size.
-func (b *ByteSize) UnmarshalText(text []byte) error {
-	v, err := ParseByteSize(string(text))
+// UnmarshalYAML parses a size. Its errors are yaml.TypeErrors, so the
+// decoder goes on and reports every problem of the file at once; they
+// carry the line and column, which Parse turns into the key path.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d column %d: cannot unmarshal %s into config.ByteSize", n.Line, n.Column, n.ShortTag())}}
+	}
+	v, err := ParseByteSize(n.Value)
 	if err != nil {
-		return err
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d column %d: %v", n.Line, n.Column, err)}}
 	}
 	*b = v
 	return nil
@@ -199,6 +270,7 @@ func Defaults() *Config {
 			MaxEntries: 10000,
 		},
 		Passthrough: true,
+		Log:         Log{Level: "info", Format: "text"},
 		Providers:   map[string]*Provider{},
 		Consortia:   map[string]*Consortium{},
 		Source:      "built-in defaults",
@@ -214,6 +286,7 @@ func providerDefaults() Provider {
 		MaxRetries:  2,
 		Breaker:     Breaker{Failures: 5, Cooldown: 30 * time.Second},
 		PromptCache: true,
+		MaxResponse: 32 << 20,
 	}
 }
 

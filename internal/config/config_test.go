@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -42,7 +44,7 @@ func mustParse(t *testing.T, yaml string, vars map[string]string) *Config {
 // arbiter, refs to providers the file does not name).
 func mustDecode(t *testing.T, yaml string, vars map[string]string) *Config {
 	t.Helper()
-	cfg, problems := decode([]byte(yaml), env(vars))
+	cfg, problems, _ := decode([]byte(yaml), env(vars))
 	if cfg == nil || len(problems) > 0 {
 		t.Fatalf("decode:\n%s\nproblems: %v", yaml, problems)
 	}
@@ -103,7 +105,7 @@ func TestDefaults(t *testing.T) {
 			if len(cfg.Providers) != 0 || len(cfg.Consortia) != 0 || len(cfg.ProviderOrder) != 0 {
 				t.Errorf("providers %v, consortia %v: want none", cfg.Providers, cfg.Consortia)
 			}
-			if cfg.Source != "built-in defaults" || cfg.Demo || len(cfg.Warnings) != 0 {
+			if cfg.Source != "built-in defaults" || cfg.Demo || len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0], "providers: none configured") {
 				t.Errorf("source %q, demo %v, warnings %q", cfg.Source, cfg.Demo, cfg.Warnings)
 			}
 		})
@@ -145,6 +147,7 @@ func TestDefaults(t *testing.T) {
 			MaxRetries:  2,
 			Breaker:     Breaker{Failures: 5, Cooldown: 30 * time.Second},
 			PromptCache: true,
+			MaxResponse: 32 << 20,
 			Origin:      "config file",
 		}
 		if p == nil || !reflect.DeepEqual(*p, want) {
@@ -880,7 +883,7 @@ providers:
 		{"provider name with a slash", "providers:\n  a/b: {base_url: \"http://h/v1\"}", `providers.a/b: a provider name must not be empty or hold a slash or space`},
 		{"provider name with a space", "providers:\n  my provider: {base_url: \"http://h/v1\"}", `providers.my provider: a provider name must not be empty or hold a slash or space`},
 		{"empty provider name", "providers:\n  \"\": {base_url: \"http://h/v1\"}", `providers.: a provider name must not be empty or hold a slash or space`},
-		{"bad provider type", "providers:\n  local: {type: grpc, base_url: \"http://h/v1\"}", `providers.local.type: "grpc" is not openai or anthropic`},
+		{"bad provider type", "providers:\n  local: {type: grpc, base_url: \"http://h/v1\"}", `providers.local.type: "grpc" is not openai, anthropic or demo`},
 		{"missing base_url", "providers:\n  local: {api_key: k}", `providers.local.base_url: is required for a provider that is not well known (openai, anthropic, openrouter, gemini, ollama)`},
 		{"empty base_url on a well-known provider", "providers:\n  openai: {base_url: \"\", api_key: k}", `providers.openai.base_url: is required for a provider that is not well known (openai, anthropic, openrouter, gemini, ollama)`},
 		{"base_url with another scheme", "providers:\n  local: {base_url: \"ftp://h/v1\"}", `providers.local.base_url: "ftp://h/v1" is not an http:// or https:// URL`},
@@ -914,7 +917,7 @@ func TestValidateConsortium(t *testing.T) {
 	// added one) and checks that its problem is among those reported.
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"named like a provider's model", "  c:\n", "  openai/x:\n", `consortia.openai/x: the name begins with the provider "openai" and a slash, so it would hide that provider's models`},
-		{"unknown strategy", "    members:\n", "    strategy: vote\n    members:\n", `consortia.c.strategy: "vote" is not a known strategy (synthesize)`},
+		{"unknown strategy", "    members:\n", "    strategy: debate\n    members:\n", `consortia.c.strategy: "debate" is not a known strategy (synthesize, rank, vote, cascade)`},
 		{"no members", "      - {model: openai/a, count: 2}\n      - {model: local/b}\n", "      []\n", `consortia.c.members: a consortium needs at least one member`},
 		{"members omitted", "    members:\n      - {model: openai/a, count: 2}\n      - {model: local/b}\n", "", `consortia.c.members: a consortium needs at least one member`},
 		{"member of an unknown provider", "{model: openai/a,", "{model: nope/a,", `consortia.c.members[0].model: "nope/a" names the unknown provider "nope"`},
@@ -926,7 +929,6 @@ func TestValidateConsortium(t *testing.T) {
 		{"fallback ref without a provider", "{model: local/b}", "{model: local/b, fallbacks: [gpt-4o]}", `consortia.c.members[1].fallbacks[0]: "gpt-4o" is not provider/model`},
 		{"no arbiter", "    arbiter: {model: openai/j, prompt: \"{{.Question}}\"}\n", "", `consortia.c.arbiter.model: a consortium needs an arbiter model`},
 		{"arbiter of an unknown provider", "model: openai/j", "model: nope/j", `consortia.c.arbiter.model: "nope/j" names the unknown provider "nope"`},
-		{"arbiter prompt not a template", "{{.Question}}", "{{.Question", `consortia.c.arbiter.prompt: is not a valid Go template: `},
 		{"threshold above 1", "    members:\n", "    confidence_threshold: 1.5\n    members:\n", `consortia.c.confidence_threshold: must be between 0 and 1`},
 		{"threshold below 0", "    members:\n", "    confidence_threshold: -0.1\n    members:\n", `consortia.c.confidence_threshold: must be between 0 and 1`},
 		{"zero min_iterations", "    members:\n", "    min_iterations: 0\n    members:\n", `consortia.c.min_iterations: must be at least 1`},
@@ -969,9 +971,96 @@ func TestValidateConsortium(t *testing.T) {
 	}
 }
 
+func TestNewKeys(t *testing.T) {
+	t.Run("max_response", func(t *testing.T) {
+		cfg := mustParse(t, "providers:\n  a: {base_url: \"http://h/v1\", max_response: 1MiB}\n  b: {base_url: \"http://h/v1\"}\n", nil)
+		if got := cfg.Providers["a"].MaxResponse; got != 1<<20 {
+			t.Errorf("a.max_response = %d", got)
+		}
+		if got := cfg.Providers["b"].MaxResponse; got != 32<<20 {
+			t.Errorf("b.max_response = %d, want the 32MiB default", got)
+		}
+		firstProblem(t, problemsOf(t, "providers:\n  a: {base_url: \"http://h/v1\", max_response: 0}\n", nil), "providers.a.max_response: must be more than 0")
+		firstProblem(t, problemsOf(t, "providers:\n  a: {base_url: \"http://h/v1\", max_response: big}\n", nil),
+			`providers.a.max_response: invalid size "big" (want a number of bytes or e.g. 10MiB)`)
+	})
+	t.Run("log", func(t *testing.T) {
+		if cfg := mustParse(t, "", nil); cfg.Log != (Log{Level: "info", Format: "text"}) {
+			t.Errorf("log defaults = %+v", cfg.Log)
+		}
+		if cfg := mustParse(t, "log: {level: debug, format: json}\n", nil); cfg.Log != (Log{Level: "debug", Format: "json"}) {
+			t.Errorf("log = %+v", cfg.Log)
+		}
+		ps := problemsOf(t, "log: {level: loud, format: xml}\n", nil)
+		want := Problems{`log.level: "loud" is not debug, info, warn or error`, `log.format: "xml" is not text or json`}
+		if !slices.Equal(ps, want) {
+			t.Errorf("problems = %q, want %q", ps, want)
+		}
+	})
+	t.Run("an unknown strategy is unknown, not unbuilt", func(t *testing.T) {
+		ps := problemsOf(t, strings.Replace(validConsortium, "    members:\n", "    strategy: debate\n    members:\n", 1), nil)
+		if want := (Problems{`consortia.c.strategy: "debate" is not a known strategy (synthesize, rank, vote, cascade)`}); !slices.Equal(ps, want) {
+			t.Errorf("problems = %q, want %q", ps, want)
+		}
+	})
+	t.Run("an arbiter prompt is checked by the check passed in", func(t *testing.T) {
+		file := strings.Replace(validConsortium, "{{.Question}}", "{{.Nope}}", 1)
+		if _, err := Parse([]byte(file), noEnv); err != nil {
+			t.Errorf("without a check: %v", err)
+		}
+		check := func(text string) error { return fmt.Errorf("checked %q", text) }
+		_, err := Parse([]byte(file), noEnv, WithPromptCheck(check))
+		if want := `consortia.c.arbiter.prompt: is not a valid arbiter prompt: checked "{{.Nope}}"`; err == nil || err.Error() != want {
+			t.Errorf("Parse = %v, want %s", err, want)
+		}
+	})
+}
+
+func TestSyntaxErrorNamesTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "mine.yaml")
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:1\nauth: \"unclosed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p, noEnv)
+	if err == nil || !strings.HasPrefix(err.Error(), p+":2: found unexpected end of stream") {
+		t.Errorf("Load = %v, want %s:2: ...", err, p)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		vars       map[string]string
+		want       []string
+	}{
+		{"no providers", "", nil, []string{"providers: none configured, so no model can answer: set OPENAI_API_KEY (or another provider variable), add providers to the file, or run with --demo"}},
+		{"a key variable unset", "providers:\n  openai: {api_key: \"${OPENAI_API_KEY}\"}\n", nil,
+			[]string{"providers.openai.api_key: is empty (OPENAI_API_KEY not set), so the provider will refuse every call"}},
+		{"a well-known provider without its variable", "providers:\n  openai: {models: [gpt-4o]}\n  anthropic: {}\n", nil, []string{
+			"providers.openai.api_key: is empty (OPENAI_API_KEY not set), so the provider will refuse every call",
+			"providers.anthropic.api_key: is empty (ANTHROPIC_API_KEY not set), so the provider will refuse every call",
+		}},
+		{"an anthropic provider without a key", "providers:\n  claude: {type: anthropic}\n", nil,
+			[]string{"providers.claude.api_key: is empty, so the provider will refuse every call"}},
+		{"any provider whose key variable is unset", "providers:\n  local: {base_url: \"http://h/v1\", api_key: \"${LOCAL_KEY}\"}\n", nil,
+			[]string{"providers.local.api_key: is empty (LOCAL_KEY not set), so the provider will refuse every call"}},
+		{"the example's client key", "auth:\n  keys:\n    - {name: alice, key: \"${ALICE_KEY:-change-me-alice}\"}\nproviders:\n  local: {base_url: \"http://h/v1\"}\n", nil,
+			[]string{`auth.keys[0].key: is the example's placeholder "change-me-alice", which anyone who read config.example.yaml knows: set a secret of your own`}},
+		{"a local server without a key is fine", "providers:\n  local: {base_url: \"http://h/v1\", api_key: \"\"}\n", nil, nil},
+		{"keys set", "providers:\n  openai: {}\n", map[string]string{"OPENAI_API_KEY": "k"}, nil},
+		{"a demo provider needs no key", "providers:\n  d: {type: demo}\n", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if cfg := mustParse(t, tc.yaml, tc.vars); !slices.Equal(cfg.Warnings, tc.want) {
+				t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(cfg.Warnings, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
+
 func TestUnbuilt(t *testing.T) {
-	// Every key is built today: the keys that once were refused are
-	// accepted, alongside every resilience key.
+	// The keys that once were refused are accepted, alongside every
+	// resilience key.
 	t.Run("anthropic and prompt_cache are built", func(t *testing.T) {
 		mustParse(t, "providers:\n  claude:\n    type: anthropic\n    api_key: k\n    prompt_cache: true\n  anthropic:\n    api_key: k\n    prompt_cache: false\n", nil)
 		mustParse(t, strings.Replace(withResilience, "max_retries: 4", "max_retries: 4\n    prompt_cache: true", 1), nil)
@@ -1000,6 +1089,52 @@ func TestUnbuilt(t *testing.T) {
 			t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ps, "\n  "), strings.Join(want, "\n  "))
 		}
 		mustParse(t, "passthrough: true\nproviders:\n  openai:\n    api_key: k\n", nil)
+	})
+
+	// The keys of later strategies, adaptive weights and pricing are parsed
+	// and refused, never unknown and never ignored.
+	t.Run("keys of later features are not supported yet", func(t *testing.T) {
+		ps := problemsOf(t, `
+pricing: {"openai/gpt-4o": {input: 2.5, output: 10}}
+providers:
+  openai: {api_key: k}
+consortia:
+  best:
+    strategy: rank
+    members: [{model: openai/a}]
+    judges: [{model: openai/j, weight: 1, params: {temperature: 0}}]
+    judge_prompt: "x"
+    within_model_first: true
+    then: winner
+    weights: adaptive
+  agree:
+    strategy: vote
+    members: [{model: openai/a}]
+    extract: "(.+)"
+    tie_break: judge
+  tiered:
+    strategy: cascade
+    tiers: [best, agree]
+    escalate_below: 0.8
+`, nil)
+		want := Problems{
+			"consortia.best.strategy: strategies other than synthesize (rank, vote, cascade) are not supported yet",
+			"consortia.agree.strategy: strategies other than synthesize (rank, vote, cascade) are not supported yet",
+			"consortia.tiered.strategy: strategies other than synthesize (rank, vote, cascade) are not supported yet",
+			"consortia.best.judges: judges (strategies rank and vote) are not supported yet",
+			"consortia.best.judge_prompt: judge_prompt (strategies rank and vote) is not supported yet",
+			"consortia.best.within_model_first: within_model_first (strategy rank) is not supported yet",
+			"consortia.best.then: then (strategy rank) is not supported yet",
+			"consortia.agree.extract: extract (strategy vote) is not supported yet",
+			"consortia.agree.tie_break: tie_break (strategy vote) is not supported yet",
+			"consortia.tiered.tiers: tiers (strategy cascade) are not supported yet",
+			"consortia.tiered.escalate_below: escalate_below (strategy cascade) is not supported yet",
+			"consortia.best.weights: weights: adaptive is not supported yet",
+			"pricing: pricing is not supported yet",
+		}
+		if !slices.Equal(ps, want) {
+			t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ps, "\n  "), strings.Join(want, "\n  "))
+		}
 	})
 
 	// The values that mean "off" are accepted: the key does no harm.
@@ -1060,13 +1195,17 @@ func TestByteSize(t *testing.T) {
 		}
 	}
 
-	t.Run("UnmarshalText", func(t *testing.T) {
-		var b ByteSize
-		if err := b.UnmarshalText([]byte("2KiB")); err != nil || b != 2048 {
-			t.Errorf("UnmarshalText(2KiB) = %d, %v", b, err)
+	t.Run("UnmarshalYAML", func(t *testing.T) {
+		var v struct{ B ByteSize }
+		if err := yaml.Unmarshal([]byte("b: 2KiB"), &v); err != nil || v.B != 2048 {
+			t.Errorf("b: 2KiB = %d, %v", v.B, err)
 		}
-		if err := b.UnmarshalText([]byte("two")); err == nil || b != 2048 {
-			t.Errorf("UnmarshalText(two) = %d, %v; want an error and no change", b, err)
+		// A bad size is a yaml.TypeError with its position, so the decoder
+		// goes on to the rest of the file.
+		err := yaml.Unmarshal([]byte("b: two"), &v)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) || len(te.Errors) != 1 || te.Errors[0] != `line 1 column 4: invalid size "two" (want a number of bytes or e.g. 10MiB)` || v.B != 2048 {
+			t.Errorf("b: two = %d, %v; want a type error and no change", v.B, err)
 		}
 	})
 }
@@ -1178,35 +1317,87 @@ func TestLoad(t *testing.T) {
 	})
 }
 
-func TestAddDemo(t *testing.T) {
-	t.Run("added after the file's providers", func(t *testing.T) {
-		cfg := mustParse(t, "providers:\n  openai: {api_key: k}\n", nil)
-		if err := cfg.AddDemo("http://127.0.0.1:4567/v1", []string{"echo", "slow"}); err != nil {
-			t.Fatalf("AddDemo: %v", err)
+func TestDemo(t *testing.T) {
+	t.Run("type demo needs no key or URL and lists the demo models", func(t *testing.T) {
+		cfg := mustParse(t, `
+providers:
+  fake: {type: demo}
+consortia:
+  try:
+    members: [{model: fake/alpha}, {model: fake/beta}]
+    arbiter: {model: fake/arbiter}
+`, map[string]string{"OPENAI_API_KEY": ""})
+		p := cfg.Providers["fake"]
+		if p.Type != TypeDemo || !p.Demo || !cfg.Demo || p.BaseURL != "" || p.APIKey != "" {
+			t.Errorf("fake = %+v, config Demo %v", p, cfg.Demo)
 		}
-		p := cfg.Providers[DemoProvider]
-		if p == nil || p.BaseURL != "http://127.0.0.1:4567/v1" || !slices.Equal(p.Models, []string{"echo", "slow"}) || p.Type != "openai" {
-			t.Errorf("demo = %+v", p)
+		if want := []string{"alpha", "beta", "gamma", "arbiter"}; !slices.Equal(p.Models, want) {
+			t.Errorf("models = %q, want %q", p.Models, want)
 		}
-		if !cfg.Demo || !strings.Contains(p.Origin, "demo") {
-			t.Errorf("Demo %v, origin %q", cfg.Demo, p.Origin)
+		if len(cfg.Warnings) != 0 {
+			t.Errorf("warnings = %q", cfg.Warnings)
+		}
+		if err := cfg.ServeDemo("http://127.0.0.1:4567/v1"); err != nil {
+			t.Fatalf("ServeDemo: %v", err)
+		}
+		if p.Type != "openai" || p.BaseURL != "http://127.0.0.1:4567/v1" || !p.Demo {
+			t.Errorf("served fake = %+v", p)
+		}
+	})
+	t.Run("a demo provider named openai takes nothing from OPENAI_API_KEY", func(t *testing.T) {
+		cfg := mustParse(t, "providers:\n  openai: {type: demo, models: [x]}\n", map[string]string{"OPENAI_API_KEY": "sk-env"})
+		if p := cfg.Providers["openai"]; p.APIKey != "" || p.BaseURL != "" || !slices.Equal(p.Models, []string{"x"}) {
+			t.Errorf("openai = %+v", p)
+		}
+	})
+	t.Run("a demo provider takes no base_url or api_key", func(t *testing.T) {
+		ps := problemsOf(t, "providers:\n  d: {type: demo, base_url: \"http://h/v1\", api_key: k}\n", nil)
+		want := Problems{
+			"providers.d.base_url: is not set for a demo provider: it is served in process",
+			"providers.d.api_key: is not set for a demo provider: it needs no key",
+		}
+		if !slices.Equal(ps, want) {
+			t.Errorf("problems = %q, want %q", ps, want)
+		}
+	})
+
+	// Before, serve --demo -c mine.yaml said "demo/alpha" names the
+	// unknown provider "demo": the demo was added after validation.
+	t.Run("WithDemo: the file may name demo/alpha", func(t *testing.T) {
+		file := "consortia:\n  mine:\n    members: [{model: demo/alpha}, {model: demo/gamma}]\n    arbiter: {model: demo/arbiter}\n"
+		if _, err := Parse([]byte(file), noEnv); err == nil || !strings.Contains(err.Error(), `names the unknown provider "demo"`) {
+			t.Errorf("without the demo: %v", err)
+		}
+		cfg, err := Parse([]byte("providers:\n  openai: {api_key: k}\n"+file), noEnv, WithDemo())
+		if err != nil {
+			t.Fatalf("Parse WithDemo: %v", err)
 		}
 		if want := []string{"openai", "demo"}; !slices.Equal(cfg.ProviderOrder, want) {
 			t.Errorf("ProviderOrder = %v, want %v", cfg.ProviderOrder, want)
 		}
-	})
-	t.Run("the name is taken", func(t *testing.T) {
-		cfg := mustParse(t, "providers:\n  demo: {base_url: \"http://h/v1\"}\n", nil)
-		err := cfg.AddDemo("http://127.0.0.1:1/v1", nil)
-		var ps Problems
-		if !errors.As(err, &ps) || len(ps) != 1 || !strings.HasPrefix(ps[0], "providers.demo: ") {
-			t.Errorf("AddDemo = %v", err)
+		if want := []string{"demo", "mine"}; !slices.Equal(cfg.ConsortiumOrder, want) {
+			t.Errorf("ConsortiumOrder = %v, want %v", cfg.ConsortiumOrder, want)
+		}
+		p := cfg.Providers[DemoProvider]
+		if !p.Demo || !cfg.Demo || !strings.Contains(p.Origin, "--demo") {
+			t.Errorf("demo = %+v", p)
+		}
+		c := cfg.Consortia[DemoConsortium]
+		if len(c.Members) != 3 || c.Arbiter.Model != "demo/arbiter" || c.MaxIterations != 2 || !strings.HasPrefix(c.Description, "demo: ") {
+			t.Errorf("demo consortium = %+v", c)
 		}
 	})
-	t.Run("a bad base URL is reported", func(t *testing.T) {
-		cfg := mustParse(t, "", nil)
-		if err := cfg.AddDemo("", nil); err == nil || !strings.Contains(err.Error(), "providers.demo.base_url") {
-			t.Errorf("AddDemo = %v", err)
+	t.Run("WithDemo keeps the file's own demo provider", func(t *testing.T) {
+		cfg, err := Parse([]byte("providers:\n  demo: {type: demo, models: [a]}\n"), noEnv, WithDemo())
+		if err != nil || !slices.Equal(cfg.Providers["demo"].Models, []string{"a"}) {
+			t.Errorf("Parse = %+v, %v", cfg, err)
+		}
+	})
+	t.Run("WithDemo: the names are taken", func(t *testing.T) {
+		_, err := Parse([]byte("providers:\n  demo: {base_url: \"http://h/v1\"}\nconsortia:\n  demo: {members: [{model: demo/a}], arbiter: {model: demo/a}}\n"), noEnv, WithDemo())
+		var ps Problems
+		if !errors.As(err, &ps) || len(ps) != 2 || !strings.HasPrefix(ps[0], "providers.demo: ") || !strings.HasPrefix(ps[1], "consortia.demo: ") {
+			t.Errorf("Parse = %v", err)
 		}
 	})
 }

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 )
 
@@ -29,6 +31,9 @@ func addEnvProviders(cfg *Config, env Lookup) {
 		value, ok := env(e.variable)
 		value = strings.TrimSpace(value)
 		if p := cfg.Providers[e.name]; p != nil {
+			if p.Demo {
+				continue // the demo needs neither a key nor a URL
+			}
 			if !cfg.present["providers."+e.name+".base_url"] {
 				p.BaseURL = e.baseURL
 				if !e.keyed && ok && value != "" {
@@ -88,47 +93,136 @@ func ollamaURL(host string) string {
 	return host
 }
 
-// DemoProvider is the name of the provider --demo adds.
-const DemoProvider = "demo"
+// TypeDemo is the provider type of the built-in demo: an OpenAI-compatible
+// server that the binary starts in process, with canned answers at a real
+// model's pace, so that a consortium can be designed and tried with no
+// keys and no network. It needs no base_url or api_key.
+const TypeDemo = "demo"
 
-// AddDemo adds the built-in demo provider, served in process at baseURL
-// with the given model names. It is an error for the file to name a
-// provider "demo" too.
-func (c *Config) AddDemo(baseURL string, models []string) error {
-	if _, ok := c.Providers[DemoProvider]; ok {
-		return Problems{"providers.demo: the name demo is taken by --demo; rename this provider or run without --demo"}
-	}
-	p := providerDefaults()
-	p.BaseURL = baseURL
-	p.Models = models
-	p.Origin = "--demo (built in, in process)"
-	c.Providers[DemoProvider] = &p
-	c.ProviderOrder = append(c.ProviderOrder, DemoProvider)
+// DemoProvider and DemoConsortium are the names of what --demo adds.
+const (
+	DemoProvider   = "demo"
+	DemoConsortium = "demo"
+)
+
+// DemoArbiter is the demo model that answers in the arbiter's tags; it
+// must be the name upstream/upstreamtest's demo responder gives it.
+const DemoArbiter = "arbiter"
+
+// DemoMembers are the demo models that answer as members or plain models
+// (any name is answered; these are the ones listed).
+var DemoMembers = []string{"alpha", "beta", "gamma"}
+
+// demoDefaults fills what a demo provider leaves out: its models.
+func (c *Config) demoDefaults(name string, p *Provider) {
+	p.Demo = true
 	c.Demo = true
-	return c.Validate()
+	if !c.present["providers."+name+".models"] {
+		p.Models = append(slices.Clone(DemoMembers), DemoArbiter)
+	}
 }
 
-// DemoConsortium is the name of the consortium --demo adds.
-const DemoConsortium = "demo"
-
-// AddDemoConsortium adds the demo consortium over the demo provider: the
-// given demo models as members and arbiter as its arbiter, with up to two
-// rounds so that a run shows an iteration. Call it after AddDemo. It is an
-// error for the file to name a consortium "demo" too.
-func (c *Config) AddDemoConsortium(members []string, arbiter string) error {
+// addDemo adds what --demo adds: the provider "demo" (unless the file has
+// a demo provider of that name) and the consortium "demo" over it, with
+// up to two rounds so that a run shows an iteration. A file that took
+// either name for something else gets a problem.
+func (c *Config) addDemo() Problems {
+	var problems Problems
+	if p, ok := c.Providers[DemoProvider]; ok && !p.Demo {
+		problems = append(problems, "providers.demo: the name demo is taken by --demo; rename this provider, make it type: demo, or run without --demo")
+	} else if !ok {
+		p := providerDefaults()
+		p.Type = TypeDemo
+		p.Origin = "--demo (built in, in process)"
+		c.demoDefaults(DemoProvider, &p)
+		c.Providers[DemoProvider] = &p
+		c.ProviderOrder = append(c.ProviderOrder, DemoProvider)
+	}
 	if _, ok := c.Consortia[DemoConsortium]; ok {
-		return Problems{"consortia.demo: the name demo is taken by --demo; rename this consortium or run without --demo"}
+		return append(problems, "consortia.demo: the name demo is taken by --demo; rename this consortium or run without --demo")
 	}
 	k := consortiumDefaults()
 	k.Description = "demo: demo models answering, a demo arbiter synthesizing (canned text, no real model)"
 	k.MaxIterations = 2
-	for _, m := range members {
+	for _, m := range DemoMembers {
 		member := memberDefaults()
 		member.Model = DemoProvider + "/" + m
 		k.Members = append(k.Members, member)
 	}
-	k.Arbiter.Model = DemoProvider + "/" + arbiter
+	k.Arbiter.Model = DemoProvider + "/" + DemoArbiter
 	c.Consortia[DemoConsortium] = &k
 	c.ConsortiumOrder = append([]string{DemoConsortium}, c.ConsortiumOrder...)
+	return problems
+}
+
+// ServeDemo points every demo provider at the in-process demo server at
+// baseURL. From then on each is what it is at run time, an
+// OpenAI-compatible provider (Type openai), and its Demo field says that
+// it is the demo. It returns the Validate of the result.
+func (c *Config) ServeDemo(baseURL string) error {
+	for _, p := range c.Providers {
+		if p.Demo {
+			p.Type, p.BaseURL, p.APIKey = "openai", baseURL, ""
+		}
+	}
 	return c.Validate()
+}
+
+// warnings lists what a valid configuration holds that is likely a
+// mistake: no provider at all, a provider without the key its API needs,
+// and client keys left as config.example.yaml has them.
+func (c *Config) warnings() []string {
+	var out []string
+	if len(c.Providers) == 0 {
+		out = append(out, "providers: none configured, so no model can answer: set OPENAI_API_KEY (or another provider variable), add providers to the file, or run with --demo")
+	}
+	for _, name := range c.ProviderOrder {
+		p := c.Providers[name]
+		if p.APIKey != "" || p.Demo || !c.needsKey(name, p) {
+			continue
+		}
+		path := "providers." + name + ".api_key"
+		why := "is empty, so the provider will refuse every call"
+		if vars := c.unset[path]; len(vars) > 0 {
+			why = fmt.Sprintf("is empty (%s not set), so the provider will refuse every call", strings.Join(vars, ", "))
+		} else if e := envProviderNamed(name); e != nil && e.keyed && !c.present[path] {
+			why = fmt.Sprintf("is empty (%s not set), so the provider will refuse every call", e.variable)
+		}
+		out = append(out, path+": "+why)
+	}
+	for i, k := range c.Auth.Keys {
+		if strings.HasPrefix(k.Key, exampleKeyPrefix) {
+			out = append(out, fmt.Sprintf("auth.keys[%d].key: is the example's placeholder %q, which anyone who read config.example.yaml knows: set a secret of your own", i, k.Key))
+		}
+	}
+	return out
+}
+
+// exampleKeyPrefix begins every client key config.example.yaml gives.
+const exampleKeyPrefix = "change-me"
+
+// needsKey reports whether a provider's API refuses calls without a key:
+// an Anthropic provider, one at a hosted API the environment variables
+// know, or one whose api_key was written as a ${VAR} (its author meant a
+// key).
+func (c *Config) needsKey(name string, p *Provider) bool {
+	if p.Type == "anthropic" || len(c.unset["providers."+name+".api_key"]) > 0 {
+		return true
+	}
+	for _, e := range envProviders {
+		if e.keyed && strings.TrimRight(p.BaseURL, "/") == e.baseURL {
+			return true
+		}
+	}
+	return false
+}
+
+// envProviderNamed returns the well-known provider of that name, or nil.
+func envProviderNamed(name string) *envProvider {
+	for i := range envProviders {
+		if envProviders[i].name == name {
+			return &envProviders[i]
+		}
+	}
+	return nil
 }

@@ -37,10 +37,24 @@ func TestExampleConfig(t *testing.T) {
 		vars["OLLAMA_HOST"] = "127.0.0.1:11434"
 	}
 
+	// The demo provider the file shows commented out loads too, once
+	// uncommented.
+	demo := regexp.MustCompile(`(?m)^  # (playground:\n)  # (  type: demo\n)  # (  models: .*\n)`)
+	if !demo.Match(data) {
+		t.Errorf("%s has no commented-out demo provider playground", exampleFile)
+	} else if cfg, err := Parse(demo.ReplaceAll(data, []byte("  $1  $2  $3")), env(vars)); err != nil {
+		t.Errorf("with the demo provider uncommented: %v", err)
+	} else if p := cfg.Providers["playground"]; p == nil || !p.Demo {
+		t.Errorf("playground = %+v", p)
+	}
+
 	cfg, err := Load(exampleFile, env(vars))
 	if err == nil {
 		if cfg.Source != exampleFile {
 			t.Errorf("Source = %q", cfg.Source)
+		}
+		if cfg.Log != (Log{Level: "info", Format: "text"}) || cfg.Providers["openai"].MaxResponse != 32<<20 {
+			t.Errorf("log %+v, openai max_response %d", cfg.Log, cfg.Providers["openai"].MaxResponse)
 		}
 		return
 	}
@@ -57,7 +71,7 @@ func TestExampleConfig(t *testing.T) {
 	}
 
 	// The structure must decode whatever is refused.
-	if cfg, problems := decode(data, env(vars)); cfg == nil || len(problems) > 0 {
+	if cfg, problems, _ := decode(data, env(vars)); cfg == nil || len(problems) > 0 {
 		t.Errorf("decode: %v", problems)
 	}
 }

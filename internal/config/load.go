@@ -1,13 +1,14 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"iter"
 	"os"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,6 +30,27 @@ func (p Problems) Error() string {
 // tests.
 type Lookup func(name string) (string, bool)
 
+// An Option changes how Load and Parse read a configuration.
+type Option func(*options)
+
+type options struct {
+	demo        bool
+	checkPrompt func(string) error
+}
+
+// WithDemo adds what --demo adds, before validation so that the file may
+// name demo/alpha: a provider "demo" of type demo (unless the file has
+// one) and a consortium "demo" over it.
+func WithDemo() Option { return func(o *options) { o.demo = true } }
+
+// WithPromptCheck makes Validate check every arbiter prompt with check
+// (consortia.CheckPrompt, which this package may not import): a template
+// that does not parse or names a field the engine lacks is a problem with
+// its key path.
+func WithPromptCheck(check func(text string) error) Option {
+	return func(o *options) { o.checkPrompt = check }
+}
+
 // Path picks the configuration file as the command line describes: the -c
 // flag, else $CONSORTIUM_CONFIG, else ./consortium.yaml if it exists, else
 // "" for the built-in defaults.
@@ -48,8 +70,8 @@ func Path(flag string, env Lookup) string {
 // Load reads the file at path ("" for the built-in defaults), expands
 // ${VAR} references, merges the providers the environment names, and
 // validates the result. On error the Config is nil and the error is
-// Problems (or a read error).
-func Load(path string, env Lookup) (*Config, error) {
+// Problems (or a read error). A YAML syntax error names the file and line.
+func Load(path string, env Lookup, opts ...Option) (*Config, error) {
 	var data []byte
 	if path != "" {
 		var err error
@@ -58,7 +80,7 @@ func Load(path string, env Lookup) (*Config, error) {
 			return nil, err
 		}
 	}
-	cfg, err := Parse(data, env)
+	cfg, err := parse(data, env, path, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -72,219 +94,240 @@ func Load(path string, env Lookup) (*Config, error) {
 // defaults), merges environment providers and validates it. Every problem
 // is reported at once: the file's unknown keys and wrong types along with
 // what Validate finds in the rest.
-func Parse(data []byte, env Lookup) (*Config, error) {
-	cfg, problems := decode(data, env)
+func Parse(data []byte, env Lookup, opts ...Option) (*Config, error) {
+	return parse(data, env, "", opts)
+}
+
+func parse(data []byte, env Lookup, name string, opts []Option) (*Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg, problems, bad := decode(data, env)
 	if cfg == nil {
+		if name != "" {
+			// yaml says "yaml: line 3: ..."; an editor jumps to "file:3: ...".
+			problems[0] = syntaxLine.ReplaceAllString(problems[0], name+":$1: ")
+		}
 		return nil, problems
 	}
+	cfg.checkPrompt = o.checkPrompt
 	addEnvProviders(cfg, env)
+	if o.demo {
+		problems = append(problems, cfg.addDemo()...)
+	}
 	var invalid Problems
 	if errors.As(cfg.Validate(), &invalid) {
-		problems = append(problems, invalid...)
+		// A value that could not be decoded was reported as such; what
+		// Validate says of the default left in its place would only
+		// confuse.
+		for _, p := range invalid {
+			if !below(p, bad) {
+				problems = append(problems, p)
+			}
+		}
 	}
 	if len(problems) > 0 {
-		// The root decode and the per-element decodes see the same nodes,
-		// so one bad value would otherwise be reported more than once.
-		return nil, dedupe(problems)
+		return nil, problems
 	}
+	cfg.Warnings = append(cfg.Warnings, cfg.warnings()...)
 	return cfg, nil
 }
 
+var syntaxLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// below reports whether problem's key path is one of paths or lies below
+// one of them.
+func below(problem string, paths map[string]bool) bool {
+	p, _, _ := strings.Cut(problem, ": ")
+	for {
+		if paths[p] {
+			return true
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			return false
+		}
+		p = p[:i]
+	}
+}
+
 // decode turns YAML into a Config with defaults for every omitted key, and
-// lists the problems it found. Keys with problems are left out, so the
-// Config holds the rest of the file; it is nil when not even that could be
-// read (a syntax error, or a file that is not a mapping).
-func decode(data []byte, env Lookup) (*Config, Problems) {
+// lists the problems it found, and the key paths of the values that could
+// not be decoded. Such a value keeps its default, so the Config holds the
+// rest of the file; it is nil only for a syntax error.
+//
+// yaml.v3 does most of the work: Decode finds values of the wrong shape or
+// type (time.Duration included) and ByteSize.UnmarshalYAML bad sizes, each
+// going on past the first, and null means "keep the default". What it
+// cannot do is done by one walk over the node tree, beside the Go types:
+// ${VAR} expansion before the types are read, unknown keys with their
+// paths and suggestions (yaml's KnownFields is not available to
+// Node.Decode, and gives only a line), the position of every key path (to
+// put paths on yaml's line-numbered errors), the keys present (so that an
+// omitted key means its default and an unbuilt key is refused), and a
+// float given for an integer (which yaml truncates without a word).
+func decode(data []byte, env Lookup) (*Config, Problems, map[string]bool) {
 	cfg := Defaults()
-	cfg.present = map[string]bool{}
+	cfg.present, cfg.unset = map[string]bool{}, map[string][]string{}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Problems{"yaml: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, Problems{err.Error()}, nil
 	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return cfg, nil // an empty file
+	if len(doc.Content) == 0 || doc.Content[0].ShortTag() == "!!null" {
+		return cfg, nil, nil // an empty file
 	}
 	root := doc.Content[0]
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return cfg, nil
-	}
-	w := walker{env: env, present: cfg.present, lines: map[int]string{}}
-	if !w.walk(root, reflect.TypeFor[Config](), "") {
-		return nil, w.problems
-	}
-	problems := w.problems
-	decodeInto := func(n *yaml.Node, v any) {
-		if err := n.Decode(v); err != nil {
-			problems = append(problems, w.explain(err)...)
-		}
-	}
-	decodeInto(root, cfg)
+	d := &decoder{env: env, cfg: cfg, bad: map[string]bool{}}
+	d.walk(root, reflect.TypeFor[Config](), "")
+	d.decode(root, cfg)
 
 	// Maps and lists of structs are decoded again element by element on top
 	// of their defaults, since yaml fills a new element from zero values.
+	// (An UnmarshalYAML that starts from the defaults would not do: yaml
+	// drops a whole element for one bad value in it, and that would hide
+	// the element's other problems.)
 	cfg.Providers = map[string]*Provider{}
 	cfg.Consortia = map[string]*Consortium{}
 	for name, n := range pairs(field(root, "providers")) {
 		p := providerDefaults()
-		decodeInto(n, &p)
+		d.decode(n, &p)
 		p.Origin = "config file"
+		if p.Type == TypeDemo {
+			cfg.demoDefaults(name, &p)
+		}
 		cfg.Providers[name] = &p
 		cfg.ProviderOrder = append(cfg.ProviderOrder, name)
 	}
 	for name, n := range pairs(field(root, "consortia")) {
 		c := consortiumDefaults()
-		decodeInto(n, &c)
+		d.decode(n, &c)
 		if members := field(n, "members"); members != nil && members.Kind == yaml.SequenceNode {
 			c.Members = make([]Member, len(members.Content))
 			for i, mn := range members.Content {
 				m := memberDefaults()
-				decodeInto(mn, &m)
+				d.decode(mn, &m)
 				c.Members[i] = m
 			}
 		}
 		cfg.Consortia[name] = &c
 		cfg.ConsortiumOrder = append(cfg.ConsortiumOrder, name)
 	}
-	return cfg, problems
+	return cfg, d.sorted(), d.bad
 }
 
-// dedupe drops repeated problems, keeping the first of each.
-func dedupe(problems Problems) Problems {
-	seen := map[string]bool{}
-	out := problems[:0]
-	for _, p := range problems {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
+// decoder holds what one decode found.
+type decoder struct {
+	env      Lookup
+	cfg      *Config
+	nodes    []located // every key and value, to name the path of a line
+	problems []problem
+	bad      map[string]bool // paths of values that could not be decoded
+}
+
+// located is a node of the file with its key path.
+type located struct {
+	node *yaml.Node
+	path string
+	key  bool // the key of a mapping pair, not its value
+}
+
+// problem is a problem of the file, kept with its position so that the
+// problems of several passes come out in file order.
+type problem struct {
+	line, column int
+	text         string
+}
+
+func (d *decoder) add(n *yaml.Node, path, msg string) {
+	d.problems = append(d.problems, problem{n.Line, n.Column, orRoot(path) + ": " + msg})
+}
+
+// sorted returns the problems in file order, each once: the root decode
+// and the per-element decodes see the same nodes.
+func (d *decoder) sorted() Problems {
+	slices.SortStableFunc(d.problems, func(a, b problem) int {
+		return cmp.Or(cmp.Compare(a.line, b.line), cmp.Compare(a.column, b.column))
+	})
+	var out Problems
+	for _, p := range d.problems {
+		if !slices.Contains(out, p.text) {
+			out = append(out, p.text)
 		}
 	}
 	return out
 }
 
-// walker checks a YAML tree against the Go type it will decode into before
-// anything is decoded: unknown keys and values of the wrong shape are
-// reported with their path and removed (so that the rest decodes and is
-// validated), null values are dropped (so they mean "the default"), ${VAR}
-// references are expanded, and the keys present are recorded.
-type walker struct {
-	env      Lookup
-	present  map[string]bool
-	lines    map[int]string // line of a value → its key path, to explain decode errors
-	problems Problems
-}
-
-// walk returns false when n cannot be decoded into t; the caller then drops
-// it, and its default applies.
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
-	for t.Kind() == reflect.Pointer {
+// walk expands the scalars below n, which decodes into t (nil when the
+// Go side is free-form), records the keys present and the position of
+// every node, and reports floats given for integers.
+func (d *decoder) walk(n *yaml.Node, t reflect.Type, path string) {
+	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	w.lines[n.Line] = path
-	switch t.Kind() {
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			w.problems = append(w.problems, fmt.Sprintf("%s: expected a mapping, got %s", orRoot(path), kindName(n)))
-			return false
-		}
-		w.dropNulls(n)
-		fields := yamlFields(t)
-		kept := n.Content[:0]
+	d.nodes = append(d.nodes, located{node: n, path: path})
+	switch n.Kind {
+	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := n.Content[i].Value, n.Content[i+1]
-			p := join(path, key)
-			f, ok := fields[key]
-			if !ok {
-				w.problems = append(w.problems, fmt.Sprintf("%s: unknown key%s", p, suggest(key, fields)))
-				continue
-			}
-			if w.walk(val, f.Type, p) {
-				w.present[p] = true
-				kept = append(kept, n.Content[i], val)
-			}
-		}
-		n.Content = kept
-		return true
-	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			w.problems = append(w.problems, fmt.Sprintf("%s: expected a mapping, got %s", orRoot(path), kindName(n)))
-			return false
-		}
-		if elem := t.Elem(); elem.Kind() == reflect.Struct || elem.Kind() == reflect.Pointer && elem.Elem().Kind() == reflect.Struct {
-			// `providers: {ollama: }` names a provider with every default; dropping
-			// it would accept the key and silently ignore it.
-			for i := 1; i < len(n.Content); i += 2 {
-				if v := n.Content[i]; v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-					v.Kind, v.Tag, v.Value = yaml.MappingNode, "!!map", ""
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			d.nodes = append(d.nodes, located{node: k, path: p, key: true})
+			var vt reflect.Type
+			if t != nil && t.Kind() == reflect.Struct {
+				// What yaml's KnownFields does, with the key's path.
+				f, ok := yamlFields(t)[k.Value]
+				if !ok {
+					d.add(k, p, "unknown key"+suggest(k.Value, t))
+					continue
 				}
+				vt = f.Type
+			} else if t != nil && t.Kind() == reflect.Map {
+				vt = t.Elem()
+			}
+			d.walk(v, vt, p)
+			if v.ShortTag() != "!!null" {
+				d.cfg.present[p] = true
 			}
 		}
-		w.dropNulls(n)
-		kept := n.Content[:0]
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			p := join(path, n.Content[i].Value)
-			if w.walk(n.Content[i+1], t.Elem(), p) {
-				w.present[p] = true
-				kept = append(kept, n.Content[i], n.Content[i+1])
-			}
+	case yaml.SequenceNode:
+		var et reflect.Type
+		if t != nil && t.Kind() == reflect.Slice {
+			et = t.Elem()
 		}
-		n.Content = kept
-		return true
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			w.problems = append(w.problems, fmt.Sprintf("%s: expected a list, got %s", orRoot(path), kindName(n)))
-			return false
-		}
-		// A bad element drops the whole list rather than shifting the
-		// indices of the elements after it.
-		ok := true
 		for i, c := range n.Content {
-			ok = w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)) && ok
+			d.walk(c, et, fmt.Sprintf("%s[%d]", path, i))
 		}
-		return ok
-	case reflect.Interface:
-		w.expandAll(n)
-		return true
-	}
-	if n.Kind != yaml.ScalarNode {
-		w.problems = append(w.problems, fmt.Sprintf("%s: expected a single value, got %s", path, kindName(n)))
-		return false
-	}
-	w.expand(n)
-	switch {
-	case n.ShortTag() == "!!null":
-		// a variable that expanded to nothing: the default
-	case t == reflect.TypeFor[ByteSize]():
-		// yaml reports a TextUnmarshaler's error without a line, so the size
-		// is checked here, where its path is known.
-		if _, err := ParseByteSize(n.Value); err != nil {
-			w.problems = append(w.problems, path+": "+err.Error())
-			return false
+	case yaml.ScalarNode:
+		if t != nil && (t.Kind() == reflect.Struct || t.Kind() == reflect.Map || t.Kind() == reflect.Slice) {
+			return // a scalar where a section belongs stays as written, for its message
 		}
-	case t.Kind() == reflect.Int && n.ShortTag() == "!!float":
-		// yaml would truncate count: 1.5 to 1 without a word.
-		w.problems = append(w.problems, fmt.Sprintf("%s: expected an integer, got %q", path, n.Value))
-		return false
+		d.expand(n, path)
+		if t != nil && t.Kind() == reflect.Int && n.ShortTag() == "!!float" {
+			d.add(n, path, fmt.Sprintf("expected an integer, got %q", n.Value))
+			d.bad[path] = true
+		}
 	}
-	return true
 }
 
 // expand replaces ${VAR} and ${VAR:-default} in a scalar. The node stays a
 // scalar whatever the value holds, so a variable can never change the
 // file's structure; a value that was written quoted stays a string.
-func (w *walker) expand(n *yaml.Node) {
+func (d *decoder) expand(n *yaml.Node, path string) {
 	if !strings.Contains(n.Value, "${") {
 		return
 	}
+	var unset []string
 	n.Value = varRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 		m := varRef.FindStringSubmatch(ref)
-		if v, ok := w.env(m[1]); ok && v != "" {
+		if v, ok := d.env(m[1]); ok && v != "" {
 			return v
 		}
+		unset = append(unset, m[1])
 		return m[3] // the default, or "" as a shell would; Validate reports an empty required value
 	})
+	if n.Value == "" && len(unset) > 0 {
+		d.cfg.unset[path] = unset
+	}
 	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle|yaml.TaggedStyle) != 0 {
 		n.Tag = "!!str"
 		return
@@ -294,73 +337,103 @@ func (w *walker) expand(n *yaml.Node) {
 	n.Tag = ""
 }
 
-// expandAll expands every scalar below n (free-form values such as params).
-func (w *walker) expandAll(n *yaml.Node) {
-	if n.Kind == yaml.ScalarNode {
-		w.expand(n)
-		return
-	}
-	for _, c := range n.Content {
-		w.expandAll(c)
-	}
-}
-
 var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-// dropNulls removes key: null pairs from a mapping, so an empty value means
-// the default rather than the zero value.
-func (w *walker) dropNulls(n *yaml.Node) {
-	kept := n.Content[:0]
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		v := n.Content[i+1]
-		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-			continue
-		}
-		kept = append(kept, n.Content[i], v)
-	}
-	n.Content = kept
-}
-
-// explain rewrites yaml's "line N: ..." decode errors with key paths.
-func (w *walker) explain(err error) []string {
+// decode decodes n into v, turning yaml's errors into problems with key
+// paths.
+func (d *decoder) decode(n *yaml.Node, v any) {
+	err := n.Decode(v)
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return []string{err.Error()}
-	}
-	out := make([]string, 0, len(te.Errors))
-	for _, e := range te.Errors {
-		rest, ok := strings.CutPrefix(e, "line ")
-		if num, msg, found := strings.Cut(rest, ": "); ok && found {
-			if line, err := strconv.Atoi(num); err == nil {
-				if p := w.lines[line]; p != "" {
-					out = append(out, p+": "+simplify(msg))
-					continue
-				}
-			}
+		if err != nil {
+			d.add(n, "", err.Error())
 		}
-		out = append(out, e)
+		return
 	}
-	return out
+	for _, e := range te.Errors {
+		d.explain(e)
+	}
 }
 
-// simplify turns "cannot unmarshal !!str `abc` into int" into "expected an
-// integer, got \"abc\"".
-func simplify(msg string) string {
-	m := unmarshalMsg.FindStringSubmatch(msg)
+var (
+	typeError = regexp.MustCompile(`(?s)^line (\d+)(?: column (\d+))?: (.*)$`)
+	// yaml.v3's own words for a value of the wrong type; it cuts values
+	// longer than ten bytes to seven and "...".
+	unmarshalMsg = regexp.MustCompile("(?s)^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (\\S+)$")
+	duplicateKey = regexp.MustCompile(`^mapping key "(.*)" already defined`)
+)
+
+// explain turns one of yaml's "line N: ..." errors into a problem with a
+// key path, found from the line (and column, which ByteSize gives), and
+// for a wrong type, from the value yaml names.
+func (d *decoder) explain(e string) {
+	m := typeError.FindStringSubmatch(e)
 	if m == nil {
-		return msg
+		d.problems = append(d.problems, problem{text: e})
+		return
 	}
-	want := map[string]string{
-		"int": "an integer", "int64": "an integer", "float64": "a number", "bool": "true or false",
-		"time.Duration": "a duration such as 30s or 2m", "string": "a string",
-	}[m[2]]
-	if want == "" {
-		want = m[2]
+	line, _ := strconv.Atoi(m[1])
+	column, _ := strconv.Atoi(m[2])
+	msg := m[3]
+	um := unmarshalMsg.FindStringSubmatch(msg)
+	dk := duplicateKey.FindStringSubmatch(msg)
+	at := func(l located) bool {
+		n := l.node
+		if n.Line != line || column != 0 && n.Column != column {
+			return false
+		}
+		switch {
+		case dk != nil:
+			return l.key && n.Value == dk[1]
+		case um == nil:
+			return !l.key
+		case um[1] == "!!map":
+			return !l.key && n.Kind == yaml.MappingNode
+		case um[1] == "!!seq":
+			return !l.key && n.Kind == yaml.SequenceNode
+		}
+		cut, shortened := strings.CutSuffix(um[2], "...")
+		return !l.key && n.Kind == yaml.ScalarNode && (n.Value == um[2] || shortened && len(um[2]) == 10 && strings.HasPrefix(n.Value, cut))
 	}
-	return fmt.Sprintf("expected %s, got %q", want, m[1])
+	// Several nodes begin on a line (a section and its first key, a flow
+	// mapping and its values): the one yaml means is the deepest, which
+	// the walk met last.
+	i := len(d.nodes) - 1
+	for i >= 0 && !at(d.nodes[i]) {
+		i--
+	}
+	if i < 0 {
+		d.problems = append(d.problems, problem{line: line, column: column, text: e})
+		return
+	}
+	l := d.nodes[i]
+	if dk == nil {
+		d.bad[l.path] = true
+	}
+	if um != nil {
+		msg = fmt.Sprintf("expected %s, got %s", want(um[3], l.node), kindName(l.node))
+	}
+	d.add(l.node, l.path, msg)
 }
 
-var unmarshalMsg = regexp.MustCompile("(?s)cannot unmarshal !!\\w+ `(.*)` into (\\S+)")
+// want says in words what a Go type takes.
+func want(goType string, got *yaml.Node) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "config.") && goType != "config.ByteSize":
+		return "a mapping"
+	case got.Kind != yaml.ScalarNode:
+		return "a single value"
+	}
+	if w, ok := map[string]string{
+		"int": "an integer", "int64": "an integer", "float64": "a number", "bool": "true or false",
+		"time.Duration": "a duration such as 30s or 2m",
+	}[goType]; ok {
+		return w
+	}
+	return goType
+}
 
 // yamlFields maps a struct's yaml keys to its fields.
 func yamlFields(t reflect.Type) map[string]reflect.StructField {
@@ -376,13 +449,16 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 	return fields
 }
 
-// suggest names a known key close to an unknown one.
-func suggest(key string, fields map[string]reflect.StructField) string {
+// suggest names a known key of t close to an unknown one.
+func suggest(key string, t reflect.Type) string {
+	if t == nil {
+		return ""
+	}
 	var names []string
-	for name := range fields {
+	for name := range yamlFields(t) {
 		names = append(names, name)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	best, bestDist := "", 3 // only names at most 2 edits away are suggested
 	for _, name := range names {
 		if d := distance(key, name); d < bestDist {

@@ -2,10 +2,11 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
-	"text/template"
 )
 
 // Validate returns every problem in c, each with its key path, as Problems;
@@ -19,6 +20,10 @@ func (c *Config) Validate() error {
 	}
 	v.check(c.MaxBody > 0, "max_body", "must be more than 0")
 	v.check(c.ShutdownTimeout >= 0, "shutdown_timeout", "must not be negative")
+	if _, ok := LogLevel(c.Log.Level); !ok {
+		v.problem("log.level", fmt.Sprintf("%q is not debug, info, warn or error", c.Log.Level))
+	}
+	v.check(slices.Contains(LogFormats, c.Log.Format), "log.format", fmt.Sprintf("%q is not text or json", c.Log.Format))
 
 	names, keys := map[string]bool{}, map[string]bool{}
 	for i, k := range c.Auth.Keys {
@@ -63,12 +68,19 @@ func (c *Config) validateProvider(v *validator, name string, p *Provider) {
 	v.check(name != "" && !strings.ContainsAny(name, "/ "), path, "a provider name must not be empty or hold a slash or space")
 	switch p.Type {
 	case "openai", "anthropic":
+	case TypeDemo:
+		// The binary serves it in process (ServeDemo sets its URL).
+		v.check(!c.present[path+".base_url"], path+".base_url", "is not set for a demo provider: it is served in process")
+		v.check(!c.present[path+".api_key"], path+".api_key", "is not set for a demo provider: it needs no key")
 	default:
-		v.problem(path+".type", fmt.Sprintf("%q is not openai or anthropic", p.Type))
+		v.problem(path+".type", fmt.Sprintf("%q is not openai, anthropic or demo", p.Type))
 	}
-	if p.BaseURL == "" {
+	switch {
+	case p.Type == TypeDemo:
+		// served in process: no base_url
+	case p.BaseURL == "":
 		v.problem(path+".base_url", "is required for a provider that is not well known (openai, anthropic, openrouter, gemini, ollama)")
-	} else {
+	default:
 		u, err := url.Parse(p.BaseURL)
 		v.check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", path+".base_url",
 			fmt.Sprintf("%q is not an http:// or https:// URL", p.BaseURL))
@@ -85,6 +97,7 @@ func (c *Config) validateProvider(v *validator, name string, p *Provider) {
 	v.check(p.MaxConcurrency >= 0, path+".max_concurrency", "must not be negative")
 	v.check(p.Breaker.Failures > 0, path+".breaker.failures", "must be at least 1")
 	v.check(p.Breaker.Cooldown > 0, path+".breaker.cooldown", "must be more than 0")
+	v.check(p.MaxResponse > 0, path+".max_response", "must be more than 0")
 	for i, m := range p.Models {
 		v.check(strings.TrimSpace(m) != "", fmt.Sprintf("%s.models[%d]", path, i), "is empty")
 	}
@@ -100,8 +113,12 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 			v.problem(path, fmt.Sprintf("the name begins with the provider %q and a slash, so it would hide that provider's models", prov))
 		}
 	}
-	v.check(k.Strategy == "synthesize", path+".strategy", fmt.Sprintf("%q is not a known strategy (synthesize)", k.Strategy))
-	v.check(len(k.Members) > 0, path+".members", "a consortium needs at least one member")
+	v.check(slices.Contains(strategies, k.Strategy), path+".strategy",
+		fmt.Sprintf("%q is not a known strategy (%s)", k.Strategy, strings.Join(strategies, ", ")))
+	// What the other strategies need is checked once they are built;
+	// until then their keys are refused (unbuilt).
+	synthesize := k.Strategy == "synthesize"
+	v.check(len(k.Members) > 0 || !synthesize, path+".members", "a consortium needs at least one member")
 	for i, m := range k.Members {
 		mp := fmt.Sprintf("%s.members[%d]", path, i)
 		c.checkRef(v, mp+".model", m.Model)
@@ -112,15 +129,15 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 			c.checkRef(v, fmt.Sprintf("%s.fallbacks[%d]", mp, j), f)
 		}
 	}
-	if k.Arbiter.Model == "" {
-		v.problem(path+".arbiter.model", "a consortium needs an arbiter model")
-	} else {
+	if k.Arbiter.Model != "" {
 		c.checkRef(v, path+".arbiter.model", k.Arbiter.Model)
+	} else if synthesize {
+		v.problem(path+".arbiter.model", "a consortium needs an arbiter model")
 	}
 	checkParams(v, path+".arbiter.params", k.Arbiter.Params)
-	if k.Arbiter.Prompt != "" {
-		if _, err := template.New("arbiter").Parse(k.Arbiter.Prompt); err != nil {
-			v.problem(path+".arbiter.prompt", "is not a valid Go template: "+err.Error())
+	if k.Arbiter.Prompt != "" && c.checkPrompt != nil {
+		if err := c.checkPrompt(k.Arbiter.Prompt); err != nil {
+			v.problem(path+".arbiter.prompt", "is not a valid arbiter prompt: "+err.Error())
 		}
 	}
 	v.check(k.ConfidenceThreshold >= 0 && k.ConfidenceThreshold <= 1, path+".confidence_threshold", "must be between 0 and 1")
@@ -130,10 +147,26 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 		fmt.Sprintf("%d is more than max_iterations (%d)", k.MinIterations, k.MaxIterations))
 	n := k.Instances()
 	v.check(k.Quorum >= 0, path+".quorum", "must not be negative")
-	v.check(k.Quorum <= n, path+".quorum", fmt.Sprintf("%d is more than the %d member instances", k.Quorum, n))
 	v.check(k.MinAnswers >= 1, path+".min_answers", "must be at least 1")
-	v.check(k.MinAnswers <= n, path+".min_answers", fmt.Sprintf("%d is more than the %d member instances", k.MinAnswers, n))
+	if n > 0 || synthesize { // a cascade has tiers, not members
+		v.check(k.Quorum <= n, path+".quorum", fmt.Sprintf("%d is more than the %d member instances", k.Quorum, n))
+		v.check(k.MinAnswers <= n, path+".min_answers", fmt.Sprintf("%d is more than the %d member instances", k.MinAnswers, n))
+	}
 	v.check(k.MemberTimeout > 0, path+".member_timeout", "must be more than 0")
+}
+
+// strategies are the values of a consortium's strategy (shared/DESIGN.md,
+// Strategies); only synthesize is built.
+var strategies = []string{"synthesize", "rank", "vote", "cascade"}
+
+// LogFormats are the values of log.format and --log-format.
+var LogFormats = []string{"text", "json"}
+
+// LogLevel returns the slog level of a log.level or --log-level value:
+// debug, info, warn or error.
+func LogLevel(name string) (slog.Level, bool) {
+	l, ok := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[name]
+	return l, ok
 }
 
 // structuralParams are request fields the engine sets itself: params may
@@ -164,13 +197,28 @@ func (c *Config) checkRef(v *validator, path, ref string) {
 // unbuilt lists configuration keys whose behaviour is not built yet. Such a
 // key is refused with a message that says so ("... is not supported yet"),
 // never accepted and ignored. An entry joins this list with the key it
-// refuses, and leaves it in the change that builds its behaviour; today
-// every key is built.
-var unbuilt = []unbuiltKey{}
+// refuses, and leaves it in the change that builds its behaviour.
+var unbuilt = []unbuiltKey{
+	{key: "consortia.*.strategy", set: func(c *Config, name string) bool {
+		s := c.Consortia[name].Strategy
+		return s != "synthesize" && slices.Contains(strategies, s)
+	},
+		what: "strategies other than synthesize (rank, vote, cascade) are not supported yet"},
+	{key: "consortia.*.judges", what: "judges (strategies rank and vote) are not supported yet"},
+	{key: "consortia.*.judge_prompt", what: "judge_prompt (strategies rank and vote) is not supported yet"},
+	{key: "consortia.*.within_model_first", what: "within_model_first (strategy rank) is not supported yet"},
+	{key: "consortia.*.then", what: "then (strategy rank) is not supported yet"},
+	{key: "consortia.*.extract", what: "extract (strategy vote) is not supported yet"},
+	{key: "consortia.*.tie_break", what: "tie_break (strategy vote) is not supported yet"},
+	{key: "consortia.*.tiers", what: "tiers (strategy cascade) are not supported yet"},
+	{key: "consortia.*.escalate_below", what: "escalate_below (strategy cascade) is not supported yet"},
+	{key: "consortia.*.weights", what: "weights: adaptive is not supported yet"},
+	{key: "pricing", what: "pricing is not supported yet"},
+}
 
 // unbuiltKey is a key of behaviour not built yet.
 type unbuiltKey struct {
-	key  string // a path with * for any provider name
+	key  string // a path with * for any provider or consortium name
 	set  func(c *Config, name string) bool
 	what string
 	// implied refuses the key when set says so even if the file left it
@@ -189,8 +237,11 @@ func (c *Config) refuseUnbuilt(v *validator) {
 			}
 			continue
 		}
-		// Only provider keys have a wildcard for now.
-		for _, name := range c.ProviderOrder {
+		names := c.ProviderOrder
+		if prefix == "consortia." {
+			names = c.ConsortiumOrder
+		}
+		for _, name := range names {
 			p := prefix + name + rest
 			if (c.present[p] || u.implied) && (u.set == nil || u.set(c, name)) {
 				v.problem(p, u.what)

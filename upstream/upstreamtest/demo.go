@@ -22,7 +22,10 @@ const (
 // proxy answer real requests with no keys and no network. It answers every
 // chat request with a short canned text (four sentences) that says plainly
 // that it is a demo answer, names the model of the request and quotes the
-// start of the last user message.
+// start of the last user message; a continued conversation's answer also
+// quotes its first user message, so the history visibly arrived. Its
+// arbiter model (DemoArbiter) speaks about the question and, on a continued
+// turn, the conversation its prompt shows.
 //
 // It paces its answers like a real model: 250 to 400 ms before the response
 // headers, then 15 to 30 ms before each word-sized delta; a non-streamed
@@ -53,7 +56,9 @@ var (
 // demoArbiterReply judges the responses of the default arbiter prompt: on
 // the first of several rounds it is unsure and asks for another, later it
 // is confident, so a demo consortium shows an iteration. Its synthesis
-// says what it is, how many answers it read and what the user asked.
+// speaks of what the user asked (quoted as written) and of the
+// conversation before it, then says what it is and how many answers it
+// read. The name DemoArbiter is also internal/config's DemoArbiter.
 func demoArbiterReply(r *Request) Reply {
 	prompt := r.LastUserText()
 	sum := demoHash(r)
@@ -74,20 +79,24 @@ func demoArbiterReply(r *Request) Reply {
 		confidence, iterate = "0.62", "true"
 		areas = "Each answer should say plainly that it is a demo and keep to two sentences."
 	}
-	request := ""
-	if i := strings.Index(prompt, "## The user's latest request"); i >= 0 {
-		rest := strings.TrimSpace(prompt[i+len("## The user's latest request"):])
-		request, _, _ = strings.Cut(rest, "\n\n## ")
-	}
+	request := promptSection(prompt, "## The user's latest request")
 	var b strings.Builder
 	fmt.Fprintf(&b, "<analysis>The %d demo answers agree: each is canned text from the built-in demo provider.</analysis>\n", len(labels))
 	b.WriteString("<dissent>none</dissent>\n")
 	fmt.Fprintf(&b, "<confidence>%s</confidence>\n<needs_iteration>%s</needs_iteration>\n", confidence, iterate)
 	fmt.Fprintf(&b, "<refinement_areas>%s</refinement_areas>\n<ranking>%s</ranking>\n", areas, strings.Join(labels, ", "))
-	fmt.Fprintf(&b, "<synthesis>This is a demo synthesis from consortium's built-in demo arbiter, written after reading %d member answers over round %d; no real model was called.", len(labels), round)
+	b.WriteString("<synthesis>")
 	if q := quoteStart(request, demoQuoteMax); q != "" {
-		fmt.Fprintf(&b, " You asked: \u201c%s\u201d.", strings.TrimRight(q, ".?!"))
+		fmt.Fprintf(&b, "On your question, %s, the %d demo answers agree on one thing only: they are demo text, so this synthesis cannot answer it.", quoted(q), len(labels))
+	} else {
+		fmt.Fprintf(&b, "Your request had no text to answer, and the %d demo answers are demo text.", len(labels))
 	}
+	// The arbiter's prompt shows the conversation before the latest
+	// request: a continued turn says so, to show that the history arrived.
+	if first, turns := arbiterHistory(prompt); turns > 0 {
+		fmt.Fprintf(&b, " This turn continues a conversation of %d earlier user %s, which began with %s.", turns, plural(turns, "turn", "turns"), quoted(quoteStart(first, demoQuoteMax)))
+	}
+	fmt.Fprintf(&b, " This is a demo synthesis from consortium's built-in demo arbiter, written after reading %d member answers over round %d; no real model was called.", len(labels), round)
 	b.WriteString(" With real providers configured, the members answer your question and the arbiter writes the best answer from theirs.</synthesis>")
 
 	first := between(demoFirstMin, demoFirstMax, sum)
@@ -108,6 +117,10 @@ func demoReply(r *Request) Reply {
 	perChunk := between(demoChunkMin, demoChunkMax, sum>>20)
 
 	content := demoAnswer(r.Model, r.LastUserText(), sum>>40)
+	if first, turns := memberHistory(r); turns > 0 {
+		// A continued turn shows that the history reached the model.
+		content += fmt.Sprintf(" This turn continues a conversation of %d earlier user %s, which began with %s.", turns, plural(turns, "turn", "turns"), quoted(quoteStart(first, demoQuoteMax)))
+	}
 	reply := Reply{Content: content, Delay: first, ChunkDelay: perChunk}
 	if !r.Stream {
 		reply.Delay += time.Duration(len(splitWords(content))) * perChunk
@@ -160,12 +173,11 @@ func demoAnswer(model, prompt string, pick uint64) string {
 	}
 	fmt.Fprintf(&b, "This is a demo answer from %s, written by consortium's built-in demo provider; no real model was called.", name)
 	if q := quoteStart(prompt, demoQuoteMax); q != "" {
+		fmt.Fprintf(&b, " You asked: %s", quoted(q))
 		// A quote that ends a sentence itself needs no full stop after it.
-		end := "."
-		if strings.ContainsAny(q[len(q)-1:], ".?!") {
-			end = ""
+		if !strings.ContainsAny(q[len(q)-1:], ".?!") {
+			b.WriteString(".")
 		}
-		fmt.Fprintf(&b, " You asked: \u201c%s\u201d%s", q, end)
 	} else {
 		b.WriteString(" Your request had no user message to quote.")
 	}
@@ -194,4 +206,63 @@ func quoteStart(s string, limit int) string {
 		n++
 	}
 	return s
+}
+
+// quoted puts s in curly quotes, as the user wrote it (a question keeps
+// its question mark).
+func quoted(s string) string { return "\u201c" + s + "\u201d" }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// promptSection returns the text under a heading of the arbiter's prompt,
+// up to the next heading.
+func promptSection(prompt, heading string) string {
+	i := strings.Index(prompt, heading)
+	if i < 0 {
+		return ""
+	}
+	text, _, _ := strings.Cut(strings.TrimSpace(prompt[i+len(heading):]), "\n\n## ")
+	return text
+}
+
+// arbiterHistory reads the conversation the arbiter's prompt shows before
+// the latest request: the first user turn, and how many there were.
+func arbiterHistory(prompt string) (first string, turns int) {
+	for _, block := range strings.Split(promptSection(prompt, "## Conversation so far"), "\n\n") {
+		if text, ok := strings.CutPrefix(block, "[user]\n"); ok {
+			if turns == 0 {
+				first = text
+			}
+			turns++
+		}
+	}
+	return first, turns
+}
+
+// memberHistory reads a member's (or a plain model's) messages before the
+// last user message: the first user message, and how many there were.
+func memberHistory(r *Request) (first string, turns int) {
+	if r.Chat == nil {
+		return "", 0
+	}
+	last := -1
+	for i, m := range r.Chat.Messages {
+		if m.Role == "user" {
+			last = i
+		}
+	}
+	for _, m := range r.Chat.Messages[:max(last, 0)] {
+		if m.Role == "user" {
+			if turns == 0 {
+				first = m.Content.String()
+			}
+			turns++
+		}
+	}
+	return first, turns
 }
