@@ -23,8 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/config"
-	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -117,7 +117,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	// Building the server checks what the schema cannot, such as the
 	// fields a custom arbiter prompt uses; it starts nothing.
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := app.New(app.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1
@@ -142,7 +142,7 @@ func models(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	for _, m := range proxy.Models(cfg) {
+	for _, m := range app.Models(cfg) {
 		fmt.Fprintln(stdout, m.ID)
 	}
 	return 0
@@ -208,7 +208,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer stopPprof()
 	}
 
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger})
+	srv, err := app.New(app.Options{Config: cfg, Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1
