@@ -91,8 +91,9 @@ type Options struct {
 	// Limits holds client keys to their rpm. If nil, nothing is limited.
 	Limits Limiter
 
-	// Metrics are where the server counts what it serves. If nil, New
-	// registers its own on Registry.
+	// Metrics are where the server counts what it serves; the wiring
+	// makes them first, so that the providers report to them too. If nil,
+	// New registers its own on Registry.
 	Metrics *Metrics
 
 	// Registry is what /metrics serves. If nil, a new registry with the
@@ -149,14 +150,14 @@ func New(opts Options) (*Server, error) {
 	if s.registry == nil {
 		s.registry = NewRegistry()
 	}
-	if opts.Metrics == nil {
+	s.metrics = opts.Metrics
+	if s.metrics == nil {
 		m, err := NewMetrics(s.registry)
 		if err != nil {
 			return nil, err
 		}
-		opts.Metrics = m
+		s.metrics = m
 	}
-	s.metrics = opts.Metrics.m
 	if s.store == nil {
 		s.store = cache.NewConversations(cache.NewMemory(0, 0))
 	}
@@ -179,33 +180,6 @@ func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
-}
-
-// Metrics are the proxy's Prometheus collectors. They are made before the
-// providers so that the providers can report to them: ObserveCall is an
-// upstream.Config.OnCall and BreakerChanged feeds OnBreakerChange.
-type Metrics struct{ m *metrics }
-
-// NewMetrics registers the proxy's collectors on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
-	return &Metrics{m: m}, nil
-}
-
-// ObserveCall counts one finished upstream call (passthrough, member,
-// arbiter or judge) by provider, model and outcome.
-func (m *Metrics) ObserveCall(c upstream.Call) {
-	// LEAD: add c.Role as a label value once metrics.go gives
-	// consortium_upstream_requests_total its role label (proxy helper).
-	m.m.upstreamCalls.WithLabelValues(c.Provider, m.m.modelLabel(c.Provider, c.Model), c.Outcome).Inc()
-}
-
-// BreakerChanged records a model's new breaker state.
-func (m *Metrics) BreakerChanged(provider, model, state string) {
-	m.m.breakerChanged(provider, model, state)
 }
 
 // ServeHTTP serves a request.
