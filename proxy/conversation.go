@@ -127,11 +127,6 @@ func conversationNotFound(id string) *apiError {
 		Message: "No conversation " + quoteJSON(id) + " was found for this API key."}
 }
 
-func runNotFound(id string) *apiError {
-	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "run_not_found",
-		Message: "No run " + quoteJSON(id) + " was found for this API key."}
-}
-
 func storeDown(err error) *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: "service_unavailable", Code: "store_unavailable",
 		Message: "The conversation store is unavailable, so stored conversations and runs cannot be read now. " +
