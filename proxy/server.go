@@ -92,12 +92,13 @@ type Options struct {
 	Limits Limiter
 
 	// Metrics are where the server counts what it serves; the wiring
-	// makes them first, so that the providers report to them too. If nil,
-	// New registers its own on Registry.
+	// makes them first, on Registry, so that the providers report to them
+	// too. If nil, New registers its own on Registry.
 	Metrics *Metrics
 
-	// Registry is what /metrics serves. If nil, a new registry with the
-	// Go and process collectors is used.
+	// Registry is what /metrics serves: the one Metrics are registered
+	// on. If nil, a new registry with the Go and process collectors is
+	// used.
 	Registry *prometheus.Registry
 
 	// Logger receives one line per request and every failure. If nil,
