@@ -223,3 +223,31 @@ auth:
 		t.Errorf("readyz after Close: %d %s", status, body)
 	}
 }
+
+func TestRedisClient(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		store   config.Store
+		wantErr string
+	}{
+		{name: "url", store: config.Store{URL: "redis://127.0.0.1:1/2"}},
+		{name: "tls url", store: config.Store{URL: "rediss://user:pw@127.0.0.1:1/0"}},
+		{name: "cluster", store: config.Store{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}},
+		{name: "sentinels", store: config.Store{Addrs: []string{"127.0.0.1:1"}, MasterName: "main"}},
+		{name: "bad url", store: config.Store{URL: "http://127.0.0.1:1"}, wantErr: "store.url"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := redisClient(tt.store)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		})
+	}
+}
