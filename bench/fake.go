@@ -9,13 +9,15 @@ package bench
 
 import (
 	"bytes"
-	"fmt"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/consortium-dev/consortium/openai"
 )
 
 // Fake is a fast OpenAI-compatible upstream for load tests: it answers
@@ -43,24 +45,39 @@ func (f *Fake) render() {
 		words[i] = "word" + strconv.Itoa(i)
 	}
 	content := strings.Join(words, " ")
-	f.json = fmt.Appendf(nil, `{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench",`+
-		`"choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],`+
-		`"usage":{"prompt_tokens":10,"completion_tokens":%d,"total_tokens":%d}}`, content, n, n+10)
-	chunk := func(delta, finish string) []byte {
-		return fmt.Appendf(nil, `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench",`+
-			`"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}`+"\n\n", delta, finish)
+	usage := &openai.Usage{PromptTokens: 10, CompletionTokens: n, TotalTokens: n + 10}
+	f.json, _ = json.Marshal(openai.ChatCompletion{
+		ID: "chatcmpl-bench", Object: "chat.completion", Created: 1700000000, Model: "bench",
+		Choices: []openai.Choice{{Message: openai.ResponseMessage{Role: "assistant", Content: &content}, FinishReason: "stop"}},
+		Usage:   usage,
+	})
+
+	// The frames are rendered once, through the project's one SSE writer,
+	// so that serving them costs the fake nothing but the writes.
+	var buf bytes.Buffer
+	ew := openai.NewEventWriter(&buf)
+	frame := func(write func()) {
+		buf.Reset()
+		write()
+		f.frames = append(f.frames, bytes.Clone(buf.Bytes()))
 	}
-	f.frames = append(f.frames, chunk(`{"role":"assistant","content":""}`, "null"))
+	chunk := func(choices []openai.ChunkChoice, usage *openai.Usage) {
+		frame(func() {
+			ew.JSON(openai.ChatCompletionChunk{ID: "chatcmpl-bench", Object: "chat.completion.chunk", Created: 1700000000, Model: "bench",
+				Choices: choices, Usage: usage})
+		})
+	}
+	empty, stop := "", "stop"
+	chunk([]openai.ChunkChoice{{Delta: openai.Delta{Role: "assistant", Content: &empty}}}, nil)
 	for i, w := range words {
 		if i > 0 {
 			w = " " + w
 		}
-		f.frames = append(f.frames, chunk(fmt.Sprintf(`{"content":%q}`, w), "null"))
+		chunk([]openai.ChunkChoice{{Delta: openai.Delta{Content: &w}}}, nil)
 	}
-	f.frames = append(f.frames, chunk(`{}`, `"stop"`),
-		fmt.Appendf(nil, `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[],`+
-			`"usage":{"prompt_tokens":10,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n", n, n+10),
-		[]byte("data: [DONE]\n\n"))
+	chunk([]openai.ChunkChoice{{FinishReason: &stop}}, nil)
+	chunk([]openai.ChunkChoice{}, usage)
+	frame(func() { ew.Done() })
 }
 
 var streamTrue = []byte(`"stream":true`)
@@ -86,7 +103,7 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
-	rc := http.NewResponseController(w)
+	ew := openai.NewEventWriter(w)
 	for i, frame := range f.frames {
 		if i > 0 && f.TokenInterval > 0 && i < len(f.frames)-2 {
 			t := time.NewTimer(f.TokenInterval)
@@ -97,9 +114,8 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if _, err := w.Write(frame); err != nil {
+		if err := ew.Raw(frame); err != nil {
 			return
 		}
-		rc.Flush()
 	}
 }

@@ -1,10 +1,13 @@
 // Package cache owns conversation and run state: the transcript of each
 // consortium conversation (the user's turns and the syntheses the user
 // received), found again by conversation id or by a hash of the
-// transcript, and the record of each run. Everything is kept per tenant
-// and expires after the configured TTL. Two backends satisfy Store: an
-// in-memory LRU (the default) and Redis, which replicas share. It knows
-// nothing of HTTP, providers or the engine: it stores what it is given.
+// transcript, and the record of each run. Conversations places a turn in
+// its conversation (a continuation by id, a transcript match, a fork) and
+// saves it; NewID mints the ids. Everything is kept per tenant and expires
+// after the configured TTL. Two backends satisfy Store: an in-memory LRU
+// (the default) and Redis, which replicas share through a client the
+// caller opens and closes. It knows nothing of HTTP, providers or the
+// engine: it stores what it is given.
 package cache
 
 import (
@@ -60,8 +63,6 @@ type Store interface {
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
 	// Ping says whether the store answers.
 	Ping(ctx context.Context) error
-	// Close releases the store's connections.
-	Close() error
 }
 
 // Hash identifies a transcript of a consortium: every turn counts, not

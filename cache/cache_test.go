@@ -21,12 +21,7 @@ func backends(t *testing.T, test func(t *testing.T, s Store)) {
 	t.Run("memory", func(t *testing.T) { test(t, NewMemory(time.Hour, 100)) })
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
-		s, err := NewRedis(RedisConfig{URL: srv.URL(), TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		test(t, s)
+		test(t, NewRedis(srv.Client(0), RedisConfig{TTL: time.Hour}))
 	})
 }
 
@@ -144,18 +139,14 @@ func TestMemoryBoundsAndTTL(t *testing.T) {
 // comes back.
 func TestRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
-	s, err := NewRedis(RedisConfig{URL: srv.URL(), TTL: time.Hour, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := NewRedis(srv.Client(200*time.Millisecond), RedisConfig{TTL: time.Hour, Timeout: 200 * time.Millisecond})
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
 	start := time.Now()
-	_, err = s.Latest(ctx, "t", "conv_x")
+	_, err := s.Latest(ctx, "t", "conv_x")
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("with Redis down: %v", err)
 	}
@@ -177,11 +168,7 @@ func TestRedisDown(t *testing.T) {
 
 func TestRedisTTL(t *testing.T) {
 	srv := redistest.Start(t)
-	s, err := NewRedis(RedisConfig{URL: srv.URL(), TTL: 90 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := NewRedis(srv.Client(0), RedisConfig{TTL: 90 * time.Second})
 	ctx := context.Background()
 	turn := &Turn{Conversation: "conv_t", Consortium: "c", Transcript: transcript("q", "a"), RunID: "run_t"}
 	if err := s.Save(ctx, "alice", turn, []byte("{}")); err != nil {

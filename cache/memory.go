@@ -121,6 +121,3 @@ func (m *Memory) Run(_ context.Context, tenant, id string) ([]byte, error) {
 
 // Ping implements Store: memory always answers.
 func (m *Memory) Ping(context.Context) error { return nil }
-
-// Close implements Store.
-func (m *Memory) Close() error { return nil }

@@ -5,82 +5,43 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisConfig is what NewRedis needs.
+// RedisConfig is what NewRedis needs besides the client.
 type RedisConfig struct {
-	// URL is one server: redis://[user:password@]host:port/db, or
-	// rediss:// for TLS. Ignored when Addrs is set.
-	URL string
-	// Addrs are Cluster nodes, or Sentinels when MasterName is set.
-	Addrs      []string
-	MasterName string
 	// TTL is how long every key lives. If zero, 168h is used.
 	TTL time.Duration
-	// Timeout bounds every operation, connection included, so that no
-	// request waits long on a Redis that does not answer. If zero, 500ms
-	// is used.
+	// Timeout bounds every operation, so that no request waits long on a
+	// Redis that does not answer. If zero, 500ms is used.
 	Timeout time.Duration
 }
 
 // Redis is the Store that replicas share: every key carries the TTL, and
 // a turn is written with its conversation pointer and run record in one
-// pipelined round trip.
+// pipelined round trip. It uses a client it is given and does not close
+// it: the client is shared (the client keys' limits use it too) and its
+// opener closes it.
 type Redis struct {
 	client  redis.UniversalClient
 	ttl     time.Duration
 	timeout time.Duration
 }
 
-// redisLog routes go-redis' own log lines (one per failed dial while Redis
-// is down) to slog at debug level: the proxy reports the store's state
-// itself, once, as a warning and a metric.
-type redisLog struct{}
-
-func (redisLog) Printf(ctx context.Context, format string, v ...any) {
-	slog.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
-}
-
-var quietRedis sync.Once
-
-// NewRedis returns a Redis store. It does not connect: the first operation
-// does, and a Redis that is down now is used once it comes back.
-func NewRedis(cfg RedisConfig) (*Redis, error) {
-	quietRedis.Do(func() { redis.SetLogger(redisLog{}) })
-	r := &Redis{ttl: cfg.TTL, timeout: cfg.Timeout}
+// NewRedis returns a Redis store on client. It does not connect: the
+// first operation does, and a Redis that is down now is used once it
+// comes back.
+func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
+	r := &Redis{client: client, ttl: cfg.TTL, timeout: cfg.Timeout}
 	if r.ttl <= 0 {
 		r.ttl = 168 * time.Hour
 	}
 	if r.timeout <= 0 {
 		r.timeout = 500 * time.Millisecond
 	}
-	if len(cfg.Addrs) > 0 {
-		r.client = redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs:        cfg.Addrs,
-			MasterName:   cfg.MasterName,
-			DialTimeout:  r.timeout,
-			ReadTimeout:  r.timeout,
-			WriteTimeout: r.timeout,
-			PoolTimeout:  r.timeout,
-			MaxRetries:   -1,
-		})
-		return r, nil
-	}
-	opts, err := redis.ParseURL(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("store.url: %w", err)
-	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = r.timeout, r.timeout, r.timeout, r.timeout
-	// A retry would double the wait on a Redis that is down; a request
-	// that needs the store is better answered 503 at once.
-	opts.MaxRetries = -1
-	r.client = redis.NewClient(opts)
-	return r, nil
+	return r
 }
 
 // bounded returns ctx limited to the store's timeout.
@@ -164,10 +125,3 @@ func (r *Redis) Ping(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Close implements Store.
-func (r *Redis) Close() error { return r.client.Close() }
-
-// Client returns the Redis client, for limits shared through the same
-// server.
-func (r *Redis) Client() redis.UniversalClient { return r.client }

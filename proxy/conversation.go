@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -18,6 +17,13 @@ import (
 // it) and in responses.
 const conversationHeader = "X-Consortium-Conversation"
 
+// warningHeader tells a client why its conversation was not saved.
+const warningHeader = "X-Consortium-Warning"
+
+// notSaved is the warning of a turn the store could not keep.
+const notSaved = "the conversation store is unavailable: this turn was not saved, so it cannot be continued by " +
+	conversationHeader + "; send the whole conversation to continue it"
+
 // turn is a consortium request placed in its conversation.
 type turn struct {
 	// id is the conversation's id; "" when the store could not be reached
@@ -25,89 +31,76 @@ type turn struct {
 	id string
 	// messages are what the consortium sees: the whole conversation.
 	messages []openai.Message
+	// stream is whether the answer is a stream, whose headers leave
+	// before the turn is saved.
+	stream    bool
+	placement *cache.Placement
 }
 
 // placeTurn finds the conversation a consortium request continues, by its
-// X-Consortium-Conversation header or by its transcript, and returns the
-// whole conversation the members and the arbiter must see.
-func (s *Server) placeTurn(ctx context.Context, r *http.Request, consortium string, req *openai.ChatRequest) (*turn, error) {
-	tenant := info(ctx).tenant
-	system, rest := splitSystem(req.Messages)
-	if id := r.Header.Get(conversationHeader); id != "" {
-		latest, err := s.store.Latest(ctx, tenant, id)
-		switch {
-		case errors.Is(err, cache.ErrNotFound):
-			return nil, conversationNotFound("conversation", id)
-		case err != nil:
-			s.storeFailed("latest", err)
-			return nil, storeDown(err)
-		}
-		// The request's own system messages first, then the stored
-		// transcript, then its other messages, without repeating a
-		// transcript the client sent again.
-		stored := fromTranscript(latest.Transcript)
-		if hasPrefix(rest, stored) {
-			rest = rest[len(stored):]
-		}
-		if lastUserIndex(rest) == len(rest) {
-			return nil, badRequest("messages", "a continuation of conversation %s needs a new user message after the stored transcript", id)
-		}
-		msgs := make([]openai.Message, 0, len(system)+len(stored)+len(rest))
-		msgs = append(append(append(msgs, system...), stored...), rest...)
-		return &turn{id: id, messages: msgs}, nil
-	}
-
-	// Without the header, the messages before the last user turn may be a
-	// stored transcript: then this turn continues (or forks) that
-	// conversation. Only the id is taken; the client's own messages are
-	// what the consortium sees.
-	t := &turn{id: consortia.NewID("conv_"), messages: req.Messages}
-	prior := rest[:lastUserIndex(rest)]
-	if len(prior) == 0 {
-		return t, nil
-	}
-	match, err := s.store.Match(ctx, tenant, consortium, cache.Hash(consortium, toTranscript(prior)))
+// X-Consortium-Conversation header or by its transcript (cache places
+// it), and maps what went wrong to an answer. A stream announces its
+// conversation here, since its headers leave before the answer: only when
+// the store answered just now. A turn that cannot be saved says why in
+// X-Consortium-Warning.
+func (s *Server) placeTurn(w http.ResponseWriter, r *http.Request, consortium string, req *openai.ChatRequest) (*turn, error) {
+	ctx := r.Context()
+	id := r.Header.Get(conversationHeader)
+	p, err := s.store.Place(ctx, info(ctx).tenant, consortium, id, req.Messages)
 	switch {
-	case err == nil:
-		t.id = match.Conversation
 	case errors.Is(err, cache.ErrNotFound):
-	default:
+		return nil, conversationNotFound(id)
+	case errors.Is(err, cache.ErrNoNewMessage):
+		return nil, badRequest("messages", "a continuation of conversation %s needs a new user message after the stored transcript", id)
+	case err != nil:
+		s.storeFailed("latest", err)
+		return nil, storeDown(err)
+	}
+	if p.Unsaved != nil {
 		// The request carries its whole history, so it is served; but
 		// nothing can be linked or saved.
-		s.storeFailed("match", err)
-		s.log.Warn("conversation store unavailable: serving without saving", "request_id", info(ctx).id, "error", err)
-		t.id = ""
+		s.storeFailed("match", p.Unsaved)
+		s.log.Warn("conversation store unavailable: serving without saving", "request_id", info(ctx).id, "error", p.Unsaved)
+		w.Header().Set(warningHeader, notSaved)
 	}
-	return t, nil
+	if req.Stream && p.ID != "" {
+		w.Header().Set(conversationHeader, p.ID)
+	}
+	return &turn{id: p.ID, messages: p.Messages, stream: req.Stream, placement: p}, nil
 }
 
 // saveTurn stores the turn and its run before the response ends, so that a
-// continuation sent right after it finds it from any replica. A store that
-// fails is logged and counted; the answer is still given.
-func (s *Server) saveTurn(ctx context.Context, consortium string, t *turn, res *consortia.Result) {
+// continuation sent right after it finds it from any replica, and reports
+// whether it did. A JSON answer, whose headers are still unsent, announces
+// the conversation only once it is saved, or says in X-Consortium-Warning
+// why it was not. The run's conversation id is the saved one, "" for none.
+// A store that fails is logged and counted; the answer is still given.
+func (s *Server) saveTurn(w http.ResponseWriter, r *http.Request, t *turn, res *consortia.Result) bool {
+	ctx := r.Context()
 	if t.id == "" {
-		return
+		res.Run.ConversationID = ""
+		return false
 	}
-	_, rest := splitSystem(t.messages)
-	transcript := append(toTranscript(rest), cache.Message{Role: "assistant", Content: res.Synthesis})
+	res.Run.ConversationID = t.id
 	record, err := json.Marshal(res.Run)
 	if err != nil {
 		record = nil
 	}
-	// The client may be gone already; the turn is saved all the same.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	err = s.store.Save(ctx, info(ctx).tenant, &cache.Turn{
-		Conversation: t.id,
-		Consortium:   consortium,
-		Transcript:   transcript,
-		RunID:        res.Run.ID,
-		Time:         time.Now().UTC(),
-	}, record)
+	err = s.store.Save(ctx, info(ctx).tenant, t.placement, res.Synthesis, res.Run.ID, record)
 	if err != nil {
 		s.storeFailed("save", err)
 		s.log.Warn("conversation store: the turn was not saved", "request_id", info(ctx).id, "error", err)
+		res.Run.ConversationID = ""
 	}
+	if !t.stream {
+		if err != nil {
+			w.Header().Del(conversationHeader)
+			w.Header().Set(warningHeader, notSaved)
+		} else {
+			w.Header().Set(conversationHeader, t.id)
+		}
+	}
+	return err == nil
 }
 
 // getRun serves GET /v1/consortium/runs/{run_id}: the run record, to its
@@ -117,7 +110,7 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
 	data, err := s.store.Run(r.Context(), info(r.Context()).tenant, id)
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
-		s.fail(w, r, conversationNotFound("run", id))
+		s.fail(w, r, runNotFound(id))
 		return
 	case err != nil:
 		s.storeFailed("run", err)
@@ -129,9 +122,9 @@ func (s *Server) getRun(w http.ResponseWriter, r *http.Request) {
 	w.Write(data)
 }
 
-func conversationNotFound(what, id string) *apiError {
+func conversationNotFound(id string) *apiError {
 	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "conversation_not_found",
-		Message: "No " + what + " " + quoteJSON(id) + " was found for this API key."}
+		Message: "No conversation " + quoteJSON(id) + " was found for this API key."}
 }
 
 func storeDown(err error) *apiError {
@@ -143,55 +136,4 @@ func storeDown(err error) *apiError {
 // storeFailed counts a failed store operation.
 func (s *Server) storeFailed(op string, err error) {
 	s.metrics.storeErrors.WithLabelValues(op).Inc()
-}
-
-// splitSystem separates system and developer messages from the others.
-func splitSystem(msgs []openai.Message) (system, rest []openai.Message) {
-	for _, m := range msgs {
-		if m.Role == "system" || m.Role == "developer" {
-			system = append(system, m)
-		} else {
-			rest = append(rest, m)
-		}
-	}
-	return system, rest
-}
-
-// lastUserIndex returns the index of the last user message, or len(msgs).
-func lastUserIndex(msgs []openai.Message) int {
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if msgs[i].Role == "user" {
-			return i
-		}
-	}
-	return len(msgs)
-}
-
-func toTranscript(msgs []openai.Message) []cache.Message {
-	out := make([]cache.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = cache.Message{Role: m.Role, Content: m.Content.String()}
-	}
-	return out
-}
-
-func fromTranscript(t []cache.Message) []openai.Message {
-	out := make([]openai.Message, len(t))
-	for i, m := range t {
-		out[i] = openai.Message{Role: m.Role, Content: openai.TextContent(m.Content)}
-	}
-	return out
-}
-
-// hasPrefix reports whether msgs begin with prefix, by role and text.
-func hasPrefix(msgs, prefix []openai.Message) bool {
-	if len(prefix) == 0 || len(msgs) < len(prefix) {
-		return false
-	}
-	for i, p := range prefix {
-		if msgs[i].Role != p.Role || msgs[i].Content.String() != p.Content.String() {
-			return false
-		}
-	}
-	return true
 }

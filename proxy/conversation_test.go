@@ -40,6 +40,7 @@ func scriptSynthesis(e *env, synthesis string) {
 type chatResult struct {
 	status       int
 	conversation string // the X-Consortium-Conversation header
+	warning      string // the X-Consortium-Warning header
 	body         struct {
 		Choices []struct {
 			Message struct{ Content string } `json:"message"`
@@ -61,7 +62,7 @@ func (e *env) turn(t *testing.T, key, messages, conv string) chatResult {
 		headers = []string{"X-Consortium-Conversation", conv}
 	}
 	resp, raw := e.do(http.MethodPost, "/v1/chat/completions", key, `{"model":"council","messages":`+messages+`}`, headers...)
-	r := chatResult{status: resp.StatusCode, conversation: resp.Header.Get("X-Consortium-Conversation"), raw: raw}
+	r := chatResult{status: resp.StatusCode, conversation: resp.Header.Get("X-Consortium-Conversation"), warning: resp.Header.Get("X-Consortium-Warning"), raw: raw}
 	if resp.StatusCode == 200 {
 		if err := json.Unmarshal(raw, &r.body); err != nil {
 			t.Fatalf("body %s: %v", raw, err)
@@ -192,7 +193,7 @@ func TestConversationTenants(t *testing.T) {
 	}
 	// ... nor read her run.
 	resp, raw := e.do("GET", "/v1/consortium/runs/"+a.body.Consortium.RunID, "bob-key", "")
-	if resp.StatusCode != 404 || !strings.Contains(string(raw), "conversation_not_found") {
+	if resp.StatusCode != 404 || !strings.Contains(string(raw), `"code":"run_not_found"`) {
 		t.Fatalf("bob read alice's run: %d %s", resp.StatusCode, raw)
 	}
 }
@@ -225,9 +226,9 @@ func TestRunRecord(t *testing.T) {
 		!strings.Contains(run.Rounds[0].Arbiter.Reply, "<synthesis>it is 42</synthesis>") || run.Usage.TotalTokens == 0 {
 		t.Fatalf("run record %s", raw)
 	}
-	resp, _ = e.do("GET", "/v1/consortium/runs/run_nothing", "alice-key", "")
-	if resp.StatusCode != 404 {
-		t.Fatalf("unknown run: %d", resp.StatusCode)
+	resp, raw = e.do("GET", "/v1/consortium/runs/run_nothing", "alice-key", "")
+	if resp.StatusCode != 404 || !strings.Contains(string(raw), `"code":"run_not_found"`) || !strings.Contains(string(raw), `No run \"run_nothing\"`) {
+		t.Fatalf("unknown run: %d %s", resp.StatusCode, raw)
 	}
 }
 
@@ -284,10 +285,21 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("a request waited %v on a dead Redis", took)
 	}
 	whole := e.turn(t, "alice-key", `[{"role":"user","content":"q1"},{"role":"assistant","content":"S1"},{"role":"user","content":"q2"}]`, "")
-	if whole.status != 200 || whole.conversation != "" {
+	if whole.status != 200 || whole.conversation != "" || whole.warning == "" || whole.body.Consortium.ConversationID != "" {
 		t.Fatalf("full-history request with Redis down: %d %q %s", whole.status, whole.conversation, whole.raw)
 	}
-	resp, raw := e.do("GET", "/readyz", "", "")
+	// A new conversation is not announced either, JSON or streamed: it
+	// was not saved, so continuing it would be 404. The warning says why.
+	fresh := e.turn(t, "alice-key", `[{"role":"user","content":"a new question"}]`, "")
+	if fresh.status != 200 || fresh.conversation != "" || !strings.Contains(fresh.warning, "not saved") || fresh.body.Consortium.ConversationID != "" {
+		t.Fatalf("new conversation with Redis down: %d %q %q %s", fresh.status, fresh.conversation, fresh.warning, fresh.raw)
+	}
+	resp, raw := e.do(http.MethodPost, "/v1/chat/completions", "alice-key", `{"model":"council","stream":true,"messages":[{"role":"user","content":"a new question"}]}`)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Consortium-Conversation") != "" || resp.Header.Get("X-Consortium-Warning") == "" ||
+		strings.Contains(string(raw), "conv_") || !strings.Contains(string(raw), "[DONE]") {
+		t.Fatalf("new streamed conversation with Redis down: %d %v %s", resp.StatusCode, resp.Header, raw)
+	}
+	resp, raw = e.do("GET", "/readyz", "", "")
 	if resp.StatusCode != 503 || !strings.Contains(string(raw), "unavailable") {
 		t.Fatalf("readyz with Redis down: %d %s", resp.StatusCode, raw)
 	}
@@ -312,7 +324,7 @@ func TestRedisDown(t *testing.T) {
 	}
 	scriptSynthesis(e, "S-new")
 	again := e.turn(t, "alice-key", `[{"role":"user","content":"new"}]`, "")
-	if again.status != 200 || again.conversation == "" {
+	if again.status != 200 || again.conversation == "" || again.warning != "" || again.body.Consortium.ConversationID != again.conversation {
 		t.Fatalf("after recovery: %d %s", again.status, again.raw)
 	}
 	if next := e.turn(t, "alice-key", `[{"role":"user","content":"next"}]`, again.conversation); next.status != 200 {

@@ -2,7 +2,10 @@
 // routes, client authentication and tenants, request checks, the mapping of
 // every error to OpenAI's JSON shape, passthrough forwarding (JSON and SSE),
 // health, readiness and metrics. It decides which model a request goes to;
-// calling providers belongs to upstream.
+// calling providers belongs to upstream, conversation state to cache. It
+// builds nothing: internal/app hands New the providers, engines, store and
+// limits it made from the configuration, through the small interfaces
+// declared here.
 package proxy
 
 import (
@@ -21,70 +24,123 @@ import (
 	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/config"
-	"github.com/consortium-dev/consortium/ratelimit"
+	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
-// Options is what New needs.
+// Provider is what a passthrough calls: *upstream.Provider satisfies it.
+type Provider interface {
+	Name() string
+	Do(ctx context.Context, req *upstream.Request) (*upstream.Response, error)
+}
+
+// Consortium is what a consortium request calls: *consortia.Engine
+// satisfies it.
+type Consortium interface {
+	Name() string
+	Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*consortia.Result, error)
+}
+
+// Conversations keeps consortium conversations and runs:
+// *cache.Conversations satisfies it.
+type Conversations interface {
+	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
+	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
+	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	Ping(ctx context.Context) error
+}
+
+// Limiter holds client keys to their rpm: *ratelimit.Keys and
+// *ratelimit.Shared satisfy it. Allow returns a *ratelimit.LimitError for
+// a request over the limit.
+type Limiter interface {
+	Allow(ctx context.Context, name string) error
+}
+
+// Settings are the few settings the HTTP surface reads itself.
+type Settings struct {
+	// MaxBody is the largest request body; larger ones get 413. If zero,
+	// 10 MiB is used.
+	MaxBody int64
+	// Passthrough lets clients call provider/model directly.
+	Passthrough bool
+	// Auth holds the client keys (each key's name is its tenant; no keys
+	// means every request is the tenant "anonymous") and the admin key
+	// that guards /metrics when set.
+	Auth config.Auth
+	// Models is what /v1/models lists, in order.
+	Models []openai.Model
+}
+
+// Options is what New needs: the dependencies the wiring (internal/app)
+// built once from the configuration, and the settings of the HTTP
+// surface.
 type Options struct {
-	// Config is the validated configuration.
-	Config *config.Config
+	Settings
+
+	// Providers are the passthrough providers by name.
+	Providers map[string]Provider
+
+	// Consortia are the consortiums by name.
+	Consortia map[string]Consortium
+
+	// Conversations keeps conversation and run state. If nil, it is kept
+	// in memory with cache.NewMemory's defaults.
+	Conversations Conversations
+
+	// Limits holds client keys to their rpm. If nil, nothing is limited.
+	Limits Limiter
+
+	// Metrics are where the server counts what it serves; the wiring
+	// makes them first, on Registry, so that the providers report to them
+	// too. If nil, New registers its own on Registry.
+	Metrics *Metrics
+
+	// Registry is what /metrics serves: the one Metrics are registered
+	// on. If nil, a new registry with the Go and process collectors is
+	// used.
+	Registry *prometheus.Registry
 
 	// Logger receives one line per request and every failure. If nil,
 	// slog.Default() is used.
 	Logger *slog.Logger
 
-	// Registry is where the metrics are registered and what /metrics
-	// serves. If nil, a new registry is used.
-	Registry *prometheus.Registry
-
-	// Transport, if set, carries every upstream call (tests use it to count
-	// connections). If nil, each provider gets a tuned transport of its own.
-	Transport http.RoundTripper
-
 	// KeepAlive is how often a consortium stream whose members are still
 	// working gets an SSE comment, so that proxies with idle timeouts keep
 	// it open. If zero, 10s is used.
 	KeepAlive time.Duration
-
-	// Store, if set, keeps conversations and runs instead of the store
-	// the configuration names (tests share one between servers).
-	Store cache.Store
-
-	// Backoff, if set, replaces the first retry backoff ceiling of every
-	// provider (tests shorten it).
-	Backoff time.Duration
 }
 
 // Server is the proxy's HTTP handler.
 type Server struct {
-	cfg       *config.Config
+	cfg       Settings
 	log       *slog.Logger
 	metrics   *metrics
 	registry  *prometheus.Registry
-	providers map[string]*upstream.Provider
-	consortia map[string]*consortia.Engine
+	providers map[string]Provider
+	consortia map[string]Consortium
 	keys      []clientKey
-	limits    limiter
+	limits    Limiter
 	router    http.Handler
 	draining  atomic.Bool
 	keepAlive time.Duration
-	store     cache.Store
+	store     Conversations
 }
 
-// New builds a Server for a validated configuration.
+// New returns a Server over built dependencies.
 func New(opts Options) (*Server, error) {
-	cfg := opts.Config
-	if cfg == nil {
-		return nil, fmt.Errorf("proxy: no configuration")
-	}
 	s := &Server{
-		cfg:       cfg,
+		cfg:       opts.Settings,
 		log:       opts.Logger,
 		registry:  opts.Registry,
-		providers: map[string]*upstream.Provider{},
-		consortia: map[string]*consortia.Engine{},
+		providers: opts.Providers,
+		consortia: opts.Consortia,
+		limits:    opts.Limits,
 		keepAlive: opts.KeepAlive,
+		store:     opts.Conversations,
+	}
+	if s.cfg.MaxBody <= 0 {
+		s.cfg.MaxBody = 10 << 20
 	}
 	if s.keepAlive <= 0 {
 		s.keepAlive = 10 * time.Second
@@ -93,86 +149,39 @@ func New(opts Options) (*Server, error) {
 		s.log = slog.Default()
 	}
 	if s.registry == nil {
-		s.registry = prometheus.NewRegistry()
-		s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		s.registry = NewRegistry()
 	}
-	m, err := newMetrics(s.registry)
-	if err != nil {
-		return nil, err
-	}
-	s.metrics = m
-	for _, name := range cfg.ProviderOrder {
-		pc := cfg.Providers[name]
-		p, err := upstream.New(upstream.Config{
-			Name:        name,
-			Type:        pc.Type,
-			BaseURL:     pc.BaseURL,
-			APIKey:      pc.APIKey,
-			Headers:     pc.Headers,
-			Timeout:     pc.Timeout,
-			IdleTimeout: pc.IdleTimeout,
-			MaxRetries:  pc.MaxRetries,
-			PromptCache: pc.PromptCache,
-			Backoff:     opts.Backoff,
-			Breaker:     upstream.BreakerSettings{Failures: pc.Breaker.Failures, Cooldown: pc.Breaker.Cooldown},
-			OnBreakerChange: func(model, state string) {
-				s.metrics.breakerChanged(name, model, state)
-			},
-			RPM:            pc.RPM,
-			MaxConcurrency: pc.MaxConcurrency,
-			Transport:      opts.Transport,
-		})
+	s.metrics = opts.Metrics
+	if s.metrics == nil {
+		m, err := NewMetrics(s.registry)
 		if err != nil {
 			return nil, err
 		}
-		s.providers[name] = p
+		s.metrics = m
 	}
-	callers := map[string]consortia.Caller{}
-	for name, p := range s.providers {
-		callers[name] = p
-	}
-	for _, name := range cfg.ConsortiumOrder {
-		e, err := consortia.New(name, engineConfig(cfg.Consortia[name]), callers)
-		if err != nil {
-			return nil, err
-		}
-		s.consortia[name] = e
-	}
-	s.store = opts.Store
 	if s.store == nil {
-		if s.store, err = newStore(cfg.Store); err != nil {
-			return nil, err
-		}
+		s.store = cache.NewConversations(cache.NewMemory(0, 0))
 	}
-	s.keys = hashKeys(cfg.Auth.Keys)
-	rpm := map[string]int{}
-	for _, k := range cfg.Auth.Keys {
-		rpm[k.Name] = k.RPM
+	if s.limits == nil {
+		s.limits = unlimited{}
 	}
-	s.limits = ratelimit.NewKeys(rpm)
-	if shared, ok := s.store.(*cache.Redis); ok {
-		// Replicas that share the store share the client keys' limits.
-		s.limits = ratelimit.NewShared(shared.Client(), rpm, 0, s.log)
-	}
+	s.keys = hashKeys(s.cfg.Auth.Keys)
 	s.router = s.routes()
 	return s, nil
 }
 
-// limiter holds client keys to their rpm.
-type limiter interface {
-	Allow(ctx context.Context, name string) error
-}
+// unlimited is the Limiter of a server given none.
+type unlimited struct{}
 
-// newStore opens the store the configuration names.
-func newStore(c config.Store) (cache.Store, error) {
-	if c.Backend != "redis" {
-		return cache.NewMemory(c.TTL, c.MaxEntries), nil
-	}
-	return cache.NewRedis(cache.RedisConfig{URL: c.URL, Addrs: c.Addrs, MasterName: c.MasterName, TTL: c.TTL})
-}
+func (unlimited) Allow(context.Context, string) error { return nil }
 
-// Close releases the server's store.
-func (s *Server) Close() error { return s.store.Close() }
+// NewRegistry returns a Prometheus registry with the Go runtime and
+// process collectors, as /metrics serves them.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
 
 // ServeHTTP serves a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -248,18 +257,4 @@ func (s *Server) methodNotAllowed(mux *chi.Mux) http.HandlerFunc {
 // since returns the milliseconds elapsed since t, for headers and logs.
 func since(t time.Time) float64 {
 	return float64(time.Since(t).Microseconds()) / 1000
-}
-
-// engineConfig is a consortium's definition as the engine takes it.
-func engineConfig(c *config.Consortium) consortia.Config {
-	ec := consortia.Config{
-		Description: c.Description, Strategy: c.Strategy, System: c.System,
-		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
-		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
-		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
-	}
-	for _, m := range c.Members {
-		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
-	}
-	return ec
 }

@@ -31,8 +31,8 @@ import (
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/config"
-	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -273,7 +273,7 @@ func models(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	for _, m := range proxy.Models(cfg) {
+	for _, m := range app.Models(cfg) {
 		fmt.Fprintln(stdout, m.ID)
 	}
 	return 0
@@ -353,7 +353,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer stopPprof()
 	}
 
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger})
+	srv, err := app.New(app.Options{Config: cfg, Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Server is a running redis-server.
@@ -90,4 +92,25 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.run()
+}
+
+// Client returns a go-redis client of the server, closed when the test
+// ends. Like the proxy's own it does not retry, and timeout bounds its
+// dial, reads and writes (if zero, 500ms), so a test of a Redis that
+// stops answering ends in bounded time.
+func (s *Server) Client(timeout time.Duration) *redis.Client {
+	if timeout <= 0 {
+		timeout = 500 * time.Millisecond
+	}
+	c := redis.NewClient(&redis.Options{
+		Addr:                  s.Addr,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		PoolTimeout:           timeout,
+		MaxRetries:            -1,
+		ContextTimeoutEnabled: true,
+	})
+	s.t.Cleanup(func() { c.Close() })
+	return c
 }

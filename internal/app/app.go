@@ -1,0 +1,317 @@
+// Package app is consortium's wiring: it builds every dependency from a
+// validated configuration once (the providers, the consortium engines, the
+// one Redis client, the conversation store, the client keys' limits and
+// the metrics) and hands them to the proxy, which only serves HTTP. It is
+// the one place that reads internal/config to make things; the packages it
+// builds know nothing of the configuration file, and none of them reaches
+// into another's concrete types.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/consortium-dev/consortium/cache"
+	"github.com/consortium-dev/consortium/consortia"
+	"github.com/consortium-dev/consortium/internal/config"
+	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/proxy"
+	"github.com/consortium-dev/consortium/ratelimit"
+	"github.com/consortium-dev/consortium/upstream"
+)
+
+// Options is what New needs.
+type Options struct {
+	// Config is the validated configuration.
+	Config *config.Config
+
+	// Logger receives one line per request and every failure. If nil,
+	// slog.Default() is used.
+	Logger *slog.Logger
+
+	// Registry is where the metrics are registered and what /metrics
+	// serves. If nil, a new registry is used.
+	Registry *prometheus.Registry
+
+	// Transport, if set, carries every upstream call (tests use it to count
+	// connections, or to call a fake's handler in memory). If nil, each
+	// provider gets a tuned transport of its own.
+	Transport http.RoundTripper
+
+	// KeepAlive is how often a consortium stream whose members are still
+	// working gets an SSE comment. If zero, 10s is used.
+	KeepAlive time.Duration
+
+	// Store, if set, keeps conversations and runs instead of the store
+	// the configuration names (tests share one between servers). The
+	// caller closes it.
+	Store cache.Store
+
+	// Backoff, if set, replaces the first retry backoff ceiling of every
+	// provider (tests shorten it).
+	Backoff time.Duration
+}
+
+// App is the built proxy: an http.Handler over everything New made.
+type App struct {
+	server *proxy.Server
+	redis  redis.UniversalClient // nil without a Redis store
+}
+
+// New builds the proxy and its dependencies for a validated
+// configuration. It connects to nothing: a Redis that is down now is used
+// once it answers.
+func New(opts Options) (*App, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("app: no configuration")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	registry := opts.Registry
+	if registry == nil {
+		registry = proxy.NewRegistry()
+	}
+	metrics, err := proxy.NewMetrics(registry)
+	if err != nil {
+		return nil, err
+	}
+
+	providers := map[string]proxy.Provider{}
+	callers := map[string]consortia.Caller{}
+	models := configuredModels(cfg)
+	for _, name := range cfg.ProviderOrder {
+		p, err := upstream.New(providerConfig(name, cfg.Providers[name], models[name], opts, metrics, log))
+		if err != nil {
+			return nil, err
+		}
+		providers[name], callers[name] = p, p
+	}
+	engines := map[string]proxy.Consortium{}
+	for _, name := range cfg.ConsortiumOrder {
+		e, err := consortia.New(name, engineConfig(cfg.Consortia[name]), callers)
+		if err != nil {
+			return nil, err
+		}
+		engines[name] = e
+	}
+
+	a := &App{}
+	store := opts.Store
+	rpm := map[string]int{}
+	for _, k := range cfg.Auth.Keys {
+		rpm[k.Name] = k.RPM
+	}
+	var limits proxy.Limiter = ratelimit.NewKeys(rpm)
+	if store == nil && cfg.Store.Backend == "redis" {
+		if a.redis, err = redisClient(cfg.Store); err != nil {
+			return nil, err
+		}
+		store = cache.NewRedis(a.redis, cache.RedisConfig{TTL: cfg.Store.TTL, Timeout: redisTimeout})
+		// Replicas that share the store share the client keys' limits.
+		limits = ratelimit.NewShared(a.redis, rpm, 0, log)
+	}
+	if store == nil {
+		store = cache.NewMemory(cfg.Store.TTL, cfg.Store.MaxEntries)
+	}
+
+	a.server, err = proxy.New(proxy.Options{
+		Settings: proxy.Settings{
+			MaxBody:     int64(cfg.MaxBody),
+			Passthrough: cfg.Passthrough,
+			Auth:        cfg.Auth,
+			Models:      Models(cfg),
+		},
+		Providers:     providers,
+		Consortia:     engines,
+		Conversations: cache.NewConversations(store),
+		Limits:        limits,
+		Metrics:       metrics,
+		Registry:      registry,
+		Logger:        log,
+		KeepAlive:     opts.KeepAlive,
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// ServeHTTP serves a request.
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.server.ServeHTTP(w, r) }
+
+// Drain marks the proxy as shutting down: /readyz answers 503 so load
+// balancers stop sending traffic while in-flight requests finish.
+func (a *App) Drain() { a.server.Drain() }
+
+// Close releases what New opened: the Redis client the store and the
+// limits share.
+func (a *App) Close() error {
+	if a.redis == nil {
+		return nil
+	}
+	return a.redis.Close()
+}
+
+// providerConfig is a provider's configuration as upstream takes it, with
+// its calls and breaker changes reported to the metrics (and breaker
+// changes to the log).
+func providerConfig(name string, pc *config.Provider, models []string, opts Options, m *proxy.Metrics, log *slog.Logger) upstream.Config {
+	return upstream.Config{
+		Name:        name,
+		Type:        pc.Type,
+		BaseURL:     pc.BaseURL,
+		APIKey:      pc.APIKey,
+		Headers:     pc.Headers,
+		Timeout:     pc.Timeout,
+		IdleTimeout: pc.IdleTimeout,
+		MaxRetries:  pc.MaxRetries,
+		PromptCache: pc.PromptCache,
+		Backoff:     opts.Backoff,
+		Breaker:     upstream.BreakerSettings{Failures: pc.Breaker.Failures, Cooldown: pc.Breaker.Cooldown},
+		OnBreakerChange: func(model, state string) {
+			m.BreakerChanged(name, model, state)
+			level := slog.LevelInfo
+			if state == upstream.BreakerOpen {
+				level = slog.LevelWarn
+			}
+			log.Log(context.Background(), level, "breaker "+state, "provider", name, "model", model, "state", state)
+		},
+		RPM:            pc.RPM,
+		MaxConcurrency: pc.MaxConcurrency,
+		Transport:      opts.Transport,
+		// LEAD: MaxResponse: int64(pc.MaxResponse), once config.Provider
+		// has max_response (config helper); until then upstream's 32 MiB.
+		Models: models,
+		OnCall: m.ObserveCall,
+	}
+}
+
+// configuredModels returns, per provider, the models the configuration
+// names: those it lists, then those its consortiums use (members, their
+// fallbacks, arbiters), each once. Their per-model state is kept; that of
+// any other model a client names is bounded.
+func configuredModels(cfg *config.Config) map[string][]string {
+	out := map[string][]string{}
+	seen := map[string]bool{}
+	add := func(provider, model string) {
+		if !seen[provider+"/"+model] {
+			seen[provider+"/"+model] = true
+			out[provider] = append(out[provider], model)
+		}
+	}
+	addRef := func(ref string) {
+		if provider, model, ok := config.SplitRef(ref); ok {
+			add(provider, model)
+		}
+	}
+	for _, name := range cfg.ProviderOrder {
+		for _, m := range cfg.Providers[name].Models {
+			add(name, m)
+		}
+	}
+	for _, name := range cfg.ConsortiumOrder {
+		c := cfg.Consortia[name]
+		for _, m := range c.Members {
+			addRef(m.Model)
+			for _, f := range m.Fallbacks {
+				addRef(f)
+			}
+		}
+		addRef(c.Arbiter.Model)
+	}
+	return out
+}
+
+// engineConfig is a consortium's definition as the engine takes it.
+func engineConfig(c *config.Consortium) consortia.Config {
+	ec := consortia.Config{
+		Description: c.Description, Strategy: c.Strategy, System: c.System,
+		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
+		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
+		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
+	}
+	for _, m := range c.Members {
+		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
+	}
+	return ec
+}
+
+// Models returns what /v1/models lists: consortiums first, then the
+// passthrough models each provider lists in its configuration.
+func Models(cfg *config.Config) []openai.Model {
+	var out []openai.Model
+	for _, name := range cfg.ConsortiumOrder {
+		out = append(out, openai.Model{ID: name, Object: "model", OwnedBy: "consortium", Description: cfg.Consortia[name].Description})
+	}
+	if !cfg.Passthrough {
+		return out
+	}
+	for _, name := range cfg.ProviderOrder {
+		desc := ""
+		if name == config.DemoProvider && cfg.Demo {
+			desc = "demo: a built-in local provider with canned answers, not a real model"
+		}
+		for _, m := range cfg.Providers[name].Models {
+			out = append(out, openai.Model{ID: name + "/" + m, Object: "model", OwnedBy: name, Description: desc})
+		}
+	}
+	return out
+}
+
+// redisTimeout bounds every Redis operation, connecting included, so no
+// request waits long on a Redis that does not answer.
+const redisTimeout = 500 * time.Millisecond
+
+// redisClient opens the one Redis client of the process, for the store and
+// the shared limits: one server by URL, or Cluster nodes, or Sentinels
+// with a master name.
+func redisClient(c config.Store) (redis.UniversalClient, error) {
+	quietRedis.Do(func() { redis.SetLogger(redisLog{}) })
+	if len(c.Addrs) > 0 {
+		return redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs:                 c.Addrs,
+			MasterName:            c.MasterName,
+			DialTimeout:           redisTimeout,
+			ReadTimeout:           redisTimeout,
+			WriteTimeout:          redisTimeout,
+			PoolTimeout:           redisTimeout,
+			ContextTimeoutEnabled: true,
+			MaxRetries:            -1,
+		}), nil
+	}
+	opts, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("store.url: %w", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = redisTimeout, redisTimeout, redisTimeout, redisTimeout
+	// The callers' deadlines (the store's and the limits' own) bound each
+	// operation, not only the socket timeouts.
+	opts.ContextTimeoutEnabled = true
+	// A retry would double the wait on a Redis that is down; a request
+	// that needs the store is better answered 503 at once.
+	opts.MaxRetries = -1
+	return redis.NewClient(opts), nil
+}
+
+// redisLog routes go-redis' own log lines (one per failed dial while Redis
+// is down) to slog at debug level: the proxy reports the store's state
+// itself, once, as a warning and a metric.
+type redisLog struct{}
+
+func (redisLog) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+var quietRedis sync.Once

@@ -1,0 +1,253 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/consortium-dev/consortium/internal/config"
+	"github.com/consortium-dev/consortium/internal/redistest"
+	"github.com/consortium-dev/consortium/proxy"
+	"github.com/consortium-dev/consortium/upstream"
+	"github.com/consortium-dev/consortium/upstream/upstreamtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// logBuffer is a log destination safe for the server's goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func parse(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// serve builds an App for yaml, in which {{FAKE}} is the fake provider's
+// URL, and returns it with its base URL and its log.
+func serve(t *testing.T, fake *upstreamtest.Server, yaml string) (*App, string, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	a, err := New(Options{Config: parse(t, strings.ReplaceAll(yaml, "{{FAKE}}", fake.URL)), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ts := httptest.NewServer(a)
+	t.Cleanup(ts.Close)
+	return a, ts.URL, logs
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestConfiguredModels(t *testing.T) {
+	cfg := parse(t, `
+providers:
+  a: {base_url: "http://127.0.0.1:1", models: [m1, m2]}
+  b: {base_url: "http://127.0.0.1:1"}
+consortia:
+  c:
+    members:
+      - {model: a/m2}
+      - {model: b/x, fallbacks: [a/m3, b/org/deep]}
+    arbiter: {model: b/judge}
+`)
+	got := configuredModels(cfg)
+	if want := []string{"m1", "m2", "m3"}; !slices.Equal(got["a"], want) {
+		t.Errorf("a: %q, want %q", got["a"], want)
+	}
+	if want := []string{"x", "org/deep", "judge"}; !slices.Equal(got["b"], want) {
+		t.Errorf("b: %q, want %q", got["b"], want)
+	}
+}
+
+func TestModels(t *testing.T) {
+	yaml := `
+providers:
+  a: {base_url: "http://127.0.0.1:1", models: [m1]}
+consortia:
+  c: {description: the council, members: [{model: a/m1}], arbiter: {model: a/m1}}
+`
+	ids := func(cfg *config.Config) (out []string) {
+		for _, m := range Models(cfg) {
+			out = append(out, m.ID+" "+m.OwnedBy)
+		}
+		return out
+	}
+	if got := ids(parse(t, yaml)); !slices.Equal(got, []string{"c consortium", "a/m1 a"}) {
+		t.Errorf("models %q", got)
+	}
+	if got := ids(parse(t, yaml+"passthrough: false\n")); !slices.Equal(got, []string{"c consortium"}) {
+		t.Errorf("without passthrough: %q", got)
+	}
+}
+
+// TestProviderReports checks the wiring of a provider's reports: every
+// finished call is counted in consortium_upstream_requests_total, and a
+// breaker state change sets its gauge and writes a log line, at warn when
+// the breaker opens.
+func TestProviderReports(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := proxy.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	cfg := providerConfig("p", &config.Provider{}, []string{"m"}, Options{}, m, slog.New(slog.NewTextHandler(logs, nil)))
+	if cfg.Name != "p" || !slices.Equal(cfg.Models, []string{"m"}) || cfg.OnCall == nil || cfg.OnBreakerChange == nil {
+		t.Fatalf("config %+v", cfg)
+	}
+	cfg.OnCall(upstream.Call{Provider: "p", Model: "m", Role: "member", Outcome: "ok"})
+	cfg.OnCall(upstream.Call{Provider: "p", Model: "m", Role: "arbiter", Outcome: "timeout"})
+	if n := series(t, reg, "consortium_upstream_requests_total"); n != 2 {
+		t.Errorf("%d upstream call series, want 2", n)
+	}
+	cfg.OnBreakerChange("m", upstream.BreakerOpen)
+	if n := series(t, reg, "consortium_breaker_state"); n != 1 {
+		t.Errorf("%d breaker series, want 1", n)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=WARN msg=\"breaker open\" provider=p model=m state=open") {
+		t.Errorf("log %q", l)
+	}
+}
+
+// series returns how many series of the metric name reg holds.
+func series(t *testing.T, reg *prometheus.Registry, name string) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return len(f.GetMetric())
+		}
+	}
+	return 0
+}
+
+// TestBreakerChangeLogged opens a model's breaker through a real
+// passthrough call and finds the change in the log.
+func TestBreakerChangeLogged(t *testing.T) {
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	fake.Script("m", upstreamtest.Reply{Status: 503})
+	_, url, logs := serve(t, fake, `
+providers:
+  fake: {base_url: "{{FAKE}}", max_retries: 0, breaker: {failures: 1, cooldown: 1h}, models: [m]}
+`)
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"fake/m","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if l := logs.String(); !strings.Contains(l, `msg="breaker open" provider=fake model=m state=open`) {
+		t.Errorf("no breaker line in the log:\n%s", l)
+	}
+}
+
+// TestOneRedisClient checks that a Redis store and the shared limits use
+// the client New opened, and that Close closes it.
+func TestOneRedisClient(t *testing.T) {
+	redis := redistest.Start(t)
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	a, url, _ := serve(t, fake, `
+store: {backend: redis, url: "`+redis.URL()+`"}
+auth:
+  keys: [{name: alice, key: alice-key, rpm: 1}]
+`)
+	if a.redis == nil {
+		t.Fatal("no Redis client")
+	}
+	if status, body := get(t, url+"/readyz"); status != 200 {
+		t.Fatalf("readyz %d %s", status, body)
+	}
+	// The limit is kept in Redis: its key is there.
+	req, _ := http.NewRequest("GET", url+"/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer alice-key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if keys, err := redis.Client(0).Keys(context.Background(), "*consortium:limit:*").Result(); err != nil || len(keys) != 1 {
+		t.Errorf("limit keys %q, %v", keys, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := get(t, url+"/readyz"); status != 503 || !strings.Contains(body, "closed") {
+		t.Errorf("readyz after Close: %d %s", status, body)
+	}
+}
+
+func TestRedisClient(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		store   config.Store
+		wantErr string
+	}{
+		{name: "url", store: config.Store{URL: "redis://127.0.0.1:1/2"}},
+		{name: "tls url", store: config.Store{URL: "rediss://user:pw@127.0.0.1:1/0"}},
+		{name: "cluster", store: config.Store{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}},
+		{name: "sentinels", store: config.Store{Addrs: []string{"127.0.0.1:1"}, MasterName: "main"}},
+		{name: "bad url", store: config.Store{URL: "http://127.0.0.1:1"}, wantErr: "store.url"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := redisClient(tt.store)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		})
+	}
+}
