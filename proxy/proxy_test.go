@@ -42,6 +42,21 @@ func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
 	t.Helper()
 	fake := upstreamtest.NewServer()
 	t.Cleanup(fake.Close)
+	logs := &logBuffer{}
+	options = append([]func(*proxy.Options){func(o *proxy.Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) }}, options...)
+	ts := httptest.NewServer(newProxy(t, fake, yaml, options...))
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+	})
+	return &env{t: t, fake: fake, proxy: ts, URL: ts.URL + "/v1", logs: logs}
+}
+
+// newProxy builds the proxy for the YAML configuration yaml (defaultYAML
+// when empty), in which {{FAKE}} stands for fake's base URL. It is the one
+// place the tests construct a server; it is closed when the test ends.
+func newProxy(t testing.TB, fake *upstreamtest.Server, yaml string, options ...func(*proxy.Options)) http.Handler {
+	t.Helper()
 	if yaml == "" {
 		yaml = defaultYAML
 	}
@@ -50,8 +65,7 @@ func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	logs := &logBuffer{}
-	opts := proxy.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)), Backoff: time.Millisecond}
+	opts := proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Backoff: time.Millisecond}
 	for _, o := range options {
 		o(&opts)
 	}
@@ -60,12 +74,7 @@ func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
 		t.Fatalf("proxy.New: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-	})
-	return &env{t: t, fake: fake, proxy: ts, URL: ts.URL + "/v1", logs: logs}
+	return srv
 }
 
 const defaultYAML = `
@@ -189,13 +198,14 @@ func TestPassthroughStream(t *testing.T) {
 		reply     upstreamtest.Reply
 		usage     bool
 		wantUsage bool
-		wantDone  bool
+		wantError bool // an error event before [DONE]
 	}{
-		{name: "usage frame", reply: upstreamtest.Reply{Content: "one two three"}, usage: true, wantUsage: true, wantDone: true},
-		{name: "usage in final frame", reply: upstreamtest.Reply{Content: "one two three", UsageInFinal: true}, usage: true, wantUsage: true, wantDone: true},
-		{name: "no usage asked", reply: upstreamtest.Reply{Content: "one two three"}, wantDone: true},
-		{name: "provider sends no usage", reply: upstreamtest.Reply{Content: "one two three", NoUsage: true}, usage: true, wantDone: true},
-		{name: "no done", reply: upstreamtest.Reply{Content: "one two three", NoDone: true}, usage: true, wantUsage: true},
+		{name: "usage frame", reply: upstreamtest.Reply{Content: "one two three"}, usage: true, wantUsage: true},
+		{name: "usage in final frame", reply: upstreamtest.Reply{Content: "one two three", UsageInFinal: true}, usage: true, wantUsage: true},
+		{name: "no usage asked", reply: upstreamtest.Reply{Content: "one two three"}},
+		{name: "provider sends no usage", reply: upstreamtest.Reply{Content: "one two three", NoUsage: true}, usage: true},
+		// A stream the provider cut short is not passed on as complete.
+		{name: "no done", reply: upstreamtest.Reply{Content: "one two three", NoDone: true}, usage: true, wantUsage: true, wantError: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t, "")
@@ -205,51 +215,18 @@ func TestPassthroughStream(t *testing.T) {
 			if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 				t.Fatalf("status %d, type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), got)
 			}
-			text, usage, done := readSSE(t, got)
-			if text != "one two three" {
-				t.Errorf("text %q", text)
+			frames := readFrames(t, got)
+			if text(frames) != "one two three" {
+				t.Errorf("text %q", text(frames))
 			}
-			if usage != tc.wantUsage {
-				t.Errorf("usage %v, want %v", usage, tc.wantUsage)
+			if hasUsage(frames) != tc.wantUsage {
+				t.Errorf("usage %v, want %v", hasUsage(frames), tc.wantUsage)
 			}
-			if done != tc.wantDone {
-				t.Errorf("[DONE] %v, want %v", done, tc.wantDone)
+			if se := streamError(frames); (se != nil) != tc.wantError {
+				t.Errorf("error event %+v, want one: %v", se, tc.wantError)
 			}
 		})
 	}
-}
-
-// readSSE reads a chat completion stream: the text of its deltas, whether a
-// usage object came, and whether it ended with [DONE].
-func readSSE(t *testing.T, body []byte) (text string, usage, done bool) {
-	t.Helper()
-	for _, line := range strings.Split(string(body), "\n") {
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			done = true
-			continue
-		}
-		var chunk struct {
-			Choices []struct {
-				Delta struct{ Content string } `json:"delta"`
-			} `json:"choices"`
-			Usage *json.RawMessage `json:"usage"`
-			Error *json.RawMessage `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
-			t.Fatalf("bad frame %q: %v", data, err)
-		}
-		for _, c := range chunk.Choices {
-			text += c.Delta.Content
-		}
-		if chunk.Usage != nil && string(*chunk.Usage) != "null" {
-			usage = true
-		}
-	}
-	return text, usage, done
 }
 
 // TestStreamFlushesEachChunk checks that a chunk reaches the client while
@@ -294,8 +271,8 @@ func TestStreamLongLines(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if text, _, done := readSSE(t, got); text != long+"end" || !done {
-		t.Fatalf("long line lost: got %d bytes, done %v", len(text), done)
+	if frames := readFrames(t, got); text(frames) != long+"end" || streamError(frames) != nil {
+		t.Fatalf("long line lost: got %d bytes", len(text(frames)))
 	}
 }
 
@@ -311,8 +288,7 @@ func TestStreamCutMidway(t *testing.T) {
 		t.Fatalf("a cut stream must end with an error event and [DONE]:\n%s", s)
 	}
 	// Every frame, the error included, is well formed.
-	text, _, _ := readSSE(t, got)
-	if text != "one two" {
+	if text := text(readFrames(t, got)); text != "one two" {
 		t.Errorf("text before the cut %q", text)
 	}
 }
@@ -362,8 +338,8 @@ func TestErrors(t *testing.T) {
 		{name: "provider 404", reply: &upstreamtest.Reply{Status: 404, Error: "no such model"}, status: 404, typ: "invalid_request_error", upstream: 1, msg: "no such model"},
 		{name: "provider 413", reply: &upstreamtest.Reply{Status: 413, Error: "too long"}, status: 413, upstream: 1, msg: "too long"},
 		{name: "provider 422", reply: &upstreamtest.Reply{Status: 422, Error: "unprocessable"}, status: 422, upstream: 1, msg: "unprocessable"},
-		{name: "provider 401 is the operator's", reply: &upstreamtest.Reply{Status: 401, Error: "bad key sk-123"}, status: 502, typ: "upstream_error", upstream: 1, msg: "fake/m1"},
-		{name: "provider 403", reply: &upstreamtest.Reply{Status: 403, Error: "forbidden"}, status: 502, typ: "upstream_error", upstream: 1},
+		{name: "provider 401 is the operator's", reply: &upstreamtest.Reply{Status: 401, Error: "bad key sk-123"}, status: 502, typ: "upstream_error", upstream: 1, msg: "the provider refused the proxy's credentials"},
+		{name: "provider 403", reply: &upstreamtest.Reply{Status: 403, Error: "forbidden"}, status: 502, typ: "upstream_error", upstream: 1, msg: "the provider refused the proxy's credentials"},
 		{name: "provider 500 is retried", reply: &upstreamtest.Reply{Status: 500, Error: "boom"}, status: 502, typ: "upstream_error", upstream: 3, msg: "fake/m1: status 500 after 3 attempts: boom"},
 		{name: "provider 429", reply: &upstreamtest.Reply{Status: 429, Error: "slow down", Header: http.Header{"Retry-After": {"7"}}}, status: 429, typ: "rate_limit_error", retryAfter: true, upstream: 1},
 		{name: "malformed 200", reply: &upstreamtest.Reply{Body: `{"choices": [`}, status: 502, typ: "upstream_error", upstream: 1, msg: "not valid JSON"},
@@ -555,8 +531,10 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`consortium_requests_total{route="/v1/chat/completions",status="200"} 1`,
 		`consortium_requests_total{route="/v1/chat/completions",status="502"} 1`,
-		`consortium_upstream_requests_total{model="m1",outcome="ok",provider="fake"} 1`,
-		`consortium_upstream_requests_total{model="m2",outcome="status_500",provider="fake"} 1`,
+		// Counted by upstream's OnCall, which the wiring points at
+		// Metrics.ObserveCall: 500 is retried, and still one call.
+		`consortium_upstream_requests_total{model="m1",outcome="ok",provider="fake",role="passthrough"} 1`,
+		`consortium_upstream_requests_total{model="m2",outcome="error",provider="fake",role="passthrough"} 1`,
 		`consortium_request_duration_seconds_bucket`,
 		`consortium_upstream_duration_seconds_bucket`,
 		`consortium_overhead_seconds_bucket`,

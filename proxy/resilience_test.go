@@ -53,8 +53,8 @@ func TestPassthroughRetried(t *testing.T) {
 	e.fake.Reset()
 	e.fake.Script("m1", upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Status: 529}, upstreamtest.Reply{Content: "streamed at last"})
 	resp, got = e.post("/v1/chat/completions", faultStreamBody)
-	if text, _, done := readSSE(t, got); resp.StatusCode != 200 || text != "streamed at last" || !done {
-		t.Fatalf("status %d, text %q, done %v", resp.StatusCode, text, done)
+	if frames := readFrames(t, got); resp.StatusCode != 200 || text(frames) != "streamed at last" || streamError(frames) != nil {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
 	}
 	if n := len(e.fake.Requests()); n != 3 {
 		t.Errorf("the provider saw %d calls, want 3", n)
