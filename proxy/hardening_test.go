@@ -277,4 +277,3 @@ func TestConsortiumObservable(t *testing.T) {
 		}
 	}
 }
-

@@ -165,4 +165,6 @@ func (m *Metrics) BreakerChanged(provider, model, state string) {
 }
 
 // breakerChanged is BreakerChanged under the name the Server uses.
-func (m *Metrics) breakerChanged(provider, model, state string) { m.BreakerChanged(provider, model, state) }
+func (m *Metrics) breakerChanged(provider, model, state string) {
+	m.BreakerChanged(provider, model, state)
+}
