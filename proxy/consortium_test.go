@@ -287,8 +287,7 @@ func TestConsortiumCancelledRoundNeverLeaks(t *testing.T) {
 
 func waitIdle(t *testing.T, fake *upstreamtest.Server) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := within(t, 5*time.Second)
 	if err := fake.WaitIdle(ctx); err != nil {
 		t.Fatalf("%d upstream calls still in flight: %v", fake.InFlight(), err)
 	}
@@ -501,8 +500,7 @@ func TestConsortiumClientDisconnect(t *testing.T) {
 					resp.Body.Close()
 				}
 			}()
-			wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer wcancel()
+			wctx := within(t, 5*time.Second)
 			if err := e.fake.WaitRequests(wctx, tc.calls); err != nil {
 				t.Fatal(err)
 			}
@@ -547,8 +545,7 @@ func TestConsortiumInModels(t *testing.T) {
 func TestConsortiumOpenAIGoClient(t *testing.T) {
 	e := startCouncil(t, councilYAML)
 	usage := scriptCouncil(e.fake, "a synthesis, streamed to the SDK")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("any"), option.WithMaxRetries(0))
 	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
 		Model:         "council",
@@ -599,8 +596,7 @@ func TestConsortiumStreamsAtOnce(t *testing.T) {
 		Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
 		ChunkDelay: 5 * time.Millisecond,
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

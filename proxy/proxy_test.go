@@ -253,8 +253,7 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 	}
 	cancel()
 	// The client went away: the provider's call is cancelled too.
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
+	wctx := within(t, 5*time.Second)
 	if err := e.fake.WaitIdle(wctx); err != nil {
 		t.Fatalf("the upstream call was not cancelled: %v", err)
 	}
@@ -558,8 +557,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
+	wctx := within(t, 5*time.Second)
 	if err := e.fake.WaitRequests(wctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -575,13 +573,18 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 
 // logBuffer collects log lines written by handler goroutines.
 type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed at the next write
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
 	return l.b.Write(p)
 }
 
@@ -589,4 +592,35 @@ func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// waitFor waits until the log holds s, for up to 5s.
+func (l *logBuffer) waitFor(t *testing.T, s string) {
+	t.Helper()
+	bound := within(t, 5*time.Second)
+	for {
+		l.mu.Lock()
+		found := strings.Contains(l.b.String(), s)
+		if l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-bound.Done():
+			t.Fatalf("the log has no %q after 5s:\n%s", s, l.String())
+		}
+	}
+}
+
+// within returns a context that ends after d, a bound on a wait that
+// would otherwise hang a broken test.
+func within(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
