@@ -37,7 +37,7 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 	runID := consortia.NewID("run_")
 	res, err := e.Run(consortia.WithRunID(r.Context(), runID), req, nil)
 	if err != nil {
-		s.runFailed(r, e.Name(), runID, err)
+		s.runFailed(r, e.Name(), runID, t.id, err)
 		s.fail(w, r, err)
 		return
 	}
@@ -103,15 +103,15 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(s.keepAlive)
-		defer t.Stop()
+		tick := time.NewTicker(s.keepAlive)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
 			case <-r.Context().Done():
 				return
-			case <-t.C:
+			case <-tick.C:
 				ew.Comment("keep-alive")
 			}
 		}
@@ -129,7 +129,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	wg.Wait()
 
 	if err != nil {
-		s.runFailed(r, e.Name(), runID, err)
+		s.runFailed(r, e.Name(), runID, t.id, err)
 		if r.Context().Err() != nil {
 			info(r.Context()).err = r.Context().Err()
 			return
@@ -197,7 +197,7 @@ func (s *Server) runDone(r *http.Request, consortium string, run *consortia.Run)
 
 // runFailed logs and counts a run that ended without an answer. The
 // engine returns no record then; the error names each failed member.
-func (s *Server) runFailed(r *http.Request, consortium, runID string, err error) {
+func (s *Server) runFailed(r *http.Request, consortium, runID, conversation string, err error) {
 	outcome := errorFrom(err).Type
 	s.metrics.runs.WithLabelValues(consortium, outcome).Inc()
 	level := slog.LevelWarn
@@ -206,5 +206,5 @@ func (s *Server) runFailed(r *http.Request, consortium, runID string, err error)
 	}
 	s.log.LogAttrs(r.Context(), level, "consortium run failed",
 		slog.String("request_id", info(r.Context()).id), slog.String("run_id", runID),
-		slog.String("consortium", consortium), slog.String("outcome", outcome), slog.String("error", err.Error()))
+		slog.String("conversation_id", conversation), slog.String("consortium", consortium), slog.String("outcome", outcome), slog.String("error", err.Error()))
 }
