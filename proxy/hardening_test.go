@@ -69,7 +69,7 @@ func TestBodyTimeout(t *testing.T) {
 func TestPassthroughStreamWithoutDone(t *testing.T) {
 	e := start(t, "")
 	e.fake.Script("m1", upstreamtest.Reply{Content: "one two three", NoDone: true})
-	resp, got := e.post("/v1/chat/completions", faultStreamBody)
+	resp, got := e.post("/v1/chat/completions", streamChatBody)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, got)
 	}

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -140,6 +139,9 @@ func decodeError(t *testing.T, body []byte) apiError {
 
 const chatBody = `{"model":"fake/m1","messages":[{"role":"user","content":"hello"}]}`
 
+// streamChatBody asks fake/m1 for a stream.
+const streamChatBody = `{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+
 func TestPassthroughJSON(t *testing.T) {
 	e := start(t, "")
 	e.fake.Script("m1", upstreamtest.Reply{Content: "hi there", Header: http.Header{
@@ -236,7 +238,7 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"first", " second"}, ChunkDelay: time.Hour / 2})
 
 	req, _ := http.NewRequest(http.MethodPost, e.URL+"/chat/completions",
-		strings.NewReader(`{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+		strings.NewReader(streamChatBody))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
@@ -246,10 +248,8 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 	defer resp.Body.Close()
 	// The role frame arrives although the first content delta is half an
 	// hour away: nothing waits for the stream to end.
-	br := bufio.NewReader(resp.Body)
-	line, err := br.ReadString('\n')
-	if err != nil || !strings.Contains(line, `"role":"assistant"`) {
-		t.Fatalf("first line %q, %v", line, err)
+	if f, done := newSSEReader(resp.Body).nextFrame(t); done || len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+		t.Fatalf("first frame %+v, want the role chunk", f)
 	}
 	cancel()
 	// The client went away: the provider's call is cancelled too.
@@ -266,7 +266,7 @@ func TestStreamLongLines(t *testing.T) {
 	e := start(t, "")
 	long := strings.Repeat("x", 300<<10) // one SSE line of 300 KiB
 	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{long, "end"}})
-	resp, got := e.post("/v1/chat/completions", `{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	resp, got := e.post("/v1/chat/completions", streamChatBody)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -278,7 +278,7 @@ func TestStreamLongLines(t *testing.T) {
 func TestStreamCutMidway(t *testing.T) {
 	e := start(t, "")
 	e.fake.Script("m1", upstreamtest.Reply{Content: "one two three four", CutAfter: 2})
-	resp, got := e.post("/v1/chat/completions", `{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	resp, got := e.post("/v1/chat/completions", streamChatBody)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -295,7 +295,7 @@ func TestStreamCutMidway(t *testing.T) {
 func TestStreamIdleTimeout(t *testing.T) {
 	e := start(t, strings.Replace(defaultYAML, "idle_timeout: 2s", "idle_timeout: 100ms", 1))
 	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
-	_, got := e.post("/v1/chat/completions", `{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	_, got := e.post("/v1/chat/completions", streamChatBody)
 	s := string(got)
 	if !strings.Contains(s, `"type":"timeout"`) || !strings.HasSuffix(s, "data: [DONE]\n\n") {
 		t.Fatalf("a silent stream must end with a timeout event and [DONE]:\n%s", s)

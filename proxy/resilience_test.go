@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -17,8 +16,6 @@ import (
 // The fault tests of the proxy: retries, breakers, limits, fallbacks and
 // cancellation, seen by a client through the real server in front of the
 // fake provider.
-
-const faultStreamBody = `{"model":"fake/m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`
 
 // faultProviderYAML is defaultYAML with more provider settings.
 func faultProviderYAML(settings ...string) string {
@@ -53,7 +50,7 @@ func TestPassthroughRetried(t *testing.T) {
 	// A stream is retried too, since nothing had reached the client.
 	e.fake.Reset()
 	e.fake.Script("m1", upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Status: 529}, upstreamtest.Reply{Content: "streamed at last"})
-	resp, got = e.post("/v1/chat/completions", faultStreamBody)
+	resp, got = e.post("/v1/chat/completions", streamChatBody)
 	if frames := readFrames(t, got); resp.StatusCode != 200 || text(frames) != "streamed at last" || streamError(frames) != nil {
 		t.Fatalf("status %d: %s", resp.StatusCode, got)
 	}
@@ -75,7 +72,7 @@ func TestPassthroughBreaker(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.StatusCode, got)
 			}
 		}
-		for _, body := range []string{chatBody, faultStreamBody} {
+		for _, body := range []string{chatBody, streamChatBody} {
 			resp, got := e.post(body)
 			if resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/json" {
 				t.Fatalf("status %d, type %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), got)
@@ -145,7 +142,7 @@ func TestBreakerRecovers(t *testing.T) {
 func TestStreamCutOpensBreaker(t *testing.T) {
 	e := start(t, faultProviderYAML("max_retries: 0", "breaker: {failures: 1, cooldown: 1h}"))
 	e.fake.Script("m1", upstreamtest.Reply{Content: "one two three four", CutAfter: 2})
-	resp, got := e.post("/v1/chat/completions", faultStreamBody)
+	resp, got := e.post("/v1/chat/completions", streamChatBody)
 	if resp.StatusCode != 200 || !strings.Contains(string(got), `"type":"upstream_error"`) || !strings.HasSuffix(string(got), "data: [DONE]\n\n") {
 		t.Fatalf("status %d:\n%s", resp.StatusCode, got)
 	}
@@ -153,7 +150,7 @@ func TestStreamCutOpensBreaker(t *testing.T) {
 	if !strings.Contains(string(got), `"message":"upstream fake/m1: the stream broke off midway (the connection failed)"`) {
 		t.Errorf("error event:\n%s", got)
 	}
-	resp, got = e.post("/v1/chat/completions", faultStreamBody)
+	resp, got = e.post("/v1/chat/completions", streamChatBody)
 	if resp.StatusCode != 503 || decodeError(t, got).Error.Type != "service_unavailable" {
 		t.Fatalf("after a cut stream: status %d: %s", resp.StatusCode, got)
 	}
@@ -240,14 +237,14 @@ func TestProviderConcurrency(t *testing.T) {
 	e.fake.Script("m2", upstreamtest.Reply{Content: "quick"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(faultStreamBody))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamChatBody))
 	sresp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sresp.Body.Close()
-	if line, err := bufio.NewReader(sresp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
-		t.Fatalf("first line %q, %v", line, err)
+	if _, done := newSSEReader(sresp.Body).nextFrame(t); done {
+		t.Fatal("[DONE] before the stream's content")
 	}
 
 	m2 := strings.Replace(chatBody, "fake/m1", "fake/m2", 1)
@@ -396,7 +393,7 @@ func TestClientDisconnectCancelsUpstreamQuickly(t *testing.T) {
 		calls   int  // upstream calls under way when the client leaves
 		scripts map[string]upstreamtest.Reply
 	}{
-		{name: "passthrough stream", body: faultStreamBody, stream: true, calls: 1,
+		{name: "passthrough stream", body: streamChatBody, stream: true, calls: 1,
 			scripts: map[string]upstreamtest.Reply{"m1": {Chunks: []string{"a", "b"}, ChunkDelay: time.Hour}}},
 		{name: "passthrough waiting", body: chatBody, calls: 1,
 			scripts: map[string]upstreamtest.Reply{"m1": {Hang: true}}},
@@ -413,7 +410,7 @@ func TestClientDisconnectCancelsUpstreamQuickly(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan struct{})
-			firstLine := make(chan string, 1)
+			first := make(chan event, 1)
 			go func() {
 				defer close(done)
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(tc.body))
@@ -422,8 +419,8 @@ func TestClientDisconnectCancelsUpstreamQuickly(t *testing.T) {
 					return
 				}
 				defer resp.Body.Close()
-				line, _ := bufio.NewReader(resp.Body).ReadString('\n')
-				firstLine <- line
+				ev, _ := newSSEReader(resp.Body).next()
+				first <- ev
 				<-ctx.Done()
 			}()
 			wctx := within(t, 5*time.Second)
@@ -432,9 +429,9 @@ func TestClientDisconnectCancelsUpstreamQuickly(t *testing.T) {
 			}
 			if tc.stream {
 				select {
-				case line := <-firstLine:
-					if !strings.HasPrefix(line, "data: ") {
-						t.Fatalf("first line %q", line)
+				case ev := <-first:
+					if ev.data == "" {
+						t.Fatalf("first event %+v, want a data frame", ev)
 					}
 				case <-wctx.Done():
 					t.Fatal("no first line")
