@@ -107,8 +107,7 @@ func claudeClient(e *env) openai.Client {
 
 func TestAnthropicPassthroughSDK(t *testing.T) {
 	e := start(t, claudeYAML)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	client := claudeClient(e)
 
 	t.Run("json", func(t *testing.T) {
@@ -219,8 +218,7 @@ func TestAnthropicPassthroughSDK(t *testing.T) {
 // tool results go back as tool_result blocks matching the calls.
 func TestAnthropicToolsRoundTrip(t *testing.T) {
 	e := start(t, claudeYAML)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	client := claudeClient(e)
 	tools := []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(openai.FunctionDefinitionParam{
 		Name:        "get_weather",

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -78,8 +80,11 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 func (s *Server) route(ref string) (*upstream.Provider, string, error) {
 	name, model, ok := config.SplitRef(ref)
 	p := s.providers[name]
-	if !ok || p == nil || !s.cfg.Passthrough {
+	switch {
+	case !ok || !s.cfg.Passthrough:
 		return nil, "", modelNotFound(ref)
+	case p == nil:
+		return nil, "", providerNotConfigured(ref, name)
 	}
 	return p, model, nil
 }
@@ -108,10 +113,9 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	}
 
 	sent := time.Now()
-	resp, err := p.Do(r.Context(), req)
+	resp, err := p.Do(upstream.WithRole(r.Context(), "passthrough"), req)
 	waited := time.Since(sent)
 	s.metrics.upstreamTime.WithLabelValues(p.Name(), s.metrics.modelLabel(p.Name(), req.Model)).Observe(waited.Seconds())
-	s.countUpstream(p.Name(), req.Model, err)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -134,9 +138,10 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 // forwardStream copies an SSE body to the client, flushing after every read
 // as httputil.ReverseProxy does for event streams, so each chunk leaves as
 // soon as it arrives. Lines of any length pass, since bytes are copied as
-// they come rather than scanned line by line. A stream that breaks is ended
-// with an error event and [DONE], never left hanging. model is the
-// provider's own model name, for the error event.
+// they come rather than scanned line by line. A stream that breaks, or that
+// ends without [DONE] (the provider cut it short), is ended with an error
+// event and [DONE], never left hanging or passed on as if complete. model
+// is the provider's own model name, for the error event.
 func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader, model string) {
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
@@ -152,7 +157,7 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 	buf := getBuffer()
 	defer putBuffer(buf)
 	chunk := buf.AvailableBuffer()[:cap(buf.AvailableBuffer())]
-	var tail [2]byte // the last two bytes sent, to end a cut event cleanly
+	var tail streamTail
 	for {
 		n, err := body.Read(chunk)
 		if n > 0 {
@@ -160,54 +165,97 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 				info(r.Context()).err = werr
 				return // the client went away; closing the body cancels upstream
 			}
-			if n >= 2 {
-				tail = [2]byte{chunk[n-2], chunk[n-1]}
-			} else {
-				tail = [2]byte{tail[1], chunk[0]}
-			}
+			tail.keep(chunk[:n])
 			if ferr := rc.Flush(); ferr != nil {
 				return
 			}
 		}
 		if err == io.EOF {
-			return
+			if tail.done() {
+				return
+			}
+			err = errNoDone
 		}
 		if err != nil {
 			if r.Context().Err() != nil {
 				info(r.Context()).err = r.Context().Err()
 				return
 			}
-			info(r.Context()).err = err
-			var end []byte
-			switch {
-			case tail == [2]byte{'\n', '\n'}:
-			case tail[1] == '\n':
-				end = []byte("\n")
-			default:
-				end = []byte("\n\n")
-			}
-			ue := &upstream.Error{Provider: info(r.Context()).provider, Model: model, Err: err}
-			ae := errorFrom(ue)
-			if ae.Type == "upstream_error" {
-				// upstreamMessage would say "no answer"; this one had begun.
-				ae.Message = fmt.Sprintf("upstream %s: the stream broke off midway (%s)", ue.Ref(), connectionProblem(err))
-			}
-			w.Write(end)
-			writeStreamError(w, ae)
-			rc.Flush()
+			s.streamBroke(w, r, &tail, model, err)
 			return
 		}
 	}
 }
 
+// errNoDone is how a passthrough stream ended that closed without [DONE]:
+// the provider (or something between) cut it, so the answer may be short.
+var errNoDone = fmt.Errorf("%w: the stream ended without [DONE]", upstream.ErrMalformed)
+
+// streamBroke ends a passthrough stream that failed after it began: the
+// event the provider was writing is closed, then an error event and [DONE]
+// follow. The failure goes to the log as an upstream one.
+func (s *Server) streamBroke(w http.ResponseWriter, r *http.Request, tail *streamTail, model string, err error) {
+	ri := info(r.Context())
+	ue := &upstream.Error{Provider: ri.provider, Model: model, Err: err}
+	ri.err = ue
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream stream failed",
+		slog.String("request_id", ri.id), slog.String("provider", ri.provider), slog.String("model", model),
+		slog.String("error", ue.Error()))
+	ae := errorFrom(ue)
+	if ae.Type == "upstream_error" {
+		// upstreamMessage would say "no answer"; this one had begun.
+		what := "the stream broke off midway (" + connectionProblem(err) + ")"
+		if err == errNoDone {
+			what = "the stream ended without [DONE]; the answer may be incomplete"
+		}
+		ae.Message = "upstream " + ue.Ref() + ": " + what
+	}
+	ew := openai.NewEventWriter(w)
+	ew.Raw(tail.closing())
+	writeStreamError(ew, ae)
+}
+
+// streamTail keeps the last bytes a stream sent: enough to tell whether it
+// ended with [DONE], and how to close an event it left open.
+type streamTail struct {
+	b [16]byte
+	n int
+}
+
+func (t *streamTail) keep(p []byte) {
+	if len(p) >= len(t.b) {
+		t.n = copy(t.b[:], p[len(p)-len(t.b):])
+		return
+	}
+	keep := min(t.n, len(t.b)-len(p))
+	copy(t.b[:], t.b[t.n-keep:t.n])
+	t.n = keep + copy(t.b[keep:], p)
+}
+
+// done reports a stream whose last event is data: [DONE].
+func (t *streamTail) done() bool {
+	last := bytes.TrimRight(t.b[:t.n], "\r\n ")
+	return bytes.HasSuffix(last, []byte("data: [DONE]")) || bytes.HasSuffix(last, []byte("data:[DONE]"))
+}
+
+// closing returns what ends the event the stream was cut in, so that the
+// error event that follows is an event of its own.
+func (t *streamTail) closing() []byte {
+	tail := t.b[:t.n]
+	switch {
+	case t.n == 0, bytes.HasSuffix(tail, []byte("\n\n")):
+		return nil
+	case bytes.HasSuffix(tail, []byte("\n")):
+		return []byte("\n")
+	}
+	return []byte("\n\n")
+}
+
 // writeStreamError sends an error after a stream began: an error event
 // then [DONE], as OpenAI's SDKs expect.
-func writeStreamError(w io.Writer, ae *apiError) {
-	var b bytes.Buffer
-	b.WriteString("data: ")
-	b.Write(errorJSON(ae))
-	b.WriteString("\n\ndata: [DONE]\n\n")
-	w.Write(b.Bytes())
+func writeStreamError(ew *openai.EventWriter, ae *apiError) {
+	ew.Data(errorJSON(ae))
+	ew.Done()
 }
 
 // readBody reads the request body, at most max_body bytes, into a pooled
@@ -225,8 +273,16 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 	// lifted once the body is in, so a long stream is not cut by it.
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
-	defer rc.SetReadDeadline(time.Time{})
 	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		// The deadline stays: net/http reads what is left of a body after
+		// the handler, and would wait on the silent client forever. With
+		// Connection: close it then closes the connection.
+		w.Header().Set("Connection", "close")
+		return nil, release, errRequestTimeout
+	}
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if !errors.As(err, &tooLarge) {
@@ -238,7 +294,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 }
 
 // bodyReadTimeout bounds the time a client may take to send its body.
-const bodyReadTimeout = time.Minute
+// Tests shorten it (export_test.go).
+var bodyReadTimeout = time.Minute
 
 // fail answers a request with the error it met and keeps the error for the
 // log line.
@@ -246,20 +303,6 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	ri := info(r.Context())
 	ri.err = err
 	writeError(w, errorFrom(err))
-}
-
-// countUpstream counts one finished upstream call by outcome.
-func (s *Server) countUpstream(provider, model string, err error) {
-	outcome := "ok"
-	if err != nil {
-		ae := errorFrom(err)
-		outcome = ae.Type
-		var ue *upstream.Error
-		if errors.As(err, &ue) && ue.Status != 0 {
-			outcome = fmt.Sprintf("status_%d", ue.Status)
-		}
-	}
-	s.metrics.upstreamCalls.WithLabelValues(provider, s.metrics.modelLabel(provider, model), outcome).Inc()
 }
 
 // buffers are reused across requests: request bodies, rewritten bodies,

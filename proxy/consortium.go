@@ -3,7 +3,9 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -32,13 +34,16 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 		s.consortiumStream(w, r, start, e, req, t)
 		return
 	}
-	res, err := e.Run(r.Context(), req, nil)
+	runID := consortia.NewID("run_")
+	res, err := e.Run(consortia.WithRunID(r.Context(), runID), req, nil)
 	if err != nil {
+		s.runFailed(r, e.Name(), runID, t.id, err)
 		s.fail(w, r, err)
 		return
 	}
 	res.Run.ConversationID = t.id
 	s.saveTurn(r.Context(), e.Name(), t, res)
+	s.runDone(r, e.Name(), res.Run)
 	overhead := time.Since(start) - res.Waited
 	info(r.Context()).overhead = overhead
 	summary, _ := json.Marshal(res.Run.Summary())
@@ -76,13 +81,14 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	defer s.metrics.streams.Dec()
 
 	runID := consortia.NewID("run_")
-	id := "chatcmpl-" + runID
-	created := time.Now().Unix()
-	sw := &sseWriter{w: w, rc: http.NewResponseController(w)}
-	// Every chunk of this stream begins the same way; only the delta
-	// changes, so it is written once.
-	prefix := fmt.Appendf(nil, `data: {"id":%q,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[`,
-		id, created, quoteJSON(e.Name()))
+	// Every chunk of this stream shares its id, time and model; only the
+	// choices (and on the last ones the consortium object and usage) change.
+	chunk := func(choices ...openai.ChunkChoice) *openai.ChatCompletionChunk {
+		if choices == nil {
+			choices = []openai.ChunkChoice{} // the usage chunk's "choices": []
+		}
+		return &openai.ChatCompletionChunk{ID: "chatcmpl-" + runID, Object: "chat.completion.chunk", Created: start.Unix(), Model: e.Name(), Choices: choices}
+	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -90,101 +96,115 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("X-Consortium-Run-Id", runID)
 	w.WriteHeader(http.StatusOK)
-	sw.write(prefix, `{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`)
+	ew := openai.NewEventWriter(w)
+	empty := ""
+	ew.JSON(chunk(openai.ChunkChoice{Delta: openai.Delta{Role: "assistant", Content: &empty}}))
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(s.keepAlive)
-		defer t.Stop()
+	wg.Go(func() {
+		tick := time.NewTicker(s.keepAlive)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
 			case <-r.Context().Done():
 				return
-			case <-t.C:
-				sw.comment(": keep-alive\n\n")
+			case <-tick.C:
+				ew.Comment("keep-alive")
 			}
 		}
-	}()
+	})
 
+	first := true
 	res, err := e.Run(consortia.WithRunID(r.Context(), runID), req, func(delta string) {
-		sw.write(prefix, `{"index":0,"delta":{"content":`, quoteJSON(delta), `},"finish_reason":null}]}`)
+		if first {
+			first = false
+			s.metrics.firstSynthesis.WithLabelValues(e.Name()).Observe(time.Since(start).Seconds())
+		}
+		ew.JSON(chunk(openai.ChunkChoice{Delta: openai.Delta{Content: &delta}}))
 	})
 	close(stop)
 	wg.Wait()
 
 	if err != nil {
+		s.runFailed(r, e.Name(), runID, t.id, err)
 		if r.Context().Err() != nil {
 			info(r.Context()).err = r.Context().Err()
 			return
 		}
 		info(r.Context()).err = err
-		writeStreamError(sw, errorFrom(err))
-		sw.flush()
+		writeStreamError(ew, errorFrom(err))
 		return
 	}
 	info(r.Context()).overhead = time.Since(start) - res.Waited
 	res.Run.ConversationID = t.id
 	s.saveTurn(r.Context(), e.Name(), t, res)
-	summary, _ := json.Marshal(res.Run.Summary())
-	sw.write(prefix, `{"index":0,"delta":{},"finish_reason":`, quoteJSON(res.FinishReason), `}],"consortium":`, string(summary), `}`)
+	s.runDone(r, e.Name(), res.Run)
+	last := chunk(openai.ChunkChoice{FinishReason: &res.FinishReason})
+	last.Consortium, _ = json.Marshal(res.Run.Summary())
+	ew.JSON(last)
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-		usage, _ := json.Marshal(res.Usage)
-		sw.write(prefix, `],"usage":`, string(usage), `}`)
+		u := chunk()
+		u.Usage = &res.Usage
+		ew.JSON(u)
 	}
-	sw.comment("data: [DONE]\n\n")
+	ew.Done()
 }
 
-// sseWriter writes SSE frames from the engine's goroutine and the
-// keep-alive goroutine, one at a time, flushing each.
-type sseWriter struct {
-	mu sync.Mutex
-	w  http.ResponseWriter
-	rc *http.ResponseController
-}
-
-// write sends one data frame: prefix, then parts, then a blank line.
-func (s *sseWriter) write(prefix []byte, parts ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	buf := getBuffer()
-	defer putBuffer(buf)
-	buf.Write(prefix)
-	for _, p := range parts {
-		buf.WriteString(p)
+// runDone logs a finished run, one line with each member's status and
+// latency, then each member failure at warn, and counts it. Neither
+// carries prompt text: member errors are upstream's scrubbed descriptions.
+func (s *Server) runDone(r *http.Request, consortium string, run *consortia.Run) {
+	ctx := r.Context()
+	s.metrics.runs.WithLabelValues(consortium, "ok").Inc()
+	s.metrics.rounds.WithLabelValues(consortium).Observe(float64(run.Iterations))
+	attrs := []slog.Attr{
+		slog.String("request_id", info(ctx).id),
+		slog.String("run_id", run.ID),
+		slog.String("conversation_id", run.ConversationID),
+		slog.String("consortium", consortium),
+		slog.Int("rounds", run.Iterations),
 	}
-	buf.WriteString("\n\n")
-	s.w.Write(buf.Bytes())
-	s.rc.Flush()
+	if run.Confidence != nil {
+		s.metrics.confidence.WithLabelValues(consortium).Observe(*run.Confidence)
+		attrs = append(attrs, slog.Float64("confidence", *run.Confidence))
+	}
+	var members []any
+	for _, round := range run.Rounds {
+		for _, m := range round.Members {
+			s.metrics.members.WithLabelValues(consortium, m.Model, m.Status).Inc()
+			if m.Status == consortia.StatusOK || m.Status == consortia.StatusCancelled {
+				continue
+			}
+			s.log.LogAttrs(ctx, slog.LevelWarn, "consortium member failed",
+				slog.String("request_id", info(ctx).id), slog.String("run_id", run.ID), slog.String("consortium", consortium),
+				slog.Int("round", round.Number), slog.String("model", m.Model), slog.Int("instance", m.Instance),
+				slog.String("status", m.Status), slog.String("error", m.Error))
+		}
+	}
+	if n := len(run.Rounds); n > 0 {
+		// The last round's members are the ones the answer rests on, as in
+		// the consortium object.
+		for _, m := range run.Rounds[n-1].Members {
+			members = append(members, slog.String(m.Model+"#"+strconv.Itoa(m.Instance), m.Status+" "+strconv.FormatInt(m.LatencyMs, 10)+"ms"))
+		}
+	}
+	attrs = append(attrs, slog.Group("members", members...))
+	s.log.LogAttrs(ctx, slog.LevelInfo, "consortium run", attrs...)
 }
 
-// comment sends raw text (a comment or [DONE]).
-func (s *sseWriter) comment(text string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.w.Write([]byte(text))
-	s.rc.Flush()
-}
-
-// Write lets writeStreamError use the writer.
-func (s *sseWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *sseWriter) flush() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rc.Flush()
-}
-
-// quoteJSON encodes s as a JSON string.
-func quoteJSON(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+// runFailed logs and counts a run that ended without an answer. The
+// engine returns no record then; the error names each failed member.
+func (s *Server) runFailed(r *http.Request, consortium, runID, conversation string, err error) {
+	outcome := errorFrom(err).Type
+	s.metrics.runs.WithLabelValues(consortium, outcome).Inc()
+	level := slog.LevelWarn
+	if outcome == "client_closed" {
+		level = slog.LevelInfo
+	}
+	s.log.LogAttrs(r.Context(), level, "consortium run failed",
+		slog.String("request_id", info(r.Context()).id), slog.String("run_id", runID),
+		slog.String("conversation_id", conversation), slog.String("consortium", consortium), slog.String("outcome", outcome), slog.String("error", err.Error()))
 }

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -27,7 +26,7 @@ import (
 
 // startCouncil runs a proxy with one consortium, "council", over the fake
 // provider; body is the consortium's YAML (members, arbiter ...).
-func startCouncil(t *testing.T, body string) *env {
+func startCouncil(t *testing.T, body string, options ...func(*proxy.Options)) *env {
 	t.Helper()
 	var y strings.Builder
 	// No retries: a member's failure is what the fake scripted, at once.
@@ -36,7 +35,7 @@ func startCouncil(t *testing.T, body string) *env {
 	for _, line := range strings.Split(strings.Trim(body, "\n"), "\n") {
 		y.WriteString("    " + line + "\n")
 	}
-	return start(t, y.String())
+	return start(t, y.String(), options...)
 }
 
 // councilYAML is a consortium of two instances of alpha and one of beta,
@@ -129,70 +128,6 @@ func decodeCompletion(t *testing.T, resp *http.Response, body []byte) completion
 		t.Fatalf("not a consortium completion: %s (%v)", body, err)
 	}
 	return c
-}
-
-// frame is one data frame of a consortium stream.
-type frame struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-	Model   string `json:"model"`
-	Choices []struct {
-		Index int `json:"index"`
-		Delta struct {
-			Role    string  `json:"role"`
-			Content *string `json:"content"`
-		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage      *wire.Usage `json:"usage"`
-	Consortium *summary    `json:"consortium"`
-	Error      *struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-	} `json:"error"`
-}
-
-// readFrames reads a stream's data frames in order, checking that it ends
-// with [DONE] and nothing after it.
-func readFrames(t *testing.T, body []byte) []frame {
-	t.Helper()
-	var frames []frame
-	done := false
-	for _, event := range strings.Split(string(body), "\n\n") {
-		if strings.TrimSpace(event) == "" || strings.HasPrefix(event, ":") {
-			continue
-		}
-		data, ok := strings.CutPrefix(event, "data: ")
-		if !ok || done {
-			t.Fatalf("unexpected event %q in\n%s", event, body)
-		}
-		if data == "[DONE]" {
-			done = true
-			continue
-		}
-		var f frame
-		if err := json.Unmarshal([]byte(data), &f); err != nil {
-			t.Fatalf("bad frame %q: %v", data, err)
-		}
-		frames = append(frames, f)
-	}
-	if !done {
-		t.Fatalf("no [DONE] in\n%s", body)
-	}
-	return frames
-}
-
-// text is the content the frames carry.
-func text(frames []frame) string {
-	var b strings.Builder
-	for _, f := range frames {
-		for _, c := range f.Choices {
-			if c.Delta.Content != nil {
-				b.WriteString(*c.Delta.Content)
-			}
-		}
-	}
-	return b.String()
 }
 
 func streamBody(body string) string {
@@ -352,8 +287,7 @@ func TestConsortiumCancelledRoundNeverLeaks(t *testing.T) {
 
 func waitIdle(t *testing.T, fake *upstreamtest.Server) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := within(t, 5*time.Second)
 	if err := fake.WaitIdle(ctx); err != nil {
 		t.Fatalf("%d upstream calls still in flight: %v", fake.InFlight(), err)
 	}
@@ -566,8 +500,7 @@ func TestConsortiumClientDisconnect(t *testing.T) {
 					resp.Body.Close()
 				}
 			}()
-			wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer wcancel()
+			wctx := within(t, 5*time.Second)
 			if err := e.fake.WaitRequests(wctx, tc.calls); err != nil {
 				t.Fatal(err)
 			}
@@ -612,8 +545,7 @@ func TestConsortiumInModels(t *testing.T) {
 func TestConsortiumOpenAIGoClient(t *testing.T) {
 	e := startCouncil(t, councilYAML)
 	usage := scriptCouncil(e.fake, "a synthesis, streamed to the SDK")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("any"), option.WithMaxRetries(0))
 	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
 		Model:         "council",
@@ -664,32 +596,19 @@ func TestConsortiumStreamsAtOnce(t *testing.T) {
 		Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
 		ChunkDelay: 5 * time.Millisecond,
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	events := bufio.NewReader(resp.Body)
+	events := newSSEReader(resp.Body)
 	next := func() frame {
 		t.Helper()
-		var data string
-		for {
-			line, err := events.ReadString('\n')
-			if err != nil {
-				t.Fatalf("stream ended: %v", err)
-			}
-			if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
-				data = d
-			} else if strings.TrimSpace(line) == "" && data != "" {
-				break
-			}
-		}
-		var f frame
-		if err := json.Unmarshal([]byte(data), &f); err != nil {
-			t.Fatalf("frame %q: %v", data, err)
+		f, done := events.nextFrame(t)
+		if done {
+			t.Fatal("[DONE] before the synthesis")
 		}
 		return f
 	}
@@ -705,9 +624,14 @@ func TestConsortiumStreamsAtOnce(t *testing.T) {
 	if e.fake.InFlight() < 1 {
 		t.Error("the synthesis came after the arbiter's reply had ended")
 	}
-	rest, _ := io.ReadAll(events)
-	if !bytes.HasSuffix(rest, []byte("data: [DONE]\n\n")) || bytes.Count(rest, []byte(`"content"`)) != 0 {
-		t.Errorf("the rest of the stream:\n%s", rest)
+	for {
+		f, done := events.nextFrame(t)
+		if done {
+			break
+		}
+		if len(f.Choices) > 0 && f.Choices[0].Delta.Content != nil {
+			t.Errorf("content after the synthesis: %+v", f)
+		}
 	}
 }
 
@@ -715,13 +639,7 @@ func TestConsortiumStreamsAtOnce(t *testing.T) {
 // working gets ": keep-alive" comments, and that the stream is still well
 // formed around them.
 func TestConsortiumKeepAlive(t *testing.T) {
-	var y strings.Builder
-	y.WriteString("providers:\n  fake:\n    base_url: {{FAKE}}\n    max_retries: 0\n")
-	y.WriteString("consortia:\n  council:\n")
-	for _, line := range strings.Split(strings.Trim(councilYAML, "\n"), "\n") {
-		y.WriteString("    " + line + "\n")
-	}
-	e := start(t, y.String(), func(o *proxy.Options) { o.KeepAlive = 5 * time.Millisecond })
+	e := startCouncil(t, councilYAML, func(o *proxy.Options) { o.KeepAlive = 5 * time.Millisecond })
 	scriptCouncil(e.fake, "done")
 	release := make(chan struct{})
 	e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
@@ -736,20 +654,22 @@ func TestConsortiumKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	comments := 0
-	for comments < 2 {
-		line, err := br.ReadString('\n')
+	events := newSSEReader(resp.Body)
+	for comments := 0; comments < 2; {
+		ev, err := events.next()
 		if err != nil {
 			t.Fatalf("stream ended before two keep-alives: %v", err)
 		}
-		if line == ": keep-alive\n" {
+		if ev.comment == "keep-alive" {
 			comments++
 		}
 	}
 	close(release)
-	rest, err := io.ReadAll(br)
-	if err != nil || !strings.Contains(string(rest), `"content":"done"`) || !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
-		t.Fatalf("after the keep-alives (%v):\n%s", err, rest)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frames := readFrames(t, rest); text(frames) != "done" {
+		t.Fatalf("after the keep-alives: %q", text(frames))
 	}
 }

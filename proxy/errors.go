@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
@@ -39,6 +40,36 @@ func badRequest(param, format string, args ...any) *apiError {
 func modelNotFound(model string) *apiError {
 	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
 		Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", model)}
+}
+
+// providerNotConfigured is the 404 for a provider/model ref whose provider
+// the configuration does not have: a new user's most likely mistake, so it
+// says how to add it.
+func providerNotConfigured(model, provider string) *apiError {
+	ae := modelNotFound(model)
+	ae.Message = fmt.Sprintf("The model `%s` names the provider %s, which is not configured. "+
+		"Add providers.%s (base_url, api_key, models) to the config file, or, if %s is one the proxy knows by name, "+
+		"set its key variable (%s_API_KEY; OLLAMA_HOST for ollama).",
+		model, quoteJSON(provider), provider, provider, strings.ToUpper(provider))
+	return ae
+}
+
+// runNotFound is the 404 for a run id the tenant does not own, whether or
+// not it exists.
+func runNotFound(id string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "run_not_found",
+		Message: "No run " + quoteJSON(id) + " was found for this API key."}
+}
+
+// errRequestTimeout answers a client whose body did not arrive in time.
+var errRequestTimeout = &apiError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+	Message: fmt.Sprintf("the request body did not arrive within %v; the connection is closed", bodyReadTimeout)}
+
+// quoteJSON quotes s as a JSON string, for ids in messages: unlike Go's
+// %q, it never writes escapes JSON does not have.
+func quoteJSON(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // errorFrom maps any error a handler meets to what the client is told. It
@@ -103,16 +134,16 @@ func errorFrom(err error) *apiError {
 	return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_error", Message: upstreamMessage(err)}
 }
 
-// upstreamMessage says which upstream failed and how, without anything the
-// operator would not want a client to see (keys never appear in errors).
+// upstreamMessage says which upstream failed and how. Its words are
+// upstream's own (Describe), which never carry the provider's key, even
+// when a provider echoes it, and read "the provider refused the proxy's
+// credentials" for a 401 or 403.
 func upstreamMessage(err error) string {
 	var ue *upstream.Error
 	if !errors.As(err, &ue) {
 		return err.Error()
 	}
 	switch {
-	case ue.Status == http.StatusUnauthorized || ue.Status == http.StatusForbidden:
-		return fmt.Sprintf("upstream %s refused the proxy's credentials (status %d); the operator must check its api_key", ue.Ref(), ue.Status)
 	case ue.Status != 0, errors.Is(ue.Err, upstream.ErrTimeout), errors.Is(ue.Err, upstream.ErrBreakerOpen):
 		return "upstream " + ue.Ref() + ": " + ue.Describe()
 	}

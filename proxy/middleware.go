@@ -77,7 +77,10 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		if ri.err != nil && r.Context().Err() != nil {
+		// A client that went away is a 499, whatever the handler wrote. A
+		// body that timed out ends the request's context too, but that
+		// client is still there and got its 408.
+		if ri.err != nil && r.Context().Err() != nil && ri.err != errRequestTimeout {
 			status = statusClientClosed
 		}
 		route := chi.RouteContext(r.Context()).RoutePattern()

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -20,8 +19,7 @@ func TestOpenAIGoClient(t *testing.T) {
 auth:
   keys: [{name: alice, key: alice-key}]
 `)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := within(t, 10*time.Second)
 	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("alice-key"), option.WithMaxRetries(0))
 
 	e.fake.Script("m1", upstreamtest.Reply{Content: "hello from m1"})

@@ -23,11 +23,9 @@ package proxy_test
 // counts, the goroutines and the heap in use before, at peak and after.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -43,7 +41,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
@@ -169,15 +166,7 @@ func TestSoak(t *testing.T) {
 		fake.SetRecordLimit(-1)
 		fake.SetDefault(soakFault)
 
-		cfg, err := config.Parse([]byte(strings.ReplaceAll(soakYAML, "{{FAKE}}", fake.URL)), func(string) (string, bool) { return "", false })
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := proxy.New(proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Backoff: 5 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts := httptest.NewServer(srv)
+		ts := httptest.NewServer(newProxy(t, fake, soakYAML, func(o *proxy.Options) { o.Backoff = 5 * time.Millisecond }))
 		defer ts.Close()
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 		defer client.CloseIdleConnections()
@@ -327,12 +316,12 @@ func soakRequest(client *http.Client, base string, c soakCase, tally *soakTally)
 	// A stream must end with [DONE], after an error event when it broke.
 	var last string
 	errorEvent := false
-	br := bufio.NewReader(resp.Body)
+	events := newSSEReader(resp.Body)
 	for {
-		line, err := br.ReadString('\n')
-		if strings.HasPrefix(line, "data: ") {
-			last = strings.TrimSpace(line)
-			if strings.HasPrefix(last, `data: {"error":`) {
+		ev, err := events.next()
+		if ev.data != "" {
+			last = ev.data
+			if strings.HasPrefix(last, `{"error":`) {
 				errorEvent = true
 			}
 		}
@@ -345,7 +334,7 @@ func soakRequest(client *http.Client, base string, c soakCase, tally *soakTally)
 		}
 	}
 	switch {
-	case last != "data: [DONE]":
+	case last != "[DONE]":
 		if left.Load() {
 			tally.add(c.name + ": client left mid-stream")
 			return
