@@ -64,7 +64,7 @@ var allowed = map[string][]string{
 	"cache":              {"openai"},
 	"ratelimit":          {"openai"},
 	"upstream":           {"openai", "ratelimit"},
-	"consortia":          {"openai", "upstream"},
+	"consortia":          {"openai", "upstream", "cache"}, // cache.NewID: one id function
 	"internal/config":    nil,
 	"internal/redistest": nil,
 	// proxy keeps internal/config only while its settings take the

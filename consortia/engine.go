@@ -2,14 +2,13 @@ package consortia
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"iter"
 	"strings"
 	"time"
 
+	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/openai"
 )
 
@@ -176,7 +175,7 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 	start := time.Now()
 	id, _ := ctx.Value(runIDKey{}).(string)
 	if id == "" {
-		id = NewID("run_")
+		id = cache.NewID("run_")
 	}
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
 	res, err := e.rounds(ctx, req, run, deltas)
@@ -305,13 +304,6 @@ type runIDKey struct{}
 // begins.
 func WithRunID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, runIDKey{}, id)
-}
-
-// NewID returns prefix followed by 24 random hex digits.
-func NewID(prefix string) string {
-	var b [12]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
 }
 
 func joinNonEmpty(sep string, parts ...string) string {

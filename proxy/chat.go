@@ -77,7 +77,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 }
 
 // route finds the provider of a passthrough model ref.
-func (s *Server) route(ref string) (*upstream.Provider, string, error) {
+func (s *Server) route(ref string) (Provider, string, error) {
 	name, model, ok := config.SplitRef(ref)
 	p := s.providers[name]
 	switch {
@@ -92,7 +92,7 @@ func (s *Server) route(ref string) (*upstream.Provider, string, error) {
 // passthrough forwards the client's body to a provider with only its model
 // rewritten, and the provider's answer back: JSON checked whole, SSE chunk
 // by chunk as it arrives.
-func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.Time, p *upstream.Provider, req *upstream.Request, body []byte) {
+func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.Time, p Provider, req *upstream.Request, body []byte) {
 	ri := info(r.Context())
 	ri.provider = p.Name()
 

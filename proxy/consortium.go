@@ -9,17 +9,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
 )
 
 // consortium answers a chat completion with a consortium.
-func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.Time, e *consortia.Engine, req *openai.ChatRequest) {
+func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.Time, e Consortium, req *openai.ChatRequest) {
 	if err := consortia.Check(req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	t, err := s.placeTurn(r.Context(), r, e.Name(), req)
+	t, err := s.placeTurn(w, r, e.Name(), req)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -27,22 +28,18 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 	whole := *req
 	whole.Messages = t.messages
 	req = &whole
-	if t.id != "" {
-		w.Header().Set(conversationHeader, t.id)
-	}
 	if req.Stream {
 		s.consortiumStream(w, r, start, e, req, t)
 		return
 	}
-	runID := consortia.NewID("run_")
+	runID := cache.NewID("run_")
 	res, err := e.Run(consortia.WithRunID(r.Context(), runID), req, nil)
 	if err != nil {
 		s.runFailed(r, e.Name(), runID, t.id, err)
 		s.fail(w, r, err)
 		return
 	}
-	res.Run.ConversationID = t.id
-	s.saveTurn(r.Context(), e.Name(), t, res)
+	s.saveTurn(w, r, t, res)
 	s.runDone(r, e.Name(), res.Run)
 	overhead := time.Since(start) - res.Waited
 	info(r.Context()).overhead = overhead
@@ -76,11 +73,11 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 // comments while members work, the synthesis as the arbiter writes it, the
 // chunk with finish_reason and the consortium object, the usage chunk when
 // asked, and [DONE].
-func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start time.Time, e *consortia.Engine, req *openai.ChatRequest, t *turn) {
+func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start time.Time, e Consortium, req *openai.ChatRequest, t *turn) {
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
-	runID := consortia.NewID("run_")
+	runID := cache.NewID("run_")
 	// Every chunk of this stream shares its id, time and model; only the
 	// choices (and on the last ones the consortium object and usage) change.
 	chunk := func(choices ...openai.ChunkChoice) *openai.ChatCompletionChunk {
@@ -139,8 +136,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 		return
 	}
 	info(r.Context()).overhead = time.Since(start) - res.Waited
-	res.Run.ConversationID = t.id
-	s.saveTurn(r.Context(), e.Name(), t, res)
+	s.saveTurn(w, r, t, res)
 	s.runDone(r, e.Name(), res.Run)
 	last := chunk(openai.ChunkChoice{FinishReason: &res.FinishReason})
 	last.Consortium, _ = json.Marshal(res.Run.Summary())

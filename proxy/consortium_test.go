@@ -19,14 +19,14 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/consortium-dev/consortium/internal/app"
 	wire "github.com/consortium-dev/consortium/openai"
-	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
 // startCouncil runs a proxy with one consortium, "council", over the fake
 // provider; body is the consortium's YAML (members, arbiter ...).
-func startCouncil(t *testing.T, body string, options ...func(*proxy.Options)) *env {
+func startCouncil(t *testing.T, body string, options ...func(*app.Options)) *env {
 	t.Helper()
 	var y strings.Builder
 	// No retries: a member's failure is what the fake scripted, at once.
@@ -639,7 +639,7 @@ func TestConsortiumStreamsAtOnce(t *testing.T) {
 // working gets ": keep-alive" comments, and that the stream is still well
 // formed around them.
 func TestConsortiumKeepAlive(t *testing.T) {
-	e := startCouncil(t, councilYAML, func(o *proxy.Options) { o.KeepAlive = 5 * time.Millisecond })
+	e := startCouncil(t, councilYAML, func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond })
 	scriptCouncil(e.fake, "done")
 	release := make(chan struct{})
 	e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {

@@ -11,17 +11,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
 func newTestServer(t *testing.T) *Server {
 	t.Helper()
-	cfg, err := config.Parse(nil, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

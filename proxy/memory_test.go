@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/consortium-dev/consortium/proxy"
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -25,7 +25,7 @@ type memEnv struct {
 // startMem runs the proxy for yaml in memory; call it inside the bubble.
 func startMem(t *testing.T, fake *upstreamtest.Server, yaml string) *memEnv {
 	t.Helper()
-	h := newProxy(t, fake, yaml, func(o *proxy.Options) { o.Transport = memTransport{fake.Handler()} })
+	h := newProxy(t, fake, yaml, func(o *app.Options) { o.Transport = memTransport{fake.Handler()} })
 	return &memEnv{t: t, fake: fake, h: h}
 }
 

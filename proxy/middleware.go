@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/internal/config"
 )
 
@@ -50,19 +49,12 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if len(id) == 0 || len(id) > 128 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-			id = newID("req_")
+			id = cache.NewID("req_")
 		}
 		w.Header().Set("X-Request-Id", id)
 		ri := &requestInfo{id: id, tenant: anonymous}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
 	})
-}
-
-// newID returns prefix followed by 24 random hex digits.
-func newID(prefix string) string {
-	var b [12]byte
-	rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
 }
 
 // observe writes one log line and the request metrics for every request.

@@ -16,8 +16,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/config"
-	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -37,12 +37,12 @@ type env struct {
 
 // start runs a proxy with the YAML configuration yaml, in which
 // {{FAKE}} stands for the fake provider's base URL.
-func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
+func start(t *testing.T, yaml string, options ...func(*app.Options)) *env {
 	t.Helper()
 	fake := upstreamtest.NewServer()
 	t.Cleanup(fake.Close)
 	logs := &logBuffer{}
-	options = append([]func(*proxy.Options){func(o *proxy.Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) }}, options...)
+	options = append([]func(*app.Options){func(o *app.Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) }}, options...)
 	ts := httptest.NewServer(newProxy(t, fake, yaml, options...))
 	t.Cleanup(func() {
 		ts.CloseClientConnections()
@@ -54,7 +54,7 @@ func start(t *testing.T, yaml string, options ...func(*proxy.Options)) *env {
 // newProxy builds the proxy for the YAML configuration yaml (defaultYAML
 // when empty), in which {{FAKE}} stands for fake's base URL. It is the one
 // place the tests construct a server; it is closed when the test ends.
-func newProxy(t testing.TB, fake *upstreamtest.Server, yaml string, options ...func(*proxy.Options)) http.Handler {
+func newProxy(t testing.TB, fake *upstreamtest.Server, yaml string, options ...func(*app.Options)) http.Handler {
 	t.Helper()
 	if yaml == "" {
 		yaml = defaultYAML
@@ -64,13 +64,13 @@ func newProxy(t testing.TB, fake *upstreamtest.Server, yaml string, options ...f
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	opts := proxy.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Backoff: time.Millisecond}
+	opts := app.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Backoff: time.Millisecond}
 	for _, o := range options {
 		o(&opts)
 	}
-	srv, err := proxy.New(opts)
+	srv, err := app.New(opts)
 	if err != nil {
-		t.Fatalf("proxy.New: %v", err)
+		t.Fatalf("app.New: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	return srv

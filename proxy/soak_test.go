@@ -41,7 +41,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/consortium-dev/consortium/proxy"
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -166,7 +166,7 @@ func TestSoak(t *testing.T) {
 		fake.SetRecordLimit(-1)
 		fake.SetDefault(soakFault)
 
-		ts := httptest.NewServer(newProxy(t, fake, soakYAML, func(o *proxy.Options) { o.Backoff = 5 * time.Millisecond }))
+		ts := httptest.NewServer(newProxy(t, fake, soakYAML, func(o *app.Options) { o.Backoff = 5 * time.Millisecond }))
 		defer ts.Close()
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 		defer client.CloseIdleConnections()

@@ -191,10 +191,9 @@ func providerConfig(name string, pc *config.Provider, models []string, opts Opti
 		RPM:            pc.RPM,
 		MaxConcurrency: pc.MaxConcurrency,
 		Transport:      opts.Transport,
-		// LEAD: MaxResponse: int64(pc.MaxResponse), once config.Provider
-		// has max_response (config helper); until then upstream's 32 MiB.
-		Models: models,
-		OnCall: m.ObserveCall,
+		MaxResponse:    int64(pc.MaxResponse),
+		Models:         models,
+		OnCall:         m.ObserveCall,
 	}
 }
 
@@ -238,9 +237,11 @@ func configuredModels(cfg *config.Config) map[string][]string {
 func engineConfig(c *config.Consortium) consortia.Config {
 	ec := consortia.Config{
 		Description: c.Description, Strategy: c.Strategy, System: c.System,
-		Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
-		ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
 		Quorum: c.Quorum, MemberTimeout: c.MemberTimeout, MinAnswers: c.MinAnswers,
+		Synthesize: consortia.Synthesize{
+			Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
+			ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
+		},
 	}
 	for _, m := range c.Members {
 		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
@@ -260,7 +261,7 @@ func Models(cfg *config.Config) []openai.Model {
 	}
 	for _, name := range cfg.ProviderOrder {
 		desc := ""
-		if name == config.DemoProvider && cfg.Demo {
+		if cfg.Providers[name].Demo {
 			desc = "demo: a built-in local provider with canned answers, not a real model"
 		}
 		for _, m := range cfg.Providers[name].Models {
