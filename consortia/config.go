@@ -30,8 +30,19 @@ type Config struct {
 	// zero, 1.
 	MinAnswers int
 
-	// Synthesize configures the strategy "synthesize".
+	// Synthesize configures the strategy "synthesize", and the arbiter of
+	// rank's then: synthesize and of vote's tie_break: judge.
 	Synthesize Synthesize
+
+	// Judges rank answers source-blind (rank; vote's tie_break: judge).
+	Judges []Judge
+	// JudgePrompt, when not empty, is a text/template replacing the
+	// default judge prompt.
+	JudgePrompt string
+	// Rank, Vote and Cascade configure those strategies.
+	Rank    Rank
+	Vote    Vote
+	Cascade Cascade
 }
 
 // Member is one member model of a consortium.
@@ -60,4 +71,53 @@ type Arbiter struct {
 	Prompt string
 	// Params are the arbiter call's own params.
 	Params map[string]any
+}
+
+// The configuration of the strategies after synthesize. Each strategy
+// reads its own field of Config; Judges and JudgePrompt serve rank, and
+// vote's tie_break: judge.
+
+// Judge is a model that ranks answers source-blind.
+type Judge struct {
+	// Model is the provider/model ref.
+	Model string
+	// Weight is the judge's weight in the aggregated scores. If zero, 1.
+	Weight float64
+	// Params are the judge call's own params; temperature is 0 unless
+	// they set it.
+	Params map[string]any
+}
+
+// Rank configures the strategy "rank": judges sort the answers and the
+// best wins (Borda).
+type Rank struct {
+	// WithinModelFirst ranks each model's own samples first, then the
+	// best of each model across models.
+	WithinModelFirst bool
+	// Then is "winner" (the default when empty: the top answer verbatim)
+	// or "synthesize" (the arbiter of Synthesize writes the answer, given
+	// the ranking and scores).
+	Then string
+}
+
+// Vote configures the strategy "vote": the weighted plurality of the
+// normalized answers wins.
+type Vote struct {
+	// Extract, when not empty, is a regexp whose first group is the part
+	// of an answer that is compared.
+	Extract string
+	// TieBreak is "first" (the default when empty: the tied answer of the
+	// earliest configured member) or "judge" (the judges, or the arbiter,
+	// rank the tied answers).
+	TieBreak string
+}
+
+// Cascade configures the strategy "cascade": tiers answer in turn, the
+// cheapest first, until one is confident enough.
+type Cascade struct {
+	// Tiers are consortium names or provider/model refs, cheapest first.
+	Tiers []string
+	// EscalateBelow is the confidence under which a tier escalates to
+	// the next.
+	EscalateBelow float64
 }

@@ -110,6 +110,9 @@ type Result struct {
 	// Synthesis is the answer the client received, cut by its max_tokens
 	// or stop when it set them.
 	Synthesis string
+	// Choices, when the client asked for n > 1 (rank), are the answers in
+	// rank order, Choices[0] being Synthesis; nil otherwise.
+	Choices []string
 	// FinishReason is "stop", or "length" when max_tokens cut the synthesis.
 	FinishReason string
 	// Usage is the sum over every upstream call that reported usage.
