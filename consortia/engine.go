@@ -54,6 +54,12 @@ type instance struct {
 // configuration; callers maps provider names to their clients. An unknown
 // strategy, or a ref to a provider callers lacks, is an error.
 func New(name string, cfg Config, callers map[string]Caller) (*Engine, error) {
+	return newEngine(name, cfg, callers, nil)
+}
+
+// newEngine builds an engine; engines, when not nil, finds the other
+// consortiums' engines (a cascade's tiers).
+func newEngine(name string, cfg Config, callers map[string]Caller, engines func(string) (*Engine, bool)) (*Engine, error) {
 	e := &Engine{name: name, cfg: cfg}
 	resolve := func(ref string, params map[string]any) (target, error) {
 		prov, model, ok := strings.Cut(ref, "/")
@@ -92,7 +98,7 @@ func New(name string, cfg Config, callers map[string]Caller) (*Engine, error) {
 		e.strategyName = defaultStrategy
 	}
 	var err error
-	e.strategy, err = newStrategy(setup{name: name, cfg: &e.cfg, instances: e.instances, resolve: resolve})
+	e.strategy, err = newStrategy(setup{name: name, cfg: &e.cfg, instances: e.instances, resolve: resolve, engine: engines})
 	if err != nil {
 		return nil, err
 	}

@@ -35,6 +35,42 @@ type Outcome struct {
 	// Confidence is how sure the strategy is of the answer, 0..1; nil when
 	// it cannot say (an untagged arbiter reply).
 	Confidence *float64 `json:"confidence"`
+
+	// Scores (rank) are the answers' aggregated scores, best first.
+	Scores []Score `json:"scores,omitempty"`
+	// Votes (vote) are the distinct answers with their weight, and
+	// Agreement the winning weight over the total, 0..1.
+	Votes     []VoteGroup `json:"votes,omitempty"`
+	Agreement *float64    `json:"agreement,omitempty"`
+	// Tiers (cascade) are the tiers tried, in order.
+	Tiers []Tier `json:"tiers,omitempty"`
+}
+
+// Score is one answer's place in a rank run.
+type Score struct {
+	Model    string  `json:"model"`
+	Instance int     `json:"instance"`
+	Score    float64 `json:"score"`
+	Place    int     `json:"place"` // from 1
+}
+
+// VoteGroup is one distinct answer of a vote run: the answer as compared
+// (normalized), its summed weight, and the members that gave it
+// ("provider/model#instance").
+type VoteGroup struct {
+	Answer  string   `json:"answer"`
+	Weight  float64  `json:"weight"`
+	Members []string `json:"members"`
+}
+
+// Tier is one tier a cascade tried: its name (a consortium or a
+// provider/model ref), its confidence (nil when it has none or failed),
+// and whether it escalated to the next.
+type Tier struct {
+	Tier       string   `json:"tier"`
+	Confidence *float64 `json:"confidence"`
+	Escalated  bool     `json:"escalated"`
+	Error      string   `json:"error,omitempty"`
 }
 
 // Round is one round of a run: the members' answers in configuration

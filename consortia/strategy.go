@@ -78,6 +78,9 @@ type setup struct {
 	instances []instance // the member instances, in configuration order
 	// resolve turns a provider/model ref into a target New can call.
 	resolve func(ref string, params map[string]any) (target, error)
+	// engine finds another consortium's engine by name (cascade's tiers);
+	// nil when the engine was built on its own by New.
+	engine func(name string) (*Engine, bool)
 }
 
 // newStrategy builds the strategy cfg.Strategy names.
