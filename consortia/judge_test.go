@@ -386,4 +386,3 @@ func fieldError(err error, param string) bool {
 	var fe *openai.FieldError
 	return errors.As(err, &fe) && fe.Param == param
 }
-
