@@ -6,7 +6,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -77,11 +76,7 @@ type JudgeData struct {
 // names a field JudgeData lacks; "" is the default prompt, which is fine.
 // Validation calls it without building an engine.
 func CheckJudgePrompt(text string) error {
-	t, err := parseJudgePrompt(text)
-	if err != nil {
-		return err
-	}
-	return t.Execute(io.Discard, sampleJudge)
+	return checkTemplate("judge", text, DefaultJudgePrompt, sampleJudge)
 }
 
 // sampleJudge is the data a judge prompt template is tried with at start.
@@ -91,15 +86,6 @@ var sampleJudge = JudgeData{
 	Request:        "What is 2+2?",
 	Responses:      []Response{{Label: "A", Text: "4"}, {Label: "B", Text: "Four."}},
 	RankingExample: "B > A",
-}
-
-// parseJudgePrompt parses a custom judge prompt, or the default one.
-func parseJudgePrompt(custom string) (*template.Template, error) {
-	text := custom
-	if strings.TrimSpace(text) == "" {
-		text = DefaultJudgePrompt
-	}
-	return template.New("judge").Option("missingkey=error").Parse(text)
 }
 
 // JudgeReply is one judge's ranking of one set of answers, in the run
@@ -164,7 +150,7 @@ func newPanel(s setup, judges []Judge) (*panel, error) {
 	if err := CheckJudgePrompt(s.cfg.JudgePrompt); err != nil {
 		return nil, fmt.Errorf("consortium %s: judge_prompt: %w", s.name, err)
 	}
-	p.prompt, _ = parseJudgePrompt(s.cfg.JudgePrompt)
+	p.prompt, _ = parseTemplate("judge", s.cfg.JudgePrompt, DefaultJudgePrompt)
 	return p, nil
 }
 

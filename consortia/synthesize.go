@@ -74,7 +74,7 @@ func newSynthesize(s setup) (strategy, error) {
 	if err := CheckPrompt(sy.cfg.Arbiter.Prompt); err != nil {
 		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", s.name, err)
 	}
-	sy.prompt, _ = parsePrompt(sy.cfg.Arbiter.Prompt)
+	sy.prompt, _ = parseTemplate("arbiter", sy.cfg.Arbiter.Prompt, DefaultPrompt)
 	seen := map[float64]bool{}
 	for _, in := range s.instances {
 		sy.weights = append(sy.weights, in.weight)
@@ -476,11 +476,7 @@ type Response struct {
 // names a field PromptData lacks; "" is the default prompt, which is
 // fine. Validation calls it without building an engine.
 func CheckPrompt(text string) error {
-	t, err := parsePrompt(text)
-	if err != nil {
-		return err
-	}
-	return t.Execute(io.Discard, samplePrompt)
+	return checkTemplate("arbiter", text, DefaultPrompt, samplePrompt)
 }
 
 // samplePrompt is the data a prompt template is tried with at start.
@@ -499,13 +495,25 @@ var samplePrompt = PromptData{
 	JudgeRankings:  []string{"B > A"},
 }
 
-// parsePrompt parses a custom arbiter prompt, or the default one.
-func parsePrompt(custom string) (*template.Template, error) {
+// parseTemplate parses a prompt template: custom, or def when custom is
+// blank. A field the data lacks is an error when it runs.
+func parseTemplate(name, custom, def string) (*template.Template, error) {
 	text := custom
 	if strings.TrimSpace(text) == "" {
-		text = DefaultPrompt
+		text = def
 	}
-	return template.New("arbiter").Option("missingkey=error").Parse(text)
+	return template.New(name).Option("missingkey=error").Parse(text)
+}
+
+// checkTemplate parses a prompt template (see parseTemplate) and runs it
+// with sample, so that a template naming a field its data lacks fails at
+// start rather than on every request.
+func checkTemplate(name, custom, def string, sample any) error {
+	t, err := parseTemplate(name, custom, def)
+	if err != nil {
+		return err
+	}
+	return t.Execute(io.Discard, sample)
 }
 
 // promptData gathers the template's data for one round.
