@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/consortium-dev/consortium/consortia"
@@ -334,5 +335,45 @@ func TestRankChoices(t *testing.T) {
 		if n := len(f.fake.Requests()); n != 0 {
 			t.Errorf("%s: %d calls for a request refused", name, n)
 		}
+	}
+}
+
+// TestRankJudgeOfAMembersModel: with within_model_first, a judge whose
+// model wrote every answer of a set is not asked to rank it (recorded);
+// in the final its placement of its own model's answer is dropped.
+func TestRankJudgeOfAMembersModel(t *testing.T) {
+	f, _ := newStrategyFixture(t, `
+strategy: rank
+within_model_first: true
+members: [{model: fake/alpha, count: 2}, {model: fake/beta}, {model: fake/gamma}]
+judges: [{model: fake/alpha}, {model: fake/j2}]`)
+	var sample atomic.Int32
+	f.fake.Handle("alpha", func(r *upstreamtest.Request) upstreamtest.Reply {
+		if labels, _ := shown(r); labels == nil {
+			return upstreamtest.Reply{Content: fmt.Sprintf("a%d", sample.Add(1))}
+		}
+		return prefers("", "a2", "a1", "c", "b")(r)
+	})
+	f.fake.Script("beta", upstreamtest.Reply{Content: "b"})
+	f.fake.Script("gamma", upstreamtest.Reply{Content: "c"})
+	f.fake.Handle("j2", prefers("", "b", "a1", "c", "a2"))
+	res, _ := f.mustRun(t, hello)
+	var notAsked, dropped int
+	for _, j := range judgesOf(res) {
+		if j.Model == "fake/alpha" && j.Group == "fake/alpha" && strings.HasPrefix(j.Error, "not asked") {
+			notAsked++
+		}
+		if j.Model == "fake/alpha" && j.Group == "final" && len(j.Dropped) == 1 && strings.HasPrefix(j.Dropped[0], "fake/alpha#") {
+			dropped++
+		}
+	}
+	if notAsked != 1 || dropped != 1 {
+		t.Errorf("judges %+v: want alpha not asked about its own samples, and its final placement of a1 dropped", judgesOf(res))
+	}
+	// j2 alone decides the first phase (a1). In the final j2 ranks
+	// b > a1 > c and alpha, without a1, c > b: every finalist scores 0.5,
+	// b and c have a first place each, and beta is configured first.
+	if res.Synthesis != "b" {
+		t.Errorf("synthesis %q, want b", res.Synthesis)
 	}
 }
