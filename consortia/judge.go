@@ -35,7 +35,9 @@ import (
 //   - A judge whose model wrote an answer (the member's model, or the
 //     fallback that answered in its place) has its placements of such
 //     answers dropped before scoring; a judge whose model wrote every
-//     answer shown is not asked.
+//     answer shown is not asked. A set of answers that no judge's ranking
+//     scores (dropped judges, or too few answers left once a judge's own
+//     are dropped) ends the run (ErrJudges).
 //   - Scores: a judge that placed k ≥ 2 answers gives the answer at
 //     0-based place i the points (k-1-i)/(k-1); an answer's score is the
 //     weighted mean over the judges that scored it, so a dropped
@@ -43,7 +45,7 @@ import (
 //     Ties go to the answer with more first places, then to the member
 //     configured earlier.
 
-// ErrJudges: judges were asked and none gave a usable ranking.
+// ErrJudges: no judge gave a usable ranking of a set of answers.
 var ErrJudges = errors.New("no judge gave a usable ranking")
 
 // DefaultJudgePrompt is the default judge prompt, a text/template that
@@ -170,8 +172,10 @@ type judgement struct {
 
 // rank asks every judge, at once, to rank the answers cands (indexes into
 // answers, at least two). group names the set in the run record. It fails
-// with ErrJudges when judges were asked and none gave a usable ranking,
-// and with ctx's error when ctx ended.
+// with ErrJudges when no judge gave a usable ranking: one that scores,
+// placing two answers or more once the judge's own were dropped (a judge
+// whose model wrote every answer is not asked); and with ctx's error when
+// ctx ended.
 func (p *panel) rank(ctx context.Context, req *openai.ChatRequest, answers []MemberAnswer, cands []int, group string) (judgement, error) {
 	ctx = upstream.WithRole(ctx, "judge")
 	replies := make([]JudgeReply, len(p.judges))
@@ -189,24 +193,23 @@ func (p *panel) rank(ctx context.Context, req *openai.ChatRequest, answers []Mem
 	if err := ctx.Err(); err != nil {
 		return judgement{}, err
 	}
-	var jm judgement
-	jm.replies = replies
-	asked, failures := 0, []string{}
+	jm := judgement{replies: replies}
+	var why []string
 	for i, r := range replies {
 		if r.Usage != nil {
 			jm.usage.Add(*r.Usage)
 		}
-		if !strings.HasPrefix(r.Error, "not asked") {
-			asked++
-		}
-		if ballots[i] != nil {
-			jm.ballots = append(jm.ballots, *ballots[i])
-		} else if r.Error != "" {
-			failures = append(failures, r.Model+": "+r.Error)
+		switch b := ballots[i]; {
+		case b != nil && len(b.order) >= 2:
+			jm.ballots = append(jm.ballots, *b)
+		case b != nil:
+			why = append(why, r.Model+": fewer than two answers left once its own were dropped")
+		default:
+			why = append(why, r.Model+": "+r.Error)
 		}
 	}
-	if asked > 0 && len(jm.ballots) == 0 {
-		return jm, fmt.Errorf("consortium %s: %w (%s)", p.consortium, ErrJudges, strings.Join(failures, "; "))
+	if len(jm.ballots) == 0 {
+		return jm, fmt.Errorf("consortium %s: %w (%s)", p.consortium, ErrJudges, strings.Join(why, "; "))
 	}
 	return jm, nil
 }

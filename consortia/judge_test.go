@@ -386,3 +386,28 @@ func fieldError(err error, param string) bool {
 	var fe *openai.FieldError
 	return errors.As(err, &fe) && fe.Param == param
 }
+
+// TestNoUsableRanking: a set of answers that no judge's ranking scores
+// ends the run with ErrJudges, saying why: a judge left with fewer than
+// two answers once its own were dropped, or not asked because its model
+// wrote every answer.
+func TestNoUsableRanking(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"one answer left once its own are dropped",
+			"strategy: rank\nmembers: [{model: fake/alpha}, {model: fake/beta}]\njudges: [{model: fake/alpha}]",
+			"fake/alpha: fewer than two answers left"},
+		{"its model wrote every answer",
+			"strategy: rank\nwithin_model_first: true\nmembers: [{model: fake/alpha, count: 2}]\njudges: [{model: fake/alpha}]",
+			"fake/alpha: not asked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _ := newStrategyFixture(t, tc.body)
+			f.fake.Handle("alpha", prefers(answerOf("alpha")))
+			f.fake.Handle("beta", prefers(answerOf("beta")))
+			_, _, err := f.run(t, hello)
+			if !errors.Is(err, consortia.ErrJudges) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %v, want ErrJudges saying %q", err, tc.want)
+			}
+		})
+	}
+}

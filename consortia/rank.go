@@ -19,8 +19,8 @@ import (
 //     normalized Borda (the weighted mean over the judges that scored an
 //     answer), ties to more first places, then to the member configured
 //     earlier. With fewer than two answers no judge is called and the
-//     answer stands. Judges asked with no usable ranking end the run
-//     (ErrJudges, 502).
+//     answer stands. A set of answers no judge's ranking scores ends the
+//     run (ErrJudges, 502).
 //   - With within_model_first, the judges first rank each model's own
 //     answers (a model with one answer needs no ranking), then the best
 //     answer of each model across models. The answers a first phase
