@@ -1,6 +1,7 @@
 package consortia_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -8,9 +9,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/upstream"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -376,4 +379,54 @@ judges: [{model: fake/alpha}, {model: fake/j2}]`)
 	if res.Synthesis != "b" {
 		t.Errorf("synthesis %q, want b", res.Synthesis)
 	}
+}
+
+// BenchmarkRankOverhead runs a rank consortium of three members and two
+// judges over real HTTP, each call taking 50ms, and reports the latency
+// beyond the 100ms critical path (members at once, then judges at once):
+// what the fan-out, the judging and the tally cost.
+func BenchmarkRankOverhead(b *testing.B) {
+	const (
+		delay    = 50 * time.Millisecond
+		critical = 2 * delay
+	)
+	fake := upstreamtest.NewServer()
+	b.Cleanup(fake.Close)
+	fake.SetRecordLimit(-1)
+	transport := upstream.NewTransport()
+	b.Cleanup(transport.CloseIdleConnections)
+	p, err := upstream.New(upstream.Config{Name: "fake", Type: "openai", BaseURL: fake.URL, Transport: transport})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := consortia.New("council", strategyConfig(b, `
+strategy: rank
+members: [{model: fake/a}, {model: fake/b}, {model: fake/c}]
+judges: [{model: fake/j1}, {model: fake/j2}]`), map[string]consortia.Caller{"fake": p})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fake.SetDefault(func(r *upstreamtest.Request) upstreamtest.Reply {
+		reply := prefers("An answer of a few words, as a member would write it: " + r.Model)(r)
+		reply.Delay = delay
+		return reply
+	})
+	req, err := openai.ParseChatRequest([]byte(hello))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Warm the connection pool, so that dialing is not measured.
+	if _, err := e.Run(context.Background(), req, nil); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		if _, err := e.Run(context.Background(), req, func(string) {}); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total/time.Duration(b.N)-critical)/float64(time.Millisecond), "overhead-ms")
 }
