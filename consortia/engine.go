@@ -133,10 +133,21 @@ type Result struct {
 	Waited time.Duration
 }
 
-// Check reports a request no consortium can serve, whatever its
-// strategy, as an *openai.FieldError naming the field. (*Engine).Check adds
-// what the consortium's strategy refuses (n > 1 but for rank).
+// Check reports a request no consortium can serve, as an
+// *openai.FieldError naming the field, and refuses n > 1, which only a
+// rank consortium serves.
+//
+// Deprecated: use (*Engine).Check, which knows the consortium's strategy.
 func Check(req *openai.ChatRequest) error {
+	if err := checkOne(req); err != nil {
+		return err
+	}
+	return checkAny(req)
+}
+
+// checkAny reports a request no consortium can serve, whatever its
+// strategy.
+func checkAny(req *openai.ChatRequest) error {
 	if len(req.Tools) > 0 {
 		return &openai.FieldError{Param: "tools", Message: "consortiums do not support tools yet; call a provider/model directly for tool use"}
 	}
@@ -168,11 +179,12 @@ func Check(req *openai.ChatRequest) error {
 	return nil
 }
 
-// Check reports a request this consortium cannot serve, as an
-// *openai.FieldError naming the field: what Check refuses, and what its
-// strategy refuses (n > 1 but for rank, within its bounds).
+// Check reports a request this consortium cannot serve, before any call,
+// as an *openai.FieldError naming the field: tools, bounds below one
+// token, no user message, and what its strategy refuses (n > 1 but for
+// rank, within its bounds).
 func (e *Engine) Check(req *openai.ChatRequest) error {
-	if err := Check(req); err != nil {
+	if err := checkAny(req); err != nil {
 		return err
 	}
 	if c, ok := e.strategy.(requestChecker); ok {
