@@ -30,13 +30,23 @@
 //     answers source-blind and writes the synthesis, streamed as it
 //     writes; its reply is read by a state machine (replyReader) over the
 //     tag parser (tags.go), and it may ask for further rounds.
+//   - rank (rank.go): judges rank the round's answers source-blind and the
+//     best wins verbatim (the top n with n > 1), or an arbiter writes the
+//     answer from the ranking (then: synthesize).
+//   - vote (vote.go): the answers, normalized, vote; the weighted
+//     plurality wins, written at once; tied groups go to the earliest
+//     member or to the judges.
 //
-// Those to come plug in the same way, without touching the fan-out: rank
-// (judges rank the round's answers; the winner is written verbatim, or an
-// arbiter writes from the ranking), vote (normalized answers, weighted
-// plurality, written at once), cascade (tiers run as engines of their
-// own; the strategy writes the answering tier's text, and a consortium of
-// tiers has no members to fan out to).
+// rank and vote share the judging (judge.go, judge.tmpl): a panel of
+// judges, each shown the answers under opaque labels in its own random
+// order, asked again once for an unusable ranking, its placements of its
+// own model's answers dropped, tallied by normalized Borda. A strategy
+// that serves n > 1 says so (requestChecker); (*Engine).Check refuses it
+// for the others.
+//
+// cascade plugs in the same way, without touching the fan-out: tiers run
+// as engines of their own; the strategy writes the answering tier's text,
+// and a consortium of tiers has no members to fan out to.
 //
 // The package knows nothing of HTTP: the proxy turns a Result and the
 // answer's deltas into OpenAI responses. Calls to providers go through

@@ -133,12 +133,21 @@ type Result struct {
 	Waited time.Duration
 }
 
-// Check reports a request this consortium cannot serve, as an
-// *openai.FieldError naming the field.
+// Check reports a request no consortium can serve, as an
+// *openai.FieldError naming the field, and refuses n > 1, which only a
+// rank consortium serves.
+//
+// Deprecated: use (*Engine).Check, which knows the consortium's strategy.
 func Check(req *openai.ChatRequest) error {
-	if req.N != nil && *req.N > 1 {
-		return &openai.FieldError{Param: "n", Message: "a consortium writes one synthesis: n must be 1"}
+	if err := checkOne(req); err != nil {
+		return err
 	}
+	return checkAny(req)
+}
+
+// checkAny reports a request no consortium can serve, whatever its
+// strategy.
+func checkAny(req *openai.ChatRequest) error {
 	if len(req.Tools) > 0 {
 		return &openai.FieldError{Param: "tools", Message: "consortiums do not support tools yet; call a provider/model directly for tool use"}
 	}
@@ -170,15 +179,30 @@ func Check(req *openai.ChatRequest) error {
 	return nil
 }
 
+// Check reports a request this consortium cannot serve, before any call,
+// as an *openai.FieldError naming the field: tools, bounds below one
+// token, no user message, and what its strategy refuses (n > 1 but for
+// rank, within its bounds).
+func (e *Engine) Check(req *openai.ChatRequest) error {
+	if err := checkAny(req); err != nil {
+		return err
+	}
+	if c, ok := e.strategy.(requestChecker); ok {
+		return c.check(req)
+	}
+	return checkOne(req)
+}
+
 // Run answers req. deltas, when not nil, receives the synthesis as it
 // becomes final, in order, from the goroutine that called Run; the
 // concatenation of every delta is Result.Synthesis.
 //
-// A request Check refuses is its *openai.FieldError, before any call. Once
+// A request (*Engine).Check refuses is its *openai.FieldError, before any
+// call. Once
 // the run has begun, an error is a *RunError holding the run record as far
 // as it went.
 func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*Result, error) {
-	if err := Check(req); err != nil {
+	if err := e.Check(req); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -249,8 +273,34 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Synthesis: synthesis, FinishReason: finish, Usage: run.Usage, Run: run, Waited: waited}, nil
+		choices, err := bounded(req, synthesis, d.choices)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Synthesis: synthesis, Choices: choices, FinishReason: finish, Usage: run.Usage, Run: run, Waited: waited}, nil
 	}
+}
+
+// bounded returns a final decision's choices under the client's bounds,
+// choices[0] replaced by the synthesis (already bounded); nil when the
+// decision has none. A choice cut by max_tokens is cut, whatever the
+// synthesis's finish reason.
+func bounded(req *openai.ChatRequest, synthesis string, choices []string) ([]string, error) {
+	if len(choices) == 0 {
+		return nil, nil
+	}
+	out := []string{synthesis}
+	for i, c := range choices[1:] {
+		o := newOutput(req, nil)
+		o.write(c)
+		text, _ := o.close()
+		text, err := o.checkJSON(text)
+		if err != nil {
+			return nil, fmt.Errorf("choice %d: %w", i+1, err)
+		}
+		out = append(out, text)
+	}
+	return out, nil
 }
 
 // Errors that end a run, told apart by the proxy with errors.Is.

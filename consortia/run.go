@@ -29,8 +29,8 @@ type Run struct {
 // Outcome is what a run's strategy found beyond the answer. It is part of
 // both the run record and the consortium object. Each strategy fills the
 // fields it knows and leaves the others empty: synthesize its arbiter's
-// confidence; rank will add its scores, vote its votes and agreement,
-// cascade its tiers.
+// confidence; rank its scores (and the judges' share for the winner),
+// vote its votes and agreement, cascade its tiers.
 type Outcome struct {
 	// Confidence is how sure the strategy is of the answer, 0..1; nil when
 	// it cannot say (an untagged arbiter reply).
@@ -78,8 +78,12 @@ type Tier struct {
 type Round struct {
 	Number  int            `json:"number"`
 	Members []MemberAnswer `json:"members"`
-	// Arbiter is the arbiter's reply (synthesize).
+	// Arbiter is the arbiter's reply (synthesize; rank's then:
+	// synthesize; vote's tie-break without judges).
 	Arbiter *ArbiterReply `json:"arbiter,omitempty"`
+	// Judges are the judges' rankings (rank; vote's tie-break), one per
+	// judge and set of answers ranked.
+	Judges []JudgeReply `json:"judges,omitempty"`
 }
 
 // Member statuses, as the consortium object reports them.

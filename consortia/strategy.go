@@ -59,12 +59,35 @@ type decision struct {
 	// fallback, on a final decision, says why the answer is not the
 	// strategy's own (for the run record).
 	fallback string
+
+	// choices, on a final decision of a request with n > 1, are the n
+	// answers in order, choices[0] being the one written; the engine bounds
+	// each as it bounds the written one.
+	choices []string
+}
+
+// A requestChecker is a strategy that serves requests the engine's
+// default refuses: n > 1. A strategy that is not one serves n = 1 only.
+type requestChecker interface {
+	// check reports a request the strategy cannot serve, as an
+	// *openai.FieldError, before any call.
+	check(req *openai.ChatRequest) error
+}
+
+// checkOne refuses n > 1: the check of a strategy that writes one answer.
+func checkOne(req *openai.ChatRequest) error {
+	if req.N != nil && *req.N > 1 {
+		return &openai.FieldError{Param: "n", Message: "a consortium writes one answer: n must be 1 (a rank consortium with then: winner can return several)"}
+	}
+	return nil
 }
 
 // strategies builds each strategy from its consortium's setup. A new
 // strategy is a new file and one line here.
 var strategies = map[string]func(setup) (strategy, error){
 	"synthesize": newSynthesize,
+	"rank":       newRank,
+	"vote":       newVote,
 }
 
 // defaultStrategy is the strategy of a Config that names none.

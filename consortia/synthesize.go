@@ -74,7 +74,7 @@ func newSynthesize(s setup) (strategy, error) {
 	if err := CheckPrompt(sy.cfg.Arbiter.Prompt); err != nil {
 		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", s.name, err)
 	}
-	sy.prompt, _ = parsePrompt(sy.cfg.Arbiter.Prompt)
+	sy.prompt, _ = parseTemplate("arbiter", sy.cfg.Arbiter.Prompt, DefaultPrompt)
 	seen := map[float64]bool{}
 	for _, in := range s.instances {
 		sy.weights = append(sy.weights, in.weight)
@@ -88,7 +88,7 @@ func (sy *synthesize) decide(ctx context.Context, req *openai.ChatRequest, round
 	order := shuffleLabels(round.Members)
 	var d decision
 	wrote := false
-	rec, v, err := sy.judge(ctx, req, round, order, func(s string) {
+	rec, v, err := sy.judge(ctx, req, round, order, nil, func(s string) {
 		wrote = wrote || s != ""
 		write(s)
 	})
@@ -129,10 +129,15 @@ func (sy *synthesize) rules(n int) roundRules {
 // judge calls the arbiter for one round and reads its reply as it streams,
 // through a replyReader that writes the synthesis when the round is final
 // and cuts the call when it iterates.
-func (sy *synthesize) judge(ctx context.Context, req *openai.ChatRequest, round *Round, order []int, write func(string)) (*ArbiterReply, verdict, error) {
+// ranked, when not nil, adds the judges' ranking to the prompt's data.
+func (sy *synthesize) judge(ctx context.Context, req *openai.ChatRequest, round *Round, order []int, ranked func(*PromptData), write func(string)) (*ArbiterReply, verdict, error) {
 	rec := &ArbiterReply{Model: sy.arbiter.ref}
+	data := sy.promptData(req, round, order)
+	if ranked != nil {
+		ranked(&data)
+	}
 	var prompt bytes.Buffer
-	if err := sy.prompt.Execute(&prompt, sy.promptData(req, round, order)); err != nil {
+	if err := sy.prompt.Execute(&prompt, data); err != nil {
 		rec.Error = err.Error()
 		return rec, verdict{}, fmt.Errorf("consortium %s: %w: its prompt template failed: %v", sy.consortium, ErrArbiter, err)
 	}
@@ -436,6 +441,22 @@ type PromptData struct {
 	ResponseFormat string
 	// RankingExample is an example ranking over this round's labels.
 	RankingExample string
+
+	// Scores and JudgeRankings are set when judges ranked the answers
+	// before the arbiter writes (rank's then: synthesize): every answer's
+	// label, aggregated score and place, best first, and each usable
+	// judge's ranking in the arbiter's labels ("B > A > C"). Empty for
+	// synthesize.
+	Scores        []LabelScore
+	JudgeRankings []string
+}
+
+// LabelScore is one answer's aggregated judges' score, under the label the
+// arbiter sees.
+type LabelScore struct {
+	Label string
+	Score float64 // 0..1
+	Place int     // from 1
 }
 
 // Turn is one turn of the conversation, as text.
@@ -455,11 +476,7 @@ type Response struct {
 // names a field PromptData lacks; "" is the default prompt, which is
 // fine. Validation calls it without building an engine.
 func CheckPrompt(text string) error {
-	t, err := parsePrompt(text)
-	if err != nil {
-		return err
-	}
-	return t.Execute(io.Discard, samplePrompt)
+	return checkTemplate("arbiter", text, DefaultPrompt, samplePrompt)
 }
 
 // samplePrompt is the data a prompt template is tried with at start.
@@ -474,15 +491,29 @@ var samplePrompt = PromptData{
 	CanIterate:     true,
 	Threshold:      0.8,
 	RankingExample: "A, B",
+	Scores:         []LabelScore{{Label: "B", Score: 1, Place: 1}, {Label: "A", Score: 0, Place: 2}},
+	JudgeRankings:  []string{"B > A"},
 }
 
-// parsePrompt parses a custom arbiter prompt, or the default one.
-func parsePrompt(custom string) (*template.Template, error) {
+// parseTemplate parses a prompt template: custom, or def when custom is
+// blank. A field the data lacks is an error when it runs.
+func parseTemplate(name, custom, def string) (*template.Template, error) {
 	text := custom
 	if strings.TrimSpace(text) == "" {
-		text = DefaultPrompt
+		text = def
 	}
-	return template.New("arbiter").Option("missingkey=error").Parse(text)
+	return template.New(name).Option("missingkey=error").Parse(text)
+}
+
+// checkTemplate parses a prompt template (see parseTemplate) and runs it
+// with sample, so that a template naming a field its data lacks fails at
+// start rather than on every request.
+func checkTemplate(name, custom, def string, sample any) error {
+	t, err := parseTemplate(name, custom, def)
+	if err != nil {
+		return err
+	}
+	return t.Execute(io.Discard, sample)
 }
 
 // promptData gathers the template's data for one round.
@@ -496,14 +527,7 @@ func (sy *synthesize) promptData(req *openai.ChatRequest, round *Round, order []
 		Threshold:   sy.cfg.ConfidenceThreshold,
 		ShowWeights: sy.showWeights,
 	}
-	last := lastUser(req.Messages)
-	for i, m := range req.Messages {
-		if i == last {
-			continue
-		}
-		d.Conversation = append(d.Conversation, Turn{Role: m.Role, Text: m.Content.String()})
-	}
-	d.Request = req.Messages[last].Content.String()
+	d.Conversation, d.Request = conversation(req)
 	var labels []string
 	for _, i := range order {
 		a := round.Members[i]
@@ -511,14 +535,7 @@ func (sy *synthesize) promptData(req *openai.ChatRequest, round *Round, order []
 		labels = append(labels, a.Label)
 	}
 	d.RankingExample = strings.Join(labels, ", ")
-	if rf := req.ResponseFormat; rf != nil {
-		switch rf.Type {
-		case "json_object":
-			d.ResponseFormat = "a JSON object"
-		case "json_schema":
-			d.ResponseFormat = "JSON matching this schema: " + string(rf.JSONSchema)
-		}
-	}
+	d.ResponseFormat = responseFormat(req)
 	return d
 }
 
