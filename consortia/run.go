@@ -80,6 +80,9 @@ type Round struct {
 	Members []MemberAnswer `json:"members"`
 	// Arbiter is the arbiter's reply (synthesize).
 	Arbiter *ArbiterReply `json:"arbiter,omitempty"`
+	// Tiers are the tiers a cascade tried, in order, each with its own
+	// run or call.
+	Tiers []TierRun `json:"tiers,omitempty"`
 }
 
 // Member statuses, as the consortium object reports them.

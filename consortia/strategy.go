@@ -65,6 +65,7 @@ type decision struct {
 // strategy is a new file and one line here.
 var strategies = map[string]func(setup) (strategy, error){
 	"synthesize": newSynthesize,
+	"cascade":    newCascade,
 }
 
 // defaultStrategy is the strategy of a Config that names none.
