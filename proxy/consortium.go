@@ -248,8 +248,7 @@ func (s *Server) members(r *http.Request, consortium string, run *consortia.Run)
 // with the outcome and the error and, for a run that had begun (a
 // *consortia.RunError), its rounds and each member's status and latency,
 // with each member failure at warn, as runDone logs them. Its member
-// answers are not counted: the member answer metric counts answers that
-// served.
+// answers are not counted: that metric counts those of successful runs.
 func (s *Server) runFailed(r *http.Request, consortium, runID, conversation string, err error) {
 	outcome := errorFrom(err).Type
 	s.metrics.runs.WithLabelValues(consortium, outcome).Inc()
