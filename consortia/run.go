@@ -84,6 +84,9 @@ type Round struct {
 	// Judges are the judges' rankings (rank; vote's tie-break), one per
 	// judge and set of answers ranked.
 	Judges []JudgeReply `json:"judges,omitempty"`
+	// Tiers are the tiers a cascade tried, in order, each with its own
+	// run or call.
+	Tiers []TierRun `json:"tiers,omitempty"`
 }
 
 // Member statuses, as the consortium object reports them.

@@ -88,6 +88,7 @@ var strategies = map[string]func(setup) (strategy, error){
 	"synthesize": newSynthesize,
 	"rank":       newRank,
 	"vote":       newVote,
+	"cascade":    newCascade,
 }
 
 // defaultStrategy is the strategy of a Config that names none.

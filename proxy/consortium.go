@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -44,16 +45,20 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 	overhead := time.Since(start) - res.Waited
 	info(r.Context()).overhead = overhead
 	summary, _ := json.Marshal(res.Run.Summary())
-	content := res.Synthesis
-	body, err := json.Marshal(openai.ChatCompletion{
-		ID:      "chatcmpl-" + res.Run.ID,
-		Object:  "chat.completion",
-		Created: res.Run.Created.Unix(),
-		Model:   e.Name(),
-		Choices: []openai.Choice{{
+	var choices []openai.Choice
+	for i, content := range answers(res) {
+		choices = append(choices, openai.Choice{
+			Index:        i,
 			Message:      openai.ResponseMessage{Role: "assistant", Content: &content},
-			FinishReason: res.FinishReason,
-		}},
+			FinishReason: finishReason(res, i),
+		})
+	}
+	body, err := json.Marshal(openai.ChatCompletion{
+		ID:         "chatcmpl-" + res.Run.ID,
+		Object:     "chat.completion",
+		Created:    res.Run.Created.Unix(),
+		Model:      e.Name(),
+		Choices:    choices,
 		Usage:      &res.Usage,
 		Consortium: summary,
 	})
@@ -69,9 +74,29 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 	w.Write(body)
 }
 
-// consortiumStream answers with SSE: the role chunk at once, keep-alive
-// comments while members work, the synthesis as the arbiter writes it, the
-// chunk with finish_reason and the consortium object, the usage chunk when
+// answers returns the answer's choices: the synthesis, or with n > 1 (rank)
+// the answers in rank order, the synthesis first.
+func answers(res *consortia.Result) []string {
+	if len(res.Choices) > 1 {
+		return res.Choices
+	}
+	return []string{res.Synthesis}
+}
+
+// finishReason is choice i's finish_reason: the client's bounds cut only
+// the synthesis, choice 0.
+func finishReason(res *consortia.Result, i int) string {
+	if i == 0 {
+		return res.FinishReason
+	}
+	return "stop"
+}
+
+// consortiumStream answers with SSE: the role chunk at once (one for each
+// choice when the client asked for n > 1), keep-alive comments while
+// members work, the synthesis as the arbiter writes it (choice 0), then
+// the other choices' content in rank order, the chunks with finish_reason,
+// the last of which carries the consortium object, the usage chunk when
 // asked, and [DONE].
 func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start time.Time, e Consortium, req *openai.ChatRequest, t *turn) {
 	s.metrics.streams.Inc()
@@ -95,7 +120,13 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	w.WriteHeader(http.StatusOK)
 	ew := openai.NewEventWriter(w)
 	empty := ""
-	ew.JSON(chunk(openai.ChunkChoice{Delta: openai.Delta{Role: "assistant", Content: &empty}}))
+	n := 1
+	if req.N != nil {
+		n = max(*req.N, 1)
+	}
+	for i := range n {
+		ew.JSON(chunk(openai.ChunkChoice{Index: i, Delta: openai.Delta{Role: "assistant", Content: &empty}}))
+	}
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -138,9 +169,20 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	info(r.Context()).overhead = time.Since(start) - res.Waited
 	s.saveTurn(w, r, t, res)
 	s.runDone(r, e.Name(), res.Run)
-	last := chunk(openai.ChunkChoice{FinishReason: &res.FinishReason})
-	last.Consortium, _ = json.Marshal(res.Run.Summary())
-	ew.JSON(last)
+	choices := answers(res)
+	for i := 1; i < len(choices); i++ {
+		if choices[i] != "" {
+			ew.JSON(chunk(openai.ChunkChoice{Index: i, Delta: openai.Delta{Content: &choices[i]}}))
+		}
+	}
+	for i := range choices {
+		reason := finishReason(res, i)
+		finish := chunk(openai.ChunkChoice{Index: i, FinishReason: &reason})
+		if i == len(choices)-1 {
+			finish.Consortium, _ = json.Marshal(res.Run.Summary())
+		}
+		ew.JSON(finish)
+	}
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
 		u := chunk()
 		u.Usage = &res.Usage
@@ -167,10 +209,23 @@ func (s *Server) runDone(r *http.Request, consortium string, run *consortia.Run)
 		s.metrics.confidence.WithLabelValues(consortium).Observe(*run.Confidence)
 		attrs = append(attrs, slog.Float64("confidence", *run.Confidence))
 	}
-	var members []any
 	for _, round := range run.Rounds {
 		for _, m := range round.Members {
 			s.metrics.members.WithLabelValues(consortium, m.Model, m.Status).Inc()
+		}
+	}
+	attrs = append(attrs, s.members(r, consortium, run))
+	s.log.LogAttrs(ctx, slog.LevelInfo, "consortium run", attrs...)
+}
+
+// members logs at warn each member failure of every round of run, and
+// returns the log attribute of the last round's members, the
+// ones the answer rests on (as in the consortium object): each one's
+// status and latency.
+func (s *Server) members(r *http.Request, consortium string, run *consortia.Run) slog.Attr {
+	ctx := r.Context()
+	for _, round := range run.Rounds {
+		for _, m := range round.Members {
 			if m.Status == consortia.StatusOK || m.Status == consortia.StatusCancelled {
 				continue
 			}
@@ -180,19 +235,20 @@ func (s *Server) runDone(r *http.Request, consortium string, run *consortia.Run)
 				slog.String("status", m.Status), slog.String("error", m.Error))
 		}
 	}
+	var members []any
 	if n := len(run.Rounds); n > 0 {
-		// The last round's members are the ones the answer rests on, as in
-		// the consortium object.
 		for _, m := range run.Rounds[n-1].Members {
 			members = append(members, slog.String(m.Model+"#"+strconv.Itoa(m.Instance), m.Status+" "+strconv.FormatInt(m.LatencyMs, 10)+"ms"))
 		}
 	}
-	attrs = append(attrs, slog.Group("members", members...))
-	s.log.LogAttrs(ctx, slog.LevelInfo, "consortium run", attrs...)
+	return slog.Group("members", members...)
 }
 
-// runFailed logs and counts a run that ended without an answer. The
-// engine returns no record then; the error names each failed member.
+// runFailed logs and counts a run that ended without an answer: one line
+// with the outcome and the error and, for a run that had begun (a
+// *consortia.RunError), its rounds and each member's status and latency,
+// with each member failure at warn, as runDone logs them. Its member
+// answers are not counted: that metric counts those of successful runs.
 func (s *Server) runFailed(r *http.Request, consortium, runID, conversation string, err error) {
 	outcome := errorFrom(err).Type
 	s.metrics.runs.WithLabelValues(consortium, outcome).Inc()
@@ -200,7 +256,13 @@ func (s *Server) runFailed(r *http.Request, consortium, runID, conversation stri
 	if outcome == "client_closed" {
 		level = slog.LevelInfo
 	}
-	s.log.LogAttrs(r.Context(), level, "consortium run failed",
+	attrs := []slog.Attr{
 		slog.String("request_id", info(r.Context()).id), slog.String("run_id", runID),
-		slog.String("conversation_id", conversation), slog.String("consortium", consortium), slog.String("outcome", outcome), slog.String("error", err.Error()))
+		slog.String("conversation_id", conversation), slog.String("consortium", consortium),
+		slog.String("outcome", outcome), slog.String("error", err.Error()),
+	}
+	if re, ok := errors.AsType[*consortia.RunError](err); ok {
+		attrs = append(attrs, slog.Int("rounds", re.Run.Iterations), s.members(r, consortium, re.Run))
+	}
+	s.log.LogAttrs(r.Context(), level, "consortium run failed", attrs...)
 }
