@@ -167,7 +167,7 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 	n := k.Instances()
 	v.check(k.Quorum >= 0, path+".quorum", "must not be negative")
 	v.check(k.MinAnswers >= 1, path+".min_answers", "must be at least 1")
-	if k.Strategy != StrategyCascade { // a cascade has tiers, not members
+	if n > 0 { // none: reported as such, or a cascade, which has tiers
 		v.check(k.Quorum <= n, path+".quorum", fmt.Sprintf("%d is more than the %d member instances", k.Quorum, n))
 		v.check(k.MinAnswers <= n, path+".min_answers", fmt.Sprintf("%d is more than the %d member instances", k.MinAnswers, n))
 	}
