@@ -4,7 +4,8 @@
 // with its key path. It builds nothing: the proxy, engine and providers are
 // made from a validated Config by their own constructors (internal/app),
 // and it imports nothing of the project, so a check that needs another
-// package (an arbiter prompt's fields) is passed in as an Option.
+// package (the fields of an arbiter or judge prompt) is passed in as an
+// Option.
 package config
 
 import (
@@ -315,8 +316,8 @@ func consortiumDefaults() Consortium {
 		MaxIterations:       3,
 		MemberTimeout:       60 * time.Second,
 		MinAnswers:          1,
-		Then:                ThenWinner,
-		TieBreak:            TieBreakFirst,
+		Then:                thenWinner,
+		TieBreak:            tieBreakFirst,
 		EscalateBelow:       0.8,
 	}
 }

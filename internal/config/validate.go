@@ -177,22 +177,22 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 // The strategies (shared/DESIGN.md, Strategies), and the values of rank's
 // then and vote's tie_break.
 const (
-	StrategySynthesize = "synthesize"
-	StrategyRank       = "rank"
-	StrategyVote       = "vote"
-	StrategyCascade    = "cascade"
+	strategySynthesize = "synthesize"
+	strategyRank       = "rank"
+	strategyVote       = "vote"
+	strategyCascade    = "cascade"
 
-	ThenWinner     = "winner"
-	ThenSynthesize = "synthesize"
+	thenWinner     = "winner"
+	thenSynthesize = "synthesize"
 
-	TieBreakFirst = "first"
-	TieBreakJudge = "judge"
+	tieBreakFirst = "first"
+	tieBreakJudge = "judge"
 )
 
 var (
-	strategies = []string{StrategySynthesize, StrategyRank, StrategyVote, StrategyCascade}
-	thens      = []string{ThenWinner, ThenSynthesize}
-	tieBreaks  = []string{TieBreakFirst, TieBreakJudge}
+	strategies = []string{strategySynthesize, strategyRank, strategyVote, strategyCascade}
+	thens      = []string{thenWinner, thenSynthesize}
+	tieBreaks  = []string{tieBreakFirst, tieBreakJudge}
 )
 
 // refuseForeignKeys reports every key k holds that its strategy does not
@@ -211,19 +211,19 @@ func (c *Config) refuseForeignKeys(v *validator, path string, k *Consortium) {
 func needs(v *validator, path string, k *Consortium) {
 	members := len(k.Members) > 0
 	switch k.Strategy {
-	case StrategySynthesize:
+	case strategySynthesize:
 		v.check(members, path+".members", "a consortium needs at least one member")
 		v.check(k.Arbiter.Model != "", path+".arbiter.model", "a consortium needs an arbiter model")
-	case StrategyRank:
+	case strategyRank:
 		v.check(members, path+".members", "a consortium needs at least one member")
 		v.check(len(k.Judges) > 0, path+".judges", "strategy rank needs at least one judge")
-		v.check(k.Then != ThenSynthesize || k.Arbiter.Model != "", path+".arbiter.model",
+		v.check(k.Then != thenSynthesize || k.Arbiter.Model != "", path+".arbiter.model",
 			"then: synthesize needs an arbiter model (it writes the answer from the ranking)")
-	case StrategyVote:
+	case strategyVote:
 		v.check(members, path+".members", "a consortium needs at least one member")
-		v.check(k.TieBreak != TieBreakJudge || len(k.Judges) > 0 || k.Arbiter.Model != "", path+".judges",
+		v.check(k.TieBreak != tieBreakJudge || len(k.Judges) > 0 || k.Arbiter.Model != "", path+".judges",
 			"tie_break: judge needs judges (or an arbiter) to rank the tied answers")
-	case StrategyCascade:
+	case strategyCascade:
 		v.check(!members, path+".members", "a cascade has tiers, not members")
 		v.check(len(k.Tiers) >= 2, path+".tiers", "strategy cascade needs two or more tiers")
 	}
@@ -238,21 +238,21 @@ var strategyKeys = []struct {
 	of    string
 }{
 	{"arbiter", func(k *Consortium) bool {
-		return k.Strategy == StrategySynthesize ||
-			k.Strategy == StrategyRank && k.Then == ThenSynthesize ||
-			k.Strategy == StrategyVote && k.TieBreak == TieBreakJudge && len(k.Judges) == 0
+		return k.Strategy == strategySynthesize ||
+			k.Strategy == strategyRank && k.Then == thenSynthesize ||
+			k.Strategy == strategyVote && k.TieBreak == tieBreakJudge && len(k.Judges) == 0
 	}, "synthesize, of rank with then: synthesize, and of vote with tie_break: judge and no judges"},
-	{"confidence_threshold", is(StrategySynthesize), "synthesize"},
-	{"min_iterations", is(StrategySynthesize), "synthesize"},
-	{"max_iterations", is(StrategySynthesize), "synthesize"},
+	{"confidence_threshold", is(strategySynthesize), "synthesize"},
+	{"min_iterations", is(strategySynthesize), "synthesize"},
+	{"max_iterations", is(strategySynthesize), "synthesize"},
 	{"judges", judged, "rank, and of vote with tie_break: judge"},
 	{"judge_prompt", judged, "rank, and of vote with tie_break: judge"},
-	{"within_model_first", is(StrategyRank), "rank"},
-	{"then", is(StrategyRank), "rank"},
-	{"extract", is(StrategyVote), "vote"},
-	{"tie_break", is(StrategyVote), "vote"},
-	{"tiers", is(StrategyCascade), "cascade"},
-	{"escalate_below", is(StrategyCascade), "cascade"},
+	{"within_model_first", is(strategyRank), "rank"},
+	{"then", is(strategyRank), "rank"},
+	{"extract", is(strategyVote), "vote"},
+	{"tie_break", is(strategyVote), "vote"},
+	{"tiers", is(strategyCascade), "cascade"},
+	{"escalate_below", is(strategyCascade), "cascade"},
 	{"system", answered, "the strategies with members (a cascade's tiers have their own)"},
 	{"quorum", answered, "the strategies with members (a cascade's tiers have their own)"},
 	{"member_timeout", answered, "the strategies with members (a cascade's tiers have their own)"},
@@ -266,11 +266,11 @@ func is(strategy string) func(*Consortium) bool {
 
 // judged takes the keys of judges: rank's, and vote's with tie_break: judge.
 func judged(k *Consortium) bool {
-	return k.Strategy == StrategyRank || k.Strategy == StrategyVote && k.TieBreak == TieBreakJudge
+	return k.Strategy == strategyRank || k.Strategy == strategyVote && k.TieBreak == tieBreakJudge
 }
 
 // answered takes the keys of a consortium's own members.
-func answered(k *Consortium) bool { return k.Strategy != StrategyCascade }
+func answered(k *Consortium) bool { return k.Strategy != strategyCascade }
 
 // checkPrompt checks a custom prompt template with check, when both are
 // set.
@@ -317,7 +317,7 @@ func (c *Config) checkCycles(v *validator) {
 		order[name] = i
 	}
 	tiers := func(name string) []string {
-		if k := c.Consortia[name]; k != nil && k.Strategy == StrategyCascade {
+		if k := c.Consortia[name]; k != nil && k.Strategy == strategyCascade {
 			return k.Tiers
 		}
 		return nil
