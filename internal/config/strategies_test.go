@@ -195,6 +195,19 @@ func TestStrategyProblems(t *testing.T) {
 		{"a judge without a model", "{strategy: rank, members: [{model: openai/a}], judges: [{weight: 2}]}", []string{
 			`consortia.x.judges[0].model: "" is not provider/model`}},
 
+		// Shapes and types, with their paths.
+		{"an unknown key in a judge", "{strategy: rank, members: [{model: openai/a}], judges: [{modle: openai/j}]}", []string{
+			`consortia.x.judges[0].modle: unknown key (did you mean "model"?)`,
+			`consortia.x.judges[0].model: "" is not provider/model`}},
+		{"judges that are not a list", "{strategy: rank, members: [{model: openai/a}], judges: openai/j}", []string{
+			`consortia.x.judges: expected a list, got "openai/j"`}},
+		{"a judge weight that is not a number", "{strategy: rank, members: [{model: openai/a}], judges: [{model: openai/j, weight: heavy}]}", []string{
+			`consortia.x.judges[0].weight: expected a number, got "heavy"`}},
+		{"tiers that are not a list", "{strategy: cascade, tiers: agree}", []string{
+			`consortia.x.tiers: expected a list, got "agree"`}},
+		{"an escalate_below that is not a number", "{" + mergeTiers + ", escalate_below: high}", []string{
+			`consortia.x.escalate_below: expected a number, got "high"`}},
+
 		// Tiers.
 		{"a tier that is nothing configured", "{strategy: cascade, tiers: [agree, nothing]}", []string{
 			`consortia.x.tiers[1]: "nothing" is neither a consortium nor a provider/model ref`}},
