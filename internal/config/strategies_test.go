@@ -68,7 +68,7 @@ func TestStrategiesAccepted(t *testing.T) {
 		{"vote with tie_break: judge and an arbiter", "{strategy: vote, members: [{model: openai/a}], tie_break: judge, arbiter: {model: openai/j}}"},
 		{"vote with tie_break: first", "{strategy: vote, members: [{model: openai/a}], tie_break: first, extract: '(\\d+)'}"},
 		{"cascade of consortiums only", "{strategy: cascade, tiers: [agree, council]}"},
-		{"cascade whose last tier is a model", "{strategy: cascade, tiers: [council, local/m]}"},
+		{"cascade whose last tier is a model, with a system prompt for it", "{strategy: cascade, tiers: [council, local/m], system: s}"},
 		{"cascade of a cascade", "{strategy: cascade, tiers: [tiered, openai/big], escalate_below: 1}"},
 		{"escalate_below 0", "{strategy: cascade, tiers: [agree, best], escalate_below: 0}"},
 		{"synthesize named", "{strategy: synthesize, members: [{model: openai/a}], arbiter: {model: openai/j}, confidence_threshold: 0.5, min_iterations: 1, max_iterations: 2}"},
@@ -154,13 +154,15 @@ func TestStrategyProblems(t *testing.T) {
 			"consortia.x.judge_prompt: " + other("vote", judgesOf)}},
 		{"an arbiter on vote with tie_break: first", "{" + voteMember + ", tie_break: first, arbiter: {model: openai/j}}", []string{
 			"consortia.x.arbiter: " + other("vote", arbiterOf)}},
+		{"an arbiter prompt on vote, whose arbiter ranks ties with the judge prompt", "{" + voteMember + ", tie_break: judge, arbiter: {model: openai/j, prompt: p}}", []string{
+			"consortia.x.arbiter.prompt: " + other("vote", "synthesize and of rank with then: synthesize (vote's arbiter ranks tied answers with judge_prompt)")}},
 		{"an arbiter beside the judges of vote", "{" + voteMember + ", tie_break: judge, judges: [{model: openai/j}], arbiter: {model: openai/j}}", []string{
 			"consortia.x.arbiter: " + other("vote", arbiterOf)}},
 		{"extract and tie_break on rank", "{" + rankMember + ", extract: '(.)', tie_break: judge}", []string{
 			"consortia.x.extract: " + other("rank", "vote"),
 			"consortia.x.tie_break: " + other("rank", "vote")}},
 		{"the members' keys on cascade", "{" + mergeTiers + ", system: s, quorum: 1, member_timeout: 5s, min_answers: 1}", []string{
-			"consortia.x.system: " + other("cascade", membersOf),
+			"consortia.x.system: " + other("cascade", "the strategies with members, and of a cascade whose last tier is a provider/model (for that tier)"),
 			"consortia.x.quorum: " + other("cascade", membersOf),
 			"consortia.x.member_timeout: " + other("cascade", membersOf),
 			"consortia.x.min_answers: " + other("cascade", membersOf)}},

@@ -201,7 +201,7 @@ var (
 func (c *Config) refuseForeignKeys(v *validator, path string, k *Consortium) {
 	for _, sk := range strategyKeys {
 		p := path + "." + sk.key
-		if c.present[p] && !sk.takes(k) {
+		if c.present[p] && !below(p, v.refused) && !sk.takes(c, k) {
 			v.refuse(p, fmt.Sprintf("strategy %s does not use it: it is a key of %s", k.Strategy, sk.of))
 		}
 	}
@@ -231,17 +231,22 @@ func needs(v *validator, path string, k *Consortium) {
 
 // strategyKeys are the consortium keys that not every strategy takes,
 // each with what takes it. The shared keys (description, strategy) and
-// members (which a cascade must not have: needs) are not here.
+// members (which a cascade must not have: needs) are not here. A key
+// below another comes after it, and is not reported again when that one
+// is refused.
 var strategyKeys = []struct {
 	key   string
-	takes func(k *Consortium) bool
+	takes func(c *Config, k *Consortium) bool
 	of    string
 }{
-	{"arbiter", func(k *Consortium) bool {
-		return k.Strategy == strategySynthesize ||
-			k.Strategy == strategyRank && k.Then == thenSynthesize ||
+	{"arbiter", func(_ *Config, k *Consortium) bool {
+		return k.Strategy == strategySynthesize || ranksThenWrites(k) ||
 			k.Strategy == strategyVote && k.TieBreak == tieBreakJudge && len(k.Judges) == 0
 	}, "synthesize, of rank with then: synthesize, and of vote with tie_break: judge and no judges"},
+	// vote's arbiter ranks the tied answers with the judge prompt.
+	{"arbiter.prompt", func(_ *Config, k *Consortium) bool {
+		return k.Strategy == strategySynthesize || ranksThenWrites(k)
+	}, "synthesize and of rank with then: synthesize (vote's arbiter ranks tied answers with judge_prompt)"},
 	{"confidence_threshold", is(strategySynthesize), "synthesize"},
 	{"min_iterations", is(strategySynthesize), "synthesize"},
 	{"max_iterations", is(strategySynthesize), "synthesize"},
@@ -253,24 +258,40 @@ var strategyKeys = []struct {
 	{"tie_break", is(strategyVote), "vote"},
 	{"tiers", is(strategyCascade), "cascade"},
 	{"escalate_below", is(strategyCascade), "cascade"},
-	{"system", answered, "the strategies with members (a cascade's tiers have their own)"},
-	{"quorum", answered, "the strategies with members (a cascade's tiers have their own)"},
-	{"member_timeout", answered, "the strategies with members (a cascade's tiers have their own)"},
-	{"min_answers", answered, "the strategies with members (a cascade's tiers have their own)"},
+	{"system", func(c *Config, k *Consortium) bool {
+		return k.Strategy != strategyCascade || slices.ContainsFunc(k.Tiers, c.modelTier)
+	}, "the strategies with members, and of a cascade whose last tier is a provider/model (for that tier)"},
+	{"quorum", answered, membersOf},
+	{"member_timeout", answered, membersOf},
+	{"min_answers", answered, membersOf},
 }
 
+const membersOf = "the strategies with members (a cascade's tiers have their own)"
+
 // is takes a key of one strategy.
-func is(strategy string) func(*Consortium) bool {
-	return func(k *Consortium) bool { return k.Strategy == strategy }
+func is(strategy string) func(*Config, *Consortium) bool {
+	return func(_ *Config, k *Consortium) bool { return k.Strategy == strategy }
+}
+
+// ranksThenWrites is a rank consortium whose arbiter writes the answer.
+func ranksThenWrites(k *Consortium) bool {
+	return k.Strategy == strategyRank && k.Then == thenSynthesize
 }
 
 // judged takes the keys of judges: rank's, and vote's with tie_break: judge.
-func judged(k *Consortium) bool {
+func judged(_ *Config, k *Consortium) bool {
 	return k.Strategy == strategyRank || k.Strategy == strategyVote && k.TieBreak == tieBreakJudge
 }
 
 // answered takes the keys of a consortium's own members.
-func answered(k *Consortium) bool { return k.Strategy != strategyCascade }
+func answered(_ *Config, k *Consortium) bool { return k.Strategy != strategyCascade }
+
+// modelTier reports whether a cascade's tier is a provider/model, not a
+// consortium.
+func (c *Config) modelTier(tier string) bool {
+	_, consortium := c.Consortia[tier]
+	return !consortium
+}
 
 // checkPrompt checks a custom prompt template with check, when both are
 // set.
