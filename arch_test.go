@@ -68,7 +68,8 @@ var allowed = map[string][]string{
 	"internal/config":    nil,
 	"internal/redistest": nil,
 	// proxy keeps internal/config only while its settings take the
-	// configuration's client keys (config.Key); the wiring may convert them.
+	// configuration's auth section (config.Auth, config.Key) and it splits
+	// model refs with config.SplitRef; the wiring may convert them.
 	"proxy":        {"openai", "consortia", "upstream", "cache", "ratelimit", "internal/config"},
 	"internal/app": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",

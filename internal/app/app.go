@@ -97,13 +97,9 @@ func New(opts Options) (*App, error) {
 		}
 		providers[name], callers[name] = p, p
 	}
-	engines := map[string]proxy.Consortium{}
-	for _, name := range cfg.ConsortiumOrder {
-		e, err := consortia.New(name, engineConfig(cfg.Consortia[name]), callers)
-		if err != nil {
-			return nil, err
-		}
-		engines[name] = e
+	engines, err := buildEngines(cfg, callers)
+	if err != nil {
+		return nil, err
 	}
 
 	a := &App{}
@@ -197,9 +193,27 @@ func providerConfig(name string, pc *config.Provider, models []string, opts Opti
 	}
 }
 
+// buildEngines builds every consortium's engine.
+func buildEngines(cfg *config.Config, callers map[string]consortia.Caller) (map[string]proxy.Consortium, error) {
+	cfgs := map[string]consortia.Config{}
+	for _, name := range cfg.ConsortiumOrder {
+		cfgs[name] = engineConfig(cfg.Consortia[name])
+	}
+	engines := map[string]proxy.Consortium{}
+	for _, name := range cfg.ConsortiumOrder {
+		e, err := consortia.New(name, cfgs[name], callers)
+		if err != nil {
+			return nil, err
+		}
+		engines[name] = e
+	}
+	return engines, nil
+}
+
 // configuredModels returns, per provider, the models the configuration
 // names: those it lists, then those its consortiums use (members, their
-// fallbacks, arbiters), each once. Their per-model state is kept; that of
+// fallbacks, arbiters, judges, and a cascade's last tier when it is a
+// model), each once. Their per-model state is kept; that of
 // any other model a client names is bounded.
 func configuredModels(cfg *config.Config) map[string][]string {
 	out := map[string][]string{}
@@ -229,6 +243,14 @@ func configuredModels(cfg *config.Config) map[string][]string {
 			}
 		}
 		addRef(c.Arbiter.Model)
+		for _, j := range c.Judges {
+			addRef(j.Model)
+		}
+		for _, t := range c.Tiers {
+			if _, consortium := cfg.Consortia[t]; !consortium {
+				addRef(t)
+			}
+		}
 	}
 	return out
 }
@@ -242,9 +264,16 @@ func engineConfig(c *config.Consortium) consortia.Config {
 			Arbiter:             consortia.Arbiter{Model: c.Arbiter.Model, Prompt: c.Arbiter.Prompt, Params: c.Arbiter.Params},
 			ConfidenceThreshold: c.ConfidenceThreshold, MinIterations: c.MinIterations, MaxIterations: c.MaxIterations,
 		},
+		JudgePrompt: c.JudgePrompt,
+		Rank:        consortia.Rank{WithinModelFirst: c.WithinModelFirst, Then: c.Then},
+		Vote:        consortia.Vote{Extract: c.Extract, TieBreak: c.TieBreak},
+		Cascade:     consortia.Cascade{Tiers: c.Tiers, EscalateBelow: c.EscalateBelow},
 	}
 	for _, m := range c.Members {
 		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
+	}
+	for _, j := range c.Judges {
+		ec.Judges = append(ec.Judges, consortia.Judge{Model: j.Model, Weight: j.Weight, Params: j.Params})
 	}
 	return ec
 }

@@ -7,14 +7,17 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/internal/redistest"
 	"github.com/consortium-dev/consortium/proxy"
@@ -97,6 +100,131 @@ consortia:
 	}
 	if want := []string{"x", "org/deep", "judge"}; !slices.Equal(got["b"], want) {
 		t.Errorf("b: %q, want %q", got["b"], want)
+	}
+}
+
+// TestConfiguredModelsOfStrategies: the judges' models and a cascade's
+// last tier when it is a model are kept, not the tiers that are
+// consortiums.
+func TestConfiguredModelsOfStrategies(t *testing.T) {
+	cfg := parse(t, `
+providers:
+  a: {base_url: "http://127.0.0.1:1"}
+  b: {base_url: "http://127.0.0.1:1"}
+consortia:
+  best:
+    strategy: rank
+    members: [{model: a/m}]
+    judges: [{model: b/judge1}, {model: a/judge2}, {model: a/m}]
+    then: synthesize
+    arbiter: {model: b/writer}
+  agree:
+    strategy: vote
+    members: [{model: a/m}]
+    tie_break: judge
+    judges: [{model: b/judge3}]
+  tiered:
+    strategy: cascade
+    tiers: [agree, best, b/org/big]
+`)
+	got := configuredModels(cfg)
+	if want := []string{"m", "judge2"}; !slices.Equal(got["a"], want) {
+		t.Errorf("a: %q, want %q", got["a"], want)
+	}
+	if want := []string{"writer", "judge1", "judge3", "org/big"}; !slices.Equal(got["b"], want) {
+		t.Errorf("b: %q, want %q", got["b"], want)
+	}
+	if len(got) != 2 {
+		t.Errorf("providers %q", got)
+	}
+}
+
+// TestEngineConfig: every key of every strategy reaches the engine's
+// Config, defaults included.
+func TestEngineConfig(t *testing.T) {
+	cfg := parse(t, `
+providers:
+  a: {base_url: "http://127.0.0.1:1"}
+consortia:
+  council:
+    description: the council
+    system: be brief
+    members: [{model: a/m, count: 2, weight: 1.5, system: s, params: {temperature: 0.5}, fallbacks: [a/f]}]
+    arbiter: {model: a/arb, prompt: p, params: {temperature: 0}}
+    confidence_threshold: 0.9
+    min_iterations: 2
+    max_iterations: 4
+    quorum: 1
+    member_timeout: 5s
+    min_answers: 2
+  best:
+    strategy: rank
+    members: [{model: a/m}]
+    judges: [{model: a/j1, weight: 2, params: {temperature: 0.1}}, {model: a/j2}]
+    judge_prompt: jp
+    within_model_first: true
+    then: synthesize
+    arbiter: {model: a/arb}
+  agree:
+    strategy: vote
+    members: [{model: a/m, count: 3}]
+    extract: "####\\s*(.+)$"
+    tie_break: judge
+    arbiter: {model: a/arb}
+  tiered:
+    strategy: cascade
+    tiers: [agree, best, a/big]
+    escalate_below: 0.6
+`)
+	synthesize := func(arbiter consortia.Arbiter) consortia.Synthesize {
+		return consortia.Synthesize{Arbiter: arbiter, ConfidenceThreshold: 0.8, MinIterations: 1, MaxIterations: 3}
+	}
+	shared := func(c consortia.Config) consortia.Config {
+		c.MemberTimeout, c.MinAnswers = 60*time.Second, 1
+		return c
+	}
+	for name, want := range map[string]consortia.Config{
+		"council": {
+			Description: "the council", Strategy: "synthesize", System: "be brief",
+			Members:       []consortia.Member{{Model: "a/m", Count: 2, Weight: 1.5, System: "s", Params: map[string]any{"temperature": 0.5}, Fallbacks: []string{"a/f"}}},
+			Quorum:        1,
+			MemberTimeout: 5 * time.Second,
+			MinAnswers:    2,
+			Synthesize: consortia.Synthesize{
+				Arbiter:             consortia.Arbiter{Model: "a/arb", Prompt: "p", Params: map[string]any{"temperature": 0}},
+				ConfidenceThreshold: 0.9, MinIterations: 2, MaxIterations: 4,
+			},
+			Rank: consortia.Rank{Then: "winner"}, Vote: consortia.Vote{TieBreak: "first"}, Cascade: consortia.Cascade{EscalateBelow: 0.8},
+		},
+		"best": shared(consortia.Config{
+			Strategy:   "rank",
+			Members:    []consortia.Member{{Model: "a/m", Count: 1, Weight: 1}},
+			Synthesize: synthesize(consortia.Arbiter{Model: "a/arb"}),
+			Judges: []consortia.Judge{
+				{Model: "a/j1", Weight: 2, Params: map[string]any{"temperature": 0.1}},
+				{Model: "a/j2", Weight: 1},
+			},
+			JudgePrompt: "jp",
+			Rank:        consortia.Rank{WithinModelFirst: true, Then: "synthesize"},
+			Vote:        consortia.Vote{TieBreak: "first"}, Cascade: consortia.Cascade{EscalateBelow: 0.8},
+		}),
+		"agree": shared(consortia.Config{
+			Strategy:   "vote",
+			Members:    []consortia.Member{{Model: "a/m", Count: 3, Weight: 1}},
+			Synthesize: synthesize(consortia.Arbiter{Model: "a/arb"}),
+			Rank:       consortia.Rank{Then: "winner"},
+			Vote:       consortia.Vote{Extract: `####\s*(.+)$`, TieBreak: "judge"}, Cascade: consortia.Cascade{EscalateBelow: 0.8},
+		}),
+		"tiered": shared(consortia.Config{
+			Strategy:   "cascade",
+			Synthesize: synthesize(consortia.Arbiter{}),
+			Rank:       consortia.Rank{Then: "winner"}, Vote: consortia.Vote{TieBreak: "first"},
+			Cascade: consortia.Cascade{Tiers: []string{"agree", "best", "a/big"}, EscalateBelow: 0.6},
+		}),
+	} {
+		if got := engineConfig(cfg.Consortia[name]); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
+		}
 	}
 }
 

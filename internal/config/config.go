@@ -4,7 +4,8 @@
 // with its key path. It builds nothing: the proxy, engine and providers are
 // made from a validated Config by their own constructors (internal/app),
 // and it imports nothing of the project, so a check that needs another
-// package (an arbiter prompt's fields) is passed in as an Option.
+// package (the fields of an arbiter or judge prompt) is passed in as an
+// Option.
 package config
 
 import (
@@ -57,9 +58,11 @@ type Config struct {
 	// keys of behaviour not built yet can be refused rather than ignored.
 	present map[string]bool
 
-	// checkPrompt checks an arbiter prompt (WithPromptCheck); nil checks
+	// checkPrompt checks an arbiter prompt (WithPromptCheck), and
+	// checkJudgePrompt a judge prompt (WithJudgePromptCheck); nil checks
 	// nothing.
-	checkPrompt func(string) error
+	checkPrompt      func(string) error
+	checkJudgePrompt func(string) error
 
 	// unset records the keys whose value was only ${VAR} references that
 	// expanded to nothing, with the variables' names, for the warnings.
@@ -142,7 +145,11 @@ type Breaker struct {
 	Cooldown time.Duration `yaml:"cooldown"`
 }
 
-// Consortium is one virtual model.
+// Consortium is one virtual model. Its strategy says which keys it takes
+// (shared/DESIGN.md, Strategies): synthesize the arbiter and the
+// iteration keys, rank the judges, vote extract and tie_break, cascade
+// only tiers and escalate_below; Validate refuses a key of another
+// strategy.
 type Consortium struct {
 	Description         string        `yaml:"description"`
 	Strategy            string        `yaml:"strategy"`
@@ -156,22 +163,32 @@ type Consortium struct {
 	MemberTimeout       time.Duration `yaml:"member_timeout"`
 	MinAnswers          int           `yaml:"min_answers"`
 
-	// The keys of the strategies rank, vote and cascade and of adaptive
-	// weights (shared/DESIGN.md, Strategies and Scores). They are parsed
-	// so that a file using them is told they are not supported yet, never
-	// that they are unknown; Validate refuses every one of them.
-	Judges           []Judge  `yaml:"judges"`
-	JudgePrompt      string   `yaml:"judge_prompt"`
-	WithinModelFirst bool     `yaml:"within_model_first"`
-	Then             string   `yaml:"then"`
-	Extract          string   `yaml:"extract"`
-	TieBreak         string   `yaml:"tie_break"`
-	Tiers            []string `yaml:"tiers"`
-	EscalateBelow    float64  `yaml:"escalate_below"`
-	Weights          string   `yaml:"weights"`
+	// Judges rank the answers source-blind (rank; vote's tie_break:
+	// judge), and JudgePrompt, when set, replaces their default prompt.
+	Judges      []Judge `yaml:"judges"`
+	JudgePrompt string  `yaml:"judge_prompt"`
+	// WithinModelFirst and Then are rank's: each model's own samples
+	// ranked first, and winner or synthesize.
+	WithinModelFirst bool   `yaml:"within_model_first"`
+	Then             string `yaml:"then"`
+	// Extract and TieBreak are vote's: the regexp whose first group is
+	// compared, and first or judge.
+	Extract  string `yaml:"extract"`
+	TieBreak string `yaml:"tie_break"`
+	// Tiers and EscalateBelow are cascade's: consortium names or
+	// provider/model refs, cheapest first, and the confidence under which
+	// a tier escalates.
+	Tiers         []string `yaml:"tiers"`
+	EscalateBelow float64  `yaml:"escalate_below"`
+
+	// Weights is adaptive weights (shared/DESIGN.md, Scores). It is parsed
+	// so that a file using it is told it is not supported yet, never that
+	// it is unknown; Validate refuses it.
+	Weights string `yaml:"weights"`
 }
 
-// Judge is one judge of a rank consortium (not built yet).
+// Judge is one judge of a rank consortium, or of a vote consortium's
+// tie_break: judge.
 type Judge struct {
 	Model  string         `yaml:"model"`
 	Weight float64        `yaml:"weight"`
@@ -299,10 +316,18 @@ func consortiumDefaults() Consortium {
 		MaxIterations:       3,
 		MemberTimeout:       60 * time.Second,
 		MinAnswers:          1,
+		Then:                thenWinner,
+		TieBreak:            tieBreakFirst,
+		EscalateBelow:       0.8,
 	}
 }
 
 // memberDefaults returns a member with every omitted key's default.
 func memberDefaults() Member {
 	return Member{Count: 1, Weight: 1.0}
+}
+
+// judgeDefaults returns a judge with every omitted key's default.
+func judgeDefaults() Judge {
+	return Judge{Weight: 1.0}
 }

@@ -1091,8 +1091,8 @@ func TestUnbuilt(t *testing.T) {
 		mustParse(t, "passthrough: true\nproviders:\n  openai:\n    api_key: k\n", nil)
 	})
 
-	// The keys of later strategies, adaptive weights and pricing are parsed
-	// and refused, never unknown and never ignored.
+	// Adaptive weights and pricing are parsed and refused, never unknown
+	// and never ignored.
 	t.Run("keys of later features are not supported yet", func(t *testing.T) {
 		ps := problemsOf(t, `
 pricing: {"openai/gpt-4o": {input: 2.5, output: 10}}
@@ -1102,33 +1102,10 @@ consortia:
   best:
     strategy: rank
     members: [{model: openai/a}]
-    judges: [{model: openai/j, weight: 1, params: {temperature: 0}}]
-    judge_prompt: "x"
-    within_model_first: true
-    then: winner
+    judges: [{model: openai/j}]
     weights: adaptive
-  agree:
-    strategy: vote
-    members: [{model: openai/a}]
-    extract: "(.+)"
-    tie_break: judge
-  tiered:
-    strategy: cascade
-    tiers: [best, agree]
-    escalate_below: 0.8
 `, nil)
 		want := Problems{
-			"consortia.best.strategy: strategies other than synthesize (rank, vote, cascade) are not supported yet",
-			"consortia.agree.strategy: strategies other than synthesize (rank, vote, cascade) are not supported yet",
-			"consortia.tiered.strategy: strategies other than synthesize (rank, vote, cascade) are not supported yet",
-			"consortia.best.judges: judges (strategies rank and vote) are not supported yet",
-			"consortia.best.judge_prompt: judge_prompt (strategies rank and vote) is not supported yet",
-			"consortia.best.within_model_first: within_model_first (strategy rank) is not supported yet",
-			"consortia.best.then: then (strategy rank) is not supported yet",
-			"consortia.agree.extract: extract (strategy vote) is not supported yet",
-			"consortia.agree.tie_break: tie_break (strategy vote) is not supported yet",
-			"consortia.tiered.tiers: tiers (strategy cascade) are not supported yet",
-			"consortia.tiered.escalate_below: escalate_below (strategy cascade) is not supported yet",
 			"consortia.best.weights: weights: adaptive is not supported yet",
 			"pricing: pricing is not supported yet",
 		}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -55,6 +56,12 @@ func TestExampleConfig(t *testing.T) {
 		}
 		if cfg.Log != (Log{Level: "info", Format: "text"}) || cfg.Providers["openai"].MaxResponse != 32<<20 {
 			t.Errorf("log %+v, openai max_response %d", cfg.Log, cfg.Providers["openai"].MaxResponse)
+		}
+		// The file shows a consortium of every strategy.
+		for _, s := range strategies {
+			if !slices.ContainsFunc(cfg.ConsortiumOrder, func(name string) bool { return cfg.Consortia[name].Strategy == s }) {
+				t.Errorf("%s has no consortium of strategy %s", exampleFile, s)
+			}
 		}
 		return
 	}

@@ -34,8 +34,9 @@ type Lookup func(name string) (string, bool)
 type Option func(*options)
 
 type options struct {
-	demo        bool
-	checkPrompt func(string) error
+	demo             bool
+	checkPrompt      func(string) error
+	checkJudgePrompt func(string) error
 }
 
 // WithDemo adds what --demo adds, before validation so that the file may
@@ -49,6 +50,12 @@ func WithDemo() Option { return func(o *options) { o.demo = true } }
 // its key path.
 func WithPromptCheck(check func(text string) error) Option {
 	return func(o *options) { o.checkPrompt = check }
+}
+
+// WithJudgePromptCheck makes Validate check every judge_prompt with check
+// (consortia.CheckJudgePrompt), as WithPromptCheck does arbiter prompts.
+func WithJudgePromptCheck(check func(text string) error) Option {
+	return func(o *options) { o.checkJudgePrompt = check }
 }
 
 // Path picks the configuration file as the command line describes: the -c
@@ -111,7 +118,7 @@ func parse(data []byte, env Lookup, name string, opts []Option) (*Config, error)
 		}
 		return nil, problems
 	}
-	cfg.checkPrompt = o.checkPrompt
+	cfg.checkPrompt, cfg.checkJudgePrompt = o.checkPrompt, o.checkJudgePrompt
 	addEnvProviders(cfg, env)
 	if o.demo {
 		problems = append(problems, cfg.addDemo()...)
@@ -202,18 +209,26 @@ func decode(data []byte, env Lookup) (*Config, Problems, map[string]bool) {
 	for name, n := range pairs(field(root, "consortia")) {
 		c := consortiumDefaults()
 		d.decode(n, &c)
-		if members := field(n, "members"); members != nil && members.Kind == yaml.SequenceNode {
-			c.Members = make([]Member, len(members.Content))
-			for i, mn := range members.Content {
-				m := memberDefaults()
-				d.decode(mn, &m)
-				c.Members[i] = m
-			}
-		}
+		c.Members = decodeList(d, field(n, "members"), c.Members, memberDefaults)
+		c.Judges = decodeList(d, field(n, "judges"), c.Judges, judgeDefaults)
 		cfg.Consortia[name] = &c
 		cfg.ConsortiumOrder = append(cfg.ConsortiumOrder, name)
 	}
 	return cfg, d.sorted(), d.bad
+}
+
+// decodeList decodes a list of structs element by element on top of
+// their defaults; it returns decoded as it is when n is not a list.
+func decodeList[T any](d *decoder, n *yaml.Node, decoded []T, defaults func() T) []T {
+	if n == nil || n.Kind != yaml.SequenceNode {
+		return decoded
+	}
+	out := make([]T, len(n.Content))
+	for i, en := range n.Content {
+		out[i] = defaults()
+		d.decode(en, &out[i])
+	}
+	return out
 }
 
 // decoder holds what one decode found.

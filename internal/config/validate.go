@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -56,6 +57,7 @@ func (c *Config) Validate() error {
 	for _, name := range c.ConsortiumOrder {
 		c.validateConsortium(v, name, c.Consortia[name])
 	}
+	c.checkCycles(v)
 	c.refuseUnbuilt(v)
 	if len(v.problems) == 0 {
 		return nil
@@ -113,12 +115,12 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 			v.problem(path, fmt.Sprintf("the name begins with the provider %q and a slash, so it would hide that provider's models", prov))
 		}
 	}
-	v.check(slices.Contains(strategies, k.Strategy), path+".strategy",
-		fmt.Sprintf("%q is not a known strategy (%s)", k.Strategy, strings.Join(strategies, ", ")))
-	// What the other strategies need is checked once they are built;
-	// until then their keys are refused (unbuilt).
-	synthesize := k.Strategy == "synthesize"
-	v.check(len(k.Members) > 0 || !synthesize, path+".members", "a consortium needs at least one member")
+	known := slices.Contains(strategies, k.Strategy)
+	if known {
+		c.refuseForeignKeys(v, path, k)
+	} else {
+		v.problem(path+".strategy", fmt.Sprintf("%q is not a known strategy (%s)", k.Strategy, strings.Join(strategies, ", ")))
+	}
 	for i, m := range k.Members {
 		mp := fmt.Sprintf("%s.members[%d]", path, i)
 		c.checkRef(v, mp+".model", m.Model)
@@ -131,16 +133,33 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 	}
 	if k.Arbiter.Model != "" {
 		c.checkRef(v, path+".arbiter.model", k.Arbiter.Model)
-	} else if synthesize {
-		v.problem(path+".arbiter.model", "a consortium needs an arbiter model")
+	}
+	if known {
+		needs(v, path, k)
 	}
 	checkParams(v, path+".arbiter.params", k.Arbiter.Params)
-	if k.Arbiter.Prompt != "" && c.checkPrompt != nil {
-		if err := c.checkPrompt(k.Arbiter.Prompt); err != nil {
-			v.problem(path+".arbiter.prompt", "is not a valid arbiter prompt: "+err.Error())
+	checkPrompt(v, path+".arbiter.prompt", "arbiter", k.Arbiter.Prompt, c.checkPrompt)
+	for i, j := range k.Judges {
+		jp := fmt.Sprintf("%s.judges[%d]", path, i)
+		c.checkRef(v, jp+".model", j.Model)
+		v.check(j.Weight > 0, jp+".weight", "must be more than 0")
+		checkParams(v, jp+".params", j.Params)
+	}
+	checkPrompt(v, path+".judge_prompt", "judge", k.JudgePrompt, c.checkJudgePrompt)
+	v.check(slices.Contains(thens, k.Then), path+".then", fmt.Sprintf("%q is not %s", k.Then, strings.Join(thens, " or ")))
+	v.check(slices.Contains(tieBreaks, k.TieBreak), path+".tie_break", fmt.Sprintf("%q is not %s", k.TieBreak, strings.Join(tieBreaks, " or ")))
+	if k.Extract != "" {
+		re, err := regexp.Compile(k.Extract)
+		switch {
+		case err != nil:
+			v.problem(path+".extract", "is not a valid regexp: "+err.Error())
+		case re.NumSubexp() == 0:
+			v.problem(path+".extract", `has no group: its first group is the answer compared, e.g. "####\\s*(.+)$"`)
 		}
 	}
+	c.checkTiers(v, path, k.Tiers)
 	v.check(k.ConfidenceThreshold >= 0 && k.ConfidenceThreshold <= 1, path+".confidence_threshold", "must be between 0 and 1")
+	v.check(k.EscalateBelow >= 0 && k.EscalateBelow <= 1, path+".escalate_below", "must be between 0 and 1")
 	v.check(k.MinIterations >= 1, path+".min_iterations", "must be at least 1")
 	v.check(k.MaxIterations >= 1, path+".max_iterations", "must be at least 1")
 	v.check(k.MinIterations <= k.MaxIterations, path+".min_iterations",
@@ -148,16 +167,214 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 	n := k.Instances()
 	v.check(k.Quorum >= 0, path+".quorum", "must not be negative")
 	v.check(k.MinAnswers >= 1, path+".min_answers", "must be at least 1")
-	if n > 0 || synthesize { // a cascade has tiers, not members
+	if n > 0 { // none: reported as such, or a cascade, which has tiers
 		v.check(k.Quorum <= n, path+".quorum", fmt.Sprintf("%d is more than the %d member instances", k.Quorum, n))
 		v.check(k.MinAnswers <= n, path+".min_answers", fmt.Sprintf("%d is more than the %d member instances", k.MinAnswers, n))
 	}
 	v.check(k.MemberTimeout > 0, path+".member_timeout", "must be more than 0")
 }
 
-// strategies are the values of a consortium's strategy (shared/DESIGN.md,
-// Strategies); only synthesize is built.
-var strategies = []string{"synthesize", "rank", "vote", "cascade"}
+// The strategies (shared/DESIGN.md, Strategies), and the values of rank's
+// then and vote's tie_break.
+const (
+	strategySynthesize = "synthesize"
+	strategyRank       = "rank"
+	strategyVote       = "vote"
+	strategyCascade    = "cascade"
+
+	thenWinner     = "winner"
+	thenSynthesize = "synthesize"
+
+	tieBreakFirst = "first"
+	tieBreakJudge = "judge"
+)
+
+var (
+	strategies = []string{strategySynthesize, strategyRank, strategyVote, strategyCascade}
+	thens      = []string{thenWinner, thenSynthesize}
+	tieBreaks  = []string{tieBreakFirst, tieBreakJudge}
+)
+
+// refuseForeignKeys reports every key k holds that its strategy does not
+// take (it would be ignored). The keys refused are left out of the checks
+// of their values that follow.
+func (c *Config) refuseForeignKeys(v *validator, path string, k *Consortium) {
+	for _, sk := range strategyKeys {
+		p := path + "." + sk.key
+		if c.present[p] && !below(p, v.refused) && !sk.takes(c, k) {
+			v.refuse(p, fmt.Sprintf("strategy %s does not use it: it is a key of %s", k.Strategy, sk.of))
+		}
+	}
+}
+
+// needs reports what k's strategy needs and k lacks.
+func needs(v *validator, path string, k *Consortium) {
+	members := len(k.Members) > 0
+	switch k.Strategy {
+	case strategySynthesize:
+		v.check(members, path+".members", "a consortium needs at least one member")
+		v.check(k.Arbiter.Model != "", path+".arbiter.model", "a consortium needs an arbiter model")
+	case strategyRank:
+		v.check(members, path+".members", "a consortium needs at least one member")
+		v.check(len(k.Judges) > 0, path+".judges", "strategy rank needs at least one judge")
+		v.check(k.Then != thenSynthesize || k.Arbiter.Model != "", path+".arbiter.model",
+			"then: synthesize needs an arbiter model (it writes the answer from the ranking)")
+	case strategyVote:
+		v.check(members, path+".members", "a consortium needs at least one member")
+		v.check(k.TieBreak != tieBreakJudge || len(k.Judges) > 0 || k.Arbiter.Model != "", path+".judges",
+			"tie_break: judge needs judges (or an arbiter) to rank the tied answers")
+	case strategyCascade:
+		v.check(!members, path+".members", "a cascade has tiers, not members")
+		v.check(len(k.Tiers) >= 2, path+".tiers", "strategy cascade needs two or more tiers")
+	}
+}
+
+// strategyKeys are the consortium keys that not every strategy takes,
+// each with what takes it. The shared keys (description, strategy) and
+// members (which a cascade must not have: needs) are not here. A key
+// below another comes after it, and is not reported again when that one
+// is refused.
+var strategyKeys = []struct {
+	key   string
+	takes func(c *Config, k *Consortium) bool
+	of    string
+}{
+	{"arbiter", func(_ *Config, k *Consortium) bool {
+		return k.Strategy == strategySynthesize || ranksThenWrites(k) ||
+			k.Strategy == strategyVote && k.TieBreak == tieBreakJudge && len(k.Judges) == 0
+	}, "synthesize, of rank with then: synthesize, and of vote with tie_break: judge and no judges"},
+	// vote's arbiter ranks the tied answers with the judge prompt.
+	{"arbiter.prompt", func(_ *Config, k *Consortium) bool {
+		return k.Strategy == strategySynthesize || ranksThenWrites(k)
+	}, "synthesize and of rank with then: synthesize (vote's arbiter ranks tied answers with judge_prompt)"},
+	{"confidence_threshold", is(strategySynthesize), "synthesize"},
+	{"min_iterations", is(strategySynthesize), "synthesize"},
+	{"max_iterations", is(strategySynthesize), "synthesize"},
+	{"judges", judged, "rank, and of vote with tie_break: judge"},
+	{"judge_prompt", judged, "rank, and of vote with tie_break: judge"},
+	{"within_model_first", is(strategyRank), "rank"},
+	{"then", is(strategyRank), "rank"},
+	{"extract", is(strategyVote), "vote"},
+	{"tie_break", is(strategyVote), "vote"},
+	{"tiers", is(strategyCascade), "cascade"},
+	{"escalate_below", is(strategyCascade), "cascade"},
+	{"system", func(c *Config, k *Consortium) bool {
+		return k.Strategy != strategyCascade || slices.ContainsFunc(k.Tiers, c.modelTier)
+	}, "the strategies with members, and of a cascade whose last tier is a provider/model (for that tier)"},
+	{"quorum", answered, membersOf},
+	{"member_timeout", answered, membersOf},
+	{"min_answers", answered, membersOf},
+}
+
+const membersOf = "the strategies with members (a cascade's tiers have their own)"
+
+// is takes a key of one strategy.
+func is(strategy string) func(*Config, *Consortium) bool {
+	return func(_ *Config, k *Consortium) bool { return k.Strategy == strategy }
+}
+
+// ranksThenWrites is a rank consortium whose arbiter writes the answer.
+func ranksThenWrites(k *Consortium) bool {
+	return k.Strategy == strategyRank && k.Then == thenSynthesize
+}
+
+// judged takes the keys of judges: rank's, and vote's with tie_break: judge.
+func judged(_ *Config, k *Consortium) bool {
+	return k.Strategy == strategyRank || k.Strategy == strategyVote && k.TieBreak == tieBreakJudge
+}
+
+// answered takes the keys of a consortium's own members.
+func answered(_ *Config, k *Consortium) bool { return k.Strategy != strategyCascade }
+
+// modelTier reports whether a cascade's tier is a provider/model, not a
+// consortium.
+func (c *Config) modelTier(tier string) bool {
+	_, consortium := c.Consortia[tier]
+	return !consortium
+}
+
+// checkPrompt checks a custom prompt template with check, when both are
+// set.
+func checkPrompt(v *validator, path, kind, text string, check func(string) error) {
+	if text == "" || check == nil {
+		return
+	}
+	if err := check(text); err != nil {
+		v.problem(path, fmt.Sprintf("is not a valid %s prompt: %v", kind, err))
+	}
+}
+
+// checkTiers checks a cascade's tiers one by one: each is a consortium, or
+// a provider/model ref of a configured provider, which has no confidence
+// and so may only be the last. Cycles are checkCycles'.
+func (c *Config) checkTiers(v *validator, path string, tiers []string) {
+	for i, t := range tiers {
+		p := fmt.Sprintf("%s.tiers[%d]", path, i)
+		if j := slices.Index(tiers[:i], t); j >= 0 {
+			v.problem(p, fmt.Sprintf("%q is already tiers[%d]", t, j))
+			continue
+		}
+		if _, ok := c.Consortia[t]; ok {
+			continue
+		}
+		prov, _, ok := SplitRef(t)
+		switch {
+		case !ok:
+			v.problem(p, fmt.Sprintf("%q is neither a consortium nor a provider/model ref", t))
+		case c.Providers[prov] == nil:
+			v.problem(p, fmt.Sprintf("%q is no consortium, and names the unknown provider %q", t, prov))
+		case i < len(tiers)-1:
+			v.problem(p, fmt.Sprintf("%q is a plain model, which has no confidence: it may only be the last tier", t))
+		}
+	}
+}
+
+// checkCycles reports every cascade that reaches itself through its tiers,
+// with the cycle. Each cycle is reported once, at the tier that begins it
+// in the cascade the file names first.
+func (c *Config) checkCycles(v *validator) {
+	order := map[string]int{}
+	for i, name := range c.ConsortiumOrder {
+		order[name] = i
+	}
+	tiers := func(name string) []string {
+		if k := c.Consortia[name]; k != nil && k.Strategy == strategyCascade {
+			return k.Tiers
+		}
+		return nil
+	}
+	for _, start := range c.ConsortiumOrder {
+		seen := map[string]bool{}
+		// back finds a way from name to start through cascades the file
+		// names after start, so that the cycle is found from its first.
+		var back func(name string) []string
+		back = func(name string) []string {
+			if name == start {
+				return []string{start}
+			}
+			if seen[name] || order[name] < order[start] {
+				return nil
+			}
+			seen[name] = true
+			for _, t := range tiers(name) {
+				if way := back(t); way != nil {
+					return append([]string{name}, way...)
+				}
+			}
+			return nil
+		}
+		ts := tiers(start)
+		for i, t := range ts {
+			if slices.Index(ts[:i], t) >= 0 {
+				continue // reported as a repeat
+			}
+			if way := back(t); way != nil {
+				v.problem(fmt.Sprintf("consortia.%s.tiers[%d]", start, i),
+					fmt.Sprintf("%q makes a cycle: %s", t, strings.Join(append([]string{start}, way...), " -> ")))
+			}
+		}
+	}
+}
 
 // LogFormats are the values of log.format and --log-format.
 var LogFormats = []string{"text", "json"}
@@ -199,19 +416,6 @@ func (c *Config) checkRef(v *validator, path, ref string) {
 // never accepted and ignored. An entry joins this list with the key it
 // refuses, and leaves it in the change that builds its behaviour.
 var unbuilt = []unbuiltKey{
-	{key: "consortia.*.strategy", set: func(c *Config, name string) bool {
-		s := c.Consortia[name].Strategy
-		return s != "synthesize" && slices.Contains(strategies, s)
-	},
-		what: "strategies other than synthesize (rank, vote, cascade) are not supported yet"},
-	{key: "consortia.*.judges", what: "judges (strategies rank and vote) are not supported yet"},
-	{key: "consortia.*.judge_prompt", what: "judge_prompt (strategies rank and vote) is not supported yet"},
-	{key: "consortia.*.within_model_first", what: "within_model_first (strategy rank) is not supported yet"},
-	{key: "consortia.*.then", what: "then (strategy rank) is not supported yet"},
-	{key: "consortia.*.extract", what: "extract (strategy vote) is not supported yet"},
-	{key: "consortia.*.tie_break", what: "tie_break (strategy vote) is not supported yet"},
-	{key: "consortia.*.tiers", what: "tiers (strategy cascade) are not supported yet"},
-	{key: "consortia.*.escalate_below", what: "escalate_below (strategy cascade) is not supported yet"},
 	{key: "consortia.*.weights", what: "weights: adaptive is not supported yet"},
 	{key: "pricing", what: "pricing is not supported yet"},
 }
@@ -251,10 +455,26 @@ func (c *Config) refuseUnbuilt(v *validator) {
 }
 
 // validator collects problems.
-type validator struct{ problems Problems }
+type validator struct {
+	problems Problems
+	// refused are the paths of keys refused as a whole: nothing more is
+	// said of them or of what lies below them.
+	refused map[string]bool
+}
 
 func (v *validator) problem(path, msg string) {
-	v.problems = append(v.problems, path+": "+msg)
+	if !below(path, v.refused) {
+		v.problems = append(v.problems, path+": "+msg)
+	}
+}
+
+// refuse reports a key that may not be there at all.
+func (v *validator) refuse(path, msg string) {
+	v.problem(path, msg)
+	if v.refused == nil {
+		v.refused = map[string]bool{}
+	}
+	v.refused[path] = true
 }
 
 func (v *validator) check(ok bool, path, msg string) {
