@@ -133,18 +133,6 @@ type Result struct {
 	Waited time.Duration
 }
 
-// Check reports a request no consortium can serve, as an
-// *openai.FieldError naming the field, and refuses n > 1, which only a
-// rank consortium serves.
-//
-// Deprecated: use (*Engine).Check, which knows the consortium's strategy.
-func Check(req *openai.ChatRequest) error {
-	if err := checkOne(req); err != nil {
-		return err
-	}
-	return checkAny(req)
-}
-
 // checkAny reports a request no consortium can serve, whatever its
 // strategy.
 func checkAny(req *openai.ChatRequest) error {

@@ -560,7 +560,7 @@ func TestNewRefuses(t *testing.T) {
 	}
 	callers := map[string]consortia.Caller{"fake": p}
 	for _, tc := range []struct{ name, body, want string }{
-		{"unknown strategy", "strategy: vote\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}", `strategy "vote" is not built (built: synthesize)`},
+		{"unknown strategy", "strategy: ballot\nmembers: [{model: fake/a}]\narbiter: {model: fake/j}", `strategy "ballot" is not built (built: cascade, rank, synthesize, vote)`},
 		{"synthesize without an arbiter", "members: [{model: fake/a}]", "needs members and an arbiter"},
 		{"synthesize without members", "arbiter: {model: fake/j}", "needs members and an arbiter"},
 		{"a member of an unknown provider", "members: [{model: nope/a}]\narbiter: {model: fake/j}", `"nope/a" names no configured provider`},

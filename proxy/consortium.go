@@ -17,7 +17,7 @@ import (
 
 // consortium answers a chat completion with a consortium.
 func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.Time, e Consortium, req *openai.ChatRequest) {
-	if err := consortia.Check(req); err != nil {
+	if err := e.Check(req); err != nil {
 		s.fail(w, r, err)
 		return
 	}

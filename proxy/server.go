@@ -38,6 +38,9 @@ type Provider interface {
 // satisfies it.
 type Consortium interface {
 	Name() string
+	// Check reports a request the consortium's strategy cannot serve (n >
+	// 1 but for rank, tools, ...) as an *openai.FieldError.
+	Check(req *openai.ChatRequest) error
 	Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*consortia.Result, error)
 }
 

@@ -36,6 +36,14 @@ type ranked struct {
 
 func (c *ranked) Name() string { return "best" }
 
+// Check lets n through up to the answers it has, as rank does.
+func (c *ranked) Check(req *wire.ChatRequest) error {
+	if req.N != nil && *req.N > len(c.answers) {
+		return &wire.FieldError{Param: "n", Message: "n is more than the answers"}
+	}
+	return nil
+}
+
 func (c *ranked) Run(_ context.Context, req *wire.ChatRequest, deltas func(string)) (*consortia.Result, error) {
 	c.mu.Lock()
 	c.asked = append(c.asked, req.Messages)

@@ -216,7 +216,7 @@ func parseFlags(name string, args []string, stdout, stderr io.Writer) (o *option
 // checking arbiter prompts with the engine's own check (so that validate
 // builds nothing), and adding the demo first for --demo.
 func load(o *options) (*config.Config, error) {
-	opts := []config.Option{config.WithPromptCheck(consortia.CheckPrompt)}
+	opts := []config.Option{config.WithPromptCheck(consortia.CheckPrompt), config.WithJudgePromptCheck(consortia.CheckJudgePrompt)}
 	if o.demo {
 		opts = append(opts, config.WithDemo())
 	}

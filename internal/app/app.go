@@ -199,12 +199,14 @@ func buildEngines(cfg *config.Config, callers map[string]consortia.Caller) (map[
 	for _, name := range cfg.ConsortiumOrder {
 		cfgs[name] = engineConfig(cfg.Consortia[name])
 	}
-	engines := map[string]proxy.Consortium{}
-	for _, name := range cfg.ConsortiumOrder {
-		e, err := consortia.New(name, cfgs[name], callers)
-		if err != nil {
-			return nil, err
-		}
+	// A cascade's tiers are other consortiums' engines: NewSet builds
+	// each after those it names.
+	set, err := consortia.NewSet(cfgs, callers)
+	if err != nil {
+		return nil, err
+	}
+	engines := make(map[string]proxy.Consortium, len(set))
+	for name, e := range set {
 		engines[name] = e
 	}
 	return engines, nil
