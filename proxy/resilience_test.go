@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
@@ -62,11 +61,8 @@ func TestPassthroughRetried(t *testing.T) {
 // TestPassthroughBreaker runs under synctest: the Retry-After of an open
 // breaker is its whole cooldown, to the second.
 func TestPassthroughBreaker(t *testing.T) {
-	fake := upstreamtest.NewServer()
-	t.Cleanup(fake.Close)
-	synctest.Test(t, func(t *testing.T) {
-		e := startMem(t, fake, faultProviderYAML("max_retries: 0", "breaker: {failures: 2, cooldown: 1h}"))
-		fake.Script("m1", upstreamtest.Reply{Status: 500, Error: "boom"})
+	inBubble(t, faultProviderYAML("max_retries: 0", "breaker: {failures: 2, cooldown: 1h}"), func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Status: 500, Error: "boom"})
 		for range 2 {
 			if resp, got := e.post(chatBody); resp.StatusCode != 502 {
 				t.Fatalf("status %d: %s", resp.StatusCode, got)
@@ -85,7 +81,7 @@ func TestPassthroughBreaker(t *testing.T) {
 				t.Errorf("Retry-After %q, want 3600", resp.Header.Get("Retry-After"))
 			}
 		}
-		if n := len(fake.Requests()); n != 2 {
+		if n := len(e.fake.Requests()); n != 2 {
 			t.Errorf("the provider saw %d calls, want 2: an open breaker must not call it", n)
 		}
 		// Another model of the same provider is not affected.
@@ -107,12 +103,9 @@ func TestPassthroughBreaker(t *testing.T) {
 // time: open, still open just before the cooldown ends, then a trial that
 // closes the breaker, all in /metrics.
 func TestBreakerRecovers(t *testing.T) {
-	fake := upstreamtest.NewServer()
-	t.Cleanup(fake.Close)
-	synctest.Test(t, func(t *testing.T) {
+	inBubble(t, faultProviderYAML("max_retries: 0", "breaker: {failures: 1, cooldown: 50ms}"), func(t *testing.T, e *memEnv) {
 		const cooldown = 50 * time.Millisecond
-		e := startMem(t, fake, faultProviderYAML("max_retries: 0", "breaker: {failures: 1, cooldown: 50ms}"))
-		fake.Script("m1", upstreamtest.Reply{Status: 500}, upstreamtest.Reply{Content: "recovered"})
+		e.fake.Script("m1", upstreamtest.Reply{Status: 500}, upstreamtest.Reply{Content: "recovered"})
 		e.post(chatBody)
 		resp, _ := e.post(chatBody)
 		if resp.StatusCode != 503 || retryAfterSecs(resp) != 1 {
@@ -126,7 +119,7 @@ func TestBreakerRecovers(t *testing.T) {
 		if resp, got := e.post(chatBody); resp.StatusCode != 200 {
 			t.Fatalf("after the cooldown: status %d: %s", resp.StatusCode, got)
 		}
-		if n := len(fake.Requests()); n != 2 {
+		if n := len(e.fake.Requests()); n != 2 {
 			t.Errorf("the provider saw %d calls, want 2", n)
 		}
 		_, metrics := e.do("GET", "/metrics", "", "")
@@ -160,15 +153,12 @@ func TestStreamCutOpensBreaker(t *testing.T) {
 }
 
 func TestClientKeyRPM(t *testing.T) {
-	fake := upstreamtest.NewServer()
-	t.Cleanup(fake.Close)
-	synctest.Test(t, func(t *testing.T) {
-		e := startMem(t, fake, defaultYAML+`
+	inBubble(t, defaultYAML+`
 auth:
   keys:
     - {name: alice, key: alice-key, rpm: 2}
     - {name: bob, key: bob-key}
-`)
+`, func(t *testing.T, e *memEnv) {
 		for i := range 2 {
 			if resp, got := e.do("POST", "/v1/chat/completions", "alice-key", chatBody); resp.StatusCode != 200 {
 				t.Fatalf("request %d: status %d: %s", i+1, resp.StatusCode, got)
@@ -192,7 +182,7 @@ auth:
 		if resp, _ := e.do("GET", "/v1/models", "alice-key", ""); resp.StatusCode != 429 {
 			t.Errorf("alice's /v1/models: status %d", resp.StatusCode)
 		}
-		if n := len(fake.Requests()); n != 3 {
+		if n := len(e.fake.Requests()); n != 3 {
 			t.Errorf("the provider saw %d calls, want 3", n)
 		}
 		// Once the 30s have passed, alice is served again.
@@ -206,10 +196,7 @@ auth:
 // TestProviderRPM: a provider's turn a minute away is refused at once
 // (not after the call's 200ms in vain), which fake time shows exactly.
 func TestProviderRPM(t *testing.T) {
-	fake := upstreamtest.NewServer()
-	t.Cleanup(fake.Close)
-	synctest.Test(t, func(t *testing.T) {
-		e := startMem(t, fake, strings.Replace(faultProviderYAML("rpm: 1"), "timeout: 2s", "timeout: 200ms", 1))
+	inBubble(t, strings.Replace(faultProviderYAML("rpm: 1"), "timeout: 2s", "timeout: 200ms", 1), func(t *testing.T, e *memEnv) {
 		if resp, got := e.post(chatBody); resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, got)
 		}
@@ -224,7 +211,7 @@ func TestProviderRPM(t *testing.T) {
 		if d := time.Since(start); d != 0 {
 			t.Errorf("answered after %v, want at once", d)
 		}
-		if n := len(fake.Requests()); n != 1 {
+		if n := len(e.fake.Requests()); n != 1 {
 			t.Errorf("the provider saw %d calls, want 1", n)
 		}
 	})
