@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -293,13 +294,24 @@ func TestStreamCutMidway(t *testing.T) {
 }
 
 func TestStreamIdleTimeout(t *testing.T) {
-	e := start(t, strings.Replace(defaultYAML, "idle_timeout: 2s", "idle_timeout: 100ms", 1))
-	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
-	_, got := e.post("/v1/chat/completions", streamChatBody)
-	s := string(got)
-	if !strings.Contains(s, `"type":"timeout"`) || !strings.HasSuffix(s, "data: [DONE]\n\n") {
-		t.Fatalf("a silent stream must end with a timeout event and [DONE]:\n%s", s)
-	}
+	inBubble(t, strings.Replace(defaultYAML, "idle_timeout: 2s", "idle_timeout: 100ms", 1), func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
+		began := time.Now()
+		_, got := e.post(streamChatBody)
+		s := string(got)
+		if !strings.Contains(s, `"type":"timeout"`) || !strings.HasSuffix(s, "data: [DONE]\n\n") {
+			t.Fatalf("a silent stream must end with a timeout event and [DONE]:\n%s", s)
+		}
+		// In fake time, to the tick: the stream ends when idle_timeout
+		// has passed without a chunk.
+		if took := time.Since(began); took != 100*time.Millisecond {
+			t.Errorf("the stream ended after %v, want idle_timeout (100ms)", took)
+		}
+		synctest.Wait()
+		if r := e.fake.Requests(); len(r) != 1 || !r[0].Cancelled || e.fake.InFlight() != 0 {
+			t.Errorf("the silent upstream call was not cancelled: %+v", r)
+		}
+	})
 }
 
 func TestErrors(t *testing.T) {
@@ -546,29 +558,30 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
-	e := start(t, "")
-	e.fake.Script("m1", upstreamtest.Reply{Hang: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(chatBody))
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+	inBubble(t, "", func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Hang: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", chatBody); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		synctest.Wait()
+		if n := e.fake.InFlight(); n != 1 {
+			t.Fatalf("%d upstream calls under way, want 1", n)
 		}
-	}()
-	wctx := within(t, 5*time.Second)
-	if err := e.fake.WaitRequests(wctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	<-done
-	if err := e.fake.WaitIdle(wctx); err != nil {
-		t.Fatalf("upstream call still running after the client left: %v", err)
-	}
-	if !e.fake.Requests()[0].Cancelled {
-		t.Error("upstream call not cancelled")
-	}
+		cancel()
+		<-done
+		synctest.Wait()
+		if n := e.fake.InFlight(); n != 0 {
+			t.Fatalf("%d upstream calls still running after the client left", n)
+		}
+		if !e.fake.Requests()[0].Cancelled {
+			t.Error("upstream call not cancelled")
+		}
+	})
 }
 
 // logBuffer collects log lines written by handler goroutines.
