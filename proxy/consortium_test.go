@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -28,6 +29,13 @@ import (
 // provider; body is the consortium's YAML (members, arbiter ...).
 func startCouncil(t *testing.T, body string, options ...func(*app.Options)) *env {
 	t.Helper()
+	return start(t, councilConfig(body), options...)
+}
+
+// councilConfig is the proxy's configuration with one consortium,
+// "council", over the fake provider; body is the consortium's YAML
+// (members, arbiter ...).
+func councilConfig(body string) string {
 	var y strings.Builder
 	// No retries: a member's failure is what the fake scripted, at once.
 	y.WriteString("providers:\n  fake:\n    base_url: {{FAKE}}\n    timeout: 5s\n    idle_timeout: 5s\n    max_retries: 0\n    models: [m1]\n")
@@ -35,7 +43,7 @@ func startCouncil(t *testing.T, body string, options ...func(*app.Options)) *env
 	for _, line := range strings.Split(strings.Trim(body, "\n"), "\n") {
 		y.WriteString("    " + line + "\n")
 	}
-	return start(t, y.String(), options...)
+	return y.String()
 }
 
 // councilYAML is a consortium of two instances of alpha and one of beta,
@@ -474,46 +482,53 @@ func TestConsortiumClientDisconnect(t *testing.T) {
 		stream bool
 		judge  upstreamtest.Reply
 		member upstreamtest.Reply
-		calls  int      // upstream calls in flight when the client leaves
-		cut    []string // the models whose calls must be cancelled
+		calls  int      // upstream calls made when the client leaves
+		cut    []string // the models whose calls are under way then, and must be cancelled
 	}{
 		{"while members work", false, upstreamtest.Reply{}, upstreamtest.Reply{Hang: true}, 3, []string{"alpha", "beta"}},
 		{"while the arbiter writes", true, upstreamtest.Reply{Chunks: filler("<analysis>"), ChunkDelay: time.Second / 4}, upstreamtest.Reply{Content: "fine"}, 4, []string{"judge"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startCouncil(t, councilYAML)
-			e.fake.Script("alpha", tc.member)
-			e.fake.Script("beta", tc.member)
-			e.fake.Script("judge", tc.judge)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			body := councilBody
-			if tc.stream {
-				body = streamBody(body)
-			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(body))
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				if resp, err := http.DefaultClient.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
+			inBubble(t, councilConfig(councilYAML), func(t *testing.T, e *memEnv) {
+				e.fake.Script("alpha", tc.member)
+				e.fake.Script("beta", tc.member)
+				e.fake.Script("judge", tc.judge)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				body := councilBody
+				if tc.stream {
+					body = streamBody(body)
 				}
-			}()
-			wctx := within(t, 5*time.Second)
-			if err := e.fake.WaitRequests(wctx, tc.calls); err != nil {
-				t.Fatal(err)
-			}
-			cancel()
-			<-done
-			waitIdle(t, e.fake)
-			for _, model := range tc.cut {
-				for _, r := range e.fake.RequestsFor(model) {
-					if !r.Cancelled {
-						t.Errorf("a call to %s went on after the client left", model)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", body); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}()
+				synctest.Wait()
+				under := 0
+				for _, model := range tc.cut {
+					under += len(e.fake.RequestsFor(model))
+				}
+				if n, m := len(e.fake.Requests()), e.fake.InFlight(); n != tc.calls || m != under {
+					t.Fatalf("%d upstream calls, %d in flight; want %d, those of %v in flight", n, m, tc.calls, tc.cut)
+				}
+				cancel()
+				<-done
+				synctest.Wait()
+				if n := e.fake.InFlight(); n != 0 {
+					t.Fatalf("%d upstream calls still in flight after the client left", n)
+				}
+				for _, model := range tc.cut {
+					for _, r := range e.fake.RequestsFor(model) {
+						if !r.Cancelled {
+							t.Errorf("a call to %s went on after the client left", model)
+						}
 					}
 				}
-			}
+			})
 		})
 	}
 }
