@@ -373,28 +373,35 @@ func TestConsortiumJSONOutput(t *testing.T) {
 }
 
 func TestConsortiumMemberStatuses(t *testing.T) {
-	e := startCouncil(t, `
+	const council = `
 members: [{model: fake/fast}, {model: fake/slow}, {model: fake/bad}]
 arbiter: {model: fake/judge}
 max_iterations: 1
 member_timeout: 300ms
-`)
-	e.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
-	e.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
-	e.fake.Script("bad", upstreamtest.Reply{Status: 503, Error: "overloaded right now"})
-	e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
-	resp, body := e.post("/v1/chat/completions", councilBody)
-	c := decodeCompletion(t, resp, body)
-	if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout", "fake/bad#1:error"}; !slices.Equal(c.Consortium.statuses(), want) {
-		t.Errorf("members %v, want %v", c.Consortium.statuses(), want)
-	}
-	if msg := c.Consortium.Members[2].Error; !strings.Contains(msg, "503") || !strings.Contains(msg, "overloaded right now") {
-		t.Errorf("the failed member's error %q", msg)
-	}
-	if c.Choices[0].Message.Content != "from the fast one" {
-		t.Errorf("content %q", c.Choices[0].Message.Content)
-	}
-	waitIdle(t, e.fake)
+`
+	inBubble(t, councilConfig(council), func(t *testing.T, e *memEnv) {
+		e.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
+		e.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
+		e.fake.Script("bad", upstreamtest.Reply{Status: 503, Error: "overloaded right now"})
+		e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
+		resp, body := e.post(councilBody)
+		c := decodeCompletion(t, resp, body)
+		if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout", "fake/bad#1:error"}; !slices.Equal(c.Consortium.statuses(), want) {
+			t.Errorf("members %v, want %v", c.Consortium.statuses(), want)
+		}
+		if msg := c.Consortium.Members[2].Error; !strings.Contains(msg, "503") || !strings.Contains(msg, "overloaded right now") {
+			t.Errorf("the failed member's error %q", msg)
+		}
+		if c.Choices[0].Message.Content != "from the fast one" {
+			t.Errorf("content %q", c.Choices[0].Message.Content)
+		}
+		// member_timeout cancelled the slow call, in fake time, before its
+		// minute was up.
+		synctest.Wait()
+		if slow := e.fake.RequestsFor("slow"); len(slow) != 1 || !slow[0].Cancelled || e.fake.InFlight() != 0 {
+			t.Errorf("the slow member's call was not cancelled: %+v", slow)
+		}
+	})
 }
 
 func TestConsortiumErrors(t *testing.T) {
@@ -427,50 +434,51 @@ func TestConsortiumErrors(t *testing.T) {
 	} {
 		for _, stream := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/stream=%v", tc.name, stream), func(t *testing.T) {
-				e := startCouncil(t, tc.config)
-				scripts := map[string]upstreamtest.Reply{
-					"good": {Content: "fine"}, "bad": {Content: "also fine"}, "judge": {Content: verdict("0.9", "ok")},
-				}
-				maps.Copy(scripts, tc.scripts)
-				for model, r := range scripts {
-					e.fake.Script(model, r)
-				}
-				body := tc.body
-				if stream {
-					body = streamBody(body)
-				}
-				resp, got := e.post("/v1/chat/completions", body)
-				var msg, typ string
-				if stream && tc.status != 400 {
-					// The stream had begun: the role chunk, then an error
-					// event, then [DONE].
-					frames := readFrames(t, got)
-					if resp.StatusCode != 200 || len(frames) != 2 || len(frames[0].Choices) != 1 || frames[0].Choices[0].Delta.Role != "assistant" || frames[1].Error == nil {
-						t.Fatalf("status %d, want the role chunk, an error event and [DONE]:\n%s", resp.StatusCode, got)
+				inBubble(t, councilConfig(tc.config), func(t *testing.T, e *memEnv) {
+					scripts := map[string]upstreamtest.Reply{
+						"good": {Content: "fine"}, "bad": {Content: "also fine"}, "judge": {Content: verdict("0.9", "ok")},
 					}
-					msg, typ = frames[1].Error.Message, frames[1].Error.Type
-				} else {
-					if resp.StatusCode != tc.status {
-						t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+					maps.Copy(scripts, tc.scripts)
+					for model, r := range scripts {
+						e.fake.Script(model, r)
 					}
-					ae := decodeError(t, got)
-					msg, typ = ae.Error.Message, ae.Error.Type
-					if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
-						t.Errorf("param %v, want %s", ae.Error.Param, tc.param)
+					body := tc.body
+					if stream {
+						body = streamBody(body)
 					}
-				}
-				if typ != tc.typ {
-					t.Errorf("type %q, want %q (%s)", typ, tc.typ, msg)
-				}
-				for _, s := range tc.mentions {
-					if !strings.Contains(msg, s) {
-						t.Errorf("message %q does not mention %q", msg, s)
+					resp, got := e.post(body)
+					var msg, typ string
+					if stream && tc.status != 400 {
+						// The stream had begun: the role chunk, then an error
+						// event, then [DONE].
+						frames := readFrames(t, got)
+						if resp.StatusCode != 200 || len(frames) != 2 || len(frames[0].Choices) != 1 || frames[0].Choices[0].Delta.Role != "assistant" || frames[1].Error == nil {
+							t.Fatalf("status %d, want the role chunk, an error event and [DONE]:\n%s", resp.StatusCode, got)
+						}
+						msg, typ = frames[1].Error.Message, frames[1].Error.Type
+					} else {
+						if resp.StatusCode != tc.status {
+							t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+						}
+						ae := decodeError(t, got)
+						msg, typ = ae.Error.Message, ae.Error.Type
+						if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
+							t.Errorf("param %v, want %s", ae.Error.Param, tc.param)
+						}
 					}
-				}
-				if tc.status == 400 && len(e.fake.Requests()) != 0 {
-					t.Errorf("%d upstream calls for a request the consortium refuses", len(e.fake.Requests()))
-				}
-				waitIdle(t, e.fake)
+					if typ != tc.typ {
+						t.Errorf("type %q, want %q (%s)", typ, tc.typ, msg)
+					}
+					for _, s := range tc.mentions {
+						if !strings.Contains(msg, s) {
+							t.Errorf("message %q does not mention %q", msg, s)
+						}
+					}
+					if tc.status == 400 && len(e.fake.Requests()) != 0 {
+						t.Errorf("%d upstream calls for a request the consortium refuses", len(e.fake.Requests()))
+					}
+					waitIdle(t, e.fake)
+				})
 			})
 		}
 	}
