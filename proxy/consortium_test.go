@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -260,35 +259,40 @@ func filler(first ...string) []string {
 func TestConsortiumCancelledRoundNeverLeaks(t *testing.T) {
 	for _, stream := range []bool{true, false} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
-			e := startCouncil(t, "members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
-			e.fake.Handle("judge", byRound(
-				upstreamtest.Reply{Chunks: filler("<dissent>d</dissent><confidence>0.3</confidence><needs_iteration>true</needs_iteration>"+
-					"<refinement_areas>r</refinement_areas>", "<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: 25 * time.Millisecond},
-				upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
-			body := councilBody
-			if stream {
-				body = streamBody(body)
-			}
-			resp, got := e.post("/v1/chat/completions", body)
-			if resp.StatusCode != 200 || bytes.Contains(got, []byte("SECRET")) || bytes.Contains(got, []byte("ROUND-1")) {
-				t.Fatalf("status %d: the cancelled round reached the client:\n%s", resp.StatusCode, got)
-			}
-			var content string
-			var s *summary
-			if stream {
-				frames := readFrames(t, got)
-				content, s = text(frames), frames[len(frames)-1].Consortium
-			} else {
-				c := decodeCompletion(t, resp, got)
-				content, s = c.Choices[0].Message.Content, c.Consortium
-			}
-			if content != "the final answer" || s == nil || s.Iterations != 2 {
-				t.Errorf("content %q, consortium %+v", content, s)
-			}
-			waitIdle(t, e.fake)
-			if judge := e.fake.RequestsFor("judge"); len(judge) != 2 || !judge[0].Cancelled {
-				t.Errorf("the round-1 arbiter call was not cancelled (%d calls)", len(judge))
-			}
+			inBubble(t, councilConfig("members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2"), func(t *testing.T, e *memEnv) {
+				e.fake.Handle("judge", byRound(
+					upstreamtest.Reply{Chunks: filler("<dissent>d</dissent><confidence>0.3</confidence><needs_iteration>true</needs_iteration>"+
+						"<refinement_areas>r</refinement_areas>", "<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: time.Second},
+					upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
+				body := councilBody
+				if stream {
+					body = streamBody(body)
+				}
+				resp, got := e.post(body)
+				if resp.StatusCode != 200 || bytes.Contains(got, []byte("SECRET")) || bytes.Contains(got, []byte("ROUND-1")) {
+					t.Fatalf("status %d: the cancelled round reached the client:\n%s", resp.StatusCode, got)
+				}
+				var content string
+				var s *summary
+				if stream {
+					frames := readFrames(t, got)
+					content, s = text(frames), frames[len(frames)-1].Consortium
+				} else {
+					c := decodeCompletion(t, resp, got)
+					content, s = c.Choices[0].Message.Content, c.Consortium
+				}
+				if content != "the final answer" || s == nil || s.Iterations != 2 {
+					t.Errorf("content %q, consortium %+v", content, s)
+				}
+				// In memory the arbiter cannot run ahead of the proxy
+				// reading it: its round-1 call is still writing, a second a
+				// chunk in fake time, when the synthesis opens, and the
+				// cancellation must reach it.
+				waitIdle(t, e.fake)
+				if judge := e.fake.RequestsFor("judge"); len(judge) != 2 || !judge[0].Cancelled {
+					t.Errorf("the round-1 arbiter call was not cancelled (%d calls)", len(judge))
+				}
+			})
 		})
 	}
 }
@@ -602,97 +606,103 @@ func TestConsortiumOpenAIGoClient(t *testing.T) {
 // members answer, and that the synthesis reaches the client while the
 // arbiter is still writing.
 func TestConsortiumStreamsAtOnce(t *testing.T) {
-	e := startCouncil(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
-	release := make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(open) // before the fake closes, should the test stop early
-	e.fake.Handle("alpha", func(*upstreamtest.Request) upstreamtest.Reply {
-		select {
-		case <-release:
-			return upstreamtest.Reply{Content: "fine"}
-		case <-time.After(5 * time.Second):
-			return upstreamtest.Reply{Status: 500, Error: "the client never saw the role chunk"}
+	inBubble(t, councilConfig("members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1"), func(t *testing.T, e *memEnv) {
+		release := make(chan struct{})
+		e.fake.Handle("alpha", func(*upstreamtest.Request) upstreamtest.Reply {
+			select {
+			case <-release:
+				return upstreamtest.Reply{Content: "fine"}
+			case <-time.After(5 * time.Second):
+				return upstreamtest.Reply{Status: 500, Error: "the client never saw the role chunk"}
+			}
+		})
+		e.fake.Script("judge", upstreamtest.Reply{
+			Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
+			ChunkDelay: 5 * time.Millisecond,
+		})
+		resp, err := e.send(context.Background(), http.MethodPost, "/v1/chat/completions", "", streamBody(councilBody))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		events := newSSEReader(resp.Body)
+		next := func() frame {
+			t.Helper()
+			f, done := events.nextFrame(t)
+			if done {
+				t.Fatal("[DONE] before the synthesis")
+			}
+			return f
+		}
+		// The member has not answered: the role chunk came at once.
+		began := time.Now()
+		if f := next(); len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+			t.Fatalf("first frame %+v", f)
+		}
+		if took := time.Since(began); took != 0 {
+			t.Errorf("the role chunk came after %v, want at once", took)
+		}
+		close(release)
+		f := next()
+		if len(f.Choices) != 1 || f.Choices[0].Delta.Content == nil || *f.Choices[0].Delta.Content != "EARLY" {
+			t.Fatalf("frame %+v, want the synthesis", f)
+		}
+		if e.fake.InFlight() < 1 {
+			t.Error("the synthesis came after the arbiter's reply had ended")
+		}
+		for {
+			f, done := events.nextFrame(t)
+			if done {
+				break
+			}
+			if len(f.Choices) > 0 && f.Choices[0].Delta.Content != nil {
+				t.Errorf("content after the synthesis: %+v", f)
+			}
 		}
 	})
-	e.fake.Script("judge", upstreamtest.Reply{
-		Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
-		ChunkDelay: 5 * time.Millisecond,
-	})
-	ctx := within(t, 10*time.Second)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	events := newSSEReader(resp.Body)
-	next := func() frame {
-		t.Helper()
-		f, done := events.nextFrame(t)
-		if done {
-			t.Fatal("[DONE] before the synthesis")
-		}
-		return f
-	}
-	// The member has not answered: the role chunk came at once.
-	if f := next(); len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
-		t.Fatalf("first frame %+v", f)
-	}
-	open()
-	f := next()
-	if len(f.Choices) != 1 || f.Choices[0].Delta.Content == nil || *f.Choices[0].Delta.Content != "EARLY" {
-		t.Fatalf("frame %+v, want the synthesis", f)
-	}
-	if e.fake.InFlight() < 1 {
-		t.Error("the synthesis came after the arbiter's reply had ended")
-	}
-	for {
-		f, done := events.nextFrame(t)
-		if done {
-			break
-		}
-		if len(f.Choices) > 0 && f.Choices[0].Delta.Content != nil {
-			t.Errorf("content after the synthesis: %+v", f)
-		}
-	}
 }
 
 // TestConsortiumKeepAlive checks that a stream whose members are still
 // working gets ": keep-alive" comments, and that the stream is still well
 // formed around them.
 func TestConsortiumKeepAlive(t *testing.T) {
-	e := startCouncil(t, councilYAML, func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond })
-	scriptCouncil(e.fake, "done")
-	release := make(chan struct{})
-	e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
-		<-release
-		return upstreamtest.Reply{Content: "beta's answer"}
-	})
-	e.fake.Script("beta") // the handler answers beta, not the script
+	keepAlive := func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond }
+	inBubble(t, councilConfig(councilYAML), func(t *testing.T, e *memEnv) {
+		scriptCouncil(e.fake, "done")
+		release := make(chan struct{})
+		e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
+			<-release
+			return upstreamtest.Reply{Content: "beta's answer"}
+		})
+		e.fake.Script("beta") // the handler answers beta, not the script
 
-	req, _ := http.NewRequest(http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	events := newSSEReader(resp.Body)
-	for comments := 0; comments < 2; {
-		ev, err := events.next()
+		resp, err := e.send(context.Background(), http.MethodPost, "/v1/chat/completions", "", streamBody(councilBody))
 		if err != nil {
-			t.Fatalf("stream ended before two keep-alives: %v", err)
+			t.Fatal(err)
 		}
-		if ev.comment == "keep-alive" {
-			comments++
+		defer resp.Body.Close()
+		events := newSSEReader(resp.Body)
+		began := time.Now()
+		for comments := 0; comments < 2; {
+			ev, err := events.next()
+			if err != nil {
+				t.Fatalf("stream ended before two keep-alives: %v", err)
+			}
+			if ev.comment == "keep-alive" {
+				comments++
+			}
 		}
-	}
-	close(release)
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if frames := readFrames(t, rest); text(frames) != "done" {
-		t.Fatalf("after the keep-alives: %q", text(frames))
-	}
+		// One every KeepAlive, in fake time.
+		if took := time.Since(began); took != 2*5*time.Millisecond {
+			t.Errorf("two keep-alives after %v, want 10ms", took)
+		}
+		close(release)
+		rest, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if frames := readFrames(t, rest); text(frames) != "done" {
+			t.Fatalf("after the keep-alives: %q", text(frames))
+		}
+	}, keepAlive)
 }

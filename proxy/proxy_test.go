@@ -235,32 +235,31 @@ func TestPassthroughStream(t *testing.T) {
 // TestStreamFlushesEachChunk checks that a chunk reaches the client while
 // the provider is still writing the rest, not when the stream ends.
 func TestStreamFlushesEachChunk(t *testing.T) {
-	e := start(t, "")
-	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"first", " second"}, ChunkDelay: time.Hour / 2})
-
-	req, _ := http.NewRequest(http.MethodPost, e.URL+"/chat/completions",
-		strings.NewReader(streamChatBody))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	// The role frame arrives although the first content delta is half an
-	// hour away: nothing waits for the stream to end.
-	if f, done := newSSEReader(resp.Body).nextFrame(t); done || len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
-		t.Fatalf("first frame %+v, want the role chunk", f)
-	}
-	cancel()
-	// The client went away: the provider's call is cancelled too.
-	wctx := within(t, 5*time.Second)
-	if err := e.fake.WaitIdle(wctx); err != nil {
-		t.Fatalf("the upstream call was not cancelled: %v", err)
-	}
-	if reqs := e.fake.Requests(); len(reqs) != 1 || !reqs[0].Cancelled {
-		t.Fatalf("upstream not cancelled: %+v", reqs)
-	}
+	inBubble(t, "", func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"first", " second"}, ChunkDelay: time.Hour / 2})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", streamChatBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		// The role frame arrives although the first content delta is half
+		// an hour away: nothing waits for the stream to end.
+		began := time.Now()
+		if f, done := newSSEReader(resp.Body).nextFrame(t); done || len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+			t.Fatalf("first frame %+v, want the role chunk", f)
+		}
+		if took := time.Since(began); took != 0 {
+			t.Errorf("the role frame came after %v, want at once", took)
+		}
+		cancel()
+		// The client went away: the provider's call is cancelled too.
+		waitIdle(t, e.fake)
+		if reqs := e.fake.Requests(); len(reqs) != 1 || !reqs[0].Cancelled {
+			t.Fatalf("upstream not cancelled: %+v", reqs)
+		}
+	})
 }
 
 func TestStreamLongLines(t *testing.T) {
