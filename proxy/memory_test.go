@@ -4,8 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +59,22 @@ func startMem(t *testing.T, fake *upstreamtest.Server, yaml string, options ...f
 	}}, options...)
 	h := newProxy(t, fake, yaml, options...)
 	ln := &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
-	srv := &http.Server{Handler: h}
+	// The bubble ends only once every goroutine of the server has: Close
+	// does not wait for connections that are winding down (net/http waits
+	// a while after closing a connection whose request body it left
+	// unread), so each connection's end is awaited.
+	var mu sync.Mutex
+	open := map[net.Conn]chan struct{}{}
+	srv := &http.Server{Handler: h, ConnState: func(c net.Conn, state http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch state {
+		case http.StateNew:
+			open[c] = make(chan struct{})
+		case http.StateClosed, http.StateHijacked:
+			close(open[c])
+		}
+	}}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -67,7 +84,13 @@ func startMem(t *testing.T, fake *upstreamtest.Server, yaml string, options ...f
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
 		srv.Close()
-		<-served
+		<-served // no connection is accepted now
+		mu.Lock()
+		ends := slices.Collect(maps.Values(open))
+		mu.Unlock()
+		for _, closed := range ends {
+			<-closed
+		}
 	})
 	return &memEnv{t: t, fake: fake, h: h, client: &http.Client{Transport: tr}, logs: logs}
 }

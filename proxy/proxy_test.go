@@ -357,55 +357,56 @@ func TestErrors(t *testing.T) {
 		{name: "first byte timeout", reply: &upstreamtest.Reply{Hang: true}, status: 504, typ: "timeout", upstream: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := start(t, strings.Replace(defaultYAML, "timeout: 2s", "timeout: 200ms", 1)+"max_body: 1MiB\n")
-			if tc.reply != nil {
-				e.fake.Script("m1", *tc.reply)
-			}
-			method, path, body := tc.method, tc.path, tc.body
-			if method == "" {
-				method = http.MethodPost
-			}
-			if path == "" {
-				path = "/v1/chat/completions"
-			}
-			if body == "" && method == http.MethodPost {
-				body = chatBody
-			}
-			resp, got := e.do(method, path, "", body)
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
-			}
-			if n := len(e.fake.Requests()); n != tc.upstream {
-				t.Errorf("%d upstream calls, want %d", n, tc.upstream)
-			}
-			if tc.status == 200 {
-				return
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type %q", ct)
-			}
-			ae := decodeError(t, got)
-			if tc.typ != "" && ae.Error.Type != tc.typ {
-				t.Errorf("type %q, want %q", ae.Error.Type, tc.typ)
-			}
-			if tc.code != "" && (ae.Error.Code == nil || *ae.Error.Code != tc.code) {
-				t.Errorf("code %v, want %q", ae.Error.Code, tc.code)
-			}
-			if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
-				t.Errorf("param %v, want %q", ae.Error.Param, tc.param)
-			}
-			if tc.msg != "" && !strings.Contains(ae.Error.Message, tc.msg) {
-				t.Errorf("message %q does not mention %q", ae.Error.Message, tc.msg)
-			}
-			if strings.Contains(string(got), "provider-secret") || strings.Contains(string(got), "sk-123") {
-				t.Errorf("a key leaked to the client: %s", got)
-			}
-			if tc.retryAfter && resp.Header.Get("Retry-After") != "7" {
-				t.Errorf("Retry-After %q, want 7", resp.Header.Get("Retry-After"))
-			}
-			if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
-				t.Errorf("Allow %q", resp.Header.Get("Allow"))
-			}
+			inBubble(t, strings.Replace(defaultYAML, "timeout: 2s", "timeout: 200ms", 1)+"max_body: 1MiB\n", func(t *testing.T, e *memEnv) {
+				if tc.reply != nil {
+					e.fake.Script("m1", *tc.reply)
+				}
+				method, path, body := tc.method, tc.path, tc.body
+				if method == "" {
+					method = http.MethodPost
+				}
+				if path == "" {
+					path = "/v1/chat/completions"
+				}
+				if body == "" && method == http.MethodPost {
+					body = chatBody
+				}
+				resp, got := e.do(method, path, "", body)
+				if resp.StatusCode != tc.status {
+					t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+				}
+				if n := len(e.fake.Requests()); n != tc.upstream {
+					t.Errorf("%d upstream calls, want %d", n, tc.upstream)
+				}
+				if tc.status == 200 {
+					return
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("Content-Type %q", ct)
+				}
+				ae := decodeError(t, got)
+				if tc.typ != "" && ae.Error.Type != tc.typ {
+					t.Errorf("type %q, want %q", ae.Error.Type, tc.typ)
+				}
+				if tc.code != "" && (ae.Error.Code == nil || *ae.Error.Code != tc.code) {
+					t.Errorf("code %v, want %q", ae.Error.Code, tc.code)
+				}
+				if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
+					t.Errorf("param %v, want %q", ae.Error.Param, tc.param)
+				}
+				if tc.msg != "" && !strings.Contains(ae.Error.Message, tc.msg) {
+					t.Errorf("message %q does not mention %q", ae.Error.Message, tc.msg)
+				}
+				if strings.Contains(string(got), "provider-secret") || strings.Contains(string(got), "sk-123") {
+					t.Errorf("a key leaked to the client: %s", got)
+				}
+				if tc.retryAfter && resp.Header.Get("Retry-After") != "7" {
+					t.Errorf("Retry-After %q, want 7", resp.Header.Get("Retry-After"))
+				}
+				if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
+					t.Errorf("Allow %q", resp.Header.Get("Allow"))
+				}
+			})
 		})
 	}
 }
