@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/consortium-dev/consortium/internal/app"
 	wire "github.com/consortium-dev/consortium/openai"
@@ -573,19 +572,8 @@ func TestConsortiumOpenAIGoClient(t *testing.T) {
 	e := startCouncil(t, councilYAML)
 	usage := scriptCouncil(e.fake, "a synthesis, streamed to the SDK")
 	ctx := within(t, 10*time.Second)
-	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("any"), option.WithMaxRetries(0))
-	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-		Model:         "council",
-		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
-		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-	})
-	var acc openai.ChatCompletionAccumulator
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatal(err)
-	}
+	client := sdkClient(e, "any")
+	acc := streamHi(t, ctx, client, "council")
 	if acc.Choices[0].Message.Content != "a synthesis, streamed to the SDK" || acc.Model != "council" || acc.Choices[0].FinishReason != "stop" {
 		t.Errorf("accumulated %q from %s (%s)", acc.Choices[0].Message.Content, acc.Model, acc.Choices[0].FinishReason)
 	}
@@ -620,11 +608,7 @@ func TestConsortiumStreamsAtOnce(t *testing.T) {
 			Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
 			ChunkDelay: 5 * time.Millisecond,
 		})
-		resp, err := e.send(context.Background(), http.MethodPost, "/v1/chat/completions", "", streamBody(councilBody))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		resp := e.open(context.Background(), streamBody(councilBody))
 		events := newSSEReader(resp.Body)
 		next := func() frame {
 			t.Helper()
@@ -676,11 +660,7 @@ func TestConsortiumKeepAlive(t *testing.T) {
 		})
 		e.fake.Script("beta") // the handler answers beta, not the script
 
-		resp, err := e.send(context.Background(), http.MethodPost, "/v1/chat/completions", "", streamBody(councilBody))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		resp := e.open(context.Background(), streamBody(councilBody))
 		events := newSSEReader(resp.Body)
 		began := time.Now()
 		for comments := 0; comments < 2; {

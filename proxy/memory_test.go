@@ -2,13 +2,11 @@ package proxy_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -98,29 +96,27 @@ func startMem(t *testing.T, fake *upstreamtest.Server, yaml string, options ...f
 // send sends a request to the proxy and returns its response, whose body
 // the caller reads and closes; a client that cancels ctx goes away.
 func (e *memEnv) send(ctx context.Context, method, path, key, body string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, memBase+path, strings.NewReader(body))
+	e.t.Helper()
+	return e.client.Do(newRequest(e.t, ctx, method, memBase+path, key, body))
+}
+
+// open posts body, a streamed chat request, and returns the response as
+// soon as its headers have come, its body to read as the proxy writes it
+// (closed when the test ends); a client that cancels ctx goes away.
+func (e *memEnv) open(ctx context.Context, body string) *http.Response {
+	e.t.Helper()
+	resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", body)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	return e.client.Do(req)
+	e.t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
 
 // do sends a request to the proxy and returns the response with its body.
 func (e *memEnv) do(method, path, key, body string) (*http.Response, []byte) {
 	e.t.Helper()
-	resp, err := e.send(context.Background(), method, path, key, body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp, b
+	return fetch(e.t, e.client, newRequest(e.t, context.Background(), method, memBase+path, key, body))
 }
 
 func (e *memEnv) post(body string) (*http.Response, []byte) {

@@ -92,9 +92,16 @@ providers:
 // read.
 func (e *env) do(method, path, key, body string, headers ...string) (*http.Response, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.proxy.URL+path, strings.NewReader(body))
+	return fetch(e.t, http.DefaultClient, newRequest(e.t, context.Background(), method, e.proxy.URL+path, key, body, headers...))
+}
+
+// newRequest is a client's request: key, when not empty, as its bearer
+// token, and headers given as name, value pairs.
+func newRequest(t testing.TB, ctx context.Context, method, url, key, body string, headers ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -102,14 +109,21 @@ func (e *env) do(method, path, key, body string, headers ...string) (*http.Respo
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	return req
+}
+
+// fetch sends req with client and returns the response with its body
+// read.
+func fetch(t testing.TB, client *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := client.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return resp, b
 }
@@ -239,11 +253,7 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 		e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"first", " second"}, ChunkDelay: time.Hour / 2})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", streamChatBody)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		resp := e.open(ctx, streamChatBody)
 		// The role frame arrives although the first content delta is half
 		// an hour away: nothing waits for the stream to end.
 		began := time.Now()

@@ -225,11 +225,7 @@ func TestProviderConcurrency(t *testing.T) {
 		e.fake.Script("m2", upstreamtest.Reply{Content: "quick"})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		sresp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", streamChatBody)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sresp.Body.Close()
+		sresp := e.open(ctx, streamChatBody)
 		if _, done := newSSEReader(sresp.Body).nextFrame(t); done {
 			t.Fatal("[DONE] before the stream's content")
 		}
