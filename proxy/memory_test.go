@@ -28,6 +28,7 @@ type memEnv struct {
 	h      http.Handler
 	client *http.Client
 	logs   *logBuffer
+	ln     *pipeListener
 }
 
 // memBase is the proxy's URL in memory; its host is never dialled.
@@ -90,7 +91,7 @@ func startMem(t *testing.T, fake *upstreamtest.Server, yaml string, options ...f
 			<-closed
 		}
 	})
-	return &memEnv{t: t, fake: fake, h: h, client: &http.Client{Transport: tr}, logs: logs}
+	return &memEnv{t: t, fake: fake, h: h, client: &http.Client{Transport: tr}, logs: logs, ln: ln}
 }
 
 // send sends a request to the proxy and returns its response, whose body
@@ -111,6 +112,17 @@ func (e *memEnv) open(ctx context.Context, body string) *http.Response {
 	}
 	e.t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// dial opens a connection to the proxy, for a test that speaks HTTP on it
+// by hand; the test closes it.
+func (e *memEnv) dial() net.Conn {
+	e.t.Helper()
+	conn, err := e.ln.dial(context.Background(), "tcp", "proxy.test:80")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return conn
 }
 
 // do sends a request to the proxy and returns the response with its body.
