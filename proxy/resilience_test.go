@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -36,27 +37,39 @@ func retryAfterSecs(resp *http.Response) int {
 	return n
 }
 
+// TestPassthroughRetried runs in fake time, with the proxy's own backoff
+// between the attempts.
 func TestPassthroughRetried(t *testing.T) {
-	e := start(t, "") // max_retries defaults to 2
-	e.fake.Script("m1", upstreamtest.Reply{Status: 503, Error: "overloaded"}, upstreamtest.Reply{Content: "second time lucky"})
-	resp, got := e.post("/v1/chat/completions", chatBody)
-	if resp.StatusCode != 200 || !strings.Contains(string(got), "second time lucky") {
-		t.Fatalf("status %d: %s", resp.StatusCode, got)
-	}
-	if n := len(e.fake.Requests()); n != 2 {
-		t.Errorf("the provider saw %d calls, want 2", n)
-	}
+	inBubble(t, "", func(t *testing.T, e *memEnv) { // max_retries defaults to 2
+		e.fake.Script("m1", upstreamtest.Reply{Status: 503, Error: "overloaded"}, upstreamtest.Reply{Content: "second time lucky"})
+		began := time.Now()
+		resp, got := e.post(chatBody)
+		// Full jitter under the first ceiling, the default 250ms.
+		if took := time.Since(began); took > 250*time.Millisecond {
+			t.Errorf("one retry took %v, want at most 250ms", took)
+		}
+		if resp.StatusCode != 200 || !strings.Contains(string(got), "second time lucky") {
+			t.Fatalf("status %d: %s", resp.StatusCode, got)
+		}
+		if n := len(e.fake.Requests()); n != 2 {
+			t.Errorf("the provider saw %d calls, want 2", n)
+		}
 
-	// A stream is retried too, since nothing had reached the client.
-	e.fake.Reset()
-	e.fake.Script("m1", upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Status: 529}, upstreamtest.Reply{Content: "streamed at last"})
-	resp, got = e.post("/v1/chat/completions", streamChatBody)
-	if frames := readFrames(t, got); resp.StatusCode != 200 || text(frames) != "streamed at last" || streamError(frames) != nil {
-		t.Fatalf("status %d: %s", resp.StatusCode, got)
-	}
-	if n := len(e.fake.Requests()); n != 3 {
-		t.Errorf("the provider saw %d calls, want 3", n)
-	}
+		// A stream is retried too, since nothing had reached the client.
+		e.fake.Reset()
+		e.fake.Script("m1", upstreamtest.Reply{Drop: true}, upstreamtest.Reply{Status: 529}, upstreamtest.Reply{Content: "streamed at last"})
+		began = time.Now()
+		resp, got = e.post(streamChatBody)
+		if took := time.Since(began); took > 750*time.Millisecond {
+			t.Errorf("two retries took %v, want at most 250ms + 500ms", took)
+		}
+		if frames := readFrames(t, got); resp.StatusCode != 200 || text(frames) != "streamed at last" || streamError(frames) != nil {
+			t.Fatalf("status %d: %s", resp.StatusCode, got)
+		}
+		if n := len(e.fake.Requests()); n != 3 {
+			t.Errorf("the provider saw %d calls, want 3", n)
+		}
+	}, func(o *app.Options) { o.Backoff = 0 })
 }
 
 // TestPassthroughBreaker runs under synctest: the Retry-After of an open
