@@ -11,8 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
@@ -52,65 +52,67 @@ func statuses(s consortia.Summary) []string {
 }
 
 func TestFanOutCountsAndUsage(t *testing.T) {
-	f := newFixture(t, `
+	const council = `
 members:
   - model: fake/alpha
     count: 2
   - model: fake/beta
 arbiter: {model: fake/judge}
 max_iterations: 2
-`)
-	// Round-1 members answer only once all three have asked, so the test
-	// hangs (and fails at its deadline) unless the instances run at once.
-	member := func(u openai.Usage) upstreamtest.Responder {
-		return func(r *upstreamtest.Request) upstreamtest.Reply {
-			if roles(*r, "assistant") == 0 {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := f.fake.WaitRequests(ctx, 3); err != nil {
-					return upstreamtest.Reply{Status: 500, Error: "the members were not asked at once"}
+`
+	inBubble(t, council, func(t *testing.T, f *fixture) {
+		// Round-1 members answer only once all three have asked, so the test
+		// fails at the (fake) deadline unless the instances run at once.
+		member := func(u openai.Usage) upstreamtest.Responder {
+			return func(r *upstreamtest.Request) upstreamtest.Reply {
+				if roles(*r, "assistant") == 0 {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					if err := f.fake.WaitRequests(ctx, 3); err != nil {
+						return upstreamtest.Reply{Status: 500, Error: "the members were not asked at once"}
+					}
 				}
+				return upstreamtest.Reply{Content: "an answer from " + r.Model, Usage: &u}
 			}
-			return upstreamtest.Reply{Content: "an answer from " + r.Model, Usage: &u}
 		}
-	}
-	f.fake.Handle("alpha", member(openai.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}))
-	f.fake.Handle("beta", member(openai.Usage{PromptTokens: 10, CompletionTokens: 20, TotalTokens: 30}))
-	judgeUsage := &openai.Usage{PromptTokens: 100, CompletionTokens: 200, TotalTokens: 300}
-	// Round 1 writes no synthesis, so its reply is read to the end and its
-	// usage counts.
-	f.fake.Script("judge",
-		upstreamtest.Reply{Content: "<confidence>0.4</confidence><refinement_areas>be precise</refinement_areas>", Usage: judgeUsage},
-		upstreamtest.Reply{Content: verdict("0.9", "the synthesis"), Usage: judgeUsage})
+		f.fake.Handle("alpha", member(openai.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}))
+		f.fake.Handle("beta", member(openai.Usage{PromptTokens: 10, CompletionTokens: 20, TotalTokens: 30}))
+		judgeUsage := &openai.Usage{PromptTokens: 100, CompletionTokens: 200, TotalTokens: 300}
+		// Round 1 writes no synthesis, so its reply is read to the end and its
+		// usage counts.
+		f.fake.Script("judge",
+			upstreamtest.Reply{Content: "<confidence>0.4</confidence><refinement_areas>be precise</refinement_areas>", Usage: judgeUsage},
+			upstreamtest.Reply{Content: verdict("0.9", "the synthesis"), Usage: judgeUsage})
 
-	res, _ := f.mustRun(t, hello)
-	if res.Synthesis != "the synthesis" {
-		t.Errorf("synthesis %q", res.Synthesis)
-	}
-	for model, perRound := range map[string]int{"alpha": 2, "beta": 1} {
-		var rounds [2]int
-		for _, r := range f.fake.RequestsFor(model) {
-			rounds[min(roles(r, "assistant"), 1)]++
+		res, _ := f.mustRun(t, hello)
+		if res.Synthesis != "the synthesis" {
+			t.Errorf("synthesis %q", res.Synthesis)
 		}
-		if rounds != [2]int{perRound, perRound} {
-			t.Errorf("%s got %v calls in rounds 1 and 2, want %d each", model, rounds, perRound)
+		for model, perRound := range map[string]int{"alpha": 2, "beta": 1} {
+			var rounds [2]int
+			for _, r := range f.fake.RequestsFor(model) {
+				rounds[min(roles(r, "assistant"), 1)]++
+			}
+			if rounds != [2]int{perRound, perRound} {
+				t.Errorf("%s got %v calls in rounds 1 and 2, want %d each", model, rounds, perRound)
+			}
 		}
-	}
-	if n := len(f.fake.RequestsFor("judge")); n != 2 {
-		t.Errorf("%d arbiter calls, want 2", n)
-	}
-	s := res.Run.Summary()
-	if want := []string{"fake/alpha#1:ok", "fake/alpha#2:ok", "fake/beta#1:ok"}; !slices.Equal(statuses(s), want) {
-		t.Errorf("members %v, want %v", statuses(s), want)
-	}
-	if s.Iterations != 2 || !strings.HasPrefix(s.RunID, "run_") || s.Strategy != "synthesize" {
-		t.Errorf("summary %+v", s)
-	}
-	// Two rounds of 2 alpha + 1 beta, and two arbiter replies.
-	want := openai.Usage{PromptTokens: 2 * (2*1 + 10 + 100), CompletionTokens: 2 * (2*2 + 20 + 200), TotalTokens: 2 * (2*3 + 30 + 300)}
-	if res.Usage != want || res.Run.Usage != want {
-		t.Errorf("usage %+v (run %+v), want %+v", res.Usage, res.Run.Usage, want)
-	}
+		if n := len(f.fake.RequestsFor("judge")); n != 2 {
+			t.Errorf("%d arbiter calls, want 2", n)
+		}
+		s := res.Run.Summary()
+		if want := []string{"fake/alpha#1:ok", "fake/alpha#2:ok", "fake/beta#1:ok"}; !slices.Equal(statuses(s), want) {
+			t.Errorf("members %v, want %v", statuses(s), want)
+		}
+		if s.Iterations != 2 || !strings.HasPrefix(s.RunID, "run_") || s.Strategy != "synthesize" {
+			t.Errorf("summary %+v", s)
+		}
+		// Two rounds of 2 alpha + 1 beta, and two arbiter replies.
+		want := openai.Usage{PromptTokens: 2 * (2*1 + 10 + 100), CompletionTokens: 2 * (2*2 + 20 + 200), TotalTokens: 2 * (2*3 + 30 + 300)}
+		if res.Usage != want || res.Run.Usage != want {
+			t.Errorf("usage %+v (run %+v), want %+v", res.Usage, res.Run.Usage, want)
+		}
+	})
 }
 
 func TestSystemPrompts(t *testing.T) {
@@ -178,53 +180,46 @@ max_iterations: 1
 }
 
 func TestQuorum(t *testing.T) {
-	f := newFixture(t, `
+	const council = `
 members: [{model: fake/fast1}, {model: fake/slow}, {model: fake/fast2}]
 arbiter: {model: fake/judge}
 max_iterations: 1
 quorum: 2
-`)
-	// The fast members answer only once the slow one's call has reached the
-	// provider: else the quorum could cancel it before it was sent, and
-	// there would be no call to see cancelled.
-	fast := func(content string) upstreamtest.Responder {
-		return func(*upstreamtest.Request) upstreamtest.Reply {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			f.fake.WaitRequests(ctx, 3)
-			return upstreamtest.Reply{Content: content}
+`
+	inBubble(t, council, func(t *testing.T, f *fixture) {
+		// The fast members answer only once the slow one's call has reached the
+		// provider: else the quorum could cancel it before it was sent, and
+		// there would be no call to see cancelled.
+		fast := func(content string) upstreamtest.Responder {
+			return func(*upstreamtest.Request) upstreamtest.Reply {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				f.fake.WaitRequests(ctx, 3)
+				return upstreamtest.Reply{Content: content}
+			}
 		}
-	}
-	f.fake.Handle("fast1", fast("fast answer one"))
-	f.fake.Handle("fast2", fast("fast answer two"))
-	f.fake.Script("slow", upstreamtest.Reply{Hang: true})
-	f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from two")})
-	res, _ := f.mustRun(t, hello)
-	if res.Synthesis != "from two" {
-		t.Errorf("synthesis %q", res.Synthesis)
-	}
-	if want := []string{"fake/fast1#1:ok", "fake/slow#1:cancelled", "fake/fast2#1:ok"}; !slices.Equal(statuses(res.Run.Summary()), want) {
-		t.Errorf("members %v, want %v", statuses(res.Run.Summary()), want)
-	}
-	prompt := f.fake.RequestsFor("judge")[0].LastUserText()
-	if !strings.Contains(prompt, "Response B") || strings.Contains(prompt, "Response C") {
-		t.Errorf("the arbiter did not start with the two answers:\n%s", prompt)
-	}
-	waitIdle(t, f.fake)
-	if slow := f.fake.RequestsFor("slow"); len(slow) != 1 || !slow[0].Cancelled {
-		t.Errorf("the slow member's call was not cancelled: %+v", slow)
-	}
-}
-
-// late is a member slower than any member_timeout: it answers only once
-// the test closes released, after the run. (A bubble's clock stops when
-// its test function returns, so a member that slept instead would never
-// wake.)
-func late(released <-chan struct{}) upstreamtest.Responder {
-	return func(*upstreamtest.Request) upstreamtest.Reply {
-		<-released
-		return upstreamtest.Reply{Content: "too late"}
-	}
+		f.fake.Handle("fast1", fast("fast answer one"))
+		f.fake.Handle("fast2", fast("fast answer two"))
+		f.fake.Script("slow", upstreamtest.Reply{Hang: true})
+		f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from two")})
+		res, _ := f.mustRun(t, hello)
+		if res.Synthesis != "from two" {
+			t.Errorf("synthesis %q", res.Synthesis)
+		}
+		if want := []string{"fake/fast1#1:ok", "fake/slow#1:cancelled", "fake/fast2#1:ok"}; !slices.Equal(statuses(res.Run.Summary()), want) {
+			t.Errorf("members %v, want %v", statuses(res.Run.Summary()), want)
+		}
+		prompt := f.fake.RequestsFor("judge")[0].LastUserText()
+		if !strings.Contains(prompt, "Response B") || strings.Contains(prompt, "Response C") {
+			t.Errorf("the arbiter did not start with the two answers:\n%s", prompt)
+		}
+		// The quorum cancels the slow call at once: in fake time, it has
+		// reached the provider by the time everything is blocked again.
+		synctest.Wait()
+		if slow := f.fake.RequestsFor("slow"); len(slow) != 1 || !slow[0].Cancelled {
+			t.Errorf("the slow member's call was not cancelled: %+v", slow)
+		}
+	})
 }
 
 func TestMemberTimeout(t *testing.T) {
@@ -236,10 +231,9 @@ max_iterations: 1
 member_timeout: 300ms
 `
 		inBubble(t, council, func(t *testing.T, f *fixture) {
-			released := make(chan struct{})
-			defer close(released)
+			// The slow member would answer an hour later, in fake time.
 			f.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
-			f.fake.Handle("slow", late(released))
+			f.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Hour})
 			f.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
 			start := time.Now()
 			res, _ := f.mustRun(t, hello)
@@ -261,6 +255,11 @@ member_timeout: 300ms
 			if prompt := f.fake.RequestsFor("judge")[0].LastUserText(); strings.Contains(prompt, "too late") || strings.Contains(prompt, "Response B") {
 				t.Errorf("the arbiter saw more than the answer in time:\n%s", prompt)
 			}
+			// The slow member's call was cancelled, not left to run its hour.
+			synctest.Wait()
+			if slow := f.fake.RequestsFor("slow"); len(slow) != 1 || !slow[0].Cancelled || f.fake.InFlight() != 0 {
+				t.Errorf("the slow member's call was not cancelled: %+v", slow)
+			}
 		})
 	})
 	t.Run("every member", func(t *testing.T) {
@@ -270,10 +269,8 @@ arbiter: {model: fake/judge}
 member_timeout: 100ms
 `
 		inBubble(t, council, func(t *testing.T, f *fixture) {
-			released := make(chan struct{})
-			defer close(released)
-			f.fake.Handle("slow1", late(released))
-			f.fake.Handle("slow2", late(released))
+			f.fake.Script("slow1", upstreamtest.Reply{Hang: true})
+			f.fake.Script("slow2", upstreamtest.Reply{Content: "too late", Delay: time.Hour})
 			start := time.Now()
 			_, deltas, err := f.run(t, hello)
 			if !errors.Is(err, consortia.ErrAllTimedOut) || len(deltas) > 0 {
@@ -434,34 +431,37 @@ func TestCheck(t *testing.T) {
 }
 
 func TestClientCancelStopsEveryCall(t *testing.T) {
-	f := newFixture(t, "members: [{model: fake/alpha, count: 2}, {model: fake/beta}]\narbiter: {model: fake/judge}")
-	f.fake.Script("alpha", upstreamtest.Reply{Hang: true})
-	f.fake.Script("beta", upstreamtest.Reply{Hang: true})
-	req, _ := openai.ParseChatRequest([]byte(hello))
-	ctx, cancel := context.WithCancel(context.Background())
-	var err atomic.Value
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, e := f.engine.Run(ctx, req, nil)
-		err.Store(fmt.Sprint(e))
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer wcancel()
-	if e := f.fake.WaitRequests(wctx, 3); e != nil {
-		t.Fatal(e)
-	}
-	cancel()
-	<-done
-	if got := err.Load().(string); !strings.Contains(got, "canceled") {
-		t.Errorf("Run returned %s", got)
-	}
-	waitIdle(t, f.fake)
-	for _, r := range f.fake.Requests() {
-		if !r.Cancelled {
-			t.Errorf("%s call not cancelled", r.Model)
+	inBubble(t, "members: [{model: fake/alpha, count: 2}, {model: fake/beta}]\narbiter: {model: fake/judge}", func(t *testing.T, f *fixture) {
+		f.fake.Script("alpha", upstreamtest.Reply{Hang: true})
+		f.fake.Script("beta", upstreamtest.Reply{Hang: true})
+		req, _ := openai.ParseChatRequest([]byte(hello))
+		ctx, cancel := context.WithCancel(context.Background())
+		var err error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, err = f.engine.Run(ctx, req, nil)
+		}()
+		// Every call has reached the provider, and hangs there.
+		synctest.Wait()
+		if n := f.fake.InFlight(); n != 3 {
+			t.Fatalf("%d calls in flight, want 3", n)
 		}
-	}
+		cancel()
+		<-done
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+		synctest.Wait()
+		if n := f.fake.InFlight(); n != 0 {
+			t.Errorf("%d calls still in flight after the client left", n)
+		}
+		for _, r := range f.fake.Requests() {
+			if !r.Cancelled {
+				t.Errorf("%s call not cancelled", r.Model)
+			}
+		}
+	})
 }
 
 func TestSummary(t *testing.T) {

@@ -2,11 +2,8 @@ package consortia_test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -40,17 +37,16 @@ func newFixture(t testing.TB, body string) *fixture {
 }
 
 // inBubble runs test inside a testing/synctest bubble, with the engine of
-// the consortium body over a fake provider whose handler is called in
-// memory (memTransport): no socket, so the bubble's clock runs the
-// member_timeout, the providers' timeouts and the fake's replies. The fake
-// is made outside the bubble (its server listens on a socket) and closed
-// after it has ended; the engine is built inside.
+// the consortium body over a fake provider made in the bubble and served
+// in memory (upstreamtest.NewInMemory and its RoundTripper): no socket, so
+// the bubble's clock runs the member_timeout, the providers' timeouts and
+// the fake's delays and hangs.
 func inBubble(t *testing.T, body string, test func(t *testing.T, f *fixture)) {
 	t.Helper()
-	fake := upstreamtest.NewServer()
-	defer fake.Close()
 	synctest.Test(t, func(t *testing.T) {
-		test(t, &fixture{fake: fake, engine: newEngine(t, "http://fake.invalid/v1", memTransport{fake.Handler()}, body)})
+		fake := upstreamtest.NewInMemory()
+		defer fake.Close()
+		test(t, &fixture{fake: fake, engine: newEngine(t, fake.URL, fake.RoundTripper(), body)})
 	})
 }
 
@@ -150,111 +146,4 @@ func waitIdle(t testing.TB, fake *upstreamtest.Server) {
 	if err := fake.WaitIdle(ctx); err != nil {
 		t.Fatalf("the provider still has %d requests in flight: %v", fake.InFlight(), err)
 	}
-}
-
-// memTransport is an http.RoundTripper that serves every request with a
-// handler in the calling process: no socket, no connection pool, nothing a
-// testing/synctest bubble cannot wait for. The handler runs on a goroutine
-// of its own and writes into a pipe, so each write waits for the client to
-// read it, as a flushed stream over a small window would: a provider can
-// never run ahead of the engine reading it. When the request's context
-// ends, the pipe breaks and the handler's next write fails, as if the
-// connection had been closed.
-type memTransport struct{ h http.Handler }
-
-func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	pr, pw := io.Pipe()
-	w := &pipeResponse{header: http.Header{}, body: pw, ready: make(chan struct{})}
-	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(context.Cause(ctx)) })
-	go func() {
-		defer func() {
-			err := io.EOF
-			if p := recover(); p != nil {
-				if p != http.ErrAbortHandler {
-					panic(p)
-				}
-				err = io.ErrUnexpectedEOF // the handler cut the connection
-			}
-			w.end(err)
-		}()
-		m.h.ServeHTTP(w, req)
-	}()
-	select {
-	case <-w.ready:
-	case <-ctx.Done():
-		// The pipe is broken: the handler's next write fails, and it ends
-		// on its own.
-		return nil, ctx.Err()
-	}
-	if w.cut {
-		stop()
-		return nil, errors.New("memTransport: the handler cut the connection before answering")
-	}
-	return &http.Response{
-		Status: http.StatusText(w.status), StatusCode: w.status, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: w.header, Body: &pipeBody{PipeReader: pr, stop: stop}, ContentLength: -1, Request: req,
-	}, nil
-}
-
-// pipeResponse is the http.ResponseWriter a memTransport handler writes.
-type pipeResponse struct {
-	mu     sync.Mutex
-	header http.Header // the handler's, then the response's once sent
-	status int
-	cut    bool // the handler ended with http.ErrAbortHandler
-	sent   bool
-	body   *io.PipeWriter
-	ready  chan struct{} // closed when the status is set or the handler ended
-}
-
-func (w *pipeResponse) Header() http.Header { return w.header }
-
-func (w *pipeResponse) WriteHeader(status int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.sent {
-		return
-	}
-	w.sent, w.status, w.header = true, status, w.header.Clone()
-	close(w.ready)
-}
-
-func (w *pipeResponse) Write(p []byte) (int, error) {
-	w.WriteHeader(http.StatusOK)
-	return w.body.Write(p)
-}
-
-// Flush has nothing to do: every write has reached the client when it
-// returns.
-func (w *pipeResponse) Flush() {}
-
-// end closes the body after the handler returned: with io.EOF, or with
-// err when it cut the connection.
-func (w *pipeResponse) end(err error) {
-	w.mu.Lock()
-	if !w.sent {
-		w.sent, w.cut = true, err != io.EOF
-		if !w.cut {
-			w.status = http.StatusOK
-		}
-		close(w.ready)
-	}
-	w.mu.Unlock()
-	if err == io.EOF {
-		w.body.Close()
-		return
-	}
-	w.body.CloseWithError(err)
-}
-
-// pipeBody is a memTransport response's body.
-type pipeBody struct {
-	*io.PipeReader
-	stop func() bool
-}
-
-func (b *pipeBody) Close() error {
-	b.stop()
-	return b.PipeReader.CloseWithError(errors.New("memTransport: the client closed the body"))
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	wire "github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
@@ -102,7 +101,7 @@ func cacheMarks(b anthropicBody) int {
 }
 
 func claudeClient(e *env) openai.Client {
-	return openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("client-key"), option.WithMaxRetries(0))
+	return sdkClient(e, "client-key")
 }
 
 func TestAnthropicPassthroughSDK(t *testing.T) {
@@ -141,18 +140,7 @@ func TestAnthropicPassthroughSDK(t *testing.T) {
 
 	t.Run("stream", func(t *testing.T) {
 		e.fake.Script("claude-haiku-4-5", upstreamtest.Reply{Chunks: []string{"Stre", "amed ", "ré", "ponse"}, Usage: &wire.Usage{PromptTokens: 4, CompletionTokens: 4}})
-		stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-			Model:         "claude/claude-haiku-4-5",
-			Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
-			StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-		})
-		var acc openai.ChatCompletionAccumulator
-		for stream.Next() {
-			acc.AddChunk(stream.Current())
-		}
-		if err := stream.Err(); err != nil {
-			t.Fatal(err)
-		}
+		acc := streamHi(t, ctx, client, "claude/claude-haiku-4-5")
 		if acc.Choices[0].Message.Content != "Streamed réponse" || acc.Choices[0].FinishReason != "stop" || acc.Usage.TotalTokens != 8 {
 			t.Errorf("stream gave %q (%s), usage %+v", acc.Choices[0].Message.Content, acc.Choices[0].FinishReason, acc.Usage)
 		}

@@ -12,12 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/consortium-dev/consortium/internal/app"
 	wire "github.com/consortium-dev/consortium/openai"
@@ -28,6 +27,13 @@ import (
 // provider; body is the consortium's YAML (members, arbiter ...).
 func startCouncil(t *testing.T, body string, options ...func(*app.Options)) *env {
 	t.Helper()
+	return start(t, councilConfig(body), options...)
+}
+
+// councilConfig is the proxy's configuration with one consortium,
+// "council", over the fake provider; body is the consortium's YAML
+// (members, arbiter ...).
+func councilConfig(body string) string {
 	var y strings.Builder
 	// No retries: a member's failure is what the fake scripted, at once.
 	y.WriteString("providers:\n  fake:\n    base_url: {{FAKE}}\n    timeout: 5s\n    idle_timeout: 5s\n    max_retries: 0\n    models: [m1]\n")
@@ -35,7 +41,7 @@ func startCouncil(t *testing.T, body string, options ...func(*app.Options)) *env
 	for _, line := range strings.Split(strings.Trim(body, "\n"), "\n") {
 		y.WriteString("    " + line + "\n")
 	}
-	return start(t, y.String(), options...)
+	return y.String()
 }
 
 // councilYAML is a consortium of two instances of alpha and one of beta,
@@ -252,35 +258,40 @@ func filler(first ...string) []string {
 func TestConsortiumCancelledRoundNeverLeaks(t *testing.T) {
 	for _, stream := range []bool{true, false} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
-			e := startCouncil(t, "members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2")
-			e.fake.Handle("judge", byRound(
-				upstreamtest.Reply{Chunks: filler("<dissent>d</dissent><confidence>0.3</confidence><needs_iteration>true</needs_iteration>"+
-					"<refinement_areas>r</refinement_areas>", "<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: 25 * time.Millisecond},
-				upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
-			body := councilBody
-			if stream {
-				body = streamBody(body)
-			}
-			resp, got := e.post("/v1/chat/completions", body)
-			if resp.StatusCode != 200 || bytes.Contains(got, []byte("SECRET")) || bytes.Contains(got, []byte("ROUND-1")) {
-				t.Fatalf("status %d: the cancelled round reached the client:\n%s", resp.StatusCode, got)
-			}
-			var content string
-			var s *summary
-			if stream {
-				frames := readFrames(t, got)
-				content, s = text(frames), frames[len(frames)-1].Consortium
-			} else {
-				c := decodeCompletion(t, resp, got)
-				content, s = c.Choices[0].Message.Content, c.Consortium
-			}
-			if content != "the final answer" || s == nil || s.Iterations != 2 {
-				t.Errorf("content %q, consortium %+v", content, s)
-			}
-			waitIdle(t, e.fake)
-			if judge := e.fake.RequestsFor("judge"); len(judge) != 2 || !judge[0].Cancelled {
-				t.Errorf("the round-1 arbiter call was not cancelled (%d calls)", len(judge))
-			}
+			inBubble(t, councilConfig("members: [{model: fake/alpha}, {model: fake/beta}]\narbiter: {model: fake/judge}\nmax_iterations: 2"), func(t *testing.T, e *memEnv) {
+				e.fake.Handle("judge", byRound(
+					upstreamtest.Reply{Chunks: filler("<dissent>d</dissent><confidence>0.3</confidence><needs_iteration>true</needs_iteration>"+
+						"<refinement_areas>r</refinement_areas>", "<synthesis>", "SECRET-", "ROUND-1"), ChunkDelay: time.Second},
+					upstreamtest.Reply{Content: verdict("0.9", "the final answer")}))
+				body := councilBody
+				if stream {
+					body = streamBody(body)
+				}
+				resp, got := e.post(body)
+				if resp.StatusCode != 200 || bytes.Contains(got, []byte("SECRET")) || bytes.Contains(got, []byte("ROUND-1")) {
+					t.Fatalf("status %d: the cancelled round reached the client:\n%s", resp.StatusCode, got)
+				}
+				var content string
+				var s *summary
+				if stream {
+					frames := readFrames(t, got)
+					content, s = text(frames), frames[len(frames)-1].Consortium
+				} else {
+					c := decodeCompletion(t, resp, got)
+					content, s = c.Choices[0].Message.Content, c.Consortium
+				}
+				if content != "the final answer" || s == nil || s.Iterations != 2 {
+					t.Errorf("content %q, consortium %+v", content, s)
+				}
+				// In memory the arbiter cannot run ahead of the proxy
+				// reading it: its round-1 call is still writing, a second a
+				// chunk in fake time, when the synthesis opens, and the
+				// cancellation must reach it.
+				waitIdle(t, e.fake)
+				if judge := e.fake.RequestsFor("judge"); len(judge) != 2 || !judge[0].Cancelled {
+					t.Errorf("the round-1 arbiter call was not cancelled (%d calls)", len(judge))
+				}
+			})
 		})
 	}
 }
@@ -365,28 +376,35 @@ func TestConsortiumJSONOutput(t *testing.T) {
 }
 
 func TestConsortiumMemberStatuses(t *testing.T) {
-	e := startCouncil(t, `
+	const council = `
 members: [{model: fake/fast}, {model: fake/slow}, {model: fake/bad}]
 arbiter: {model: fake/judge}
 max_iterations: 1
 member_timeout: 300ms
-`)
-	e.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
-	e.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
-	e.fake.Script("bad", upstreamtest.Reply{Status: 503, Error: "overloaded right now"})
-	e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
-	resp, body := e.post("/v1/chat/completions", councilBody)
-	c := decodeCompletion(t, resp, body)
-	if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout", "fake/bad#1:error"}; !slices.Equal(c.Consortium.statuses(), want) {
-		t.Errorf("members %v, want %v", c.Consortium.statuses(), want)
-	}
-	if msg := c.Consortium.Members[2].Error; !strings.Contains(msg, "503") || !strings.Contains(msg, "overloaded right now") {
-		t.Errorf("the failed member's error %q", msg)
-	}
-	if c.Choices[0].Message.Content != "from the fast one" {
-		t.Errorf("content %q", c.Choices[0].Message.Content)
-	}
-	waitIdle(t, e.fake)
+`
+	inBubble(t, councilConfig(council), func(t *testing.T, e *memEnv) {
+		e.fake.Script("fast", upstreamtest.Reply{Content: "in time"})
+		e.fake.Script("slow", upstreamtest.Reply{Content: "too late", Delay: time.Minute})
+		e.fake.Script("bad", upstreamtest.Reply{Status: 503, Error: "overloaded right now"})
+		e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "from the fast one")})
+		resp, body := e.post(councilBody)
+		c := decodeCompletion(t, resp, body)
+		if want := []string{"fake/fast#1:ok", "fake/slow#1:timeout", "fake/bad#1:error"}; !slices.Equal(c.Consortium.statuses(), want) {
+			t.Errorf("members %v, want %v", c.Consortium.statuses(), want)
+		}
+		if msg := c.Consortium.Members[2].Error; !strings.Contains(msg, "503") || !strings.Contains(msg, "overloaded right now") {
+			t.Errorf("the failed member's error %q", msg)
+		}
+		if c.Choices[0].Message.Content != "from the fast one" {
+			t.Errorf("content %q", c.Choices[0].Message.Content)
+		}
+		// member_timeout cancelled the slow call, in fake time, before its
+		// minute was up.
+		synctest.Wait()
+		if slow := e.fake.RequestsFor("slow"); len(slow) != 1 || !slow[0].Cancelled || e.fake.InFlight() != 0 {
+			t.Errorf("the slow member's call was not cancelled: %+v", slow)
+		}
+	})
 }
 
 func TestConsortiumErrors(t *testing.T) {
@@ -419,50 +437,51 @@ func TestConsortiumErrors(t *testing.T) {
 	} {
 		for _, stream := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/stream=%v", tc.name, stream), func(t *testing.T) {
-				e := startCouncil(t, tc.config)
-				scripts := map[string]upstreamtest.Reply{
-					"good": {Content: "fine"}, "bad": {Content: "also fine"}, "judge": {Content: verdict("0.9", "ok")},
-				}
-				maps.Copy(scripts, tc.scripts)
-				for model, r := range scripts {
-					e.fake.Script(model, r)
-				}
-				body := tc.body
-				if stream {
-					body = streamBody(body)
-				}
-				resp, got := e.post("/v1/chat/completions", body)
-				var msg, typ string
-				if stream && tc.status != 400 {
-					// The stream had begun: the role chunk, then an error
-					// event, then [DONE].
-					frames := readFrames(t, got)
-					if resp.StatusCode != 200 || len(frames) != 2 || len(frames[0].Choices) != 1 || frames[0].Choices[0].Delta.Role != "assistant" || frames[1].Error == nil {
-						t.Fatalf("status %d, want the role chunk, an error event and [DONE]:\n%s", resp.StatusCode, got)
+				inBubble(t, councilConfig(tc.config), func(t *testing.T, e *memEnv) {
+					scripts := map[string]upstreamtest.Reply{
+						"good": {Content: "fine"}, "bad": {Content: "also fine"}, "judge": {Content: verdict("0.9", "ok")},
 					}
-					msg, typ = frames[1].Error.Message, frames[1].Error.Type
-				} else {
-					if resp.StatusCode != tc.status {
-						t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+					maps.Copy(scripts, tc.scripts)
+					for model, r := range scripts {
+						e.fake.Script(model, r)
 					}
-					ae := decodeError(t, got)
-					msg, typ = ae.Error.Message, ae.Error.Type
-					if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
-						t.Errorf("param %v, want %s", ae.Error.Param, tc.param)
+					body := tc.body
+					if stream {
+						body = streamBody(body)
 					}
-				}
-				if typ != tc.typ {
-					t.Errorf("type %q, want %q (%s)", typ, tc.typ, msg)
-				}
-				for _, s := range tc.mentions {
-					if !strings.Contains(msg, s) {
-						t.Errorf("message %q does not mention %q", msg, s)
+					resp, got := e.post(body)
+					var msg, typ string
+					if stream && tc.status != 400 {
+						// The stream had begun: the role chunk, then an error
+						// event, then [DONE].
+						frames := readFrames(t, got)
+						if resp.StatusCode != 200 || len(frames) != 2 || len(frames[0].Choices) != 1 || frames[0].Choices[0].Delta.Role != "assistant" || frames[1].Error == nil {
+							t.Fatalf("status %d, want the role chunk, an error event and [DONE]:\n%s", resp.StatusCode, got)
+						}
+						msg, typ = frames[1].Error.Message, frames[1].Error.Type
+					} else {
+						if resp.StatusCode != tc.status {
+							t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+						}
+						ae := decodeError(t, got)
+						msg, typ = ae.Error.Message, ae.Error.Type
+						if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
+							t.Errorf("param %v, want %s", ae.Error.Param, tc.param)
+						}
 					}
-				}
-				if tc.status == 400 && len(e.fake.Requests()) != 0 {
-					t.Errorf("%d upstream calls for a request the consortium refuses", len(e.fake.Requests()))
-				}
-				waitIdle(t, e.fake)
+					if typ != tc.typ {
+						t.Errorf("type %q, want %q (%s)", typ, tc.typ, msg)
+					}
+					for _, s := range tc.mentions {
+						if !strings.Contains(msg, s) {
+							t.Errorf("message %q does not mention %q", msg, s)
+						}
+					}
+					if tc.status == 400 && len(e.fake.Requests()) != 0 {
+						t.Errorf("%d upstream calls for a request the consortium refuses", len(e.fake.Requests()))
+					}
+					waitIdle(t, e.fake)
+				})
 			})
 		}
 	}
@@ -474,46 +493,53 @@ func TestConsortiumClientDisconnect(t *testing.T) {
 		stream bool
 		judge  upstreamtest.Reply
 		member upstreamtest.Reply
-		calls  int      // upstream calls in flight when the client leaves
-		cut    []string // the models whose calls must be cancelled
+		calls  int      // upstream calls made when the client leaves
+		cut    []string // the models whose calls are under way then, and must be cancelled
 	}{
 		{"while members work", false, upstreamtest.Reply{}, upstreamtest.Reply{Hang: true}, 3, []string{"alpha", "beta"}},
 		{"while the arbiter writes", true, upstreamtest.Reply{Chunks: filler("<analysis>"), ChunkDelay: time.Second / 4}, upstreamtest.Reply{Content: "fine"}, 4, []string{"judge"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startCouncil(t, councilYAML)
-			e.fake.Script("alpha", tc.member)
-			e.fake.Script("beta", tc.member)
-			e.fake.Script("judge", tc.judge)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			body := councilBody
-			if tc.stream {
-				body = streamBody(body)
-			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(body))
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				if resp, err := http.DefaultClient.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
+			inBubble(t, councilConfig(councilYAML), func(t *testing.T, e *memEnv) {
+				e.fake.Script("alpha", tc.member)
+				e.fake.Script("beta", tc.member)
+				e.fake.Script("judge", tc.judge)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				body := councilBody
+				if tc.stream {
+					body = streamBody(body)
 				}
-			}()
-			wctx := within(t, 5*time.Second)
-			if err := e.fake.WaitRequests(wctx, tc.calls); err != nil {
-				t.Fatal(err)
-			}
-			cancel()
-			<-done
-			waitIdle(t, e.fake)
-			for _, model := range tc.cut {
-				for _, r := range e.fake.RequestsFor(model) {
-					if !r.Cancelled {
-						t.Errorf("a call to %s went on after the client left", model)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", body); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}()
+				synctest.Wait()
+				under := 0
+				for _, model := range tc.cut {
+					under += len(e.fake.RequestsFor(model))
+				}
+				if n, m := len(e.fake.Requests()), e.fake.InFlight(); n != tc.calls || m != under {
+					t.Fatalf("%d upstream calls, %d in flight; want %d, those of %v in flight", n, m, tc.calls, tc.cut)
+				}
+				cancel()
+				<-done
+				synctest.Wait()
+				if n := e.fake.InFlight(); n != 0 {
+					t.Fatalf("%d upstream calls still in flight after the client left", n)
+				}
+				for _, model := range tc.cut {
+					for _, r := range e.fake.RequestsFor(model) {
+						if !r.Cancelled {
+							t.Errorf("a call to %s went on after the client left", model)
+						}
 					}
 				}
-			}
+			})
 		})
 	}
 }
@@ -546,19 +572,8 @@ func TestConsortiumOpenAIGoClient(t *testing.T) {
 	e := startCouncil(t, councilYAML)
 	usage := scriptCouncil(e.fake, "a synthesis, streamed to the SDK")
 	ctx := within(t, 10*time.Second)
-	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("any"), option.WithMaxRetries(0))
-	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-		Model:         "council",
-		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
-		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-	})
-	var acc openai.ChatCompletionAccumulator
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatal(err)
-	}
+	client := sdkClient(e, "any")
+	acc := streamHi(t, ctx, client, "council")
 	if acc.Choices[0].Message.Content != "a synthesis, streamed to the SDK" || acc.Model != "council" || acc.Choices[0].FinishReason != "stop" {
 		t.Errorf("accumulated %q from %s (%s)", acc.Choices[0].Message.Content, acc.Model, acc.Choices[0].FinishReason)
 	}
@@ -579,97 +594,95 @@ func TestConsortiumOpenAIGoClient(t *testing.T) {
 // members answer, and that the synthesis reaches the client while the
 // arbiter is still writing.
 func TestConsortiumStreamsAtOnce(t *testing.T) {
-	e := startCouncil(t, "members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1")
-	release := make(chan struct{})
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(open) // before the fake closes, should the test stop early
-	e.fake.Handle("alpha", func(*upstreamtest.Request) upstreamtest.Reply {
-		select {
-		case <-release:
-			return upstreamtest.Reply{Content: "fine"}
-		case <-time.After(5 * time.Second):
-			return upstreamtest.Reply{Status: 500, Error: "the client never saw the role chunk"}
+	inBubble(t, councilConfig("members: [{model: fake/alpha}]\narbiter: {model: fake/judge}\nmax_iterations: 1"), func(t *testing.T, e *memEnv) {
+		release := make(chan struct{})
+		e.fake.Handle("alpha", func(*upstreamtest.Request) upstreamtest.Reply {
+			select {
+			case <-release:
+				return upstreamtest.Reply{Content: "fine"}
+			case <-time.After(5 * time.Second):
+				return upstreamtest.Reply{Status: 500, Error: "the client never saw the role chunk"}
+			}
+		})
+		e.fake.Script("judge", upstreamtest.Reply{
+			Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
+			ChunkDelay: 5 * time.Millisecond,
+		})
+		resp := e.open(context.Background(), streamBody(councilBody))
+		events := newSSEReader(resp.Body)
+		next := func() frame {
+			t.Helper()
+			f, done := events.nextFrame(t)
+			if done {
+				t.Fatal("[DONE] before the synthesis")
+			}
+			return f
+		}
+		// The member has not answered: the role chunk came at once.
+		began := time.Now()
+		if f := next(); len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+			t.Fatalf("first frame %+v", f)
+		}
+		if took := time.Since(began); took != 0 {
+			t.Errorf("the role chunk came after %v, want at once", took)
+		}
+		close(release)
+		f := next()
+		if len(f.Choices) != 1 || f.Choices[0].Delta.Content == nil || *f.Choices[0].Delta.Content != "EARLY" {
+			t.Fatalf("frame %+v, want the synthesis", f)
+		}
+		if e.fake.InFlight() < 1 {
+			t.Error("the synthesis came after the arbiter's reply had ended")
+		}
+		for {
+			f, done := events.nextFrame(t)
+			if done {
+				break
+			}
+			if len(f.Choices) > 0 && f.Choices[0].Delta.Content != nil {
+				t.Errorf("content after the synthesis: %+v", f)
+			}
 		}
 	})
-	e.fake.Script("judge", upstreamtest.Reply{
-		Chunks:     filler("<confidence>0.9</confidence><synthesis>", "EARLY", "</synthesis>"),
-		ChunkDelay: 5 * time.Millisecond,
-	})
-	ctx := within(t, 10*time.Second)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	events := newSSEReader(resp.Body)
-	next := func() frame {
-		t.Helper()
-		f, done := events.nextFrame(t)
-		if done {
-			t.Fatal("[DONE] before the synthesis")
-		}
-		return f
-	}
-	// The member has not answered: the role chunk came at once.
-	if f := next(); len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
-		t.Fatalf("first frame %+v", f)
-	}
-	open()
-	f := next()
-	if len(f.Choices) != 1 || f.Choices[0].Delta.Content == nil || *f.Choices[0].Delta.Content != "EARLY" {
-		t.Fatalf("frame %+v, want the synthesis", f)
-	}
-	if e.fake.InFlight() < 1 {
-		t.Error("the synthesis came after the arbiter's reply had ended")
-	}
-	for {
-		f, done := events.nextFrame(t)
-		if done {
-			break
-		}
-		if len(f.Choices) > 0 && f.Choices[0].Delta.Content != nil {
-			t.Errorf("content after the synthesis: %+v", f)
-		}
-	}
 }
 
 // TestConsortiumKeepAlive checks that a stream whose members are still
 // working gets ": keep-alive" comments, and that the stream is still well
 // formed around them.
 func TestConsortiumKeepAlive(t *testing.T) {
-	e := startCouncil(t, councilYAML, func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond })
-	scriptCouncil(e.fake, "done")
-	release := make(chan struct{})
-	e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
-		<-release
-		return upstreamtest.Reply{Content: "beta's answer"}
-	})
-	e.fake.Script("beta") // the handler answers beta, not the script
+	keepAlive := func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond }
+	inBubble(t, councilConfig(councilYAML), func(t *testing.T, e *memEnv) {
+		scriptCouncil(e.fake, "done")
+		release := make(chan struct{})
+		e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
+			<-release
+			return upstreamtest.Reply{Content: "beta's answer"}
+		})
+		e.fake.Script("beta") // the handler answers beta, not the script
 
-	req, _ := http.NewRequest(http.MethodPost, e.URL+"/chat/completions", strings.NewReader(streamBody(councilBody)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	events := newSSEReader(resp.Body)
-	for comments := 0; comments < 2; {
-		ev, err := events.next()
+		resp := e.open(context.Background(), streamBody(councilBody))
+		events := newSSEReader(resp.Body)
+		began := time.Now()
+		for comments := 0; comments < 2; {
+			ev, err := events.next()
+			if err != nil {
+				t.Fatalf("stream ended before two keep-alives: %v", err)
+			}
+			if ev.comment == "keep-alive" {
+				comments++
+			}
+		}
+		// One every KeepAlive, in fake time.
+		if took := time.Since(began); took != 2*5*time.Millisecond {
+			t.Errorf("two keep-alives after %v, want 10ms", took)
+		}
+		close(release)
+		rest, err := io.ReadAll(resp.Body)
 		if err != nil {
-			t.Fatalf("stream ended before two keep-alives: %v", err)
+			t.Fatal(err)
 		}
-		if ev.comment == "keep-alive" {
-			comments++
+		if frames := readFrames(t, rest); text(frames) != "done" {
+			t.Fatalf("after the keep-alives: %q", text(frames))
 		}
-	}
-	close(release)
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if frames := readFrames(t, rest); text(frames) != "done" {
-		t.Fatalf("after the keep-alives: %q", text(frames))
-	}
+	}, keepAlive)
 }

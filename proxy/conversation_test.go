@@ -265,7 +265,10 @@ func TestRedisSharedAcrossReplicasAndRestarts(t *testing.T) {
 
 // TestRedisDown kills Redis under a running proxy: requests that need
 // stored state get 503 at once, requests carrying their whole history are
-// served, /readyz says why, and all recovers when Redis is back.
+// served, /readyz says why, and all recovers when Redis is back. Redis is
+// a real process on a TCP port, so this test runs on the real clock (no
+// synctest bubble can hold a socket), and it polls /readyz for the
+// reconnection, which nothing signals.
 func TestRedisDown(t *testing.T) {
 	redis := redistest.Start(t)
 	e := start(t, convYAML("store: {backend: redis, url: '"+redis.URL()+"'}\n"))

@@ -3,13 +3,11 @@ package proxy_test
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -18,49 +16,51 @@ import (
 // upstream call and consortium run can be seen in /metrics and the log.
 
 // TestBodyTimeout: a client that sends its headers and part of its body,
-// then goes silent, gets 408 at the body deadline and its connection is
-// closed; it is not left open, nor logged as a client that went away.
+// then goes silent, gets 408 at the body deadline (a minute, in fake time)
+// and its connection is closed; it is not left open, nor logged as a
+// client that went away.
 func TestBodyTimeout(t *testing.T) {
-	t.Cleanup(proxy.SetBodyReadTimeout(200 * time.Millisecond))
-	e := start(t, "")
-	conn, err := net.Dial("tcp", e.proxy.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	partial := `{"model":"fake/m1","messages":[{"role":"user","con`
-	if _, err := io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"+
-		"Content-Length: 200\r\n\r\n"+partial); err != nil {
-		t.Fatal(err)
-	}
-	// A bound far above the deadline, so a connection left open fails the
-	// test rather than hanging it.
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("no answer to a silent body: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
-		t.Fatalf("status %d, Connection %q: %s", resp.StatusCode, resp.Header.Get("Connection"), body)
-	}
-	ae := decodeError(t, body)
-	if ae.Error.Type != "invalid_request_error" || ae.Error.Code == nil || *ae.Error.Code != "request_timeout" {
-		t.Errorf("error %s", body)
-	}
-	// The server closed its end: the next read sees the end of the
-	// connection, not the 10s bound.
-	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("after the 408: read %d bytes, %v; want the connection closed", n, err)
-	}
-	if n := len(e.fake.Requests()); n != 0 {
-		t.Errorf("%d upstream calls for a body that never came", n)
-	}
-	if !strings.Contains(e.logs.String(), "status=408") || strings.Contains(e.logs.String(), "status=499") {
-		t.Errorf("log:\n%s", e.logs.String())
-	}
+	inBubble(t, "", func(t *testing.T, e *memEnv) {
+		conn := e.dial()
+		defer conn.Close()
+		partial := `{"model":"fake/m1","messages":[{"role":"user","con`
+		began := time.Now()
+		if _, err := io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"+
+			"Content-Length: 200\r\n\r\n"+partial); err != nil {
+			t.Fatal(err)
+		}
+		// A bound far above the deadline, so a connection left open fails
+		// the test rather than hanging it.
+		conn.SetReadDeadline(time.Now().Add(time.Hour))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no answer to a silent body: %v", err)
+		}
+		if took := time.Since(began); took != time.Minute {
+			t.Errorf("408 after %v, want the body deadline (1m)", took)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+			t.Fatalf("status %d, Connection %q: %s", resp.StatusCode, resp.Header.Get("Connection"), body)
+		}
+		ae := decodeError(t, body)
+		if ae.Error.Type != "invalid_request_error" || ae.Error.Code == nil || *ae.Error.Code != "request_timeout" {
+			t.Errorf("error %s", body)
+		}
+		// The server closed its end: the next read sees the end of the
+		// connection, not the hour's bound.
+		if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("after the 408: read %d bytes, %v; want the connection closed", n, err)
+		}
+		if n := len(e.fake.Requests()); n != 0 {
+			t.Errorf("%d upstream calls for a body that never came", n)
+		}
+		if !strings.Contains(e.logs.String(), "status=408") || strings.Contains(e.logs.String(), "status=499") {
+			t.Errorf("log:\n%s", e.logs.String())
+		}
+	})
 }
 
 // TestPassthroughStreamWithoutDone: a stream the provider ends without

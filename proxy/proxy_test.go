@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -91,9 +92,16 @@ providers:
 // read.
 func (e *env) do(method, path, key, body string, headers ...string) (*http.Response, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.proxy.URL+path, strings.NewReader(body))
+	return fetch(e.t, http.DefaultClient, newRequest(e.t, context.Background(), method, e.proxy.URL+path, key, body, headers...))
+}
+
+// newRequest is a client's request: key, when not empty, as its bearer
+// token, and headers given as name, value pairs.
+func newRequest(t testing.TB, ctx context.Context, method, url, key, body string, headers ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -101,14 +109,21 @@ func (e *env) do(method, path, key, body string, headers ...string) (*http.Respo
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	return req
+}
+
+// fetch sends req with client and returns the response with its body
+// read.
+func fetch(t testing.TB, client *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := client.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return resp, b
 }
@@ -234,32 +249,27 @@ func TestPassthroughStream(t *testing.T) {
 // TestStreamFlushesEachChunk checks that a chunk reaches the client while
 // the provider is still writing the rest, not when the stream ends.
 func TestStreamFlushesEachChunk(t *testing.T) {
-	e := start(t, "")
-	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"first", " second"}, ChunkDelay: time.Hour / 2})
-
-	req, _ := http.NewRequest(http.MethodPost, e.URL+"/chat/completions",
-		strings.NewReader(streamChatBody))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	// The role frame arrives although the first content delta is half an
-	// hour away: nothing waits for the stream to end.
-	if f, done := newSSEReader(resp.Body).nextFrame(t); done || len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
-		t.Fatalf("first frame %+v, want the role chunk", f)
-	}
-	cancel()
-	// The client went away: the provider's call is cancelled too.
-	wctx := within(t, 5*time.Second)
-	if err := e.fake.WaitIdle(wctx); err != nil {
-		t.Fatalf("the upstream call was not cancelled: %v", err)
-	}
-	if reqs := e.fake.Requests(); len(reqs) != 1 || !reqs[0].Cancelled {
-		t.Fatalf("upstream not cancelled: %+v", reqs)
-	}
+	inBubble(t, "", func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"first", " second"}, ChunkDelay: time.Hour / 2})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		resp := e.open(ctx, streamChatBody)
+		// The role frame arrives although the first content delta is half
+		// an hour away: nothing waits for the stream to end.
+		began := time.Now()
+		if f, done := newSSEReader(resp.Body).nextFrame(t); done || len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+			t.Fatalf("first frame %+v, want the role chunk", f)
+		}
+		if took := time.Since(began); took != 0 {
+			t.Errorf("the role frame came after %v, want at once", took)
+		}
+		cancel()
+		// The client went away: the provider's call is cancelled too.
+		waitIdle(t, e.fake)
+		if reqs := e.fake.Requests(); len(reqs) != 1 || !reqs[0].Cancelled {
+			t.Fatalf("upstream not cancelled: %+v", reqs)
+		}
+	})
 }
 
 func TestStreamLongLines(t *testing.T) {
@@ -293,13 +303,24 @@ func TestStreamCutMidway(t *testing.T) {
 }
 
 func TestStreamIdleTimeout(t *testing.T) {
-	e := start(t, strings.Replace(defaultYAML, "idle_timeout: 2s", "idle_timeout: 100ms", 1))
-	e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
-	_, got := e.post("/v1/chat/completions", streamChatBody)
-	s := string(got)
-	if !strings.Contains(s, `"type":"timeout"`) || !strings.HasSuffix(s, "data: [DONE]\n\n") {
-		t.Fatalf("a silent stream must end with a timeout event and [DONE]:\n%s", s)
-	}
+	inBubble(t, strings.Replace(defaultYAML, "idle_timeout: 2s", "idle_timeout: 100ms", 1), func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Chunks: []string{"a", "b"}, ChunkDelay: time.Hour})
+		began := time.Now()
+		_, got := e.post(streamChatBody)
+		s := string(got)
+		if !strings.Contains(s, `"type":"timeout"`) || !strings.HasSuffix(s, "data: [DONE]\n\n") {
+			t.Fatalf("a silent stream must end with a timeout event and [DONE]:\n%s", s)
+		}
+		// In fake time, to the tick: the stream ends when idle_timeout
+		// has passed without a chunk.
+		if took := time.Since(began); took != 100*time.Millisecond {
+			t.Errorf("the stream ended after %v, want idle_timeout (100ms)", took)
+		}
+		synctest.Wait()
+		if r := e.fake.Requests(); len(r) != 1 || !r[0].Cancelled || e.fake.InFlight() != 0 {
+			t.Errorf("the silent upstream call was not cancelled: %+v", r)
+		}
+	})
 }
 
 func TestErrors(t *testing.T) {
@@ -346,55 +367,56 @@ func TestErrors(t *testing.T) {
 		{name: "first byte timeout", reply: &upstreamtest.Reply{Hang: true}, status: 504, typ: "timeout", upstream: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := start(t, strings.Replace(defaultYAML, "timeout: 2s", "timeout: 200ms", 1)+"max_body: 1MiB\n")
-			if tc.reply != nil {
-				e.fake.Script("m1", *tc.reply)
-			}
-			method, path, body := tc.method, tc.path, tc.body
-			if method == "" {
-				method = http.MethodPost
-			}
-			if path == "" {
-				path = "/v1/chat/completions"
-			}
-			if body == "" && method == http.MethodPost {
-				body = chatBody
-			}
-			resp, got := e.do(method, path, "", body)
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
-			}
-			if n := len(e.fake.Requests()); n != tc.upstream {
-				t.Errorf("%d upstream calls, want %d", n, tc.upstream)
-			}
-			if tc.status == 200 {
-				return
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type %q", ct)
-			}
-			ae := decodeError(t, got)
-			if tc.typ != "" && ae.Error.Type != tc.typ {
-				t.Errorf("type %q, want %q", ae.Error.Type, tc.typ)
-			}
-			if tc.code != "" && (ae.Error.Code == nil || *ae.Error.Code != tc.code) {
-				t.Errorf("code %v, want %q", ae.Error.Code, tc.code)
-			}
-			if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
-				t.Errorf("param %v, want %q", ae.Error.Param, tc.param)
-			}
-			if tc.msg != "" && !strings.Contains(ae.Error.Message, tc.msg) {
-				t.Errorf("message %q does not mention %q", ae.Error.Message, tc.msg)
-			}
-			if strings.Contains(string(got), "provider-secret") || strings.Contains(string(got), "sk-123") {
-				t.Errorf("a key leaked to the client: %s", got)
-			}
-			if tc.retryAfter && resp.Header.Get("Retry-After") != "7" {
-				t.Errorf("Retry-After %q, want 7", resp.Header.Get("Retry-After"))
-			}
-			if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
-				t.Errorf("Allow %q", resp.Header.Get("Allow"))
-			}
+			inBubble(t, strings.Replace(defaultYAML, "timeout: 2s", "timeout: 200ms", 1)+"max_body: 1MiB\n", func(t *testing.T, e *memEnv) {
+				if tc.reply != nil {
+					e.fake.Script("m1", *tc.reply)
+				}
+				method, path, body := tc.method, tc.path, tc.body
+				if method == "" {
+					method = http.MethodPost
+				}
+				if path == "" {
+					path = "/v1/chat/completions"
+				}
+				if body == "" && method == http.MethodPost {
+					body = chatBody
+				}
+				resp, got := e.do(method, path, "", body)
+				if resp.StatusCode != tc.status {
+					t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, got)
+				}
+				if n := len(e.fake.Requests()); n != tc.upstream {
+					t.Errorf("%d upstream calls, want %d", n, tc.upstream)
+				}
+				if tc.status == 200 {
+					return
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("Content-Type %q", ct)
+				}
+				ae := decodeError(t, got)
+				if tc.typ != "" && ae.Error.Type != tc.typ {
+					t.Errorf("type %q, want %q", ae.Error.Type, tc.typ)
+				}
+				if tc.code != "" && (ae.Error.Code == nil || *ae.Error.Code != tc.code) {
+					t.Errorf("code %v, want %q", ae.Error.Code, tc.code)
+				}
+				if tc.param != "" && (ae.Error.Param == nil || *ae.Error.Param != tc.param) {
+					t.Errorf("param %v, want %q", ae.Error.Param, tc.param)
+				}
+				if tc.msg != "" && !strings.Contains(ae.Error.Message, tc.msg) {
+					t.Errorf("message %q does not mention %q", ae.Error.Message, tc.msg)
+				}
+				if strings.Contains(string(got), "provider-secret") || strings.Contains(string(got), "sk-123") {
+					t.Errorf("a key leaked to the client: %s", got)
+				}
+				if tc.retryAfter && resp.Header.Get("Retry-After") != "7" {
+					t.Errorf("Retry-After %q, want 7", resp.Header.Get("Retry-After"))
+				}
+				if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
+					t.Errorf("Allow %q", resp.Header.Get("Allow"))
+				}
+			})
 		})
 	}
 }
@@ -546,29 +568,30 @@ func TestMetrics(t *testing.T) {
 }
 
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
-	e := start(t, "")
-	e.fake.Script("m1", upstreamtest.Reply{Hang: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.URL+"/chat/completions", strings.NewReader(chatBody))
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+	inBubble(t, "", func(t *testing.T, e *memEnv) {
+		e.fake.Script("m1", upstreamtest.Reply{Hang: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := e.send(ctx, http.MethodPost, "/v1/chat/completions", "", chatBody); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		synctest.Wait()
+		if n := e.fake.InFlight(); n != 1 {
+			t.Fatalf("%d upstream calls under way, want 1", n)
 		}
-	}()
-	wctx := within(t, 5*time.Second)
-	if err := e.fake.WaitRequests(wctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	<-done
-	if err := e.fake.WaitIdle(wctx); err != nil {
-		t.Fatalf("upstream call still running after the client left: %v", err)
-	}
-	if !e.fake.Requests()[0].Cancelled {
-		t.Error("upstream call not cancelled")
-	}
+		cancel()
+		<-done
+		synctest.Wait()
+		if n := e.fake.InFlight(); n != 0 {
+			t.Fatalf("%d upstream calls still running after the client left", n)
+		}
+		if !e.fake.Requests()[0].Cancelled {
+			t.Error("upstream call not cancelled")
+		}
+	})
 }
 
 // logBuffer collects log lines written by handler goroutines.

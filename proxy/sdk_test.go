@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -12,6 +13,31 @@ import (
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
+// sdkClient is an openai-go client of the proxy e, with the client key
+// key, that does not retry.
+func sdkClient(e *env, key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey(key), option.WithMaxRetries(0))
+}
+
+// streamHi streams model's answer to "hi", usage included, through the
+// SDK, and returns what its accumulator made of the stream.
+func streamHi(t *testing.T, ctx context.Context, client openai.Client, model string) openai.ChatCompletionAccumulator {
+	t.Helper()
+	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model:         model,
+		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+	})
+	var acc openai.ChatCompletionAccumulator
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return acc
+}
+
 // TestOpenAIGoClient drives the proxy with the official openai-go client,
 // as a user's program would.
 func TestOpenAIGoClient(t *testing.T) {
@@ -20,7 +46,7 @@ auth:
   keys: [{name: alice, key: alice-key}]
 `)
 	ctx := within(t, 10*time.Second)
-	client := openai.NewClient(option.WithBaseURL(e.URL+"/"), option.WithAPIKey("alice-key"), option.WithMaxRetries(0))
+	client := sdkClient(e, "alice-key")
 
 	e.fake.Script("m1", upstreamtest.Reply{Content: "hello from m1"})
 	cc, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
@@ -35,18 +61,7 @@ auth:
 	}
 
 	e.fake.Script("m2", upstreamtest.Reply{Content: "streamed answer here"})
-	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-		Model:         "fake/m2",
-		Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
-		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-	})
-	var acc openai.ChatCompletionAccumulator
-	for stream.Next() {
-		acc.AddChunk(stream.Current())
-	}
-	if err := stream.Err(); err != nil {
-		t.Fatal(err)
-	}
+	acc := streamHi(t, ctx, client, "fake/m2")
 	if acc.Choices[0].Message.Content != "streamed answer here" || acc.Usage.TotalTokens == 0 {
 		t.Errorf("stream gave %q, usage %+v", acc.Choices[0].Message.Content, acc.Usage)
 	}
