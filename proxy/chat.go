@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 )
@@ -78,10 +78,10 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 
 // route finds the provider of a passthrough model ref.
 func (s *Server) route(ref string) (Provider, string, error) {
-	name, model, ok := config.SplitRef(ref)
+	name, model, ok := strings.Cut(ref, "/")
 	p := s.providers[name]
 	switch {
-	case !ok || !s.cfg.Passthrough:
+	case !ok || name == "" || model == "" || !s.cfg.Passthrough:
 		return nil, "", modelNotFound(ref)
 	case p == nil:
 		return nil, "", providerNotConfigured(ref, name)

@@ -23,7 +23,6 @@ import (
 
 	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 )
@@ -64,12 +63,19 @@ type Settings struct {
 	MaxBody int64
 	// Passthrough lets clients call provider/model directly.
 	Passthrough bool
-	// Auth holds the client keys (each key's name is its tenant; no keys
-	// means every request is the tenant "anonymous") and the admin key
-	// that guards /metrics when set.
-	Auth config.Auth
+	// Keys are the client keys, each key's name its tenant. No keys means
+	// every request is the tenant "anonymous".
+	Keys []ClientKey
+	// AdminKey, when set, guards /metrics.
+	AdminKey string
 	// Models is what /v1/models lists, in order.
 	Models []openai.Model
+}
+
+// ClientKey is a key a client may send as Authorization: Bearer KEY; Name
+// is its tenant. Its limits are the Limiter's business.
+type ClientKey struct {
+	Name, Key string
 }
 
 // Options is what New needs: the dependencies the wiring (internal/app)
@@ -119,7 +125,7 @@ type Server struct {
 	registry  *prometheus.Registry
 	providers map[string]Provider
 	consortia map[string]Consortium
-	keys      []clientKey
+	keys      []keyDigest
 	limits    Limiter
 	router    http.Handler
 	draining  atomic.Bool
@@ -165,7 +171,7 @@ func New(opts Options) (*Server, error) {
 	if s.limits == nil {
 		s.limits = unlimited{}
 	}
-	s.keys = hashKeys(s.cfg.Auth.Keys)
+	s.keys = hashKeys(s.cfg.Keys)
 	s.router = s.routes()
 	return s, nil
 }
