@@ -282,8 +282,11 @@ type Request struct {
 
 // Response is a provider's successful (2xx) answer. For a stream, Body is
 // the event stream, bounded by the provider's idle timeout, and must be
-// closed. For a JSON answer, Data is the whole body, already checked to be
-// JSON, and Body is nil.
+// closed; it ends with io.EOF only after the answer's end (data: [DONE]),
+// and a stream cut short fails with an *Error instead (ErrNoDone when it
+// simply stopped), which the model's breaker and OnCall count as a
+// failure. For a JSON answer, Data is the whole body, already checked to
+// be JSON, and Body is nil.
 type Response struct {
 	Status      int
 	ContentType string
@@ -651,6 +654,11 @@ type idleBody struct {
 	onClose func(readErr error) // told how reading ended; nil when nobody asks
 	closed  bool
 	http1   bool // the connection carries one response at a time
+	// wantDone makes the body an event stream that must end with data:
+	// [DONE]: one that reaches its end without it fails with ErrNoDone.
+	// tail keeps what the check needs of what was read.
+	wantDone bool
+	tail     doneTail
 }
 
 func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration) *idleBody {
@@ -669,11 +677,17 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	b.read += int64(n)
 	if n > 0 {
 		b.timer.Reset(b.idle)
+		if b.wantDone {
+			b.tail.keep(p[:n])
+		}
 	}
 	if b.read > b.limit {
 		return 0, b.fail(b.tooLarge())
 	}
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF && b.wantDone && !b.tail.done():
+		err = b.fail(ErrNoDone)
+	case err != nil && err != io.EOF:
 		err = b.fail(causeOf(b.ctx, err))
 	}
 	return n, err

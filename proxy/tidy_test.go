@@ -1,0 +1,81 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/consortium-dev/consortium/internal/app"
+	"github.com/consortium-dev/consortium/upstream/upstreamtest"
+)
+
+// TestStreamWithoutDoneOpensBreaker: passthrough streams that the provider
+// ends without [DONE] are upstream failures for the model's breaker and
+// its metrics, not only in the log: after breaker.failures of them the
+// model rests (503), and /metrics counts them as malformed.
+func TestStreamWithoutDoneOpensBreaker(t *testing.T) {
+	e := start(t, strings.Replace(defaultYAML, "models: [m1, m2]", "models: [m1, m2]\n    max_retries: 0\n    breaker: {failures: 2, cooldown: 1h}", 1))
+	for i := range 2 {
+		e.fake.Script("m1", upstreamtest.Reply{Content: "one two three", NoDone: true})
+		resp, got := e.post("/v1/chat/completions", streamChatBody)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %d: status %d: %s", i+1, resp.StatusCode, got)
+		}
+		frames := readFrames(t, got)
+		if se := streamError(frames); text(frames) != "one two three" || se == nil || !strings.Contains(se.Error.Message, "[DONE]") {
+			t.Fatalf("stream %d:\n%s", i+1, got)
+		}
+	}
+	e.fake.Script("m1", upstreamtest.Reply{Content: "one two three"})
+	resp, got := e.post("/v1/chat/completions", streamChatBody)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("after two cut streams: status %d, want 503 from the open breaker: %s", resp.StatusCode, got)
+	}
+	_, metrics := e.do(http.MethodGet, "/metrics", "", "")
+	for _, want := range []string{
+		`consortium_upstream_requests_total{model="m1",outcome="malformed",provider="fake",role="passthrough"} 2`,
+		`consortium_upstream_requests_total{model="m1",outcome="breaker_open",provider="fake",role="passthrough"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, metricLines(string(metrics), "consortium_upstream"))
+		}
+	}
+}
+
+// BenchmarkPassthroughProxy measures a passthrough through the whole
+// proxy (router, middleware, body check, model rewrite, upstream, copy
+// back) on a loopback port, against the fake provider in memory: a JSON
+// answer and a stream of 40 deltas.
+func BenchmarkPassthroughProxy(b *testing.B) {
+	fake := upstreamtest.NewInMemory()
+	defer fake.Close()
+	fake.SetRecordLimit(-1)
+	fake.Script("m1", upstreamtest.Reply{Content: strings.Repeat("A sentence of a long enough answer. ", 40)})
+	h := newProxy(b, fake, "", func(o *app.Options) { o.Transport = fake.RoundTripper() })
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	client := ts.Client()
+	for _, bc := range []struct{ name, body string }{
+		{"json", chatBody},
+		{"stream", streamChatBody},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(bc.body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+}
