@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +20,9 @@ import (
 // chatCompletions serves POST /v1/chat/completions.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, release, err := s.readBody(w, r)
-	defer release()
+	buf, err := s.readBody(w, r)
+	defer putBuffer(buf)
+	body := buf.Bytes()
 	// The passthrough path checks the body in one pass without decoding
 	// it; only a consortium needs the request decoded.
 	var sum openai.ChatSummary
@@ -53,8 +54,9 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 // embeddings serves POST /v1/embeddings, always a passthrough.
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, release, err := s.readBody(w, r)
-	defer release()
+	buf, err := s.readBody(w, r)
+	defer putBuffer(buf)
+	body := buf.Bytes()
 	var req *openai.EmbeddingRequest
 	if err == nil {
 		req, err = openai.ParseEmbeddingRequest(body)
@@ -130,7 +132,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	// malformed 200 became a clear 502 rather than a body the SDK chokes on.
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Consortium-Overhead-Ms", fmt.Sprintf("%.3f", float64(ri.overhead.Microseconds())/1000))
+	h.Set("X-Consortium-Overhead-Ms", strconv.FormatFloat(float64(ri.overhead.Microseconds())/1000, 'f', 3, 64))
 	w.WriteHeader(http.StatusOK)
 	w.Write(resp.Data)
 }
@@ -248,12 +250,11 @@ func writeStreamError(ew *openai.EventWriter, ae *apiError) {
 }
 
 // readBody reads the request body, at most max_body bytes, into a pooled
-// buffer; release returns the buffer and must be called.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
-	buf := getBuffer()
-	release = func() { putBuffer(buf) }
+// buffer, which the caller must give back with putBuffer, whatever err.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (buf *bytes.Buffer, err error) {
+	buf = getBuffer()
 	if r.ContentLength > int64(s.cfg.MaxBody) {
-		return nil, release, &http.MaxBytesError{Limit: int64(s.cfg.MaxBody)}
+		return buf, &http.MaxBytesError{Limit: int64(s.cfg.MaxBody)}
 	}
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -263,13 +264,12 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if err != nil && timedOut(err) {
 		// The deadline stays: net/http reads what is left of a body after
 		// the handler, and would wait on the silent client forever. With
 		// Connection: close it then closes the connection.
 		w.Header().Set("Connection", "close")
-		return nil, release, errRequestTimeout
+		return buf, errRequestTimeout
 	}
 	rc.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -277,9 +277,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 		if !errors.As(err, &tooLarge) {
 			err = badRequest("", "the request body could not be read: %v", err)
 		}
-		return nil, release, err
+		return buf, err
 	}
-	return buf.Bytes(), release, nil
+	return buf, nil
+}
+
+// timedOut reports a read that failed at its deadline.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // bodyReadTimeout bounds the time a client may take to send its body.

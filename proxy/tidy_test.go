@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -46,36 +47,83 @@ func TestStreamWithoutDoneOpensBreaker(t *testing.T) {
 
 // BenchmarkPassthroughProxy measures a passthrough through the whole
 // proxy (router, middleware, body check, model rewrite, upstream, copy
-// back) on a loopback port, against the fake provider in memory: a JSON
-// answer and a stream of 40 deltas.
+// back) on a loopback port: a JSON answer and a stream of 40 deltas,
+// from the fake provider in memory ("fake") and from a transport that
+// answers canned bytes ("canned"), whose figures are the proxy's and
+// upstream's own work with none of the fake's.
 func BenchmarkPassthroughProxy(b *testing.B) {
 	fake := upstreamtest.NewInMemory()
 	defer fake.Close()
 	fake.SetRecordLimit(-1)
-	fake.Script("m1", upstreamtest.Reply{Content: strings.Repeat("A sentence of a long enough answer. ", 40)})
-	h := newProxy(b, fake, "", func(o *app.Options) { o.Transport = fake.RoundTripper() })
-	ts := httptest.NewServer(h)
-	defer ts.Close()
-	client := ts.Client()
-	for _, bc := range []struct{ name, body string }{
-		{"json", chatBody},
-		{"stream", streamChatBody},
+	answer := strings.Repeat("A sentence of a long enough answer. ", 40)
+	fake.Script("m1", upstreamtest.Reply{Content: answer})
+	canned := newCanned(b, fake, answer)
+	for _, transport := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"fake", fake.RoundTripper()},
+		{"canned", canned},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := client.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(bc.body))
-				if err != nil {
-					b.Fatal(err)
+		ts := httptest.NewServer(newProxy(b, fake, "", func(o *app.Options) { o.Transport = transport.rt }))
+		client := ts.Client()
+		for _, bc := range []struct{ name, body string }{
+			{"json", chatBody},
+			{"stream", streamChatBody},
+		} {
+			b.Run(transport.name+"/"+bc.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					resp, err := client.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(bc.body))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+						b.Fatal(err)
+					}
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Fatalf("status %d", resp.StatusCode)
+					}
 				}
-				if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-					b.Fatal(err)
-				}
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-			}
-		})
+			})
+		}
+		ts.Close()
 	}
+}
+
+// cannedTransport answers every call with the bytes the fake provider
+// answered once: JSON, or an event stream when the call accepts one.
+type cannedTransport struct {
+	json, stream []byte
+}
+
+func newCanned(b *testing.B, fake *upstreamtest.Server, answer string) cannedTransport {
+	b.Helper()
+	var c cannedTransport
+	for _, body := range []string{chatBody, streamChatBody} {
+		req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(strings.Replace(body, "fake/m1", "m1", 1)))
+		rec := httptest.NewRecorder()
+		fake.Handler().ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatalf("the fake answered %d: %s", rec.Code, rec.Body)
+		}
+		if strings.Contains(body, `"stream":true`) {
+			c.stream = rec.Body.Bytes()
+		} else {
+			c.json = rec.Body.Bytes()
+		}
+	}
+	return c
+}
+
+func (c cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req.Body.Close()
+	body, typ := c.json, "application/json"
+	if req.Header.Get("Accept") == "text/event-stream" {
+		body, typ = c.stream, "text/event-stream"
+	}
+	return &http.Response{StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {typ}}, ContentLength: int64(len(body)),
+		Body: io.NopCloser(bytes.NewReader(body)), Request: req}, nil
 }

@@ -156,6 +156,7 @@ type Provider struct {
 	dialect     dialect
 	header      http.Header // sent with every call: auth, content type, extra headers
 	secrets     []string    // the credentials sent, scrubbed from the provider's text
+	secretBytes [][]byte    // the same, for scrubbing streams
 	timeout     time.Duration
 	idleTimeout time.Duration
 	maxRetries  int
@@ -163,9 +164,14 @@ type Provider struct {
 	cooldown    time.Duration
 	maxResponse int64
 	breakers    *breakers
-	gate        *ratelimit.Gate
+	gate        *ratelimit.Gate // nil when the provider is not limited
 	client      *http.Client
 	onCall      func(Call)
+
+	// jsonHeader and streamHeader are header with the Accept of a JSON
+	// call and of a stream, made once: requests share them, read only
+	// (a RoundTripper does not modify its request).
+	jsonHeader, streamHeader http.Header
 }
 
 // New checks cfg and returns a Provider for it.
@@ -213,14 +219,20 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.cooldown = bs.Cooldown
 	p.breakers = newBreakers(bs, cfg.OnBreakerChange, cfg.Models)
-	p.gate = ratelimit.NewGate(cfg.Name, cfg.RPM, cfg.MaxConcurrency)
+	if cfg.RPM > 0 || cfg.MaxConcurrency > 0 {
+		p.gate = ratelimit.NewGate(cfg.Name, cfg.RPM, cfg.MaxConcurrency)
+	}
 	for k, v := range cfg.Headers {
 		p.header.Set(k, v)
 	}
 	p.header.Set("Content-Type", "application/json")
 	p.header.Set("User-Agent", "consortium")
 	d.headers(p.header, cfg.APIKey)
+	p.jsonHeader, p.streamHeader = p.header.Clone(), p.header.Clone()
+	p.jsonHeader.Set("Accept", "application/json")
+	p.streamHeader.Set("Accept", "text/event-stream")
 	p.secrets = secrets(cfg.APIKey, p.header)
+	p.secretBytes = secretBytes(p.secrets)
 	transport := cfg.Transport
 	if transport == nil {
 		transport = NewTransport()
@@ -350,8 +362,8 @@ func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, er
 	}
 	if resp.Body != nil {
 		resp.Body, contentType = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
-		if len(p.secrets) > 0 {
-			resp.Body = newScrubBody(resp.Body, p.secrets)
+		if len(p.secretBytes) > 0 {
+			resp.Body = &scrubBody{body: resp.Body, secrets: p.secretBytes}
 		}
 	}
 	if contentType != "" {
@@ -486,6 +498,9 @@ func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, mo
 	if err != nil {
 		return nil, &Error{Provider: p.name, Model: model, Err: err, RetryAfter: retryAfter}
 	}
+	if p.gate == nil {
+		return done, nil
+	}
 	// The gate learns the first-byte deadline too (ctx carries only the
 	// caller's): a turn that cannot come in time is refused at once with
 	// a LimitError, rather than waited for until the timeout.
@@ -513,11 +528,9 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	if err != nil {
 		return nil, p.wrap(c.model, err) // not reached: the base URL was checked
 	}
-	hreq.Header = p.header.Clone()
+	hreq.Header = p.jsonHeader
 	if c.stream {
-		hreq.Header.Set("Accept", "text/event-stream")
-	} else {
-		hreq.Header.Set("Accept", "application/json")
+		hreq.Header = p.streamHeader
 	}
 	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
