@@ -86,7 +86,11 @@ func (s *Server) route(ref string) (Provider, string, error) {
 	case !ok || name == "" || model == "" || !s.cfg.Passthrough:
 		return nil, "", modelNotFound(ref)
 	case p == nil:
-		return nil, "", providerNotConfigured(ref, name)
+		variable := ""
+		if s.cfg.ProviderVariable != nil {
+			variable = s.cfg.ProviderVariable(name)
+		}
+		return nil, "", providerNotConfigured(ref, name, variable)
 	}
 	return p, model, nil
 }

@@ -70,6 +70,12 @@ type Settings struct {
 	AdminKey string
 	// Models is what /v1/models lists, in order.
 	Models []openai.Model
+	// ProviderVariable, if set, names the environment variable that
+	// configures a provider known by name (OPENAI_API_KEY for openai),
+	// or returns "" for a name it does not know: the 404 for a model of
+	// an unconfigured provider tells the user to set it. If nil, that
+	// 404 names no variable.
+	ProviderVariable func(provider string) string
 }
 
 // ClientKey is a key a client may send as Authorization: Bearer KEY; Name

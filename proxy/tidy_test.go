@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/consortium-dev/consortium/internal/app"
+	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
@@ -42,6 +43,52 @@ func TestStreamWithoutDoneOpensBreaker(t *testing.T) {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, metricLines(string(metrics), "consortium_upstream"))
 		}
+	}
+}
+
+// TestProviderNotConfigured: the 404 for a model of a provider the
+// configuration lacks names the environment variable only when the
+// wiring knows one for that name, never a guessed one.
+func TestProviderNotConfigured(t *testing.T) {
+	variables := map[string]string{"openai": "OPENAI_API_KEY", "ollama": "OLLAMA_HOST"}
+	for _, tc := range []struct {
+		name     string
+		lookup   func(string) string
+		model    string
+		want     []string
+		wantNone []string
+	}{
+		{"known key", func(p string) string { return variables[p] }, "openai/gpt-4o-mini",
+			[]string{"openai/gpt-4o-mini", "providers.openai", "set OPENAI_API_KEY"}, nil},
+		{"known host", func(p string) string { return variables[p] }, "ollama/llama3",
+			[]string{"providers.ollama", "set OLLAMA_HOST"}, []string{"OLLAMA_API_KEY"}},
+		{"unknown name", func(p string) string { return variables[p] }, "mistral/large",
+			[]string{"providers.mistral"}, []string{"MISTRAL_API_KEY", " set "}},
+		{"no lookup", nil, "openai/gpt-4o-mini", []string{"providers.openai"}, []string{"OPENAI_API_KEY"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, err := proxy.New(proxy.Options{Settings: proxy.Settings{Passthrough: true, ProviderVariable: tc.lookup}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			srv.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/chat/completions",
+				strings.NewReader(`{"model":"`+tc.model+`","messages":[{"role":"user","content":"x"}]}`)))
+			ae := decodeError(t, rec.Body.Bytes())
+			if rec.Code != 404 || ae.Error.Code == nil || *ae.Error.Code != "model_not_found" {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(ae.Error.Message, want) {
+					t.Errorf("message %q lacks %q", ae.Error.Message, want)
+				}
+			}
+			for _, not := range tc.wantNone {
+				if strings.Contains(ae.Error.Message, not) {
+					t.Errorf("message %q has %q", ae.Error.Message, not)
+				}
+			}
+		})
 	}
 }
 
