@@ -28,6 +28,9 @@ import (
 )
 
 // Provider is what a passthrough calls: *upstream.Provider satisfies it.
+// The copy loop reads a streamed Response's Body as upstream promises: it
+// ends with io.EOF only after the answer's end, and a stream cut short
+// fails with an error instead.
 type Provider interface {
 	Name() string
 	Do(ctx context.Context, req *upstream.Request) (*upstream.Response, error)
