@@ -104,7 +104,7 @@ func BenchmarkPassthroughProxy(b *testing.B) {
 	fake.SetRecordLimit(-1)
 	answer := strings.Repeat("A sentence of a long enough answer. ", 40)
 	fake.Script("m1", upstreamtest.Reply{Content: answer})
-	canned := newCanned(b, fake, answer)
+	canned := newCanned(b, fake)
 	for _, transport := range []struct {
 		name string
 		rt   http.RoundTripper
@@ -145,7 +145,7 @@ type cannedTransport struct {
 	json, stream []byte
 }
 
-func newCanned(b *testing.B, fake *upstreamtest.Server, answer string) cannedTransport {
+func newCanned(b *testing.B, fake *upstreamtest.Server) cannedTransport {
 	b.Helper()
 	var c cannedTransport
 	for _, body := range []string{chatBody, streamChatBody} {
