@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 )
@@ -20,8 +20,9 @@ import (
 // chatCompletions serves POST /v1/chat/completions.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, release, err := s.readBody(w, r)
-	defer release()
+	buf, err := s.readBody(w, r)
+	defer putBuffer(buf)
+	body := buf.Bytes()
 	// The passthrough path checks the body in one pass without decoding
 	// it; only a consortium needs the request decoded.
 	var sum openai.ChatSummary
@@ -53,8 +54,9 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 // embeddings serves POST /v1/embeddings, always a passthrough.
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	body, release, err := s.readBody(w, r)
-	defer release()
+	buf, err := s.readBody(w, r)
+	defer putBuffer(buf)
+	body := buf.Bytes()
 	var req *openai.EmbeddingRequest
 	if err == nil {
 		req, err = openai.ParseEmbeddingRequest(body)
@@ -78,13 +80,17 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 
 // route finds the provider of a passthrough model ref.
 func (s *Server) route(ref string) (Provider, string, error) {
-	name, model, ok := config.SplitRef(ref)
+	name, model, ok := strings.Cut(ref, "/")
 	p := s.providers[name]
 	switch {
-	case !ok || !s.cfg.Passthrough:
+	case !ok || name == "" || model == "" || !s.cfg.Passthrough:
 		return nil, "", modelNotFound(ref)
 	case p == nil:
-		return nil, "", providerNotConfigured(ref, name)
+		variable := ""
+		if s.cfg.ProviderVariable != nil {
+			variable = s.cfg.ProviderVariable(name)
+		}
+		return nil, "", providerNotConfigured(ref, name, variable)
 	}
 	return p, model, nil
 }
@@ -130,7 +136,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	// malformed 200 became a clear 502 rather than a body the SDK chokes on.
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Consortium-Overhead-Ms", fmt.Sprintf("%.3f", float64(ri.overhead.Microseconds())/1000))
+	h.Set("X-Consortium-Overhead-Ms", strconv.FormatFloat(float64(ri.overhead.Microseconds())/1000, 'f', 3, 64))
 	w.WriteHeader(http.StatusOK)
 	w.Write(resp.Data)
 }
@@ -139,7 +145,8 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 // as httputil.ReverseProxy does for event streams, so each chunk leaves as
 // soon as it arrives. Lines of any length pass, since bytes are copied as
 // they come rather than scanned line by line. A stream that breaks, or that
-// ends without [DONE] (the provider cut it short), is ended with an error
+// ends without [DONE] (the provider cut it short; upstream's body fails
+// with ErrNoDone then, and its breaker counts it), is ended with an error
 // event and [DONE], never left hanging or passed on as if complete. model
 // is the provider's own model name, for the error event.
 func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader, model string) {
@@ -157,7 +164,7 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 	buf := getBuffer()
 	defer putBuffer(buf)
 	chunk := buf.AvailableBuffer()[:cap(buf.AvailableBuffer())]
-	var tail streamTail
+	var tail eventTail
 	for {
 		n, err := body.Read(chunk)
 		if n > 0 {
@@ -171,10 +178,7 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 			}
 		}
 		if err == io.EOF {
-			if tail.done() {
-				return
-			}
-			err = errNoDone
+			return
 		}
 		if err != nil {
 			if r.Context().Err() != nil {
@@ -187,16 +191,15 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 	}
 }
 
-// errNoDone is how a passthrough stream ended that closed without [DONE]:
-// the provider (or something between) cut it, so the answer may be short.
-var errNoDone = fmt.Errorf("%w: the stream ended without [DONE]", upstream.ErrMalformed)
-
 // streamBroke ends a passthrough stream that failed after it began: the
 // event the provider was writing is closed, then an error event and [DONE]
 // follow. The failure goes to the log as an upstream one.
-func (s *Server) streamBroke(w http.ResponseWriter, r *http.Request, tail *streamTail, model string, err error) {
+func (s *Server) streamBroke(w http.ResponseWriter, r *http.Request, tail *eventTail, model string, err error) {
 	ri := info(r.Context())
-	ue := &upstream.Error{Provider: ri.provider, Model: model, Err: err}
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		ue = &upstream.Error{Provider: ri.provider, Model: model, Err: err}
+	}
 	ri.err = ue
 	s.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream stream failed",
 		slog.String("request_id", ri.id), slog.String("provider", ri.provider), slog.String("model", model),
@@ -204,8 +207,8 @@ func (s *Server) streamBroke(w http.ResponseWriter, r *http.Request, tail *strea
 	ae := errorFrom(ue)
 	if ae.Type == "upstream_error" {
 		// upstreamMessage would say "no answer"; this one had begun.
-		what := "the stream broke off midway (" + connectionProblem(err) + ")"
-		if err == errNoDone {
+		what := "the stream broke off midway (" + connectionProblem(ue.Err) + ")"
+		if errors.Is(err, upstream.ErrNoDone) {
 			what = "the stream ended without [DONE]; the answer may be incomplete"
 		}
 		ae.Message = "upstream " + ue.Ref() + ": " + what
@@ -215,37 +218,29 @@ func (s *Server) streamBroke(w http.ResponseWriter, r *http.Request, tail *strea
 	writeStreamError(ew, ae)
 }
 
-// streamTail keeps the last bytes a stream sent: enough to tell whether it
-// ended with [DONE], and how to close an event it left open.
-type streamTail struct {
-	b [16]byte
+// eventTail keeps the last two bytes a stream sent: enough to tell how to
+// close an event it left open.
+type eventTail struct {
+	b [2]byte
 	n int
 }
 
-func (t *streamTail) keep(p []byte) {
-	if len(p) >= len(t.b) {
-		t.n = copy(t.b[:], p[len(p)-len(t.b):])
-		return
+func (t *eventTail) keep(p []byte) {
+	switch {
+	case len(p) >= 2:
+		t.b, t.n = [2]byte{p[len(p)-2], p[len(p)-1]}, 2
+	case len(p) == 1:
+		t.b, t.n = [2]byte{t.b[1], p[0]}, min(t.n+1, 2)
 	}
-	keep := min(t.n, len(t.b)-len(p))
-	copy(t.b[:], t.b[t.n-keep:t.n])
-	t.n = keep + copy(t.b[keep:], p)
-}
-
-// done reports a stream whose last event is data: [DONE].
-func (t *streamTail) done() bool {
-	last := bytes.TrimRight(t.b[:t.n], "\r\n ")
-	return bytes.HasSuffix(last, []byte("data: [DONE]")) || bytes.HasSuffix(last, []byte("data:[DONE]"))
 }
 
 // closing returns what ends the event the stream was cut in, so that the
 // error event that follows is an event of its own.
-func (t *streamTail) closing() []byte {
-	tail := t.b[:t.n]
+func (t *eventTail) closing() []byte {
 	switch {
-	case t.n == 0, bytes.HasSuffix(tail, []byte("\n\n")):
+	case t.n == 0, t.n == 2 && t.b == [2]byte{'\n', '\n'}:
 		return nil
-	case bytes.HasSuffix(tail, []byte("\n")):
+	case t.b[1] == '\n':
 		return []byte("\n")
 	}
 	return []byte("\n\n")
@@ -259,12 +254,11 @@ func writeStreamError(ew *openai.EventWriter, ae *apiError) {
 }
 
 // readBody reads the request body, at most max_body bytes, into a pooled
-// buffer; release returns the buffer and must be called.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), err error) {
-	buf := getBuffer()
-	release = func() { putBuffer(buf) }
+// buffer, which the caller must give back with putBuffer, whatever err.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (buf *bytes.Buffer, err error) {
+	buf = getBuffer()
 	if r.ContentLength > int64(s.cfg.MaxBody) {
-		return nil, release, &http.MaxBytesError{Limit: int64(s.cfg.MaxBody)}
+		return buf, &http.MaxBytesError{Limit: int64(s.cfg.MaxBody)}
 	}
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -274,13 +268,12 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if err != nil && timedOut(err) {
 		// The deadline stays: net/http reads what is left of a body after
 		// the handler, and would wait on the silent client forever. With
 		// Connection: close it then closes the connection.
 		w.Header().Set("Connection", "close")
-		return nil, release, errRequestTimeout
+		return buf, errRequestTimeout
 	}
 	rc.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -288,9 +281,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, 
 		if !errors.As(err, &tooLarge) {
 			err = badRequest("", "the request body could not be read: %v", err)
 		}
-		return nil, release, err
+		return buf, err
 	}
-	return buf.Bytes(), release, nil
+	return buf, nil
+}
+
+// timedOut reports a read that failed at its deadline.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // bodyReadTimeout bounds the time a client may take to send its body.

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/consortium-dev/consortium/consortia"
@@ -44,13 +43,17 @@ func modelNotFound(model string) *apiError {
 
 // providerNotConfigured is the 404 for a provider/model ref whose provider
 // the configuration does not have: a new user's most likely mistake, so it
-// says how to add it.
-func providerNotConfigured(model, provider string) *apiError {
+// says how to add it, and which environment variable would, when the
+// provider is one the configuration knows by name (variable not "").
+func providerNotConfigured(model, provider, variable string) *apiError {
 	ae := modelNotFound(model)
 	ae.Message = fmt.Sprintf("The model `%s` names the provider %s, which is not configured. "+
-		"Add providers.%s (base_url, api_key, models) to the config file, or, if %s is one the proxy knows by name, "+
-		"set its key variable (%s_API_KEY; OLLAMA_HOST for ollama).",
-		model, quoteJSON(provider), provider, provider, strings.ToUpper(provider))
+		"Add providers.%s (base_url, api_key, models) to the config file",
+		model, quoteJSON(provider), provider)
+	if variable != "" {
+		ae.Message += ", or set " + variable + ", which configures it by itself"
+	}
+	ae.Message += "."
 	return ae
 }
 

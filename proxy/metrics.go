@@ -34,8 +34,12 @@ type Metrics struct {
 	// models bounds the model label values: clients choose model names,
 	// and every new name would be a new time series.
 	mu     sync.Mutex
-	models map[string]bool
+	models map[modelRef]bool
 }
+
+// modelRef is a provider and one of its models, a key that costs no
+// string of its own.
+type modelRef struct{ provider, model string }
 
 // metrics is the name the Server's fields use.
 type metrics = Metrics
@@ -46,7 +50,7 @@ const maxModelLabels = 500
 
 // modelLabel returns the label value for a model of a provider.
 func (m *Metrics) modelLabel(provider, model string) string {
-	key := provider + "/" + model
+	key := modelRef{provider, model}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.models[key] {
@@ -62,7 +66,7 @@ func (m *Metrics) modelLabel(provider, model string) string {
 // NewMetrics makes the proxy's collectors and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		models: map[string]bool{},
+		models: map[modelRef]bool{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "consortium_requests_total",
 			Help: "HTTP requests served, by route and status (499: the client went away).",

@@ -15,7 +15,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/consortium-dev/consortium/cache"
-	"github.com/consortium-dev/consortium/internal/config"
 )
 
 // requestInfo is what the handlers learn about a request that the log line
@@ -163,16 +162,16 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	})
 }
 
-// clientKey is a configured client key, kept only as its digest.
-type clientKey struct {
+// keyDigest is a configured client key, kept only as its digest.
+type keyDigest struct {
 	name   string
 	digest [sha256.Size]byte
 }
 
-func hashKeys(keys []config.Key) []clientKey {
-	out := make([]clientKey, len(keys))
+func hashKeys(keys []ClientKey) []keyDigest {
+	out := make([]keyDigest, len(keys))
 	for i, k := range keys {
-		out[i] = clientKey{name: k.Name, digest: sha256.Sum256([]byte(k.Key))}
+		out[i] = keyDigest{name: k.Name, digest: sha256.Sum256([]byte(k.Key))}
 	}
 	return out
 }
@@ -222,9 +221,9 @@ func (s *Server) clientLimit(next http.Handler) http.Handler {
 
 // adminAuth guards /metrics with the admin key when one is set.
 func (s *Server) adminAuth(next http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(s.cfg.Auth.AdminKey))
+	want := sha256.Sum256([]byte(s.cfg.AdminKey))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Auth.AdminKey != "" {
+		if s.cfg.AdminKey != "" {
 			key, _ := bearer(r)
 			got := sha256.Sum256([]byte(key))
 			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {

@@ -23,12 +23,14 @@ import (
 
 	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
-	"github.com/consortium-dev/consortium/internal/config"
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
 // Provider is what a passthrough calls: *upstream.Provider satisfies it.
+// The copy loop reads a streamed Response's Body as upstream promises: it
+// ends with io.EOF only after the answer's end, and a stream cut short
+// fails with an error instead.
 type Provider interface {
 	Name() string
 	Do(ctx context.Context, req *upstream.Request) (*upstream.Response, error)
@@ -67,12 +69,25 @@ type Settings struct {
 	MaxBody int64
 	// Passthrough lets clients call provider/model directly.
 	Passthrough bool
-	// Auth holds the client keys (each key's name is its tenant; no keys
-	// means every request is the tenant "anonymous") and the admin key
-	// that guards /metrics when set.
-	Auth config.Auth
+	// Keys are the client keys, each key's name its tenant. No keys means
+	// every request is the tenant "anonymous".
+	Keys []ClientKey
+	// AdminKey, when set, guards /metrics.
+	AdminKey string
 	// Models is what /v1/models lists, in order.
 	Models []openai.Model
+	// ProviderVariable, if set, names the environment variable that
+	// configures a provider known by name (OPENAI_API_KEY for openai),
+	// or returns "" for a name it does not know: the 404 for a model of
+	// an unconfigured provider tells the user to set it. If nil, that
+	// 404 names no variable.
+	ProviderVariable func(provider string) string
+}
+
+// ClientKey is a key a client may send as Authorization: Bearer KEY; Name
+// is its tenant. Its limits are the Limiter's business.
+type ClientKey struct {
+	Name, Key string
 }
 
 // Options is what New needs: the dependencies the wiring (internal/app)
@@ -122,7 +137,7 @@ type Server struct {
 	registry  *prometheus.Registry
 	providers map[string]Provider
 	consortia map[string]Consortium
-	keys      []clientKey
+	keys      []keyDigest
 	limits    Limiter
 	router    http.Handler
 	draining  atomic.Bool
@@ -168,7 +183,7 @@ func New(opts Options) (*Server, error) {
 	if s.limits == nil {
 		s.limits = unlimited{}
 	}
-	s.keys = hashKeys(s.cfg.Auth.Keys)
+	s.keys = hashKeys(s.cfg.Keys)
 	s.router = s.routes()
 	return s, nil
 }

@@ -127,6 +127,9 @@ func (bs *breakers) newBreaker(model string) *breaker {
 		// never reached the provider say nothing of its health: they
 		// neither count as failures nor reset the run of failures.
 		IsExcluded: func(err error) bool {
+			if err == nil {
+				return false
+			}
 			if errors.Is(err, context.Canceled) && !errors.Is(err, ErrTimeout) {
 				return true
 			}

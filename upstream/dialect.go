@@ -102,9 +102,44 @@ func (openaiDialect) passJSON(data []byte, _ string, _ *bytes.Buffer) (string, e
 }
 
 // passStream forwards the provider's own lines: the passthrough hot path
-// parses nothing.
+// parses nothing. Only the end of the stream is looked at: a passthrough
+// client's SDK reads an answer without [DONE] as complete, so the body
+// fails there (ErrNoDone), for the caller to say so and for the breaker to
+// count. The typed chunks, below, still end without an error there: a
+// member's answer is judged by its content and finish_reason, and many
+// OpenAI-compatible servers close their streams so.
 func (openaiDialect) passStream(body *idleBody, _ string, _ bool) (io.ReadCloser, string) {
+	body.wantDone = true
 	return body, ""
+}
+
+// ErrNoDone is the cause of a passthrough event stream that ended without
+// data: [DONE]: the provider, or something between, cut it, so the answer
+// may be incomplete. It wraps ErrMalformed (Call.Outcome "malformed").
+var ErrNoDone = fmt.Errorf("%w: the stream ended without [DONE]", ErrMalformed)
+
+// doneTail keeps the last bytes of an event stream, enough to tell at its
+// end whether the last event was data: [DONE] (a few bytes copied per
+// read, nothing parsed).
+type doneTail struct {
+	b [16]byte
+	n int
+}
+
+func (t *doneTail) keep(p []byte) {
+	if len(p) >= len(t.b) {
+		t.n = copy(t.b[:], p[len(p)-len(t.b):])
+		return
+	}
+	keep := min(t.n, len(t.b)-len(p))
+	copy(t.b[:], t.b[t.n-keep:t.n])
+	t.n = keep + copy(t.b[keep:], p)
+}
+
+// done reports a stream whose last event is data: [DONE].
+func (t *doneTail) done() bool {
+	last := bytes.TrimRight(t.b[:t.n], "\r\n ")
+	return bytes.HasSuffix(last, []byte("data: [DONE]")) || bytes.HasSuffix(last, []byte("data:[DONE]"))
 }
 
 // chunks yields the chunks of an OpenAI event stream until [DONE]. A body

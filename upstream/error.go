@@ -114,10 +114,11 @@ func connectionFailure(err error) bool {
 
 // outcome names how a call ended, for Call.Outcome.
 func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
 	var e *Error
 	switch {
-	case err == nil:
-		return "ok"
 	case errors.Is(err, ErrBreakerOpen):
 		return "breaker_open"
 	case errors.Is(err, ErrLimited):
@@ -229,11 +230,16 @@ type scrubBody struct {
 }
 
 func newScrubBody(body io.ReadCloser, secrets []string) *scrubBody {
-	s := &scrubBody{body: body}
-	for _, k := range secrets {
-		s.secrets = append(s.secrets, []byte(k))
+	return &scrubBody{body: body, secrets: secretBytes(secrets)}
+}
+
+// secretBytes returns the secrets as bytes, for scrubBody.
+func secretBytes(secrets []string) [][]byte {
+	out := make([][]byte, len(secrets))
+	for i, k := range secrets {
+		out[i] = []byte(k)
 	}
-	return s
+	return out
 }
 
 func (s *scrubBody) Read(p []byte) (int, error) {

@@ -156,6 +156,7 @@ type Provider struct {
 	dialect     dialect
 	header      http.Header // sent with every call: auth, content type, extra headers
 	secrets     []string    // the credentials sent, scrubbed from the provider's text
+	secretBytes [][]byte    // the same, for scrubbing streams
 	timeout     time.Duration
 	idleTimeout time.Duration
 	maxRetries  int
@@ -163,9 +164,14 @@ type Provider struct {
 	cooldown    time.Duration
 	maxResponse int64
 	breakers    *breakers
-	gate        *ratelimit.Gate
+	gate        *ratelimit.Gate // nil when the provider is not limited
 	client      *http.Client
 	onCall      func(Call)
+
+	// jsonHeader and streamHeader are header with the Accept of a JSON
+	// call and of a stream, made once: requests share them, read only
+	// (a RoundTripper does not modify its request).
+	jsonHeader, streamHeader http.Header
 }
 
 // New checks cfg and returns a Provider for it.
@@ -213,14 +219,20 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.cooldown = bs.Cooldown
 	p.breakers = newBreakers(bs, cfg.OnBreakerChange, cfg.Models)
-	p.gate = ratelimit.NewGate(cfg.Name, cfg.RPM, cfg.MaxConcurrency)
+	if cfg.RPM > 0 || cfg.MaxConcurrency > 0 {
+		p.gate = ratelimit.NewGate(cfg.Name, cfg.RPM, cfg.MaxConcurrency)
+	}
 	for k, v := range cfg.Headers {
 		p.header.Set(k, v)
 	}
 	p.header.Set("Content-Type", "application/json")
 	p.header.Set("User-Agent", "consortium")
 	d.headers(p.header, cfg.APIKey)
+	p.jsonHeader, p.streamHeader = p.header.Clone(), p.header.Clone()
+	p.jsonHeader.Set("Accept", "application/json")
+	p.streamHeader.Set("Accept", "text/event-stream")
 	p.secrets = secrets(cfg.APIKey, p.header)
+	p.secretBytes = secretBytes(p.secrets)
 	transport := cfg.Transport
 	if transport == nil {
 		transport = NewTransport()
@@ -282,8 +294,11 @@ type Request struct {
 
 // Response is a provider's successful (2xx) answer. For a stream, Body is
 // the event stream, bounded by the provider's idle timeout, and must be
-// closed. For a JSON answer, Data is the whole body, already checked to be
-// JSON, and Body is nil.
+// closed; it ends with io.EOF only after the answer's end (data: [DONE]),
+// and a stream cut short fails with an *Error instead (ErrNoDone when it
+// simply stopped), which the model's breaker and OnCall count as a
+// failure. For a JSON answer, Data is the whole body, already checked to
+// be JSON, and Body is nil.
 type Response struct {
 	Status      int
 	ContentType string
@@ -347,8 +362,8 @@ func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, er
 	}
 	if resp.Body != nil {
 		resp.Body, contentType = p.dialect.passStream(resp.Body.(*idleBody), req.Model, includeUsage)
-		if len(p.secrets) > 0 {
-			resp.Body = newScrubBody(resp.Body, p.secrets)
+		if len(p.secretBytes) > 0 {
+			resp.Body = &scrubBody{body: resp.Body, secrets: p.secretBytes}
 		}
 	}
 	if contentType != "" {
@@ -483,6 +498,9 @@ func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, mo
 	if err != nil {
 		return nil, &Error{Provider: p.name, Model: model, Err: err, RetryAfter: retryAfter}
 	}
+	if p.gate == nil {
+		return done, nil
+	}
 	// The gate learns the first-byte deadline too (ctx carries only the
 	// caller's): a turn that cannot come in time is refused at once with
 	// a LimitError, rather than waited for until the timeout.
@@ -510,11 +528,9 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	if err != nil {
 		return nil, p.wrap(c.model, err) // not reached: the base URL was checked
 	}
-	hreq.Header = p.header.Clone()
+	hreq.Header = p.jsonHeader
 	if c.stream {
-		hreq.Header.Set("Accept", "text/event-stream")
-	} else {
-		hreq.Header.Set("Accept", "application/json")
+		hreq.Header = p.streamHeader
 	}
 	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
@@ -651,6 +667,11 @@ type idleBody struct {
 	onClose func(readErr error) // told how reading ended; nil when nobody asks
 	closed  bool
 	http1   bool // the connection carries one response at a time
+	// wantDone makes the body an event stream that must end with data:
+	// [DONE]: one that reaches its end without it fails with ErrNoDone.
+	// tail keeps what the check needs of what was read.
+	wantDone bool
+	tail     doneTail
 }
 
 func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration) *idleBody {
@@ -669,11 +690,17 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	b.read += int64(n)
 	if n > 0 {
 		b.timer.Reset(b.idle)
+		if b.wantDone {
+			b.tail.keep(p[:n])
+		}
 	}
 	if b.read > b.limit {
 		return 0, b.fail(b.tooLarge())
 	}
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF && b.wantDone && !b.tail.done():
+		err = b.fail(ErrNoDone)
+	case err != nil && err != io.EOF:
 		err = b.fail(causeOf(b.ctx, err))
 	}
 	return n, err

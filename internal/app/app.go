@@ -105,8 +105,10 @@ func New(opts Options) (*App, error) {
 	a := &App{}
 	store := opts.Store
 	rpm := map[string]int{}
-	for _, k := range cfg.Auth.Keys {
+	keys := make([]proxy.ClientKey, len(cfg.Auth.Keys))
+	for i, k := range cfg.Auth.Keys {
 		rpm[k.Name] = k.RPM
+		keys[i] = proxy.ClientKey{Name: k.Name, Key: k.Key}
 	}
 	var limits proxy.Limiter = ratelimit.NewKeys(rpm)
 	if store == nil && cfg.Store.Backend == "redis" {
@@ -125,7 +127,8 @@ func New(opts Options) (*App, error) {
 		Settings: proxy.Settings{
 			MaxBody:     int64(cfg.MaxBody),
 			Passthrough: cfg.Passthrough,
-			Auth:        cfg.Auth,
+			Keys:        keys,
+			AdminKey:    cfg.Auth.AdminKey,
 			Models:      Models(cfg),
 		},
 		Providers:     providers,
