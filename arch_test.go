@@ -67,11 +67,8 @@ var allowed = map[string][]string{
 	"consortia":          {"openai", "upstream", "cache"}, // cache.NewID: one id function
 	"internal/config":    nil,
 	"internal/redistest": nil,
-	// proxy keeps internal/config only while its settings take the
-	// configuration's auth section (config.Auth, config.Key) and it splits
-	// model refs with config.SplitRef; the wiring may convert them.
-	"proxy":        {"openai", "consortia", "upstream", "cache", "ratelimit", "internal/config"},
-	"internal/app": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
+	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit"},
+	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
 		"upstream/upstreamtest"},
 	// Test doubles and tools.

@@ -293,8 +293,8 @@ func timedOut(err error) bool {
 }
 
 // bodyReadTimeout bounds the time a client may take to send its body.
-// Tests shorten it (export_test.go).
-var bodyReadTimeout = time.Minute
+// Tests run it in fake time (synctest), so it needs no override.
+const bodyReadTimeout = time.Minute
 
 // fail answers a request with the error it met and keeps the error for the
 // log line.

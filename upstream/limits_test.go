@@ -320,6 +320,12 @@ func TestKeyNeverLeaks(t *testing.T) {
 								t.Errorf("the key is in %q", text)
 							}
 						}
+						if errors.Is(err, ErrNoDone) {
+							// The passthrough stream ended after the error
+							// event, without [DONE]: the event went to the
+							// client as written, scrubbed (checked above).
+							continue
+						}
 						if got := strings.Contains(e.Describe(), "the provider refused the proxy's credentials"); got != tc.fixed {
 							t.Errorf("Describe %q: fixed wording %v, want %v", e.Describe(), got, tc.fixed)
 						}

@@ -130,6 +130,8 @@ func New(opts Options) (*App, error) {
 			Keys:        keys,
 			AdminKey:    cfg.Auth.AdminKey,
 			Models:      Models(cfg),
+			// The 404 of an unconfigured provider names its variable.
+			ProviderVariable: config.ProviderVariable,
 		},
 		Providers:     providers,
 		Consortia:     engines,

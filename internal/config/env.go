@@ -218,6 +218,16 @@ func (c *Config) needsKey(name string, p *Provider) bool {
 }
 
 // envProviderNamed returns the well-known provider of that name, or nil.
+// ProviderVariable returns the environment variable that configures the
+// well-known provider name (OPENAI_API_KEY for openai, OLLAMA_HOST for
+// ollama), or "" for a name the environment does not configure.
+func ProviderVariable(name string) string {
+	if e := envProviderNamed(name); e != nil {
+		return e.variable
+	}
+	return ""
+}
+
 func envProviderNamed(name string) *envProvider {
 	for i := range envProviders {
 		if envProviders[i].name == name {
