@@ -58,10 +58,51 @@ consortia:
     arbiter:
       model: fake/arbiter
     max_iterations: 1
+  best:
+    description: rank; three answers, two judges that rank them by their text
+    strategy: rank
+    members:
+      - model: fake/m1
+        count: 2
+      - model: fake/m2
+    judges:
+      - model: fake/judge1
+      - model: fake/judge2
+        weight: 2
+    # The judges are left unscripted, so the fake echoes their prompt back
+    # ("echo: " and the prompt). This prompt is a judge's reply, critique
+    # and ranking, computed from the answers' texts under the labels this
+    # judge saw: the ranking is right whatever order each judge's answers
+    # were shuffled into. It knows RANK_ANSWERS, best first.
+    judge_prompt: >-
+      <critique>{{{{range .Responses}}}}{{{{.Label}}}}: {{{{.Text}}}} {{{{end}}}}</critique>
+      <ranking>{{{{range .Responses}}}}{{{{if eq .Text "{best}"}}}}{{{{.Label}}}}{{{{end}}}}{{{{end}}}}
+      > {{{{range .Responses}}}}{{{{if eq .Text "{second}"}}}}{{{{.Label}}}}{{{{end}}}}{{{{end}}}}
+      > {{{{range .Responses}}}}{{{{if eq .Text "{third}"}}}}{{{{.Label}}}}{{{{end}}}}{{{{end}}}}</ranking>
+  quick:
+    description: the cheap tier of "tiered", one member and an arbiter scripted to be unsure
+    members:
+      - model: fake/m1
+    arbiter:
+      model: fake/quick-arbiter
+    max_iterations: 1
+  tiered:
+    description: cascade; "quick" first, "council" when quick is unsure
+    strategy: cascade
+    tiers: [quick, council]
+    escalate_below: 0.8
 """
 
 # Every member instance of "council": the fake's model names, with counts.
 COUNCIL_MEMBERS = {"m1": 1, "m2": 2}
+
+# The answers "best"'s judges know, best first. Its members are fake/m1
+# (twice) and fake/m2: scripting m1 with the first and third (in either
+# order) and m2 with the second ranks them m1, m2, m1.
+RANK_ANSWERS = ("Canberra is the capital of Australia.", "Canberra.", "Sydney.")
+
+# The model of the arbiter of "quick", the first tier of "tiered".
+QUICK_ARBITER = "quick-arbiter"
 
 
 def arbiter_reply(synthesis, confidence="0.95"):
@@ -204,7 +245,8 @@ class Stack:
         self.fake = Fake(self.fake_proc.url)
         config = os.path.join(workdir, "consortium.yaml")
         with open(config, "w") as f:
-            f.write(CONFIG.format(key=CLIENT_KEY, fake_url=self.fake.url))
+            best, second, third = RANK_ANSWERS
+            f.write(CONFIG.format(key=CLIENT_KEY, fake_url=self.fake.url, best=best, second=second, third=third))
         try:
             self.proxy_proc = Process([binaries["consortium"], "serve", "-c", config, "--listen", "127.0.0.1:0"],
                                       os.path.join(workdir, "consortium.log"), env=clean_env(), cwd=workdir,

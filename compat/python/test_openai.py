@@ -200,9 +200,9 @@ def test_conversation_header(client, fake):
 
 def test_models(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["council", "fake/m1", "fake/m2", "fake/emb"]
-    council = client.models.retrieve("council")
-    assert council.owned_by == "consortium"
+    assert ids == ["council", "best", "quick", "tiered", "fake/m1", "fake/m2", "fake/emb"]
+    for name in ("council", "best", "tiered"):
+        assert client.models.retrieve(name).owned_by == "consortium"
     m1 = client.models.retrieve("fake/m1")
     assert m1.id == "fake/m1" and m1.owned_by == "fake"
 

@@ -21,9 +21,23 @@ export const CLIENT_KEY = "compat-key";
 // Every member instance of "council": the fake's model names, with counts.
 export const COUNCIL_MEMBERS = { m1: 1, m2: 2 };
 
+// The answers "best"'s judges know, best first. Its members are fake/m1
+// (twice) and fake/m2: scripting m1 with the first and third (in either
+// order) and m2 with the second ranks them m1, m2, m1.
+export const RANK_ANSWERS = ["Canberra is the capital of Australia.", "Canberra.", "Sydney."];
+
+// The model of the arbiter of "quick", the first tier of "tiered".
+export const QUICK_ARBITER = "quick-arbiter";
+
+// rankBy is the judge prompt's ranking: the label of each of RANK_ANSWERS,
+// best first, among the answers this judge saw.
+const rankBy = RANK_ANSWERS.map((a) => `{{range .Responses}}{{if eq .Text "${a}"}}{{.Label}}{{end}}{{end}}`).join(" > ");
+
 // A passthrough provider "fake" (the fake provider), and a consortium
 // "council" of three member instances over it and a fake arbiter. One
-// round, so that a scripted arbiter reply decides each turn.
+// round, so that a scripted arbiter reply decides each turn. Then a rank
+// consortium "best" and a cascade "tiered" (over "quick" and "council"), as
+// in the Python suite's conftest.py.
 const config = (fakeURL) => `
 auth:
   keys:
@@ -50,6 +64,35 @@ consortia:
     arbiter:
       model: fake/arbiter
     max_iterations: 1
+  best:
+    description: rank; three answers, two judges that rank them by their text
+    strategy: rank
+    members:
+      - model: fake/m1
+        count: 2
+      - model: fake/m2
+    judges:
+      - model: fake/judge1
+      - model: fake/judge2
+        weight: 2
+    # The judges are left unscripted, so the fake echoes their prompt back
+    # ("echo: " and the prompt). This prompt is a judge's reply, critique
+    # and ranking, computed from the answers' texts under the labels this
+    # judge saw: the ranking is right whatever order each judge's answers
+    # were shuffled into.
+    judge_prompt: '<critique>{{range .Responses}}{{.Label}}: {{.Text}} {{end}}</critique> <ranking>${rankBy}</ranking>'
+  quick:
+    description: the cheap tier of "tiered", one member and an arbiter scripted to be unsure
+    members:
+      - model: fake/m1
+    arbiter:
+      model: fake/${QUICK_ARBITER}
+    max_iterations: 1
+  tiered:
+    description: cascade; "quick" first, "council" when quick is unsure
+    strategy: cascade
+    tiers: [quick, council]
+    escalate_below: 0.8
 `;
 
 // arbiterReply is a deterministic arbiter reply in DESIGN.md's tags.

@@ -174,10 +174,12 @@ test("conversation header continuation", async () => {
 test("models.list and retrieve", async () => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
-  assert.deepEqual(ids, ["council", "fake/m1", "fake/m2", "fake/emb"]);
+  assert.deepEqual(ids, ["council", "best", "quick", "tiered", "fake/m1", "fake/m2", "fake/emb"]);
   const m = await client.models.retrieve("fake/m2");
   assert.equal(m.id, "fake/m2");
-  assert.equal((await client.models.retrieve("council")).owned_by, "consortium");
+  for (const name of ["council", "best", "tiered"]) {
+    assert.equal((await client.models.retrieve(name)).owned_by, "consortium");
+  }
 });
 
 test("embeddings", async () => {
