@@ -257,7 +257,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "provider %s (%s, %s) from %s\n", name, p.Type, where, p.Origin)
 	}
 	for _, name := range cfg.ConsortiumOrder {
-		fmt.Fprintf(stdout, "consortium %s: %d member instances, arbiter %s\n", name, cfg.Consortia[name].Instances(), cfg.Consortia[name].Arbiter.Model)
+		fmt.Fprintf(stdout, "consortium %s: %s\n", name, describeConsortium(cfg.Consortia[name]))
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
@@ -487,4 +487,36 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// describeConsortium says in one line what validate found a consortium to
+// be: its strategy and the models it calls.
+func describeConsortium(c *config.Consortium) string {
+	strategy := c.Strategy
+	if strategy == "" {
+		strategy = "synthesize"
+	}
+	var judges []string
+	for _, j := range c.Judges {
+		judges = append(judges, j.Model)
+	}
+	switch strategy {
+	case "cascade":
+		return fmt.Sprintf("cascade, tiers %s", strings.Join(c.Tiers, " > "))
+	case "rank":
+		s := fmt.Sprintf("rank, %d member instances, judges %s", c.Instances(), strings.Join(judges, ", "))
+		if c.Arbiter.Model != "" {
+			s += ", arbiter " + c.Arbiter.Model
+		}
+		return s
+	case "vote":
+		s := fmt.Sprintf("vote, %d member instances", c.Instances())
+		if len(judges) > 0 {
+			s += ", tie-break judges " + strings.Join(judges, ", ")
+		} else if c.Arbiter.Model != "" {
+			s += ", tie-break arbiter " + c.Arbiter.Model
+		}
+		return s
+	}
+	return fmt.Sprintf("synthesize, %d member instances, arbiter %s", c.Instances(), c.Arbiter.Model)
 }

@@ -500,3 +500,23 @@ func TestPprof(t *testing.T) {
 		t.Errorf("/debug/pprof/cmdline: %s", resp.Status)
 	}
 }
+
+func TestDescribeConsortium(t *testing.T) {
+	for _, tc := range []struct {
+		c    config.Consortium
+		want string
+	}{
+		{config.Consortium{Members: []config.Member{{Model: "a/x", Count: 2}}, Arbiter: config.Arbiter{Model: "a/j"}},
+			"synthesize, 2 member instances, arbiter a/j"},
+		{config.Consortium{Strategy: "rank", Members: []config.Member{{Model: "a/x", Count: 3}}, Judges: []config.Judge{{Model: "a/j"}, {Model: "b/k"}}},
+			"rank, 3 member instances, judges a/j, b/k"},
+		{config.Consortium{Strategy: "vote", Members: []config.Member{{Model: "a/x", Count: 5}}},
+			"vote, 5 member instances"},
+		{config.Consortium{Strategy: "cascade", Tiers: []string{"quick", "council"}},
+			"cascade, tiers quick > council"},
+	} {
+		if got := describeConsortium(&tc.c); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
