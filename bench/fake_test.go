@@ -48,11 +48,19 @@ func judgePrompt(t *testing.T, labels ...string) string {
 func TestFakeRanksTheLabelsOfAJudgePrompt(t *testing.T) {
 	srv := httptest.NewServer(&Fake{Rank: true})
 	defer srv.Close()
-	for _, labels := range [][]string{{"A", "B", "C"}, {"A", "B"}, {"A", "B", "C", "A"}} {
-		got := ask(t, srv.URL, judgePrompt(t, labels...))
-		want := "<ranking>" + strings.Join(labels[:min(len(labels), 3)], " > ") + "</ranking>"
-		if !strings.Contains(got, want) || !strings.HasPrefix(got, "<critique>") {
-			t.Errorf("labels %v: the fake answered %q, want a critique then %s", labels, got, want)
+	for _, c := range []struct {
+		shown []string
+		want  string
+	}{
+		{[]string{"A", "B", "C"}, "A > B > C"},
+		{[]string{"C", "A", "B"}, "C > A > B"},
+		{[]string{"A", "B"}, "A > B"},
+		{[]string{"Z", "AA", "AB"}, "Z > AA > AB"},
+		{[]string{"A", "B", "A"}, "A > B"}, // each label once
+	} {
+		got := ask(t, srv.URL, judgePrompt(t, c.shown...))
+		if !strings.HasPrefix(got, "<critique>") || !strings.HasSuffix(got, "<ranking>"+c.want+"</ranking>") {
+			t.Errorf("labels %v: the fake answered %q, want a critique then <ranking>%s</ranking>", c.shown, got, c.want)
 		}
 	}
 	// Any other request gets the usual answer.
