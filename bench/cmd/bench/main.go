@@ -285,10 +285,15 @@ func run(args []string) error {
 	rounds := fs.Int("rounds", 3, "interleaved rounds; each figure is the median over rounds")
 	out := fs.String("out", "docs/benchmarks.md", "report file ('-' for stdout only)")
 	streams := fs.Int("streams", 1000, "SSE streams held open in the memory scenario")
-	only := fs.String("only", "", `"consortium", "rank" or both ("consortium,rank"): measure those consortia's overhead alone (quick, no report file)`)
+	only := fs.String("only", "", `"consortium", "rank" or both ("consortium,rank"): measure those consortia's overhead alone and print its section of the report (quick, no report file)`)
 	others := fs.Bool("others", false, "also measure LiteLLM and Portkey when they can be installed (see docs/benchmarks.md)")
 	fs.Parse(args)
 
+	r := &report{rounds: *rounds, duration: *duration, only: *only != ""}
+	var err error
+	if r.consortia, err = consortiaNamed(*only); err != nil {
+		return err
+	}
 	e, err := setUp()
 	if e != nil {
 		defer e.stop()
@@ -299,10 +304,7 @@ func run(args []string) error {
 	if *others {
 		e.others = startOthers(e)
 	}
-	r := &report{rounds: *rounds, duration: *duration, only: *only != ""}
-	if r.consortia, err = consortiaNamed(*only); err != nil {
-		return err
-	}
+
 	ctx := context.Background()
 	targets := []target{
 		{name: "upstream directly", base: "http://" + e.fast.addr, model: "m"},
@@ -315,6 +317,9 @@ func run(args []string) error {
 	log.Printf("measuring %d targets, %d rounds of %s", len(targets), *rounds, *duration)
 	r.measure(ctx, targets, e)
 	if r.only {
+		var b strings.Builder
+		r.overheadMarkdown(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+		fmt.Print(b.String())
 		return nil
 	}
 	r.memory(ctx, e, *streams)

@@ -20,6 +20,7 @@ type overhead struct {
 	strategy string
 	members  string // who answers, for the report: "(3 members + arbiter)"
 	model    string // the consortium, in the harness's configuration
+	about    string // its calls and its critical path's, for the report
 	fanout   int    // member calls, at once
 	judges   int    // then judge calls at once (rank); 0: one streamed arbiter call
 	proxy    []*bench.Result
@@ -33,8 +34,12 @@ type overhead struct {
 // (consortia/judge.go), members too; the direct paths do the same.
 func overheads() []*overhead {
 	return []*overhead{
-		{name: "consortium", strategy: "synthesize", members: "(3 members + arbiter)", model: "council", fanout: 3},
-		{name: "rank", strategy: "rank", members: "(3 members + 2 judges)", model: "ranked", fanout: 3, judges: 2},
+		{name: "consortium", strategy: "synthesize", members: "(3 members + arbiter)", model: "council", fanout: 3,
+			about: "3 member instances at once, then the arbiter. The direct critical path is three member calls at once, then the streamed arbiter call."},
+		{name: "rank", strategy: "rank", members: "(3 members + 2 judges)", model: "ranked", fanout: 3, judges: 2,
+			about: "3 member instances at once, then 2 judges at once (`then: winner`). The direct critical path is three member calls at once, " +
+				"then two judge calls at once, JSON as the proxy makes them, each with the default judge prompt over three answers; " +
+				"the fake answers a judge prompt with a ranking of the labels it shows, through the proxy and directly alike."},
 	}
 }
 

@@ -132,6 +132,37 @@ func medianP50(rs []*bench.Result) float64 {
 	return medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
 }
 
+// overheadMarkdown writes the consortium overhead section.
+func (r *report) overheadMarkdown(w func(string, ...any)) {
+	w("## Consortium overhead\n\n")
+	w("Consortia on an upstream that takes 50 ms for each call, so each critical path is 100 ms; 16 clients each, ")
+	w("measured through the proxy and, in the same rounds, straight to the fake (the two take turns at going first):\n\n")
+	for _, o := range r.consortia {
+		w("- %s: %s\n", o.strategy, o.about)
+	}
+	w("\nThe direct path includes the fake's own timer slack and HTTP work, which the proxy cannot remove.\n\n")
+	w("| | p50 ms | p90 ms | p99 ms | req/s | errors | p50 over the critical path ms |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	row := func(name string, rs []*bench.Result, over string) {
+		errs := 0
+		for _, x := range rs {
+			errs += x.Errors
+		}
+		w("| %s | %.2f | %.2f | %.2f | %.0f | %d | %s |\n", name, medianP50(rs),
+			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
+			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
+			medianOf(rs, (*bench.Result).Throughput), errs, over)
+	}
+	var summary []string
+	for _, o := range r.consortia {
+		row(o.strategy+" "+o.members, o.proxy, fmt.Sprintf("**%.2f**", o.over()))
+		row(o.strategy+" critical path, direct", o.direct, "—")
+		summary = append(summary, fmt.Sprintf("%s **%.2f ms** over the nominal 100 ms, **%.2f ms** over its measured critical path",
+			o.strategy, medianP50(o.proxy)-100, o.over()))
+	}
+	w("\nMedians: %s.\n\n", strings.Join(summary, "; "))
+	w("Why the direct path takes more than 100 ms on this machine, and where the proxy's share goes: [performance.md](performance.md).\n\n")
+}
+
 // memoryFigures is the open-streams scenario's outcome.
 type memoryFigures struct {
 	streams          int
@@ -298,36 +329,7 @@ func (r *report) markdown() string {
 			w("\n")
 		}
 	}
-	w("## Consortium overhead\n\n")
-	w("Two consortia on an upstream that takes 50 ms for each call, so each critical path is 100 ms; 16 clients each, ")
-	w("measured through the proxy and, in the same rounds, straight to the fake (the two take turns at going first):\n\n")
-	w("- synthesize: 3 member instances at once, then the arbiter. The direct critical path is three member calls at once, then the streamed arbiter call.\n")
-	w("- rank: 3 member instances at once, then 2 judges at once (`then: winner`). The direct critical path is three member calls at once, ")
-	w("then two judge calls at once, JSON as the proxy makes them, each with the default judge prompt over three answers; ")
-	w("the fake answers a judge prompt with a ranking of the labels it shows, through the proxy and directly alike.\n\n")
-	w("The direct path includes the fake's own timer slack and HTTP work, which the proxy cannot remove.\n\n")
-	w("| | p50 ms | p90 ms | p99 ms | req/s | errors | p50 over the critical path ms |\n|---|---:|---:|---:|---:|---:|---:|\n")
-	row := func(name string, rs []*bench.Result, over string) float64 {
-		errs := 0
-		for _, x := range rs {
-			errs += x.Errors
-		}
-		p50 := medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
-		w("| %s | %.2f | %.2f | %.2f | %.0f | %d | %s |\n", name, p50,
-			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
-			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
-			medianOf(rs, (*bench.Result).Throughput), errs, over)
-		return p50
-	}
-	var summary []string
-	for _, o := range r.consortia {
-		row(o.strategy+" "+o.members, o.proxy, fmt.Sprintf("**%.2f**", o.over()))
-		row(o.strategy+" critical path, direct", o.direct, "—")
-		summary = append(summary, fmt.Sprintf("%s **%.2f ms** over the nominal 100 ms, **%.2f ms** over its measured critical path",
-			o.strategy, medianP50(o.proxy)-100, o.over()))
-	}
-	w("\nMedians: %s.\n\n", strings.Join(summary, "; "))
-	w("Why the direct path takes more than 100 ms on this machine, and where the proxy's share goes: [performance.md](performance.md).\n\n")
+	r.overheadMarkdown(w)
 	if m := r.mem; m != nil {
 		w("## Open SSE streams\n\n")
 		w("%d passthrough streams held open at once (an upstream that sends a chunk every 50 ms), measured once all had begun.\n\n", m.streams)
