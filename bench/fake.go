@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,20 +24,31 @@ import (
 // Fake is a fast OpenAI-compatible upstream for load tests: it answers
 // every chat completion with the same pre-rendered body, after Latency,
 // streamed as Chunks deltas TokenInterval apart when the request asks to
-// stream. It does no parsing beyond finding "stream":true, so that the
-// proxy, not the fake, is what a load test measures.
+// stream. It does no parsing beyond finding "stream":true (and, with
+// Rank, the labels of a judge prompt), so that the proxy, not the fake, is
+// what a load test measures.
 type Fake struct {
 	Latency       time.Duration // before the answer begins
 	Chunks        int           // deltas of a streamed answer; if zero, 20
 	TokenInterval time.Duration // between streamed deltas
+	// Rank, if set, answers a JSON request whose prompt shows answers
+	// under "### Response X" headings (a rank judge's prompt, as
+	// consortia/judge.tmpl writes it) with a critique and a ranking that
+	// names each label shown once, in the order shown. The reply for each
+	// set of labels is rendered once.
+	Rank bool
 
-	once   sync.Once
-	json   []byte
-	frames [][]byte
+	once     sync.Once
+	json     []byte
+	frames   [][]byte
+	rankings sync.Map // labels joined by " > " -> rendered JSON answer
 }
 
-func (f *Fake) render() {
-	n := f.Chunks
+// FakeContent is the answer a Fake of chunks deltas (0: the default)
+// writes.
+func FakeContent(chunks int) string { return strings.Join(fakeWords(chunks), " ") }
+
+func fakeWords(n int) []string {
 	if n <= 0 {
 		n = 20
 	}
@@ -44,6 +56,12 @@ func (f *Fake) render() {
 	for i := range words {
 		words[i] = "word" + strconv.Itoa(i)
 	}
+	return words
+}
+
+func (f *Fake) render() {
+	words := fakeWords(f.Chunks)
+	n := len(words)
 	content := strings.Join(words, " ")
 	usage := &openai.Usage{PromptTokens: 10, CompletionTokens: n, TotalTokens: n + 10}
 	f.json, _ = json.Marshal(openai.ChatCompletion{
@@ -97,9 +115,15 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !stream {
+		answer := f.json
+		if f.Rank {
+			if labels := judgeLabels(body); len(labels) > 0 {
+				answer = f.ranking(labels)
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(f.json)))
-		w.Write(f.json)
+		w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+		w.Write(answer)
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -118,4 +142,43 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// responseHeading is how the default judge prompt heads each answer.
+var responseHeading = []byte("### Response ")
+
+// judgeLabels returns the labels a judge prompt shows ("A", "B" ... "AA"),
+// each once, in the order shown; none for any other request.
+func judgeLabels(body []byte) []string {
+	var labels []string
+	for {
+		i := bytes.Index(body, responseHeading)
+		if i < 0 {
+			return labels
+		}
+		body = body[i+len(responseHeading):]
+		n := 0
+		for n < len(body) && body[n] >= 'A' && body[n] <= 'Z' {
+			n++
+		}
+		if l := string(body[:n]); n > 0 && !slices.Contains(labels, l) {
+			labels = append(labels, l)
+		}
+	}
+}
+
+// ranking returns the rendered answer that ranks labels in order.
+func (f *Fake) ranking(labels []string) []byte {
+	key := strings.Join(labels, " > ")
+	if b, ok := f.rankings.Load(key); ok {
+		return b.([]byte)
+	}
+	content := "<critique>Every answer is a list of words; none is wrong.</critique>\n<ranking>" + key + "</ranking>"
+	b, _ := json.Marshal(openai.ChatCompletion{
+		ID: "chatcmpl-bench", Object: "chat.completion", Created: 1700000000, Model: "bench",
+		Choices: []openai.Choice{{Message: openai.ResponseMessage{Role: "assistant", Content: &content}, FinishReason: "stop"}},
+		Usage:   &openai.Usage{PromptTokens: 10, CompletionTokens: 20, TotalTokens: 30},
+	})
+	f.rankings.Store(key, b)
+	return b
 }

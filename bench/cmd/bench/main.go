@@ -6,10 +6,10 @@
 //
 // Usage:
 //
-//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium]
-//	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D]
+//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium,rank]
+//	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D] [-rank]
 //	bench hop  -listen ADDR -target URL
-//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-key K] [-critical N]
+//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-key K] [-critical N [-judges N]]
 package main
 
 import (
@@ -83,6 +83,7 @@ func serveFake(args []string) error {
 	fs.DurationVar(&f.Latency, "latency", 0, "wait before each answer")
 	fs.IntVar(&f.Chunks, "chunks", 20, "deltas of a streamed answer")
 	fs.DurationVar(&f.TokenInterval, "token-interval", 0, "wait between streamed deltas")
+	fs.BoolVar(&f.Rank, "rank", false, "answer a judge prompt (### Response X headings) with a ranking of its labels")
 	fs.Parse(args)
 	return serveUntilSignal(*listen, f)
 }
@@ -111,6 +112,7 @@ func load(args []string) error {
 	size := fs.Int("size", 0, "prompt bytes")
 	key := fs.String("key", "", "client key sent as a bearer token")
 	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider); -stream does not apply")
+	judges := fs.Int("judges", 0, "with -critical: then N JSON judge requests at once instead of the streamed one (a rank consortium's critical path; the fake needs -rank)")
 	fs.Parse(args)
 	if *base == "" || *model == "" {
 		return fmt.Errorf("load needs -base and -model")
@@ -122,9 +124,7 @@ func load(args []string) error {
 	client := bench.NewClient(*clients)
 	req := t.request(*stream, *size)
 	if *critical > 0 {
-		req = t.request(false, *size)
-		req.Fanout = *critical
-		req.Then = t.request(true, *size)
+		req = criticalPath(t, *critical, *judges, *size)
 	}
 	bench.Sequential(context.Background(), client, req, 5) // warm up
 	res := bench.Concurrent(context.Background(), client, req, *clients, *duration)
@@ -241,7 +241,7 @@ func setUp() (*env, error) {
 	if e.fast, err = start("fake", exec.Command(self, "fake")); err != nil {
 		return e, err
 	}
-	if e.slow, err = start("fake 50ms", exec.Command(self, "fake", "-latency", "50ms")); err != nil {
+	if e.slow, err = start("fake 50ms", exec.Command(self, "fake", "-latency", "50ms", "-rank")); err != nil {
 		return e, err
 	}
 	if e.long, err = start("fake long streams", exec.Command(self, "fake", "-chunks", "600", "-token-interval", "50ms")); err != nil {
@@ -261,6 +261,13 @@ consortia:
       - {model: slow/member, count: 3}
     arbiter: {model: slow/arbiter}
     max_iterations: 1
+  ranked:
+    strategy: rank
+    members:
+      - {model: slow/member, count: 3}
+    judges:
+      - {model: slow/judge-a}
+      - {model: slow/judge-b}
 `, e.fast.addr, e.slow.addr, e.long.addr)
 	cfgPath := filepath.Join(dir, "consortium.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -278,10 +285,15 @@ func run(args []string) error {
 	rounds := fs.Int("rounds", 3, "interleaved rounds; each figure is the median over rounds")
 	out := fs.String("out", "docs/benchmarks.md", "report file ('-' for stdout only)")
 	streams := fs.Int("streams", 1000, "SSE streams held open in the memory scenario")
-	only := fs.String("only", "", `"consortium": measure the consortium overhead alone (quick, no report file)`)
+	only := fs.String("only", "", `"consortium", "rank" or both ("consortium,rank"): measure those consortia's overhead alone and print its section of the report (quick, no report file)`)
 	others := fs.Bool("others", false, "also measure LiteLLM and Portkey when they can be installed (see docs/benchmarks.md)")
 	fs.Parse(args)
 
+	r := &report{rounds: *rounds, duration: *duration, only: *only != ""}
+	var err error
+	if r.consortia, err = consortiaNamed(*only); err != nil {
+		return err
+	}
 	e, err := setUp()
 	if e != nil {
 		defer e.stop()
@@ -292,10 +304,7 @@ func run(args []string) error {
 	if *others {
 		e.others = startOthers(e)
 	}
-	if *only != "" && *only != "consortium" {
-		return fmt.Errorf(`-only %q: the only choice is "consortium"`, *only)
-	}
-	r := &report{rounds: *rounds, duration: *duration, only: *only}
+
 	ctx := context.Background()
 	targets := []target{
 		{name: "upstream directly", base: "http://" + e.fast.addr, model: "m"},
@@ -307,7 +316,10 @@ func run(args []string) error {
 	}
 	log.Printf("measuring %d targets, %d rounds of %s", len(targets), *rounds, *duration)
 	r.measure(ctx, targets, e)
-	if *only != "" {
+	if r.only {
+		var b strings.Builder
+		r.overheadMarkdown(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+		fmt.Print(b.String())
 		return nil
 	}
 	r.memory(ctx, e, *streams)

@@ -39,11 +39,10 @@ type scenario struct {
 type report struct {
 	rounds    int
 	duration  time.Duration
-	only      string // "consortium": measure nothing else
+	only      bool // measure the consortia alone
 	targets   []target
 	scenarios []*scenario
-	council   []*bench.Result
-	critical  []*bench.Result // a member call then an arbiter call, straight to the fake
+	consortia []*overhead
 	mem       *memoryFigures
 }
 
@@ -56,7 +55,7 @@ func (r *report) measure(ctx context.Context, targets []target, e *env) {
 		{name: "256 clients, JSON", clients: 256},
 		{name: "32 clients, 100 KB prompts", clients: 32, size: 100 << 10},
 	}
-	if r.only == "consortium" {
+	if r.only {
 		r.scenarios = nil
 	}
 	client := bench.NewClient(512)
@@ -85,17 +84,31 @@ func (r *report) measure(ctx context.Context, targets []target, e *env) {
 				s.results[i] = append(s.results[i], res)
 			}
 		}
-		council := target{base: "http://" + e.proxy.addr, model: "council"}
-		res := bench.Concurrent(ctx, client, council.request(false, 0), 16, r.duration)
-		log.Printf("round %d consortium 16 clients: p50 %v p90 %v errors %d", round+1, res.Quantile(0.5), res.Quantile(0.9), res.Errors)
-		r.council = append(r.council, res)
-		slow := target{base: "http://" + e.slow.addr, model: "m"}
-		path := slow.request(false, 0)
-		path.Fanout = 3
-		path.Then = slow.request(true, 0)
-		res = bench.Concurrent(ctx, client, path, 16, r.duration)
-		log.Printf("round %d critical path 16 clients: p50 %v", round+1, res.Quantile(0.5))
-		r.critical = append(r.critical, res)
+		for _, o := range r.consortia {
+			// The proxy and the direct path take turns at going first.
+			for k := range 2 {
+				if (k+round)%2 == 0 {
+					c := target{base: "http://" + e.proxy.addr, model: o.model}
+					res := bench.Concurrent(ctx, client, c.request(false, 0), 16, r.duration)
+					if res.Errors > 0 {
+						log.Printf("%s: %d errors, first: %s", o.strategy, res.Errors, res.FirstErr)
+					}
+					log.Printf("round %d %-34s 16 clients: p50 %v p90 %v errors %d", round+1, o.strategy, res.Quantile(0.5), res.Quantile(0.9), res.Errors)
+					o.proxy = append(o.proxy, res)
+					continue
+				}
+				slow := target{base: "http://" + e.slow.addr, model: "m"}
+				res := bench.Concurrent(ctx, client, criticalPath(slow, o.fanout, o.judges, 0), 16, r.duration)
+				if res.Errors > 0 {
+					log.Printf("%s, critical path: %d errors, first: %s", o.strategy, res.Errors, res.FirstErr)
+				}
+				log.Printf("round %d %-34s 16 clients: p50 %v p90 %v errors %d", round+1, o.strategy+" critical path", res.Quantile(0.5), res.Quantile(0.9), res.Errors)
+				o.direct = append(o.direct, res)
+			}
+		}
+	}
+	for _, o := range r.consortia {
+		log.Printf("%s: median p50 %.2f ms, critical path %.2f ms, overhead %.2f ms", o.strategy, medianP50(o.proxy), medianP50(o.direct), o.over())
 	}
 }
 
@@ -113,6 +126,42 @@ func medianOf(rs []*bench.Result, f func(*bench.Result) float64) float64 {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// medianP50 is the median over rounds of the median latency, in ms.
+func medianP50(rs []*bench.Result) float64 {
+	return medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
+}
+
+// overheadMarkdown writes the consortium overhead section.
+func (r *report) overheadMarkdown(w func(string, ...any)) {
+	w("## Consortium overhead\n\n")
+	w("Consortia on an upstream that takes 50 ms for each call, so each critical path is 100 ms; 16 clients each, ")
+	w("measured through the proxy and, in the same rounds, straight to the fake (the two take turns at going first):\n\n")
+	for _, o := range r.consortia {
+		w("- %s: %s\n", o.strategy, o.about)
+	}
+	w("\nThe direct path includes the fake's own timer slack and HTTP work, which the proxy cannot remove.\n\n")
+	w("| | p50 ms | p90 ms | p99 ms | req/s | errors | p50 over the critical path ms |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	row := func(name string, rs []*bench.Result, over string) {
+		errs := 0
+		for _, x := range rs {
+			errs += x.Errors
+		}
+		w("| %s | %.2f | %.2f | %.2f | %.0f | %d | %s |\n", name, medianP50(rs),
+			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
+			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
+			medianOf(rs, (*bench.Result).Throughput), errs, over)
+	}
+	var summary []string
+	for _, o := range r.consortia {
+		row(o.strategy+" "+o.members, o.proxy, fmt.Sprintf("**%.2f**", o.over()))
+		row(o.strategy+" critical path, direct", o.direct, "—")
+		summary = append(summary, fmt.Sprintf("%s **%.2f ms** over the nominal 100 ms, **%.2f ms** over its measured critical path",
+			o.strategy, medianP50(o.proxy)-100, o.over()))
+	}
+	w("\nMedians: %s.\n\n", strings.Join(summary, "; "))
+	w("Why the direct path takes more than 100 ms on this machine, and where the proxy's share goes: [performance.md](performance.md).\n\n")
+}
 
 // memoryFigures is the open-streams scenario's outcome.
 type memoryFigures struct {
@@ -280,28 +329,7 @@ func (r *report) markdown() string {
 			w("\n")
 		}
 	}
-	w("## Consortium overhead\n\n")
-	w("A consortium of 3 member instances and an arbiter on an upstream that takes 50 ms for each call, ")
-	w("so the critical path is 100 ms (members at once, then the arbiter); 16 clients.\n\n")
-	w("The measured critical path is the same calls made straight to the fake by 16 clients: three member calls at once, then the streamed arbiter call. ")
-	w("It includes the fake's own timer slack and HTTP work, which the proxy cannot remove.\n\n")
-	w("| | p50 ms | p90 ms | p99 ms | req/s | errors |\n|---|---:|---:|---:|---:|---:|\n")
-	row := func(name string, rs []*bench.Result) float64 {
-		errs := 0
-		for _, x := range rs {
-			errs += x.Errors
-		}
-		p50 := medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
-		w("| %s | %.2f | %.2f | %.2f | %.0f | %d |\n", name, p50,
-			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
-			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
-			medianOf(rs, (*bench.Result).Throughput), errs)
-		return p50
-	}
-	p50 := row("consortium (3 members + arbiter)", r.council)
-	crit := row("critical path, direct", r.critical)
-	w("\nConsortium median over the nominal 100 ms: **%.2f ms**; over the measured critical path: **%.2f ms**.\n\n", p50-100, p50-crit)
-	w("Why the direct path takes more than 100 ms on this machine, and where the proxy's share goes: [performance.md](performance.md).\n\n")
+	r.overheadMarkdown(w)
 	if m := r.mem; m != nil {
 		w("## Open SSE streams\n\n")
 		w("%d passthrough streams held open at once (an upstream that sends a chunk every 50 ms), measured once all had begun.\n\n", m.streams)
