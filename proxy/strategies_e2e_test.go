@@ -70,6 +70,10 @@ consortia:
     strategy: cascade
     tiers: [quick, panel, fake/big]
     escalate_below: 0.8
+  ladder:
+    strategy: cascade
+    tiers: [council, ranked]
+    escalate_below: 0.8
 `
 
 // tokens gives each fake model a usage of its own (prompt k, completion
@@ -92,14 +96,15 @@ var memberModels = []string{"alpha", "beta", "gamma", "q1", "q2", "q3", "big"}
 // through handlers that report usageOf and can be held.
 type stratEnv struct {
 	*env
-	mu    sync.Mutex
-	gates map[string]chan struct{}
+	mu      sync.Mutex
+	gates   map[string]chan struct{}
+	failing map[string]bool // models that answer 500, without usage
 }
 
 func startStrategies(t *testing.T) *stratEnv {
 	t.Helper()
 	e := start(t, strategiesYAML, func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond })
-	return &stratEnv{env: e, gates: map[string]chan struct{}{}}
+	return &stratEnv{env: e, gates: map[string]chan struct{}{}, failing: map[string]bool{}}
 }
 
 // answer makes model answer with fn's reply, carrying the model's usage.
@@ -123,6 +128,18 @@ func (s *stratEnv) says(pairs ...string) {
 	for i := 0; i+1 < len(pairs); i += 2 {
 		content := pairs[i+1]
 		s.answer(pairs[i], func(*upstreamtest.Request) upstreamtest.Reply { return upstreamtest.Reply{Content: content} })
+	}
+}
+
+// fail makes each model answer 500, reporting no usage.
+func (s *stratEnv) fail(models ...string) {
+	for _, m := range models {
+		s.mu.Lock()
+		s.failing[m] = true
+		s.mu.Unlock()
+		s.fake.Handle(m, func(*upstreamtest.Request) upstreamtest.Reply {
+			return upstreamtest.Reply{Status: http.StatusInternalServerError, Error: m + " is down"}
+		})
 	}
 }
 
@@ -172,7 +189,9 @@ func shown(prompt string) map[string]string {
 }
 
 func (j *judgeBy) reply(r *upstreamtest.Request) upstreamtest.Reply {
-	prompt := r.LastUserText()
+	// The prompt is the first message: a judge asked again has its reply
+	// and the re-ask after it.
+	prompt := r.Chat.Messages[0].Content.String()
 	answers := shown(prompt)
 	labels := make([]string, 0, len(answers))
 	for l := range answers {
@@ -277,20 +296,27 @@ type runRecord struct {
 			Model         string      `json:"model"`
 			Group         string      `json:"group"`
 			Reply         string      `json:"reply"`
+			Rejected      string      `json:"rejected"`
+			Retries       int         `json:"retries"`
 			RankedMembers []string    `json:"ranked_members"`
 			Error         string      `json:"error"`
 			Usage         *wire.Usage `json:"usage"`
 		} `json:"judges"`
-		Tiers []struct {
-			Tier      string     `json:"tier"`
-			Escalated bool       `json:"escalated"`
-			Run       *runRecord `json:"run"`
-			Call      *struct {
-				Model   string `json:"model"`
-				Content string `json:"content"`
-			} `json:"call"`
-		} `json:"tiers"`
+		Tiers []tierRecord `json:"tiers"`
 	} `json:"rounds"`
+}
+
+// tierRecord is one tier a cascade tried, in its run record: the tier's
+// own run, or its provider/model call.
+type tierRecord struct {
+	Tier      string     `json:"tier"`
+	Escalated bool       `json:"escalated"`
+	Error     string     `json:"error"`
+	Run       *runRecord `json:"run"`
+	Call      *struct {
+		Model   string `json:"model"`
+		Content string `json:"content"`
+	} `json:"call"`
 }
 
 // asked is one request to a consortium and what came of it.
@@ -330,6 +356,9 @@ func (s *stratEnv) ask(t *testing.T, model, messages string, stream bool, conv, 
 	release := func() {}
 	if hold != "" {
 		release = s.hold(t, hold)
+		// A proxy that sends nothing while a member works fails the test
+		// (checkStream sees no keep-alive) rather than hanging it.
+		defer time.AfterFunc(5*time.Second, release).Stop()
 	}
 	defer release()
 	resp, err := http.DefaultClient.Do(req)
@@ -378,10 +407,14 @@ func (s *stratEnv) ask(t *testing.T, model, messages string, stream bool, conv, 
 	}
 	a.upstream = s.fake.Requests()[before:]
 	a.calls = map[string]int{}
+	s.mu.Lock()
 	for _, r := range a.upstream {
 		a.calls[r.Model]++
-		a.spent.Add(*usageOf(r.Model))
+		if !s.failing[r.Model] {
+			a.spent.Add(*usageOf(r.Model))
+		}
 	}
+	s.mu.Unlock()
 	if a.usage != a.spent {
 		t.Errorf("%s: usage %+v, want the sum of every upstream call %+v (calls %v)", model, a.usage, a.spent, a.calls)
 	}
@@ -588,6 +621,40 @@ func TestStrategyRankE2E(t *testing.T) {
 	})
 }
 
+// TestStrategyRankJudgeAskedAgainE2E: a judge whose first ranking is not
+// a permutation of the labels is asked again (its two calls both in
+// usage), and the run record keeps the rejected reply and the retry.
+func TestStrategyRankJudgeAskedAgainE2E(t *testing.T) {
+	modes(t, func(t *testing.T, stream bool) {
+		s := startStrategies(t)
+		s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer")
+		j1 := &judgeBy{name: "judge1", prefs: []string{"alpha's answer", "gamma's answer"}}
+		s.answer("judge1", func(r *upstreamtest.Request) upstreamtest.Reply {
+			if len(r.Chat.Messages) == 1 {
+				return upstreamtest.Reply{Content: "<critique>only one</critique><ranking>A</ranking>"}
+			}
+			return j1.reply(r)
+		})
+		s.judges("judge2", "alpha's answer")
+		a := s.ask(t, "ranked", question, stream, "", "")
+		if a.content != "alpha's answer" {
+			t.Errorf("content %q", a.content)
+		}
+		wantCalls(t, a, map[string]int{"alpha": 1, "beta": 1, "gamma": 1, "judge1": 2, "judge2": 1})
+		var retried bool
+		for _, jr := range s.record(t, a.outcome.RunID).Rounds[0].Judges {
+			if jr.Model == "fake/judge1" {
+				retried = jr.Retries == 1 && jr.Rejected == "<critique>only one</critique><ranking>A</ranking>" && j1.sent(jr.Reply) &&
+					jr.Usage != nil && jr.Usage.TotalTokens == 2*usageOf("judge1").TotalTokens &&
+					slices.Equal(jr.RankedMembers, []string{"fake/alpha#1", "fake/gamma#1", "fake/beta#1"})
+			}
+		}
+		if !retried {
+			t.Errorf("judge1's retry is not in the run record: %+v", s.record(t, a.outcome.RunID).Rounds[0].Judges)
+		}
+	})
+}
+
 // TestStrategyRankStreamWithoutUsage: a rank stream that does not ask for
 // usage has no frame with empty choices at all.
 func TestStrategyRankStreamWithoutUsage(t *testing.T) {
@@ -701,30 +768,44 @@ func TestStrategyVoteTieJudgeE2E(t *testing.T) {
 	})
 }
 
-// TestStrategyCascadeE2E: the cascade quick (vote) → panel (rank) →
-// fake/big. Quick answers when its members agree; when they split it
-// escalates to panel, whose judges decide; when those split too, big
-// answers, streamed from the model. Only the answering tier's text
-// reaches the client; usage counts every tier tried.
+// TestStrategyCascadeE2E: the cascade tiered, quick (vote) → panel
+// (rank) → fake/big, and the cascade ladder, council (synthesize) →
+// ranked. A tier answers when its confidence (agreement, the judges'
+// share for the winner, the arbiter's) reaches escalate_below, or when it
+// is the last; one that fails escalates. Only the answering tier's text
+// reaches the client, streamed from it (a model tier's as it comes);
+// usage counts every tier tried; the run record holds each tier's run or
+// call.
 func TestStrategyCascadeE2E(t *testing.T) {
+	quickSplits := func(s *stratEnv) { s.says("q1", "41", "q2", "42", "q3", "43") }
 	for _, tc := range []struct {
-		name    string
-		script  func(s *stratEnv)
-		content string
-		tiers   []string
-		conf    *float64
-		calls   map[string]int
+		name     string
+		cascade  string
+		script   func(s *stratEnv)
+		content  string
+		tiers    []string
+		conf     *float64
+		calls    map[string]int
+		recorded func(t *testing.T, tiers []tierRecord)
 	}{{
 		name:    "quick answers",
+		cascade: "tiered",
 		script:  func(s *stratEnv) { s.says("q1", "42", "q2", "42.", "q3", "42") },
 		content: "42",
 		tiers:   []string{"quick:1.000:false"},
 		conf:    new(1.0),
 		calls:   map[string]int{"q1": 1, "q2": 1, "q3": 1},
+		recorded: func(t *testing.T, tiers []tierRecord) {
+			if r := tiers[0].Run; r == nil || r.Strategy != "vote" || len(r.Rounds[0].Members) != 3 {
+				t.Errorf("the quick tier's run in the record: %+v", r)
+			}
+		},
 	}, {
-		name: "panel answers",
+		name:    "panel answers",
+		cascade: "tiered",
 		script: func(s *stratEnv) {
-			s.says("q1", "41", "q2", "42", "q3", "43", "alpha", "alpha's answer", "beta", "beta's answer")
+			quickSplits(s)
+			s.says("alpha", "alpha's answer", "beta", "beta's answer")
 			s.judges("judge1", "beta's answer")
 			s.judges("judge2", "beta's answer")
 		},
@@ -732,29 +813,101 @@ func TestStrategyCascadeE2E(t *testing.T) {
 		tiers:   []string{"quick:0.333:true", "panel:1.000:false"},
 		conf:    new(1.0),
 		calls:   map[string]int{"q1": 1, "q2": 1, "q3": 1, "alpha": 1, "beta": 1, "judge1": 1, "judge2": 1},
+		recorded: func(t *testing.T, tiers []tierRecord) {
+			if r := tiers[1].Run; r == nil || r.Strategy != "rank" || len(r.Rounds[0].Judges) != 2 || !strings.Contains(r.Rounds[0].Judges[0].Reply, "<ranking>") {
+				t.Errorf("the panel tier's run in the record, with its judges' replies: %+v", r)
+			}
+		},
 	}, {
-		name: "big answers",
+		name:    "big answers",
+		cascade: "tiered",
 		script: func(s *stratEnv) {
-			s.says("q1", "41", "q2", "42", "q3", "43", "alpha", "alpha's answer", "beta", "beta's answer", "big", "the big model's considered answer")
+			quickSplits(s)
+			s.says("alpha", "alpha's answer", "beta", "beta's answer", "big", "the big model's considered answer")
 			s.judges("judge1", "alpha's answer")
 			s.judges("judge2", "beta's answer")
 		},
 		content: "the big model's considered answer",
 		tiers:   []string{"quick:0.333:true", "panel:0.500:true", "fake/big:null:false"},
 		calls:   map[string]int{"q1": 1, "q2": 1, "q3": 1, "alpha": 1, "beta": 1, "judge1": 1, "judge2": 1, "big": 1},
+		recorded: func(t *testing.T, tiers []tierRecord) {
+			if c := tiers[2].Call; c == nil || c.Content != "the big model's considered answer" {
+				t.Errorf("the model tier's call in the record: %+v", c)
+			}
+		},
+	}, {
+		name:    "a failed tier escalates",
+		cascade: "tiered",
+		script: func(s *stratEnv) {
+			s.fail("q1", "q2", "q3")
+			s.says("alpha", "alpha's answer", "beta", "beta's answer")
+			s.judges("judge1", "alpha's answer")
+			s.judges("judge2", "alpha's answer")
+		},
+		content: "alpha's answer",
+		tiers:   []string{"quick:null:true", "panel:1.000:false"},
+		conf:    new(1.0),
+		calls:   map[string]int{"q1": 1, "q2": 1, "q3": 1, "alpha": 1, "beta": 1, "judge1": 1, "judge2": 1},
+		recorded: func(t *testing.T, tiers []tierRecord) {
+			if !strings.Contains(tiers[0].Error, "q1 is down") {
+				t.Errorf("the failed tier's error in the record: %q", tiers[0].Error)
+			}
+		},
+	}, {
+		name:    "council answers",
+		cascade: "ladder",
+		script: func(s *stratEnv) {
+			s.says("alpha", "alpha's answer", "arbiter", verdict("0.9", "the council's sure synthesis"))
+		},
+		content: "the council's sure synthesis",
+		tiers:   []string{"council:0.900:false"},
+		conf:    new(0.9),
+		calls:   map[string]int{"alpha": 1, "arbiter": 1},
+		recorded: func(t *testing.T, tiers []tierRecord) {
+			if r := tiers[0].Run; r == nil || r.Rounds[0].Arbiter == nil || r.Rounds[0].Arbiter.Reply != verdict("0.9", "the council's sure synthesis") {
+				t.Errorf("the council tier's run in the record, with its arbiter's reply: %+v", r)
+			}
+		},
+	}, {
+		name:    "unsure council escalates",
+		cascade: "ladder",
+		script: func(s *stratEnv) {
+			s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer",
+				"arbiter", verdict("0.5", "the council's HELD synthesis"))
+			s.judges("judge1", "gamma's answer")
+			s.judges("judge2", "gamma's answer")
+		},
+		content: "gamma's answer",
+		tiers:   []string{"council:0.500:true", "ranked:1.000:false"},
+		conf:    new(1.0),
+		calls:   map[string]int{"alpha": 2, "beta": 1, "gamma": 1, "arbiter": 1, "judge1": 1, "judge2": 1},
+	}, {
+		name:    "untagged council escalates",
+		cascade: "ladder",
+		script: func(s *stratEnv) {
+			s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer",
+				"arbiter", "an untagged HELD reply")
+			s.judges("judge1", "beta's answer")
+			s.judges("judge2", "beta's answer")
+		},
+		content: "beta's answer",
+		tiers:   []string{"council:null:true", "ranked:1.000:false"},
+		conf:    new(1.0),
+		calls:   map[string]int{"alpha": 2, "beta": 1, "gamma": 1, "arbiter": 1, "judge1": 1, "judge2": 1},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			modes(t, func(t *testing.T, stream bool) {
 				s := startStrategies(t)
 				tc.script(s)
-				a := s.ask(t, "tiered", question, stream, "", map[bool]string{true: "q1"}[stream])
+				a := s.ask(t, tc.cascade, question, stream, "", map[bool]string{true: "alpha"}[stream && tc.cascade == "ladder"]+
+					map[bool]string{true: "q1"}[stream && tc.cascade == "tiered" && tc.name != "a failed tier escalates"])
 				if a.content != tc.content {
 					t.Errorf("content %q, want %q (only the answering tier's)", a.content, tc.content)
 				}
 				wantCalls(t, a, tc.calls)
 				o := a.outcome
 				if o.Strategy != "cascade" || !slices.Equal(o.tierList(), tc.tiers) || (tc.conf == nil) != (o.Confidence == nil) ||
-					(tc.conf != nil && !near(o.Confidence, *tc.conf)) {
+					(tc.conf != nil && !near(o.Confidence, *tc.conf)) || len(o.Members) != 0 {
 					t.Errorf("consortium object %+v: tiers %v, want %v, confidence %v", o, o.tierList(), tc.tiers, tc.conf)
 				}
 				rec := s.record(t, o.RunID)
@@ -762,14 +915,13 @@ func TestStrategyCascadeE2E(t *testing.T) {
 				if rec.Strategy != "cascade" || rec.Usage != a.spent || len(tiers) != len(tc.tiers) {
 					t.Fatalf("run record %+v", rec)
 				}
-				if tiers[0].Run == nil || tiers[0].Run.Strategy != "vote" || len(tiers[0].Run.Rounds[0].Members) != 3 {
-					t.Errorf("the quick tier's run in the record: %+v", tiers[0].Run)
+				for i, tier := range tiers {
+					if tier.Escalated != (i < len(tiers)-1) {
+						t.Errorf("tier %s in the record: escalated %v", tier.Tier, tier.Escalated)
+					}
 				}
-				if len(tiers) > 1 && (tiers[1].Run == nil || len(tiers[1].Run.Rounds[0].Judges) != 2 || tiers[1].Run.Rounds[0].Judges[0].Reply == "") {
-					t.Errorf("the panel tier's run in the record, with its judges' replies: %+v", tiers[1].Run)
-				}
-				if len(tiers) > 2 && (tiers[2].Call == nil || tiers[2].Call.Content != tc.content) {
-					t.Errorf("the model tier's call in the record: %+v", tiers[2].Call)
+				if tc.recorded != nil {
+					tc.recorded(t, tiers)
 				}
 			})
 		})
