@@ -358,7 +358,7 @@ func (s *stratEnv) ask(t *testing.T, model, messages string, stream bool, conv, 
 		release = s.hold(t, hold)
 		// A proxy that sends nothing while a member works fails the test
 		// (checkStream sees no keep-alive) rather than hanging it.
-		defer time.AfterFunc(5*time.Second, release).Stop()
+		defer time.AfterFunc(2*time.Second, release).Stop()
 	}
 	defer release()
 	resp, err := http.DefaultClient.Do(req)
@@ -376,28 +376,19 @@ func (s *stratEnv) ask(t *testing.T, model, messages string, stream bool, conv, 
 	if stream {
 		a.content, a.usage, raw = checkStream(t, resp, model, hold != "", release)
 	} else {
-		var c struct {
-			Object  string `json:"object"`
-			Model   string `json:"model"`
-			Choices []struct {
-				Message struct {
-					Role    string `json:"role"`
-					Content string `json:"content"`
-				} `json:"message"`
-				FinishReason string `json:"finish_reason"`
-			} `json:"choices"`
-			Usage      *wire.Usage     `json:"usage"`
-			Consortium json.RawMessage `json:"consortium"`
-		}
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(b, &c); err != nil || c.Object != "chat.completion" || c.Model != model || len(c.Choices) != 1 ||
+		c := decodeCompletion(t, resp, b)
+		var whole struct {
+			Consortium json.RawMessage `json:"consortium"`
+		}
+		if err := json.Unmarshal(b, &whole); err != nil || c.Object != "chat.completion" || c.Model != model ||
 			c.Choices[0].Message.Role != "assistant" || c.Choices[0].FinishReason != "stop" || c.Usage == nil {
 			t.Fatalf("%s: not a consortium completion: %s (%v)", model, b, err)
 		}
-		a.content, a.usage, raw = c.Choices[0].Message.Content, *c.Usage, c.Consortium
+		a.content, a.usage, raw = c.Choices[0].Message.Content, *c.Usage, whole.Consortium
 	}
 	if err := json.Unmarshal(raw, &a.outcome); err != nil || a.outcome.RunID == "" {
 		t.Fatalf("%s: consortium object %s (%v)", model, raw, err)
@@ -434,21 +425,6 @@ func checkStream(t *testing.T, resp *http.Response, model string, held bool, rel
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("%s: Content-Type %q", model, ct)
 	}
-	type chunk struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Model   string `json:"model"`
-		Choices []struct {
-			Index int `json:"index"`
-			Delta struct {
-				Role    string  `json:"role"`
-				Content *string `json:"content"`
-			} `json:"delta"`
-			FinishReason *string `json:"finish_reason"`
-		} `json:"choices"`
-		Usage      *wire.Usage     `json:"usage"`
-		Consortium json.RawMessage `json:"consortium"`
-	}
 	r := newSSEReader(resp.Body)
 	var (
 		shape    []string // each data frame: role, content, finish, usage, DONE
@@ -482,8 +458,13 @@ func checkStream(t *testing.T, resp *http.Response, model string, held bool, rel
 			shape = append(shape, "DONE")
 			continue
 		}
-		var c chunk
-		if err := json.Unmarshal([]byte(ev.data), &c); err != nil {
+		// The frame, and its consortium object as sent, with every
+		// strategy's fields.
+		var c frame
+		var raw struct {
+			Consortium json.RawMessage `json:"consortium"`
+		}
+		if err := errors.Join(json.Unmarshal([]byte(ev.data), &c), json.Unmarshal([]byte(ev.data), &raw)); err != nil {
 			t.Fatalf("%s: bad frame %q: %v", model, ev.data, err)
 		}
 		if id == "" {
@@ -493,7 +474,7 @@ func checkStream(t *testing.T, resp *http.Response, model string, held bool, rel
 			t.Errorf("%s: frame %s: id, object or model differ from the stream's", model, ev.data)
 		}
 		if len(c.Choices) == 0 {
-			if c.Usage == nil || !strings.Contains(ev.data, `"choices":[]`) || c.Consortium != nil {
+			if c.Usage == nil || !strings.Contains(ev.data, `"choices":[]`) || raw.Consortium != nil || c.Error != nil {
 				t.Errorf("%s: a frame with empty choices that is not the usage chunk: %s", model, ev.data)
 			}
 			usage = *c.Usage
@@ -512,11 +493,11 @@ func checkStream(t *testing.T, resp *http.Response, model string, held bool, rel
 			shape = append(shape, "content")
 		case ch.Delta.Role == "" && ch.FinishReason != nil && *ch.FinishReason == "stop" && (ch.Delta.Content == nil || *ch.Delta.Content == ""):
 			shape = append(shape, "finish")
-			summary = c.Consortium
+			summary = raw.Consortium
 		default:
 			shape = append(shape, "odd: "+ev.data)
 		}
-		if (c.Consortium != nil) != (shape[len(shape)-1] == "finish") {
+		if (raw.Consortium != nil) != (shape[len(shape)-1] == "finish") {
 			t.Errorf("%s: consortium object on %s: the finish chunk carries it, and only it", model, ev.data)
 		}
 	}
@@ -778,6 +759,12 @@ func TestStrategyVoteTieJudgeE2E(t *testing.T) {
 // call.
 func TestStrategyCascadeE2E(t *testing.T) {
 	quickSplits := func(s *stratEnv) { s.says("q1", "41", "q2", "42", "q3", "43") }
+	// panel's members answer, and its judges put first1 and first2 first.
+	panel := func(s *stratEnv, first1, first2 string) {
+		s.says("alpha", "alpha's answer", "beta", "beta's answer")
+		s.judges("judge1", first1)
+		s.judges("judge2", first2)
+	}
 	for _, tc := range []struct {
 		name     string
 		cascade  string
@@ -805,9 +792,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 		cascade: "tiered",
 		script: func(s *stratEnv) {
 			quickSplits(s)
-			s.says("alpha", "alpha's answer", "beta", "beta's answer")
-			s.judges("judge1", "beta's answer")
-			s.judges("judge2", "beta's answer")
+			panel(s, "beta's answer", "beta's answer")
 		},
 		content: "beta's answer",
 		tiers:   []string{"quick:0.333:true", "panel:1.000:false"},
@@ -823,9 +808,8 @@ func TestStrategyCascadeE2E(t *testing.T) {
 		cascade: "tiered",
 		script: func(s *stratEnv) {
 			quickSplits(s)
-			s.says("alpha", "alpha's answer", "beta", "beta's answer", "big", "the big model's considered answer")
-			s.judges("judge1", "alpha's answer")
-			s.judges("judge2", "beta's answer")
+			panel(s, "alpha's answer", "beta's answer")
+			s.says("big", "the big model's considered answer")
 		},
 		content: "the big model's considered answer",
 		tiers:   []string{"quick:0.333:true", "panel:0.500:true", "fake/big:null:false"},
@@ -840,9 +824,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 		cascade: "tiered",
 		script: func(s *stratEnv) {
 			s.fail("q1", "q2", "q3")
-			s.says("alpha", "alpha's answer", "beta", "beta's answer")
-			s.judges("judge1", "alpha's answer")
-			s.judges("judge2", "alpha's answer")
+			panel(s, "alpha's answer", "alpha's answer")
 		},
 		content: "alpha's answer",
 		tiers:   []string{"quick:null:true", "panel:1.000:false"},
