@@ -55,6 +55,11 @@ consortia:
     tie_break: judge
     members: [{model: fake/alpha}, {model: fake/beta}]
     judges: [{model: fake/judge1}]
+  tied-arbiter:
+    strategy: vote
+    tie_break: judge
+    members: [{model: fake/alpha}, {model: fake/beta}]
+    arbiter: {model: fake/arbiter}
   council:
     members: [{model: fake/alpha}]
     arbiter: {model: fake/arbiter}
@@ -725,28 +730,55 @@ func TestStrategyVoteE2E(t *testing.T) {
 	})
 }
 
-// TestStrategyVoteTieJudgeE2E: vote with tie_break: judge. Two answers
-// tie; the judge, whose usage counts, picks the second.
+// TestStrategyVoteTieJudgeE2E: vote with tie_break: judge, by its judges
+// (tied) or, without judges, by its arbiter asked as the one judge
+// (tied-arbiter). Two answers tie; the judge, whose usage counts, picks
+// the second.
 func TestStrategyVoteTieJudgeE2E(t *testing.T) {
-	modes(t, func(t *testing.T, stream bool) {
-		s := startStrategies(t)
-		s.says("alpha", "Paris", "beta", "Lyon")
-		j := s.judges("judge1", "Lyon", "Paris")
-		a := s.ask(t, "tied", question, stream, "", map[bool]string{true: "alpha"}[stream])
-		if a.content != "Lyon" {
-			t.Errorf("content %q, want the judge's pick", a.content)
-		}
-		wantCalls(t, a, map[string]int{"alpha": 1, "beta": 1, "judge1": 1})
-		o := a.outcome
-		if o.Strategy != "vote" || !near(o.Agreement, 0.5) || len(o.Votes) != 2 || o.Votes[0].Weight != 1 || o.Votes[1].Weight != 1 {
-			t.Errorf("consortium object %+v", o)
-		}
-		rec := s.record(t, o.RunID)
-		if js := rec.Rounds[0].Judges; len(js) != 1 || js[0].Group != "tie" || !j.sent(js[0].Reply) ||
-			!slices.Equal(js[0].RankedMembers, []string{"fake/beta#1", "fake/alpha#1"}) || rec.Usage != a.spent {
-			t.Errorf("run record %+v", rec)
-		}
-	})
+	for _, c := range []struct{ consortium, judge string }{{"tied", "judge1"}, {"tied-arbiter", "arbiter"}} {
+		t.Run(c.consortium, func(t *testing.T) {
+			modes(t, func(t *testing.T, stream bool) {
+				s := startStrategies(t)
+				s.says("alpha", "Paris", "beta", "Lyon")
+				j := s.judges(c.judge, "Lyon", "Paris")
+				a := s.ask(t, c.consortium, question, stream, "", map[bool]string{true: "alpha"}[stream])
+				if a.content != "Lyon" {
+					t.Errorf("content %q, want the judge's pick", a.content)
+				}
+				wantCalls(t, a, map[string]int{"alpha": 1, "beta": 1, c.judge: 1})
+				o := a.outcome
+				if o.Strategy != "vote" || !near(o.Agreement, 0.5) || len(o.Votes) != 2 || o.Votes[0].Weight != 1 || o.Votes[1].Weight != 1 {
+					t.Errorf("consortium object %+v", o)
+				}
+				rec := s.record(t, o.RunID)
+				if js := rec.Rounds[0].Judges; len(js) != 1 || js[0].Model != "fake/"+c.judge || js[0].Group != "tie" || !j.sent(js[0].Reply) ||
+					!slices.Equal(js[0].RankedMembers, []string{"fake/beta#1", "fake/alpha#1"}) || rec.Usage != a.spent {
+					t.Errorf("run record %+v", rec)
+				}
+			})
+		})
+	}
+}
+
+// TestStrategyCascadeLastTierFailsE2E: when every tier escalated and the
+// last fails, the request fails, 502 naming it; a stream that began ends
+// with the error event and [DONE], no tier's held answer in it.
+func TestStrategyCascadeLastTierFailsE2E(t *testing.T) {
+	s := startStrategies(t)
+	s.says("q1", "41", "q2", "42", "q3", "43", "alpha", "alpha's answer", "beta", "beta's answer")
+	s.judges("judge1", "alpha's answer")
+	s.judges("judge2", "beta's answer")
+	s.fail("big")
+	resp, body := s.post("/v1/chat/completions", `{"model":"tiered","messages":`+question+`}`)
+	if e := decodeError(t, body); resp.StatusCode != http.StatusBadGateway || !strings.Contains(e.Error.Message, "fake/big") {
+		t.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	resp, body = s.post("/v1/chat/completions", `{"model":"tiered","stream":true,"stream_options":{"include_usage":true},"messages":`+question+`}`)
+	frames := readFrames(t, body)
+	if resp.StatusCode != http.StatusOK || len(frames) < 2 || frames[0].Choices[0].Delta.Role != "assistant" ||
+		streamError(frames) != &frames[len(frames)-1] || text(frames) != "" {
+		t.Errorf("status %d: %s", resp.StatusCode, body)
+	}
 }
 
 // TestStrategyCascadeE2E: the cascade tiered, quick (vote) → panel
@@ -1016,7 +1048,7 @@ func TestStrategyChoicesRefusedE2E(t *testing.T) {
 	for _, c := range []struct {
 		model string
 		n     int
-	}{{"ranked", 4}, {"distilled", 2}, {"council", 2}, {"voted", 2}, {"tied", 2}, {"tiered", 2}} {
+	}{{"ranked", 4}, {"distilled", 2}, {"council", 2}, {"voted", 2}, {"tied", 2}, {"tied-arbiter", 2}, {"tiered", 2}, {"ladder", 2}} {
 		for _, stream := range []bool{false, true} {
 			body := fmt.Sprintf(`{"model":%q,"n":%d,"stream":%v,"messages":%s}`, c.model, c.n, stream, question)
 			resp, got := s.post("/v1/chat/completions", body)
