@@ -1065,3 +1065,37 @@ func TestStrategyChoicesRefusedE2E(t *testing.T) {
 		t.Errorf("%d upstream calls for refused requests, first to %s", len(reqs), reqs[0].Model)
 	}
 }
+
+// TestStrategyCascadeMaxTokensE2E: an answer cut by the client's
+// max_tokens finishes with "length" whichever tier wrote it, as the same
+// consortium asked directly does; streamed too. (A consortium tier's run
+// cuts its answer at the bound and reports "length"; the cascade's own
+// bound then finds nothing over it.)
+func TestStrategyCascadeMaxTokensE2E(t *testing.T) {
+	s := startStrategies(t)
+	s.says("alpha", "alpha's answer", "arbiter", verdict("0.9", "the council's sure synthesis"))
+	for _, model := range []string{"council", "ladder"} {
+		for _, stream := range []bool{false, true} {
+			body := fmt.Sprintf(`{"model":%q,"max_tokens":2,"stream":%v,"messages":%s}`, model, stream, question)
+			resp, got := s.post("/v1/chat/completions", body)
+			content, finish := "", ""
+			if stream {
+				frames := readFrames(t, got)
+				for _, f := range frames {
+					for _, c := range f.Choices {
+						if c.FinishReason != nil {
+							finish = *c.FinishReason
+						}
+					}
+				}
+				content = text(frames)
+			} else {
+				c := decodeCompletion(t, resp, got)
+				content, finish = c.Choices[0].Message.Content, c.Choices[0].FinishReason
+			}
+			if content != "the coun" || finish != "length" {
+				t.Errorf("%s: content %q finishing %q, want %q finishing length", body, content, finish, "the coun")
+			}
+		}
+	}
+}
