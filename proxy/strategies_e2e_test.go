@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1097,5 +1098,61 @@ func TestStrategyCascadeMaxTokensE2E(t *testing.T) {
 				t.Errorf("%s: content %q finishing %q, want %q finishing length", body, content, finish, "the coun")
 			}
 		}
+	}
+}
+
+// TestStrategyClientGoneE2E: a client that goes away while judges (rank,
+// vote's tie-break) or a cascade's tier work cancels those calls.
+func TestStrategyClientGoneE2E(t *testing.T) {
+	for _, tc := range []struct {
+		consortium string
+		script     func(s *stratEnv)
+		hung       []string // the models whose calls are in flight when the client goes
+		calls      int      // every call made by then
+	}{
+		{"ranked", func(s *stratEnv) {
+			s.says("alpha", "a", "beta", "b", "gamma", "c")
+			s.fake.Script("judge1", upstreamtest.Reply{Hang: true})
+			s.fake.Script("judge2", upstreamtest.Reply{Hang: true})
+		}, []string{"judge1", "judge2"}, 5},
+		{"tied", func(s *stratEnv) {
+			s.says("alpha", "Paris", "beta", "Lyon")
+			s.fake.Script("judge1", upstreamtest.Reply{Hang: true})
+		}, []string{"judge1"}, 3},
+		{"tiered", func(s *stratEnv) {
+			s.says("q1", "41", "q2", "42", "q3", "43")
+			s.fake.Script("alpha", upstreamtest.Reply{Hang: true})
+			s.fake.Script("beta", upstreamtest.Reply{Hang: true})
+		}, []string{"alpha", "beta"}, 5},
+	} {
+		t.Run(tc.consortium, func(t *testing.T) {
+			s := startStrategies(t)
+			tc.script(s)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/chat/completions",
+				strings.NewReader(fmt.Sprintf(`{"model":%q,"stream":true,"messages":%s}`, tc.consortium, question)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if f, _ := newSSEReader(resp.Body).nextFrame(t); len(f.Choices) != 1 || f.Choices[0].Delta.Role != "assistant" {
+				t.Fatalf("first frame %+v", f)
+			}
+			if err := s.fake.WaitRequests(within(t, 5*time.Second), tc.calls); err != nil {
+				t.Fatalf("%d upstream calls, want %d: %v", len(s.fake.Requests()), tc.calls, err)
+			}
+			cancel()
+			waitIdle(t, s.fake)
+			for _, m := range tc.hung {
+				if r := s.fake.RequestsFor(m); len(r) != 1 || !r[0].Cancelled {
+					t.Errorf("%s: %d calls, not cancelled when the client went away", m, len(r))
+				}
+			}
+		})
 	}
 }
