@@ -1156,3 +1156,66 @@ func TestStrategyClientGoneE2E(t *testing.T) {
 		})
 	}
 }
+
+// TestStrategyRankFewAnswersE2E: a rank run with one answer calls no
+// judge and returns it; fewer answers than n is 502 (an error event in a
+// stream); n = 2 streamed counts the judges in its usage chunk.
+func TestStrategyRankFewAnswersE2E(t *testing.T) {
+	s := startStrategies(t)
+	s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer")
+	s.judges("judge1", "beta's answer", "alpha's answer")
+	s.judges("judge2", "beta's answer", "alpha's answer")
+
+	mark := len(s.fake.Requests())
+	resp, body := s.post("/v1/chat/completions", `{"model":"ranked","n":2,"stream":true,"stream_options":{"include_usage":true},"messages":`+question+`}`)
+	frames := readFrames(t, body)
+	var spent wire.Usage
+	for _, r := range s.fake.Requests()[mark:] {
+		spent.Add(*usageOf(r.Model))
+	}
+	if last := frames[len(frames)-1]; resp.StatusCode != http.StatusOK || len(last.Choices) != 0 || last.Usage == nil || *last.Usage != spent || spent.TotalTokens != 3*(1+2+4+8+16) {
+		t.Errorf("n=2 stream: usage chunk %+v, want the sum of every call %+v:\n%s", last, spent, body)
+	}
+
+	s.fail("beta", "gamma")
+	a := s.ask(t, "ranked", question, false, "", "")
+	if a.content != "alpha's answer" || len(a.outcome.Scores) != 1 || a.outcome.Scores[0].Place != 1 {
+		t.Errorf("one answer: %q, consortium %+v", a.content, a.outcome)
+	}
+	wantCalls(t, a, map[string]int{"alpha": 1, "beta": 1, "gamma": 1})
+
+	for _, stream := range []bool{false, true} {
+		resp, body := s.post("/v1/chat/completions", fmt.Sprintf(`{"model":"ranked","n":2,"stream":%v,"messages":%s}`, stream, question))
+		switch {
+		case !stream && resp.StatusCode != http.StatusBadGateway:
+			t.Errorf("fewer answers than n: status %d: %s", resp.StatusCode, body)
+		case stream && (resp.StatusCode != http.StatusOK || streamError(readFrames(t, body)) == nil):
+			t.Errorf("fewer answers than n, streamed: status %d: %s", resp.StatusCode, body)
+		}
+	}
+}
+
+// TestStrategyRankSynthesizeFallbackE2E: with then: synthesize, an
+// arbiter reply without a synthesis leaves the judges' winner as the
+// answer, and the run record says so.
+func TestStrategyRankSynthesizeFallbackE2E(t *testing.T) {
+	modes(t, func(t *testing.T, stream bool) {
+		s := startStrategies(t)
+		s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer",
+			"arbiter", "<analysis>fine</analysis><confidence>0.9</confidence><needs_iteration>false</needs_iteration>")
+		s.judges("judge1", "gamma's answer")
+		s.judges("judge2", "gamma's answer")
+		a := s.ask(t, "distilled", question, stream, "", "")
+		if a.content != "gamma's answer" {
+			t.Errorf("content %q, want the judges' winner", a.content)
+		}
+		wantCalls(t, a, map[string]int{"alpha": 1, "beta": 1, "gamma": 1, "judge1": 1, "judge2": 1, "arbiter": 1})
+		_, raw := s.do(http.MethodGet, "/v1/consortium/runs/"+a.outcome.RunID, "", "")
+		var rec struct {
+			Fallback string `json:"fallback"`
+		}
+		if err := json.Unmarshal(raw, &rec); err != nil || rec.Fallback == "" {
+			t.Errorf("the run record does not say the winner was used: %s", raw)
+		}
+	})
+}
