@@ -113,7 +113,8 @@ func startStrategies(t *testing.T) *stratEnv {
 	return &stratEnv{env: e, gates: map[string]chan struct{}{}, failing: map[string]bool{}}
 }
 
-// answer makes model answer with fn's reply, carrying the model's usage.
+// answer makes model answer with fn's reply, carrying the model's usage
+// unless it is an error.
 func (s *stratEnv) answer(model string, fn upstreamtest.Responder) {
 	s.fake.Handle(model, func(r *upstreamtest.Request) upstreamtest.Reply {
 		s.mu.Lock()
@@ -123,7 +124,9 @@ func (s *stratEnv) answer(model string, fn upstreamtest.Responder) {
 			<-gate
 		}
 		reply := fn(r)
-		reply.Usage = usageOf(model)
+		if reply.Status < 400 {
+			reply.Usage = usageOf(model)
+		}
 		return reply
 	})
 }
@@ -143,7 +146,7 @@ func (s *stratEnv) fail(models ...string) {
 		s.mu.Lock()
 		s.failing[m] = true
 		s.mu.Unlock()
-		s.fake.Handle(m, func(*upstreamtest.Request) upstreamtest.Reply {
+		s.answer(m, func(*upstreamtest.Request) upstreamtest.Reply {
 			return upstreamtest.Reply{Status: http.StatusInternalServerError, Error: m + " is down"}
 		})
 	}
@@ -551,6 +554,15 @@ func wantCalls(t *testing.T, a asked, want map[string]int) {
 	}
 }
 
+// heldIf is model for a stream, whose member it holds to show the role
+// chunk and keep-alives go out at once, and "" for JSON.
+func heldIf(stream bool, model string) string {
+	if stream {
+		return model
+	}
+	return ""
+}
+
 // modes runs f as JSON and as a stream.
 func modes(t *testing.T, f func(t *testing.T, stream bool)) {
 	for _, stream := range []bool{false, true} {
@@ -571,7 +583,7 @@ func TestStrategyRankE2E(t *testing.T) {
 		s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer")
 		j1 := s.judges("judge1", "beta's answer", "alpha's answer", "gamma's answer")
 		j2 := s.judges("judge2", "gamma's answer", "beta's answer", "alpha's answer")
-		a := s.ask(t, "ranked", question, stream, "", map[bool]string{true: "beta"}[stream])
+		a := s.ask(t, "ranked", question, stream, "", heldIf(stream, "beta"))
 
 		if a.content != "gamma's answer" {
 			t.Errorf("content %q, want the winner's answer verbatim", a.content)
@@ -675,7 +687,7 @@ func TestStrategyRankSynthesizeE2E(t *testing.T) {
 		s.judges("judge2", "beta's answer", "alpha's answer", "gamma's answer")
 		synthesis := "the arbiter writes the best of beta and more"
 		s.says("arbiter", verdict("0.9", synthesis))
-		a := s.ask(t, "distilled", question, stream, "", map[bool]string{true: "gamma"}[stream])
+		a := s.ask(t, "distilled", question, stream, "", heldIf(stream, "gamma"))
 
 		if a.content != synthesis {
 			t.Errorf("content %q, want the arbiter's synthesis", a.content)
@@ -714,7 +726,7 @@ func TestStrategyVoteE2E(t *testing.T) {
 	modes(t, func(t *testing.T, stream bool) {
 		s := startStrategies(t)
 		s.says("alpha", "Paris.", "beta", "paris", "gamma", "Lyon")
-		a := s.ask(t, "voted", question, stream, "", map[bool]string{true: "gamma"}[stream])
+		a := s.ask(t, "voted", question, stream, "", heldIf(stream, "gamma"))
 		if a.content != "Paris." {
 			t.Errorf("content %q", a.content)
 		}
@@ -742,7 +754,7 @@ func TestStrategyVoteTieJudgeE2E(t *testing.T) {
 				s := startStrategies(t)
 				s.says("alpha", "Paris", "beta", "Lyon")
 				j := s.judges(c.judge, "Lyon", "Paris")
-				a := s.ask(t, c.consortium, question, stream, "", map[bool]string{true: "alpha"}[stream])
+				a := s.ask(t, c.consortium, question, stream, "", heldIf(stream, "alpha"))
 				if a.content != "Lyon" {
 					t.Errorf("content %q, want the judge's pick", a.content)
 				}
@@ -801,6 +813,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		cascade  string
+		first    string // a member of the first tier, held in a stream
 		script   func(s *stratEnv)
 		content  string
 		tiers    []string
@@ -810,6 +823,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}{{
 		name:    "quick answers",
 		cascade: "tiered",
+		first:   "q1",
 		script:  func(s *stratEnv) { s.says("q1", "42", "q2", "42.", "q3", "42") },
 		content: "42",
 		tiers:   []string{"quick:1.000:false"},
@@ -823,6 +837,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}, {
 		name:    "panel answers",
 		cascade: "tiered",
+		first:   "q1",
 		script: func(s *stratEnv) {
 			quickSplits(s)
 			panel(s, "beta's answer", "beta's answer")
@@ -839,6 +854,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}, {
 		name:    "big answers",
 		cascade: "tiered",
+		first:   "q1",
 		script: func(s *stratEnv) {
 			quickSplits(s)
 			panel(s, "alpha's answer", "beta's answer")
@@ -855,6 +871,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}, {
 		name:    "a failed tier escalates",
 		cascade: "tiered",
+		first:   "q1",
 		script: func(s *stratEnv) {
 			s.fail("q1", "q2", "q3")
 			panel(s, "alpha's answer", "alpha's answer")
@@ -871,6 +888,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}, {
 		name:    "council answers",
 		cascade: "ladder",
+		first:   "alpha",
 		script: func(s *stratEnv) {
 			s.says("alpha", "alpha's answer", "arbiter", verdict("0.9", "the council's sure synthesis"))
 		},
@@ -886,6 +904,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}, {
 		name:    "unsure council escalates",
 		cascade: "ladder",
+		first:   "alpha",
 		script: func(s *stratEnv) {
 			s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer",
 				"arbiter", verdict("0.5", "the council's HELD synthesis"))
@@ -899,6 +918,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 	}, {
 		name:    "untagged council escalates",
 		cascade: "ladder",
+		first:   "alpha",
 		script: func(s *stratEnv) {
 			s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer",
 				"arbiter", "an untagged HELD reply")
@@ -914,8 +934,7 @@ func TestStrategyCascadeE2E(t *testing.T) {
 			modes(t, func(t *testing.T, stream bool) {
 				s := startStrategies(t)
 				tc.script(s)
-				a := s.ask(t, tc.cascade, question, stream, "", map[bool]string{true: "alpha"}[stream && tc.cascade == "ladder"]+
-					map[bool]string{true: "q1"}[stream && tc.cascade == "tiered" && tc.name != "a failed tier escalates"])
+				a := s.ask(t, tc.cascade, question, stream, "", heldIf(stream, tc.first))
 				if a.content != tc.content {
 					t.Errorf("content %q, want %q (only the answering tier's)", a.content, tc.content)
 				}
