@@ -46,6 +46,8 @@ type TierRun struct {
 	Tier
 	Run  *Run          `json:"run,omitempty"`
 	Call *MemberAnswer `json:"call,omitempty"`
+
+	finish string // the tier's run's finish_reason
 }
 
 func newCascade(s setup) (strategy, error) {
@@ -103,6 +105,7 @@ func (c *cascade) decide(ctx context.Context, req *openai.ChatRequest, round *Ro
 			return d, ctx.Err()
 		case answers:
 			write(held.String())
+			d.finish = rec.finish
 			d.outcome.Confidence = rec.Confidence
 			return d, nil
 		case last:
@@ -136,6 +139,7 @@ func (c *cascade) try(ctx context.Context, req *openai.ChatRequest, tier cascade
 	}
 	rec.Run = res.Run
 	rec.Confidence = res.Run.Confidence
+	rec.finish = res.FinishReason
 	return rec, res.Usage, nil
 }
 

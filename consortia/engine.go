@@ -257,6 +257,9 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 		}
 		run.Fallback = d.fallback
 		synthesis, finish := out.close()
+		if d.finish == "length" {
+			finish = d.finish
+		}
 		synthesis, err = out.checkJSON(synthesis)
 		if err != nil {
 			return nil, err

@@ -60,6 +60,12 @@ type decision struct {
 	// strategy's own (for the run record).
 	fallback string
 
+	// finish, on a final decision, is "length" when the answer written
+	// was already cut at the client's max_tokens (by a cascade tier's own
+	// run), so that the engine reports the cut its own bound then cannot
+	// see.
+	finish string
+
 	// choices, on a final decision of a request with n > 1, are the n
 	// answers in order, choices[0] being the one written; the engine bounds
 	// each as it bounds the written one.
