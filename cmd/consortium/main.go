@@ -330,7 +330,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if cfg.Demo {
 		demo := upstreamtest.NewServer()
 		demo.SetDefault(upstreamtest.Demo())
-		demo.SetModels(append(slices.Clone(config.DemoMembers), config.DemoArbiter)...)
+		demo.SetModels(config.DemoModels()...)
 		demo.SetRecordLimit(-1) // a long-running demo keeps no requests
 		defer demo.Close()
 		if err := cfg.ServeDemo(demo.URL); err != nil {
