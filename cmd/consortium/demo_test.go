@@ -99,7 +99,7 @@ func TestServeDemoStrategies(t *testing.T) {
 		tiers    []string
 	}{
 		{"Is 2^61-1 prime?", []string{"demo-vote", "demo"}}, // split: escalates
-		{"Is Go garbage collected?", []string{"demo-vote"}},  // unanimous
+		{"Is Go garbage collected?", []string{"demo-vote"}}, // unanimous
 	} {
 		s := ask(t, base, `{"model":"demo-cascade","messages":[{"role":"user","content":"`+tc.question+`"}]}`).Consortium
 		var tiers []string
