@@ -49,11 +49,13 @@ const (
 // get the first delay and the default vectors.
 func Demo() Responder {
 	return func(r *Request) Reply {
-		if r.Model == DemoArbiter {
-			return demoArbiterReply(r)
-		}
+		// A judge prompt first: the arbiter judges too (vote's tie_break:
+		// judge without judges).
 		if prompt, ok := judgePrompt(r); ok {
 			return demoJudgeReply(r, prompt)
+		}
+		if r.Model == DemoArbiter {
+			return demoArbiterReply(r)
 		}
 		return demoReply(r)
 	}

@@ -101,6 +101,10 @@ func TestDemoJudge(t *testing.T) {
 	if !demoRanking.MatchString(r.Content) {
 		t.Errorf("asked again: %q", r.Content)
 	}
+	// The arbiter ranks tied votes with the judge prompt: it judges too.
+	if r := Demo()(demoChat(t, DemoArbiter, "user", prompt)); !demoRanking.MatchString(r.Content) {
+		t.Errorf("the arbiter given a judge prompt: %q", r.Content)
+	}
 	r = Demo()(demoChat(t, "alpha", "user", prompt+"\n<synthesis>the answer</synthesis>"))
 	if !strings.Contains(r.Content, "demo answer") {
 		t.Errorf("an arbiter-like prompt was judged: %q", r.Content)
