@@ -59,8 +59,10 @@ requests in flight finish (shutdown_timeout).
 
   -c FILE               the configuration file
   --listen ADDR         the address to listen on, over the file's listen
-  --demo                add the built-in demo provider "demo" and consortium
-                        "demo" (canned answers; no keys, no network)
+  --demo                add the built-in demo provider "demo" and a demo
+                        consortium per strategy: demo (synthesize),
+                        demo-rank, demo-vote and demo-cascade (canned
+                        answers; no keys, no network)
   --log-level LEVEL     debug, info, warn or error, over the file's log.level
   --log-format FORMAT   text or json, over the file's log.format
 
@@ -77,7 +79,7 @@ builds nothing and calls nothing.
 
   -c FILE   the configuration file
   --demo    validate as serve --demo would run: the demo provider and
-            consortium are added first, so the file may name demo/alpha
+            consortiums are added first, so the file may name demo/alpha
 `,
 	"models": `Usage: consortium models [-c FILE] [--demo]
 
@@ -330,7 +332,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if cfg.Demo {
 		demo := upstreamtest.NewServer()
 		demo.SetDefault(upstreamtest.Demo())
-		demo.SetModels(append(slices.Clone(config.DemoMembers), config.DemoArbiter)...)
+		demo.SetModels(config.DemoModels()...)
 		demo.SetRecordLimit(-1) // a long-running demo keeps no requests
 		defer demo.Close()
 		if err := cfg.ServeDemo(demo.URL); err != nil {

@@ -192,20 +192,7 @@ func startServe(t *testing.T, ctx context.Context, args ...string) (base string,
 // chat posts a chat request and returns the answer's text.
 func chat(t *testing.T, base, body string) string {
 	t.Helper()
-	resp, err := http.Post(base+"/chat/completions", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Choices []struct {
-			Message struct{ Content string }
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || len(out.Choices) != 1 {
-		t.Fatalf("%s: %s, %v", body, resp.Status, err)
-	}
-	return out.Choices[0].Message.Content
+	return ask(t, base, body).Choices[0].Message.Content
 }
 
 // TestServeDemo runs the real binary's serve --demo in a child process

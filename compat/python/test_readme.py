@@ -1,8 +1,8 @@
-"""README.md's curl examples, run as written against `consortium serve
---demo`, so the documentation cannot rot.
+"""The curl examples of README.md and docs/consortiums.md, run as written
+against `consortium serve --demo`, so the documentation cannot rot.
 
-Every ```sh block of README.md that calls curl is run with bash, unless the
-line before its fence is an HTML comment starting with "<!-- not run".
+Every ```sh block of those files that calls curl is run with bash, unless
+the line before its fence is an HTML comment starting with "<!-- not run".
 The blocks run unchanged; the curl they find first on PATH is a shim that
 points the README's address (127.0.0.1:8080) at the test proxy's free port
 and adds --fail-with-body, so that an HTTP error fails the block.
@@ -23,9 +23,12 @@ README_ADDR = "http://127.0.0.1:8080"
 FENCE = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
 
 
-def readme_blocks():
-    """The curl blocks of README.md that are meant to run: (line, text)."""
-    with open(os.path.join(REPO, "README.md")) as f:
+DOCS = ["README.md", "docs/consortiums.md"]
+
+
+def doc_blocks(doc):
+    """The curl blocks of doc that are meant to run: (line, text)."""
+    with open(os.path.join(REPO, doc)) as f:
         text = f.read()
     blocks = []
     for m in FENCE.finditer(text):
@@ -39,7 +42,18 @@ def readme_blocks():
     return blocks
 
 
-BLOCKS = readme_blocks()
+BLOCKS = doc_blocks("README.md")
+# Every block that runs, with the file it is in.
+ALL_BLOCKS = [(doc, line, block) for doc in DOCS for line, block in doc_blocks(doc)]
+
+# What each --demo consortium's strategy adds to the consortium object: a
+# block that asks one must print it.
+STRATEGY_FIELDS = {
+    "demo": ['"strategy":"synthesize"', '"iterations":2'],
+    "demo-rank": ['"strategy":"rank"', '"scores":[{'],
+    "demo-vote": ['"strategy":"vote"', '"votes":[{', '"agreement":'],
+    "demo-cascade": ['"strategy":"cascade"', '"tiers":[{'],
+}
 
 
 def test_readme_covers_every_endpoint():
@@ -49,6 +63,12 @@ def test_readme_covers_every_endpoint():
                    "/v1/models/demo/", "/v1/embeddings", "/v1/consortium/runs/", "X-Consortium-Conversation:",
                    "/healthz", "/readyz", "/metrics"]:
         assert needle in everything, f"no README curl example that runs shows {needle!r}"
+
+
+def test_consortiums_md_runs_every_strategy():
+    """docs/consortiums.md has a block that runs for each --demo consortium."""
+    asked = {m for doc, _, b in ALL_BLOCKS if doc != "README.md" for m in re.findall(r'"model": "([\w-]+)"', b)}
+    assert set(STRATEGY_FIELDS) <= asked, f"docs/consortiums.md runs no curl for {set(STRATEGY_FIELDS) - asked}"
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +89,21 @@ exec '{real}' --fail-with-body --max-time 60 "${{args[@]}}"
     return str(d)
 
 
-@pytest.mark.parametrize("line,block", BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])
-def test_readme_block(shim, tmp_path, line, block):
+@pytest.mark.parametrize("doc,line,block", ALL_BLOCKS, ids=[f"{doc}:{line}" for doc, line, _ in ALL_BLOCKS])
+def test_readme_block(shim, tmp_path, doc, line, block):
+    where = f"{doc}:{line}"
     env = clean_env(PATH=shim + os.pathsep + os.environ["PATH"])
     out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, f"README.md:{line} failed ({out.returncode}):\n{block}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
-    assert out.stdout.strip(), f"README.md:{line} printed nothing"
+    assert out.returncode == 0, f"{where} failed ({out.returncode}):\n{block}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    assert out.stdout.strip(), f"{where} printed nothing"
     # A stream that failed midway still ends 200: look for error events.
-    assert '"error"' not in out.stdout, f"README.md:{line} answered an error:\n{out.stdout}"
+    assert '"error"' not in out.stdout, f"{where} answered an error:\n{out.stdout}"
     if '"stream": true' in block:
         assert "data: [DONE]" in out.stdout
+    # In the strategy sections, a demo consortium's answer (compact JSON,
+    # as the proxy writes it) shows what its strategy found.
+    if doc != "README.md":
+        for model in set(re.findall(r'"model": "([\w-]+)"', block)) & set(STRATEGY_FIELDS):
+            for field in STRATEGY_FIELDS[model]:
+                assert field in out.stdout, f"{where}: the {model} answer lacks {field}:\n{out.stdout}"

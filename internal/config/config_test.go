@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -1308,7 +1309,7 @@ consortia:
 		if p.Type != TypeDemo || !p.Demo || !cfg.Demo || p.BaseURL != "" || p.APIKey != "" {
 			t.Errorf("fake = %+v, config Demo %v", p, cfg.Demo)
 		}
-		if want := []string{"alpha", "beta", "gamma", "arbiter"}; !slices.Equal(p.Models, want) {
+		if want := []string{"alpha", "beta", "gamma", "arbiter", "judge-1", "judge-2"}; !slices.Equal(p.Models, want) {
 			t.Errorf("models = %q, want %q", p.Models, want)
 		}
 		if len(cfg.Warnings) != 0 {
@@ -1352,7 +1353,7 @@ consortia:
 		if want := []string{"openai", "demo"}; !slices.Equal(cfg.ProviderOrder, want) {
 			t.Errorf("ProviderOrder = %v, want %v", cfg.ProviderOrder, want)
 		}
-		if want := []string{"demo", "mine"}; !slices.Equal(cfg.ConsortiumOrder, want) {
+		if want := []string{"demo", "demo-rank", "demo-vote", "demo-cascade", "mine"}; !slices.Equal(cfg.ConsortiumOrder, want) {
 			t.Errorf("ConsortiumOrder = %v, want %v", cfg.ConsortiumOrder, want)
 		}
 		p := cfg.Providers[DemoProvider]
@@ -1362,6 +1363,30 @@ consortia:
 		c := cfg.Consortia[DemoConsortium]
 		if len(c.Members) != 3 || c.Arbiter.Model != "demo/arbiter" || c.MaxIterations != 2 || !strings.HasPrefix(c.Description, "demo: ") {
 			t.Errorf("demo consortium = %+v", c)
+		}
+		if !slices.Equal(p.Models, []string{"alpha", "beta", "gamma", "arbiter", "judge-1", "judge-2"}) {
+			t.Errorf("demo models = %v", p.Models)
+		}
+		for _, name := range []string{DemoRank, DemoVote, DemoCascade} {
+			if k := cfg.Consortia[name]; k == nil || !strings.HasPrefix(k.Description, "demo: ") {
+				t.Errorf("%s = %+v, want a consortium described as a demo", name, k)
+			}
+		}
+		if k := cfg.Consortia[DemoRank]; k.Strategy != "rank" || len(k.Members) != 3 || len(k.Judges) != 2 || k.Judges[0].Model != "demo/judge-1" {
+			t.Errorf("demo-rank = %+v", k)
+		}
+		if k := cfg.Consortia[DemoVote]; k.Strategy != "vote" || len(k.Members) != 3 || k.Extract == "" || !strings.Contains(k.System, "Answer:") {
+			t.Errorf("demo-vote = %+v", k)
+		}
+		if k := cfg.Consortia[DemoCascade]; k.Strategy != "cascade" || !slices.Equal(k.Tiers, []string{"demo-vote", "demo"}) || len(k.Members) != 0 {
+			t.Errorf("demo-cascade = %+v", k)
+		}
+	})
+	t.Run("demo-vote's extract reads the demo members' last line", func(t *testing.T) {
+		re := regexp.MustCompile(demoExtract)
+		m := re.FindStringSubmatch("This is a demo answer.\n\nAnswer: it depends \n")
+		if m == nil || m[1] != "it depends" {
+			t.Errorf("extract %q on a demo answer: %q", demoExtract, m)
 		}
 	})
 	t.Run("WithDemo keeps the file's own demo provider", func(t *testing.T) {
@@ -1374,6 +1399,10 @@ consortia:
 		_, err := Parse([]byte("providers:\n  demo: {base_url: \"http://h/v1\"}\nconsortia:\n  demo: {members: [{model: demo/a}], arbiter: {model: demo/a}}\n"), noEnv, WithDemo())
 		var ps Problems
 		if !errors.As(err, &ps) || len(ps) != 2 || !strings.HasPrefix(ps[0], "providers.demo: ") || !strings.HasPrefix(ps[1], "consortia.demo: ") {
+			t.Errorf("Parse = %v", err)
+		}
+		_, err = Parse([]byte("consortia:\n  demo-vote: {members: [{model: demo/a}], arbiter: {model: demo/a}}\n"), noEnv, WithDemo())
+		if !errors.As(err, &ps) || len(ps) != 1 || !strings.HasPrefix(ps[0], "consortia.demo-vote: the name demo-vote is taken by --demo") {
 			t.Errorf("Parse = %v", err)
 		}
 	})

@@ -99,10 +99,15 @@ func ollamaURL(host string) string {
 // keys and no network. It needs no base_url or api_key.
 const TypeDemo = "demo"
 
-// DemoProvider and DemoConsortium are the names of what --demo adds.
+// DemoProvider and DemoConsortium are the names of what --demo adds:
+// the provider, and the synthesize consortium. DemoRank, DemoVote and
+// DemoCascade are its other consortiums, one per strategy.
 const (
 	DemoProvider   = "demo"
 	DemoConsortium = "demo"
+	DemoRank       = "demo-rank"
+	DemoVote       = "demo-vote"
+	DemoCascade    = "demo-cascade"
 )
 
 // DemoArbiter is the demo model that answers in the arbiter's tags; it
@@ -113,19 +118,47 @@ const DemoArbiter = "arbiter"
 // (any name is answered; these are the ones listed).
 var DemoMembers = []string{"alpha", "beta", "gamma"}
 
+// DemoJudges are the demo models that judge demo-rank's answers, each
+// with a taste of its own; they must be upstream/upstreamtest's
+// DemoJudges. (Any demo model answers a judge prompt as a judge.)
+var DemoJudges = []string{"judge-1", "judge-2"}
+
+// DemoModels are the models a demo provider lists: the members, the
+// arbiter and the judges.
+func DemoModels() []string {
+	return slices.Concat(DemoMembers, []string{DemoArbiter}, DemoJudges)
+}
+
+// demoAnswerLine is demo-vote's system prompt, which asks for the last
+// line its extract reads; the demo members answer it with a short verdict
+// (upstream/upstreamtest's DemoAnswerPrefix starts it).
+const (
+	demoAnswerLine = `End your answer with a last line "Answer: " followed by your short answer.`
+	demoExtract    = `(?m)^Answer:\s*(.+?)\s*$`
+)
+
 // demoDefaults fills what a demo provider leaves out: its models.
 func (c *Config) demoDefaults(name string, p *Provider) {
 	p.Demo = true
 	c.Demo = true
 	if !c.present["providers."+name+".models"] {
-		p.Models = append(slices.Clone(DemoMembers), DemoArbiter)
+		p.Models = DemoModels()
 	}
 }
 
 // addDemo adds what --demo adds: the provider "demo" (unless the file has
-// a demo provider of that name) and the consortium "demo" over it, with
-// up to two rounds so that a run shows an iteration. A file that took
-// either name for something else gets a problem.
+// a demo provider of that name) and a consortium over it per strategy:
+//
+//   - demo (synthesize): the demo members, and the demo arbiter with up
+//     to two rounds, so that a run shows an iteration;
+//   - demo-rank: the demo members ranked by the two demo judges, so that
+//     a run shows the scores (and n > 1 has answers to choose from);
+//   - demo-vote: the demo members, asked for a last "Answer:" line, which
+//     the vote compares, so that a run shows the votes and the agreement;
+//   - demo-cascade: demo-vote first, then demo when the members do not
+//     all agree, so that a run shows its tiers.
+//
+// A file that took one of the names for something else gets a problem.
 func (c *Config) addDemo() Problems {
 	var problems Problems
 	if p, ok := c.Providers[DemoProvider]; ok && !p.Demo {
@@ -138,20 +171,59 @@ func (c *Config) addDemo() Problems {
 		c.Providers[DemoProvider] = &p
 		c.ProviderOrder = append(c.ProviderOrder, DemoProvider)
 	}
-	if _, ok := c.Consortia[DemoConsortium]; ok {
-		return append(problems, "consortia.demo: the name demo is taken by --demo; rename this consortium or run without --demo")
+	ref := func(model string) string { return DemoProvider + "/" + model }
+	members := func() []Member {
+		var ms []Member
+		for _, m := range DemoMembers {
+			member := memberDefaults()
+			member.Model = ref(m)
+			ms = append(ms, member)
+		}
+		return ms
 	}
-	k := consortiumDefaults()
-	k.Description = "demo: demo models answering, a demo arbiter synthesizing (canned text, no real model)"
-	k.MaxIterations = 2
-	for _, m := range DemoMembers {
-		member := memberDefaults()
-		member.Model = DemoProvider + "/" + m
-		k.Members = append(k.Members, member)
+
+	synthesize := consortiumDefaults()
+	synthesize.Description = "demo: demo models answering, a demo arbiter synthesizing (canned text, no real model)"
+	synthesize.MaxIterations = 2
+	synthesize.Members = members()
+	synthesize.Arbiter.Model = ref(DemoArbiter)
+
+	rank := consortiumDefaults()
+	rank.Description = "demo: demo models answering, two demo judges ranking them, the best answer returned (canned text, no real model)"
+	rank.Strategy = strategyRank
+	rank.Members = members()
+	for _, j := range DemoJudges {
+		judge := judgeDefaults()
+		judge.Model = ref(j)
+		rank.Judges = append(rank.Judges, judge)
 	}
-	k.Arbiter.Model = DemoProvider + "/" + DemoArbiter
-	c.Consortia[DemoConsortium] = &k
-	c.ConsortiumOrder = append([]string{DemoConsortium}, c.ConsortiumOrder...)
+
+	vote := consortiumDefaults()
+	vote.Description = "demo: demo models answering, the answer most of them give on their last line winning (canned text, no real model)"
+	vote.Strategy = strategyVote
+	vote.System = demoAnswerLine
+	vote.Members = members()
+	vote.Extract = demoExtract
+
+	cascade := consortiumDefaults()
+	cascade.Description = "demo: demo-vote first, demo when its members do not all agree (canned text, no real model)"
+	cascade.Strategy = strategyCascade
+	cascade.Tiers = []string{DemoVote, DemoConsortium}
+	cascade.EscalateBelow = 0.9
+
+	var added []string
+	for _, k := range []struct {
+		name string
+		k    Consortium
+	}{{DemoConsortium, synthesize}, {DemoRank, rank}, {DemoVote, vote}, {DemoCascade, cascade}} {
+		if _, ok := c.Consortia[k.name]; ok {
+			problems = append(problems, fmt.Sprintf("consortia.%s: the name %s is taken by --demo; rename this consortium or run without --demo", k.name, k.name))
+			continue
+		}
+		c.Consortia[k.name] = &k.k
+		added = append(added, k.name)
+	}
+	c.ConsortiumOrder = append(added, c.ConsortiumOrder...)
 	return problems
 }
 

@@ -41,7 +41,8 @@ type options struct {
 
 // WithDemo adds what --demo adds, before validation so that the file may
 // name demo/alpha: a provider "demo" of type demo (unless the file has
-// one) and a consortium "demo" over it.
+// one) and a consortium over it per strategy: "demo" (synthesize),
+// "demo-rank", "demo-vote" and "demo-cascade" (see addDemo).
 func WithDemo() Option { return func(o *options) { o.demo = true } }
 
 // WithPromptCheck makes Validate check every arbiter prompt with check

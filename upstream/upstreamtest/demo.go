@@ -27,6 +27,18 @@ const (
 // arbiter model (DemoArbiter) speaks about the question and, on a continued
 // turn, the conversation its prompt shows.
 //
+// Any demo model asked to judge (a prompt that shows "### Response X"
+// headings and asks for a <ranking>, as consortia's judge prompt does)
+// replies as a judge: a short critique that says it is a demo, then a
+// ranking that names every label shown exactly once. Its taste depends on
+// the model: the first of DemoJudges puts the longer, more specific answer
+// first, the second ranks by a fixed hash of each answer's text, so two
+// demo judges agree on some answers and not on others. A member whose
+// system prompt asks for a last line starting "Answer:" (as a vote
+// consortium's would, to extract it) ends its answer with one, a short
+// verdict that derives from the question, so members usually agree and
+// now and then one dissents.
+//
 // It paces its answers like a real model: 250 to 400 ms before the response
 // headers, then 15 to 30 ms before each word-sized delta; a non-streamed
 // answer waits for the whole generation time before its headers, as a real
@@ -37,6 +49,11 @@ const (
 // get the first delay and the default vectors.
 func Demo() Responder {
 	return func(r *Request) Reply {
+		// A judge prompt first: the arbiter judges too (vote's tie_break:
+		// judge without judges).
+		if prompt, ok := judgePrompt(r); ok {
+			return demoJudgeReply(r, prompt)
+		}
 		if r.Model == DemoArbiter {
 			return demoArbiterReply(r)
 		}
@@ -99,11 +116,16 @@ func demoArbiterReply(r *Request) Reply {
 	fmt.Fprintf(&b, " This is a demo synthesis from consortium's built-in demo arbiter, written after reading %d member answers over round %d; no real model was called.", len(labels), round)
 	b.WriteString(" With real providers configured, the members answer your question and the arbiter writes the best answer from theirs.</synthesis>")
 
+	return demoPaced(r, b.String(), sum)
+}
+
+// demoPaced is a reply of content at the demo's pace.
+func demoPaced(r *Request, content string, sum uint64) Reply {
 	first := between(demoFirstMin, demoFirstMax, sum)
 	perChunk := between(demoChunkMin, demoChunkMax, sum>>20)
-	reply := Reply{Content: b.String(), Delay: first, ChunkDelay: perChunk}
+	reply := Reply{Content: content, Delay: first, ChunkDelay: perChunk}
 	if !r.Stream {
-		reply.Delay += time.Duration(len(splitWords(reply.Content))) * perChunk
+		reply.Delay += time.Duration(len(splitWords(content))) * perChunk
 		reply.ChunkDelay = 0
 	}
 	return reply
@@ -112,21 +134,15 @@ func demoArbiterReply(r *Request) Reply {
 // demoReply is a demo model's answer as a consortium member or a plain model.
 func demoReply(r *Request) Reply {
 	sum := demoHash(r)
-
-	first := between(demoFirstMin, demoFirstMax, sum)
-	perChunk := between(demoChunkMin, demoChunkMax, sum>>20)
-
 	content := demoAnswer(r.Model, r.LastUserText(), sum>>40)
 	if first, turns := memberHistory(r); turns > 0 {
 		// A continued turn shows that the history reached the model.
 		content += fmt.Sprintf(" This turn continues a conversation of %d earlier user %s, which began with %s.", turns, plural(turns, "turn", "turns"), quoted(quoteStart(first, demoQuoteMax)))
 	}
-	reply := Reply{Content: content, Delay: first, ChunkDelay: perChunk}
-	if !r.Stream {
-		reply.Delay += time.Duration(len(splitWords(content))) * perChunk
-		reply.ChunkDelay = 0
+	if wantsAnswerLine(r) {
+		content += "\n\n" + DemoAnswerPrefix + " " + demoVerdict(r.Model, r.LastUserText())
 	}
-	return reply
+	return demoPaced(r, content, sum)
 }
 
 // demoHash hashes what a request asks: its model and messages, not the
