@@ -52,7 +52,7 @@ func FuzzParseVerdict(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, r := range v.Ranking {
-			if len(r) != 1 || r[0] < 'A' || r[0] > 'Z' || seen[r] {
+			if !isLabel(r) || seen[r] {
 				t.Fatalf("ranking %q", v.Ranking)
 			}
 			seen[r] = true

@@ -2,6 +2,7 @@ package consortia
 
 import (
 	"math/bits"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -334,7 +335,6 @@ func parseYesNo(s string) (bool, bool) {
 // letters, each once, and drops anything else.
 func parseRanking(s string) []string {
 	var r []string
-	var seen uint32
 	for item := range strings.FieldsFuncSeq(s, func(c rune) bool {
 		return c == ',' || c == '>' || c == ';' || c == '\n'
 	}) {
@@ -346,15 +346,26 @@ func parseRanking(s string) []string {
 		if d := strings.IndexFunc(item, func(c rune) bool { return c < '0' || c > '9' }); d > 0 && (item[d] == '.' || item[d] == ')') {
 			item = trimPunct(item[d+1:])
 		}
-		if len(item) != 1 || item[0] < 'A' || item[0] > 'Z' {
+		// Labels are A ... Z, then AA, AB ... (label): one or two capitals.
+		if !isLabel(item) || slices.Contains(r, item) {
 			continue
 		}
-		if bit := uint32(1) << (item[0] - 'A'); seen&bit == 0 {
-			seen |= bit
-			r = append(r, item)
-		}
+		r = append(r, item)
 	}
 	return r
+}
+
+// isLabel reports a response label: one or two capital letters.
+func isLabel(s string) bool {
+	if len(s) == 0 || len(s) > 2 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // trimPunct trims ASCII spaces and punctuation such as "*", "(", ":" and ".".

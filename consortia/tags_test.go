@@ -113,7 +113,9 @@ var parseTests = []struct {
 	{name: "ranking trailing punctuation", reply: "<ranking>B, A, C.</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
 	{name: "ranking markdown", reply: "<ranking>**B**, (A), `C`</ranking>", want: verdict{Ranking: []string{"B", "A", "C"}, Tagged: true}},
 	{name: "ranking numbered lines", reply: "<ranking>\n1. B\n2) A\n</ranking>", want: verdict{Ranking: []string{"B", "A"}, Tagged: true}},
-	{name: "ranking drops repeats and junk", reply: "<ranking>B, B, AA, a, ?, C</ranking>", want: verdict{Ranking: []string{"B", "C"}, Tagged: true}},
+	{name: "ranking drops repeats and junk", reply: "<ranking>B, B, AAA, a, ?, C</ranking>", want: verdict{Ranking: []string{"B", "C"}, Tagged: true}},
+	// Past 26 answers labels have two letters (label).
+	{name: "ranking two-letter labels", reply: "<ranking>AB > Z > AA, AB</ranking>", want: verdict{Ranking: []string{"AB", "Z", "AA"}, Tagged: true}},
 	{name: "ranking unreadable", reply: "<ranking>the second one</ranking>", want: verdict{Tagged: true}},
 
 	// Untagged replies.
