@@ -33,12 +33,25 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.serveChat(w, r, start, sum, body, nil)
+}
+
+// serveChat answers a checked chat completion request: a consortium
+// runs it, any other model is passed through. req, when the caller has
+// already decoded body (the Responses and Messages APIs translate their
+// own requests into one), saves decoding it again. The answer is OpenAI's
+// chat completion, JSON or SSE: the other APIs translate it as it is
+// written, so every model, strategy, limit and record applies to them
+// unchanged.
+func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, start time.Time, sum openai.ChatSummary, body []byte, req *openai.ChatRequest) {
 	info(r.Context()).model = sum.Model
 	if e := s.consortia[sum.Model]; e != nil {
-		req, err := openai.ParseChatRequest(body)
-		if err != nil {
-			s.fail(w, r, err)
-			return
+		if req == nil {
+			var err error
+			if req, err = openai.ParseChatRequest(body); err != nil {
+				s.fail(w, r, err)
+				return
+			}
 		}
 		s.consortium(w, r, start, e, req)
 		return
