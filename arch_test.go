@@ -75,7 +75,7 @@ var allowed = map[string][]string{
 	"upstream/upstreamtest":              {"openai", "upstream"},
 	"upstream/upstreamtest/fakeprovider": {"openai", "upstream", "upstream/upstreamtest"},
 	"bench":                              {"openai", "upstream", "upstream/upstreamtest"},
-	"bench/cmd/bench":                    {"openai", "upstream", "upstream/upstreamtest", "bench"},
+	"bench/cmd/bench":                    {"openai", "upstream", "upstream/upstreamtest", "bench", "consortia"}, // consortia: the default judge prompt of the rank critical path
 }
 
 // TestDependencyDirection keeps the architecture one way: each package
