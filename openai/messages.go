@@ -157,8 +157,10 @@ func (m *MessagesRequest) ChatRequest() (*ChatRequest, error) {
 		MaxTokens:   m.MaxTokens,
 		Temperature: m.Temperature,
 		TopP:        m.TopP,
-		Stop:        Stop(m.StopSequences),
 		Stream:      m.Stream,
+	}
+	if len(m.StopSequences) > 0 {
+		req.Stop = Stop(m.StopSequences)
 	}
 	if m.Stream {
 		req.StreamOptions = &StreamOptions{IncludeUsage: true}
