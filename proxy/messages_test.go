@@ -163,8 +163,8 @@ func streamedText(t *testing.T, events []namedEvent) string {
 	return b.String()
 }
 
-// wantOrder checks the event order of a complete stream, with d content
-// deltas (-1: at least one).
+// wantOrder checks the event order of a complete stream with at least one
+// content delta, pings left out.
 func wantOrder(t *testing.T, events []namedEvent) {
 	t.Helper()
 	got := names(events)
@@ -441,6 +441,19 @@ providers:
 		if resp.Header.Get("Retry-After") == "" {
 			t.Error("no Retry-After")
 		}
+	})
+	t.Run("provider timeout", func(t *testing.T) {
+		e := start(t, `
+providers:
+  fake:
+    base_url: {{FAKE}}
+    timeout: 50ms
+    max_retries: 0
+    models: [m1]
+`)
+		e.fake.Script("m1", upstreamtest.Reply{Hang: true})
+		resp, got := e.post("/v1/messages", `{"model":"fake/m1","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`)
+		decodeAnthropicError(t, resp, got, 504, "timeout_error")
 	})
 	t.Run("consortium stream", func(t *testing.T) {
 		e := startCouncil(t, councilYAML)
