@@ -29,7 +29,11 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	var req *openai.ChatRequest
 	if err == nil {
 		info(r.Context()).model = mr.Model
-		req, err = mr.ChatRequest()
+		if param, tools := mr.UsesTools(); tools && s.consortia[mr.Model] != nil {
+			err = badRequest(param, "%s is a consortium, which answers with text: tools, tool_use and tool_result are for provider/model", mr.Model)
+		} else {
+			req, err = mr.ChatRequest()
+		}
 	}
 	var body []byte
 	if err == nil {
@@ -187,7 +191,9 @@ func (m *messagesWriter) event(data []byte) {
 		m.fail(&apiError{Status: http.StatusBadGateway, Type: e.Type, Message: e.Message})
 		return
 	}
-	m.stream.Chunk(m.ew, &c)
+	if err := m.stream.Chunk(m.ew, &c); err != nil {
+		m.fail(&apiError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "the answer's stream could not be read: " + err.Error()})
+	}
 }
 
 // fail ends a stream that has begun with an error event.
@@ -225,7 +231,12 @@ func (m *messagesWriter) finish() {
 			writeMessagesError(m.w, m.r, &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "the answer could not be read: " + err.Error()})
 			return
 		}
-		b, err := json.Marshal(openai.MessagesResponseFrom(cc, m.stream.ID, m.stream.Model))
+		answer, err := openai.MessagesResponseFrom(cc, m.stream.ID, m.stream.Model)
+		if err != nil {
+			writeMessagesError(m.w, m.r, &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Message: "the answer could not be read: " + err.Error()})
+			return
+		}
+		b, err := json.Marshal(answer)
 		if err != nil {
 			writeMessagesError(m.w, m.r, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Message: "the answer could not be encoded"})
 			return

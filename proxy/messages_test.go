@@ -346,6 +346,76 @@ func TestMessagesConversation(t *testing.T) {
 	}
 }
 
+// TestMessagesTools: a provider/model's tool use, through an Anthropic
+// client: tools and tool results go to the provider as chat tools and
+// tool messages, and its calls come back as tool_use blocks, JSON and
+// streamed.
+func TestMessagesTools(t *testing.T) {
+	e := start(t, "")
+	call := upstreamtest.ToolCall{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris","days":[1,2]}`}
+	e.fake.Script("m1", upstreamtest.Reply{ToolCalls: []upstreamtest.ToolCall{call}}, upstreamtest.Reply{Content: "Let me check.", ToolCalls: []upstreamtest.ToolCall{call}})
+	const tools = `"tools":[{"name":"get_weather","description":"weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],"tool_choice":{"type":"any"}`
+	resp, body := e.post("/v1/messages", `{"model":"fake/m1","max_tokens":50,`+tools+`,"messages":[{"role":"user","content":"weather in Paris?"}]}`)
+	var m struct {
+		Content []struct {
+			Type  string          `json:"type"`
+			ID    string          `json:"id"`
+			Name  string          `json:"name"`
+			Input json.RawMessage `json:"input"`
+		} `json:"content"`
+		StopReason string `json:"stop_reason"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &m) != nil || len(m.Content) != 1 || m.StopReason != "tool_use" ||
+		m.Content[0].Type != "tool_use" || m.Content[0].ID != "call_1" || m.Content[0].Name != "get_weather" || string(m.Content[0].Input) != call.Arguments {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	sent := e.fake.RequestsFor("m1")[0].Chat
+	if len(sent.Tools) != 1 || !strings.Contains(string(sent.Tools[0].Function), `"parameters":{"type":"object"`) || string(sent.ToolChoice) != `"required"` {
+		t.Errorf("the provider got %s", e.fake.RequestsFor("m1")[0].Body)
+	}
+
+	// The result goes back, and the stream carries the next call.
+	next := `{"model":"fake/m1","max_tokens":50,"stream":true,` + tools + `,"messages":[{"role":"user","content":"weather in Paris?"},` +
+		`{"role":"assistant","content":[{"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Paris"}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_1","content":"sunny"}]}]}`
+	resp, body = e.post("/v1/messages", next)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	events := readNamedEvents(t, strings.NewReader(string(body)))
+	want := []string{"message_start", "content_block_start"}
+	for range 3 { // "Let me check.", word by word
+		want = append(want, "content_block_delta")
+	}
+	want = append(want, "content_block_stop", "content_block_start")
+	got := names(events)
+	if len(got) < len(want)+4 || !slices.Equal(got[:len(want)], want) || !slices.Equal(got[len(got)-3:], []string{"content_block_stop", "message_delta", "message_stop"}) {
+		t.Fatalf("events %v", got)
+	}
+	if streamedText(t, events[:len(want)]) != "Let me check." {
+		t.Errorf("text %q", streamedText(t, events[:len(want)]))
+	}
+	toolStart := events[len(want)-1]
+	if toolStart.field("index") != float64(1) || toolStart.field("content_block", "type") != "tool_use" || toolStart.field("content_block", "id") != "call_1" {
+		t.Errorf("tool block %v", toolStart.data)
+	}
+	var input strings.Builder
+	for _, ev := range events[len(want) : len(events)-3] {
+		if ev.name != "content_block_delta" || ev.field("delta", "type") != "input_json_delta" || ev.field("index") != float64(1) {
+			t.Fatalf("event %v", ev.data)
+		}
+		input.WriteString(ev.field("delta", "partial_json").(string))
+	}
+	if input.String() != call.Arguments || events[len(events)-2].field("delta", "stop_reason") != "tool_use" {
+		t.Errorf("input %q, message_delta %v", input.String(), events[len(events)-2].data)
+	}
+	msgs := e.fake.RequestsFor("m1")[1].Chat.Messages
+	if len(msgs) != 3 || msgs[1].Role != "assistant" || !strings.Contains(string(msgs[1].ToolCalls), `"id":"call_1"`) ||
+		msgs[2].Role != "tool" || msgs[2].ToolCallID != "call_1" || msgs[2].Content.String() != "sunny" {
+		t.Errorf("the provider got %s", e.fake.RequestsFor("m1")[1].Body)
+	}
+}
+
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
@@ -404,8 +474,8 @@ func TestMessagesBadRequests(t *testing.T) {
 		{"no max_tokens", `{"model":"council","messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "max_tokens: field required"},
 		{"max_tokens 0", `{"model":"council","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "max_tokens"},
 		{"no messages", `{"model":"council","max_tokens":5,"messages":[]}`, 400, "invalid_request_error", "messages"},
-		{"tools", `{"model":"council","max_tokens":5,"tools":[{"name":"f","input_schema":{}}],"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "tools is not supported"},
-		{"tool_result", `{"model":"council","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x","content":"1"}]}]}`, 400, "invalid_request_error", "messages[0].content[0].type: tool_result"},
+		{"tools", `{"model":"council","max_tokens":5,"tools":[{"name":"f","input_schema":{}}],"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "tools: council is a consortium"},
+		{"tool_result", `{"model":"council","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x","content":"1"}]}]}`, 400, "invalid_request_error", "messages[0].content[0].type: council is a consortium"},
 		{"unknown field", `{"model":"council","max_tokens":5,"n":2,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "n: "},
 		{"bad content", `{"model":"council","max_tokens":5,"messages":[{"role":"user","content":5}]}`, 400, "invalid_request_error", "a string or an array of content blocks"},
 		{"bad role", `{"model":"council","max_tokens":5,"messages":[{"role":"system","content":"hi"}]}`, 400, "invalid_request_error", "messages[0].role"},
