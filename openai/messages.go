@@ -34,15 +34,15 @@ import (
 // known field may appear once, as in ChatRequest; unknown fields are
 // refused by ParseMessagesRequest.
 type MessagesRequest struct {
-	Model         string          `json:"model"`
-	MaxTokens     *int            `json:"max_tokens"`
-	System        *MessagesText   `json:"system"`
-	Messages      []MessagesTurn  `json:"messages"`
-	StopSequences []string        `json:"stop_sequences"`
-	Temperature   *float64        `json:"temperature"`
-	TopP          *float64        `json:"top_p"`
-	TopK          *int            `json:"top_k"`
-	Stream        bool            `json:"stream"`
+	Model         string              `json:"model"`
+	MaxTokens     *int                `json:"max_tokens"`
+	System        *MessagesText       `json:"system"`
+	Messages      []MessagesTurn      `json:"messages"`
+	StopSequences []string            `json:"stop_sequences"`
+	Temperature   *float64            `json:"temperature"`
+	TopP          *float64            `json:"top_p"`
+	TopK          *int                `json:"top_k"`
+	Stream        bool                `json:"stream"`
 	Metadata      RawObject           `json:"metadata"`
 	Tools         []MessagesTool      `json:"tools"`
 	ToolChoice    *MessagesToolChoice `json:"tool_choice"`
@@ -565,8 +565,8 @@ type MessagesStream struct {
 	finish     string
 	usage      *Usage
 	consortium json.RawMessage
-	block      int  // the index of the open block
-	tool       bool // the open block is a tool_use block
+	block      int    // the index of the open block
+	tool       bool   // the open block is a tool_use block
 	call       int    // the chat index of the tool call being read
 	callID     string // and its id
 }
