@@ -176,19 +176,22 @@ func hashKeys(keys []ClientKey) []keyDigest {
 	return out
 }
 
-// clientAuth checks the bearer key when keys are configured and records the
-// tenant. Every configured key is compared, in constant time, so timing
-// tells nothing about which keys exist.
+// clientAuth checks the client's key when keys are configured and records
+// the tenant. The key is read from Authorization: Bearer KEY or, as
+// Anthropic's SDKs send it, from x-api-key, on every client route (so
+// that an Anthropic client can list /v1/models too); when both are sent,
+// the bearer key is the one checked. Every configured key is compared, in
+// constant time, so timing tells nothing about which keys exist.
 func (s *Server) clientAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(s.keys) == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
-		key, ok := bearer(r)
+		key, ok := clientKey(r)
 		if !ok {
-			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
-				Message: "You didn't provide an API key. Send it as Authorization: Bearer KEY."})
+			s.refuse(w, r, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
+				Message: "You didn't provide an API key. Send it as Authorization: Bearer KEY or as x-api-key: KEY."})
 			return
 		}
 		digest := sha256.Sum256([]byte(key))
@@ -199,7 +202,7 @@ func (s *Server) clientAuth(next http.Handler) http.Handler {
 			}
 		}
 		if tenant == "" {
-			writeError(w, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
+			s.refuse(w, r, &apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
 				Message: "Incorrect API key provided."})
 			return
 		}
@@ -208,16 +211,39 @@ func (s *Server) clientAuth(next http.Handler) http.Handler {
 	})
 }
 
+// clientKey returns the client's key: the bearer token, else x-api-key.
+func clientKey(r *http.Request) (string, bool) {
+	if r.Header.Get("Authorization") != "" {
+		return bearer(r)
+	}
+	key := strings.TrimSpace(r.Header.Get("X-Api-Key"))
+	return key, key != ""
+}
+
 // clientLimit holds each client key to its rpm.
 func (s *Server) clientLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.limits.Allow(r.Context(), info(r.Context()).tenant); err != nil {
-			s.fail(w, r, err)
+			info(r.Context()).err = err
+			s.refuse(w, r, errorFrom(err))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// refuse answers a request the middleware turns away in the error shape
+// of the API it called: Anthropic's on /v1/messages, OpenAI's elsewhere.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, e *apiError) {
+	if r.URL.Path == messagesPath {
+		writeMessagesError(w, r, e)
+		return
+	}
+	writeError(w, e)
+}
+
+// messagesPath is the route of Anthropic's Messages API.
+const messagesPath = "/v1/messages"
 
 // adminAuth guards /metrics with the admin key when one is set.
 func (s *Server) adminAuth(next http.Handler) http.Handler {

@@ -230,6 +230,7 @@ func (s *Server) routes() http.Handler {
 			r.Get(prefix+"/models/*", s.getModel)
 		}
 		r.Get("/v1/consortium/runs/{run_id}", s.getRun)
+		r.Post("/v1/messages", s.messages)
 	})
 	return r
 }
