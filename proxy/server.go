@@ -1,7 +1,7 @@
 // Package proxy owns consortium's HTTP surface: the chi router and its
 // routes, client authentication and tenants, request checks, the mapping of
-// every error to OpenAI's JSON shape (Anthropic's on /v1/messages), passthrough forwarding (JSON and SSE),
-// health, readiness and metrics. It decides which model a request goes to;
+// every error to OpenAI's JSON shape (Anthropic's on /v1/messages),
+// passthrough forwarding (JSON and SSE), health, readiness and metrics. It decides which model a request goes to;
 // calling providers belongs to upstream, conversation state to cache. It
 // builds nothing: internal/app hands New the providers, engines, store and
 // limits it made from the configuration, through the small interfaces
