@@ -61,6 +61,14 @@ type Store interface {
 	Save(ctx context.Context, tenant string, turn *Turn, run []byte) error
 	// Run returns a run record, or ErrNotFound.
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	// SaveResponse stores a Responses API response record under its id
+	// ("resp_…"), with the same TTL as turns.
+	SaveResponse(ctx context.Context, tenant, id string, record []byte) error
+	// Response returns a response record, or ErrNotFound.
+	Response(ctx context.Context, tenant, id string) ([]byte, error)
+	// DeleteResponse removes a response record, or returns ErrNotFound
+	// when the tenant has none of that id.
+	DeleteResponse(ctx context.Context, tenant, id string) error
 	// Ping says whether the store answers.
 	Ping(ctx context.Context) error
 }
