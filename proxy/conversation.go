@@ -77,7 +77,7 @@ func (s *Server) placeTurn(w http.ResponseWriter, r *http.Request, consortium st
 // A store that fails is logged and counted; the answer is still given.
 func (s *Server) saveTurn(w http.ResponseWriter, r *http.Request, t *turn, res *consortia.Result) bool {
 	ctx := r.Context()
-	if t.id == "" {
+	if t.id == "" || !storing(ctx) {
 		res.Run.ConversationID = ""
 		return false
 	}

@@ -52,6 +52,9 @@ type Conversations interface {
 	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
 	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	SaveResponse(ctx context.Context, tenant string, r *cache.Response) error
+	Response(ctx context.Context, tenant, id string) (*cache.Response, error)
+	DeleteResponse(ctx context.Context, tenant, id string) error
 	Ping(ctx context.Context) error
 }
 
@@ -230,6 +233,9 @@ func (s *Server) routes() http.Handler {
 			r.Get(prefix+"/models/*", s.getModel)
 		}
 		r.Get("/v1/consortium/runs/{run_id}", s.getRun)
+		r.Post("/v1/responses", s.createResponse)
+		r.Get("/v1/responses/{response_id}", s.getResponse)
+		r.Delete("/v1/responses/{response_id}", s.deleteResponse)
 	})
 	return r
 }
