@@ -1,17 +1,22 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/responses"
 
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/redistest"
 	wire "github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
@@ -588,4 +593,91 @@ func TestResponsesIncomplete(t *testing.T) {
 	if r.Status != "incomplete" || r.IncompleteDetails == nil || r.IncompleteDetails.Reason != "max_output_tokens" {
 		t.Errorf("response %+v", r)
 	}
+}
+
+// TestResponsesStreamBeginsAtOnce checks that a consortium's Responses
+// stream begins before the members answer, keeps the connection alive
+// while they work, then ends as usual.
+func TestResponsesStreamBeginsAtOnce(t *testing.T) {
+	keepAlive := func(o *app.Options) { o.KeepAlive = 5 * time.Millisecond }
+	inBubble(t, councilConfig(councilYAML), func(t *testing.T, e *memEnv) {
+		scriptCouncil(e.fake, "done at last")
+		release := make(chan struct{})
+		e.fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply {
+			<-release
+			return upstreamtest.Reply{Content: "beta's answer"}
+		})
+		e.fake.Script("beta") // the handler answers beta, not the script
+
+		resp, err := e.send(context.Background(), http.MethodPost, "/v1/responses", "", `{"model":"council","input":"hi","stream":true}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		var head []string
+		comments := 0
+		for comments < 2 {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("the stream ended before two keep-alives: %v", err)
+			}
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				head = append(head, strings.TrimSpace(strings.TrimPrefix(line, "event: ")))
+			case strings.HasPrefix(line, ": keep-alive"):
+				comments++
+			}
+		}
+		if want := completedStream(0)[:4]; !slices.Equal(head, want) {
+			t.Errorf("before the members answered: %q, want %q", head, want)
+		}
+		close(release)
+		rest, err := io.ReadAll(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := readResponseEvents(t, rest)
+		if got := eventTypes(events); len(got) < 5 || got[len(got)-1] != "response.completed" || *events[0].Seq != 4 {
+			t.Fatalf("after the keep-alives: %q", got)
+		}
+		if final := events[len(events)-1].Response; final.text() != "done at last" {
+			t.Errorf("completed with %q", final.text())
+		}
+	}, keepAlive)
+}
+
+// TestResponsesClientDisconnect checks that a client that leaves a
+// Responses stream cancels the upstream calls it started.
+func TestResponsesClientDisconnect(t *testing.T) {
+	inBubble(t, councilConfig(councilYAML), func(t *testing.T, e *memEnv) {
+		scriptCouncil(e.fake, "never seen")
+		e.fake.Script("beta") // instead of scriptCouncil's answer:
+		e.fake.Script("beta", upstreamtest.Reply{Hang: true})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := e.send(ctx, http.MethodPost, "/v1/responses", "", `{"model":"council","input":"hi","stream":true}`); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+		synctest.Wait()
+		if n := e.fake.InFlight(); n != 1 {
+			t.Fatalf("%d calls in flight, want beta's", n)
+		}
+		cancel()
+		<-done
+		synctest.Wait()
+		if n := e.fake.InFlight(); n != 0 {
+			t.Fatalf("%d upstream calls still in flight after the client left", n)
+		}
+		for _, r := range e.fake.RequestsFor("beta") {
+			if !r.Cancelled {
+				t.Error("beta's call was not cancelled")
+			}
+		}
+	})
 }
