@@ -61,13 +61,8 @@ func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 	t := &responseTurn{id: cache.NewID("resp_"), item: cache.NewID("msg_"), req: req, created: start.Unix()}
 	if req.PreviousResponseID != "" {
 		prev, err := s.store.Response(ctx, info(ctx).tenant, req.PreviousResponseID)
-		switch {
-		case errors.Is(err, cache.ErrNotFound):
-			s.fail(w, r, responseNotFound(req.PreviousResponseID, "previous_response_id"))
-			return
-		case err != nil:
-			s.storeFailed("response", err)
-			s.fail(w, r, storeDown(err))
+		if err != nil {
+			s.fail(w, r, s.storedResponseError(req.PreviousResponseID, "previous_response_id", err))
 			return
 		}
 		t.history = prev.History
@@ -96,13 +91,8 @@ func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getResponse(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "response_id")
 	resp, err := s.store.Response(r.Context(), info(r.Context()).tenant, id)
-	switch {
-	case errors.Is(err, cache.ErrNotFound):
-		s.fail(w, r, responseNotFound(id, ""))
-		return
-	case err != nil:
-		s.storeFailed("response", err)
-		s.fail(w, r, storeDown(err))
+	if err != nil {
+		s.fail(w, r, s.storedResponseError(id, "", err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -114,17 +104,25 @@ func (s *Server) getResponse(w http.ResponseWriter, r *http.Request) {
 // that response only; the ones that continued from it keep their history.
 func (s *Server) deleteResponse(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "response_id")
-	err := s.store.DeleteResponse(r.Context(), info(r.Context()).tenant, id)
-	switch {
-	case errors.Is(err, cache.ErrNotFound):
-		s.fail(w, r, responseNotFound(id, ""))
-		return
-	case err != nil:
-		s.storeFailed("response", err)
-		s.fail(w, r, storeDown(err))
+	if err := s.store.DeleteResponse(r.Context(), info(r.Context()).tenant, id); err != nil {
+		s.fail(w, r, s.storedResponseError(id, "", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, openai.DeletedResponse{ID: id, Object: "response", Deleted: true})
+}
+
+// storedResponseError is the answer to a failure to read or delete the
+// stored response id: 404 when the tenant has none, 503 when the store
+// does not answer. param names the field that carried the id, if any.
+func (s *Server) storedResponseError(id, param string, err error) *apiError {
+	if errors.Is(err, cache.ErrNotFound) {
+		return responseNotFound(id, param)
+	}
+	s.storeFailed("response", err)
+	ae := *storeDown(err)
+	ae.Message = "The conversation store is unavailable, so stored responses cannot be read now. " +
+		"Send the whole conversation as input without previous_response_id, or retry later."
+	return &ae
 }
 
 // responseNotFound is the 404 for a response id the tenant does not own,

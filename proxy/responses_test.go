@@ -463,6 +463,19 @@ func TestResponsesRedis(t *testing.T) {
 	if resp, _ := a.do("GET", "/v1/responses/"+one.ID, "bob-key", ""); resp.StatusCode != 404 {
 		t.Errorf("bob on A: %d", resp.StatusCode)
 	}
+
+	// With Redis down, a continuation is 503 at once; a request that
+	// needs nothing stored is served, and told it was not saved.
+	redis.Stop()
+	resp, _, raw := a.createResponse(t, "alice-key", `{"model":"council","input":"q3","previous_response_id":"`+two.ID+`"}`)
+	if ae := decodeError(t, raw); resp.StatusCode != 503 || ae.Error.Code == nil || *ae.Error.Code != "store_unavailable" || !strings.Contains(ae.Error.Message, "previous_response_id") {
+		t.Errorf("continuation with Redis down: %d %s", resp.StatusCode, raw)
+	}
+	scriptSynthesis(a, "unsaved")
+	resp, r, raw := a.createResponse(t, "alice-key", `{"model":"council","input":"q4"}`)
+	if resp.StatusCode != 200 || r.text() != "unsaved" || !strings.Contains(resp.Header.Get("X-Consortium-Warning"), "not saved") {
+		t.Errorf("a new response with Redis down: %d %v %s", resp.StatusCode, resp.Header, raw)
+	}
 }
 
 func TestResponsesStructuredOutput(t *testing.T) {
