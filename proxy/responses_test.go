@@ -251,6 +251,14 @@ func TestResponsesConsortium(t *testing.T) {
 		!strings.HasPrefix(resp.Header.Get("X-Consortium-Conversation"), "conv_") {
 		t.Fatalf("response %s, headers %v", raw, resp.Header)
 	}
+	// The fields SDKs read without checking are there, empty rather than
+	// missing.
+	for _, field := range []string{`"object":"response"`, `"status":"completed"`, `"error":null`, `"incomplete_details":null`,
+		`"annotations":[]`, `"tools":[]`, `"metadata":{}`, `"previous_response_id":null`, `"text":{"format":{"type":"text"}}`} {
+		if !strings.Contains(string(raw), field) {
+			t.Errorf("no %s in %s", field, raw)
+		}
+	}
 	// The members got the image as an image_url part.
 	m := e.fake.RequestsFor("alpha")[0].Chat.Messages
 	if last := m[len(m)-1]; len(last.Content.Parts) != 2 || last.Content.Parts[1].ImageURL == nil || last.Content.Parts[1].ImageURL.URL != "data:image/png;base64,AAAA" {
