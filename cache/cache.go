@@ -1,7 +1,8 @@
 // Package cache owns conversation and run state: the transcript of each
 // consortium conversation (the user's turns and the syntheses the user
 // received), found again by conversation id or by a hash of the
-// transcript, and the record of each run. Conversations places a turn in
+// transcript, the record of each run, and the Responses API's stored
+// responses (see Response). Conversations places a turn in
 // its conversation (a continuation by id, a transcript match, a fork) and
 // saves it; NewID mints the ids. Everything is kept per tenant and expires
 // after the configured TTL. Two backends satisfy Store: an in-memory LRU

@@ -46,8 +46,8 @@ type Consortium interface {
 	Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*consortia.Result, error)
 }
 
-// Conversations keeps consortium conversations and runs:
-// *cache.Conversations satisfies it.
+// Conversations keeps consortium conversations and runs, and the
+// Responses API's stored responses: *cache.Conversations satisfies it.
 type Conversations interface {
 	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
 	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
