@@ -1,7 +1,8 @@
 // Package cache owns conversation and run state: the transcript of each
 // consortium conversation (the user's turns and the syntheses the user
 // received), found again by conversation id or by a hash of the
-// transcript, and the record of each run. Conversations places a turn in
+// transcript, the record of each run, and the Responses API's stored
+// responses (see Response). Conversations places a turn in
 // its conversation (a continuation by id, a transcript match, a fork) and
 // saves it; NewID mints the ids. Everything is kept per tenant and expires
 // after the configured TTL. Two backends satisfy Store: an in-memory LRU
@@ -61,6 +62,14 @@ type Store interface {
 	Save(ctx context.Context, tenant string, turn *Turn, run []byte) error
 	// Run returns a run record, or ErrNotFound.
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	// SaveResponse stores a Responses API response record under its id
+	// ("resp_…"), with the same TTL as turns.
+	SaveResponse(ctx context.Context, tenant, id string, record []byte) error
+	// Response returns a response record, or ErrNotFound.
+	Response(ctx context.Context, tenant, id string) ([]byte, error)
+	// DeleteResponse removes a response record, or returns ErrNotFound
+	// when the tenant has none of that id.
+	DeleteResponse(ctx context.Context, tenant, id string) error
 	// Ping says whether the store answers.
 	Ping(ctx context.Context) error
 }

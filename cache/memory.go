@@ -119,5 +119,39 @@ func (m *Memory) Run(_ context.Context, tenant, id string) ([]byte, error) {
 	return data, nil
 }
 
+// SaveResponse implements Store.
+func (m *Memory) SaveResponse(_ context.Context, tenant, id string, record []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setLocked(responseKey(tenant, id), record)
+	return nil
+}
+
+// Response implements Store.
+func (m *Memory) Response(_ context.Context, tenant, id string) ([]byte, error) {
+	data, ok := m.get(responseKey(tenant, id))
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return data, nil
+}
+
+// DeleteResponse implements Store.
+func (m *Memory) DeleteResponse(_ context.Context, tenant, id string) error {
+	key := responseKey(tenant, id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.items[key]
+	if !ok {
+		return ErrNotFound
+	}
+	m.order.Remove(el)
+	delete(m.items, key)
+	if m.now().After(el.Value.(*memoryEntry).expires) {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // Ping implements Store: memory always answers.
 func (m *Memory) Ping(context.Context) error { return nil }

@@ -116,6 +116,35 @@ func (r *Redis) Run(ctx context.Context, tenant, id string) ([]byte, error) {
 	return r.get(ctx, runKey(tenant, id))
 }
 
+// SaveResponse implements Store.
+func (r *Redis) SaveResponse(ctx context.Context, tenant, id string, record []byte) error {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
+	if err := r.client.Set(ctx, responseKey(tenant, id), record, r.ttl).Err(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// Response implements Store.
+func (r *Redis) Response(ctx context.Context, tenant, id string) ([]byte, error) {
+	return r.get(ctx, responseKey(tenant, id))
+}
+
+// DeleteResponse implements Store.
+func (r *Redis) DeleteResponse(ctx context.Context, tenant, id string) error {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
+	n, err := r.client.Del(ctx, responseKey(tenant, id)).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error {
 	ctx, cancel := r.bounded(ctx)

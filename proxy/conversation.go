@@ -75,9 +75,11 @@ func (s *Server) placeTurn(w http.ResponseWriter, r *http.Request, consortium st
 // the conversation only once it is saved, or says in X-Consortium-Warning
 // why it was not. The run's conversation id is the saved one, "" for none.
 // A store that fails is logged and counted; the answer is still given.
+// A request marked store: false (withoutStore) saves nothing, run record
+// included.
 func (s *Server) saveTurn(w http.ResponseWriter, r *http.Request, t *turn, res *consortia.Result) bool {
 	ctx := r.Context()
-	if t.id == "" {
+	if t.id == "" || !storing(ctx) {
 		res.Run.ConversationID = ""
 		return false
 	}

@@ -46,12 +46,15 @@ type Consortium interface {
 	Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*consortia.Result, error)
 }
 
-// Conversations keeps consortium conversations and runs:
-// *cache.Conversations satisfies it.
+// Conversations keeps consortium conversations and runs, and the
+// Responses API's stored responses: *cache.Conversations satisfies it.
 type Conversations interface {
 	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
 	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	SaveResponse(ctx context.Context, tenant string, r *cache.Response) error
+	Response(ctx context.Context, tenant, id string) (*cache.Response, error)
+	DeleteResponse(ctx context.Context, tenant, id string) error
 	Ping(ctx context.Context) error
 }
 
@@ -230,6 +233,9 @@ func (s *Server) routes() http.Handler {
 			r.Get(prefix+"/models/*", s.getModel)
 		}
 		r.Get("/v1/consortium/runs/{run_id}", s.getRun)
+		r.Post("/v1/responses", s.createResponse)
+		r.Get("/v1/responses/{response_id}", s.getResponse)
+		r.Delete("/v1/responses/{response_id}", s.deleteResponse)
 		r.Post("/v1/messages", s.messages)
 	})
 	return r
