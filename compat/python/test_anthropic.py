@@ -132,7 +132,7 @@ def test_content_blocks_and_stop_sequences(client, fake):
     msg = client.messages.create(
         model=CLAUDE,
         max_tokens=50,
-        temperature=0.3,
+        extra_body={"temperature": 0.3},  # this SDK version has no temperature argument
         stop_sequences=["END"],
         system=[{"type": "text", "text": "Be brief."}],
         messages=[{"role": "user", "content": [{"type": "text", "text": "Read"}, {"type": "text", "text": "these"}]}],
