@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 from openai import AsyncOpenAI
+from pydantic import BaseModel
 
 from conftest import COUNCIL_MEMBERS
 
@@ -71,3 +72,24 @@ def test_conversation(agent, fake):
             {"role": "assistant", "content": "About two million people."},
             {"role": "user", "content": "Which river?"},
         ]
+
+
+class Answer(BaseModel):
+    answer: int
+    reason: str
+
+
+def test_output_type(stack, fake):
+    """An agent with an output_type asks for a JSON schema (text.format),
+    which every member gets as response_format; the SDK parses the
+    synthesis."""
+    set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=stack.base_url, api_key=stack.key, max_retries=0, timeout=30)
+    agent = Agent(name="Calculator", model=OpenAIResponsesModel("council", client), output_type=Answer)
+    fake.script_arbiter('{"answer": 4, "reason": "arithmetic"}')
+    result = asyncio.run(Runner.run(agent, "2+2?"))
+    assert result.final_output == Answer(answer=4, reason="arithmetic")
+    members = fake.member_requests()
+    assert len(members) == sum(COUNCIL_MEMBERS.values())
+    for r in members:
+        assert r["body"]["response_format"]["type"] == "json_schema"

@@ -1,7 +1,8 @@
 """The anthropic Python SDK against the proxy's POST /v1/messages (the
-Anthropic Messages API ingress): a consortium, and a Claude passthrough
-model ("claude/claude-haiku-4-5": the anthropic provider "claude", served
-by the fake's Messages API)."""
+Anthropic Messages API ingress): a consortium, a Claude passthrough model
+("claude/claude-haiku-4-5": the anthropic provider "claude", served by the
+fake's Messages API), and an OpenAI-compatible passthrough model
+("fake/m1", served by the fake's chat completions)."""
 
 import json
 
@@ -25,23 +26,24 @@ def client(stack):
 
 
 def script(fake, text):
-    """The same answer from the consortium's arbiter and from Claude."""
+    """The same answer from the consortium's arbiter, Claude and m1."""
     fake.script_arbiter(text)
     fake.script(CLAUDE_MODEL, {"content": text})
+    fake.script("m1", {"content": text})
 
 
 def sent_to(fake, model):
-    """What the members of "council", or Claude, received."""
+    """What the members of "council", Claude or m1 received."""
     if model == "council":
         members = fake.member_requests()
         assert len(members) == sum(COUNCIL_MEMBERS.values())
         return members
-    sent = fake.requests(CLAUDE_MODEL)
+    sent = fake.requests(model.split("/", 1)[1])
     assert len(sent) == 1
     return sent
 
 
-@pytest.mark.parametrize("model", ["council", CLAUDE])
+@pytest.mark.parametrize("model", ["council", CLAUDE, "fake/m1"])
 def test_create(client, fake, model):
     script(fake, "Canberra, said through the Messages API.")
     msg = client.messages.create(
@@ -57,7 +59,8 @@ def test_create(client, fake, model):
     assert msg.stop_reason == "end_turn"
     assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
     for r in sent_to(fake, model):
-        if model == "council":
+        if model != CLAUDE:
+            assert r["path"] == "/v1/chat/completions"
             assert r["messages"] == [{"role": "system", "content": "Be brief."},
                                      {"role": "user", "content": "Capital of Australia?"}]
         else:
@@ -70,7 +73,7 @@ def test_create(client, fake, model):
             assert r["header"]["X-Api-Key"] == ["claude-provider-key"]
 
 
-@pytest.mark.parametrize("model", ["council", CLAUDE])
+@pytest.mark.parametrize("model", ["council", CLAUDE, "fake/m1"])
 def test_stream(client, fake, model):
     script(fake, "A streamed answer, word by word, for Claude's clients.")
     with client.messages.stream(
