@@ -55,15 +55,22 @@ def test_conversation(agent, fake):
     """A second turn by the resent history (to_input_list), a third by
     previous_response_id: the members of the third see every turn."""
     fake.script_arbiter("Paris.", "About two million people.")
-    first = asyncio.run(Runner.run(agent, "Capital of France?"))
-    second = asyncio.run(Runner.run(agent, first.to_input_list() + [
-        {"role": "user", "content": "How many people live there?"}]))
-    assert second.final_output == "About two million people."
-    fake.reset()
-    fake.script_arbiter("The Seine.")
-    third = asyncio.run(Runner.run(agent, "Which river?", previous_response_id=second.last_response_id))
+
+    async def three_turns():
+        # One event loop for the client's connections.
+        first = await Runner.run(agent, "Capital of France?")
+        second = await Runner.run(agent, first.to_input_list() + [
+            {"role": "user", "content": "How many people live there?"}])
+        assert second.final_output == "About two million people."
+        fake.reset()
+        fake.script_arbiter("The Seine.")
+        return await Runner.run(agent, "Which river?", previous_response_id=second.last_response_id)
+
+    third = asyncio.run(three_turns())
     assert third.final_output == "The Seine."
-    for r in fake.member_requests():
+    members = fake.member_requests()
+    assert len(members) == sum(COUNCIL_MEMBERS.values())
+    for r in members:
         assert r["messages"] == [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Capital of France?"},
