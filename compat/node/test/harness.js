@@ -280,3 +280,23 @@ export async function startStack() {
     },
   };
 }
+
+// startDemo runs `consortium serve --demo` with no configuration, as the
+// README's quickstart does, on a free port. The caller must await stop().
+export async function startDemo() {
+  const bins = binaries();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "consortium-demo-"));
+  const proc = await startProcess(
+    [bins.consortium, "serve", "--demo", "--listen", "127.0.0.1:0"],
+    path.join(dir, "consortium.log"),
+    { cwd: dir, prefix: "consortium listening on " },
+  );
+  return {
+    baseURL: proc.url,
+    logs: proc.logs,
+    async stop() {
+      await proc.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

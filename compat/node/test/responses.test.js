@@ -9,7 +9,7 @@ import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, streamText } from "ai";
 import OpenAI from "openai";
 
-import { COUNCIL_MEMBERS, startStack } from "./harness.js";
+import { COUNCIL_MEMBERS, startDemo, startStack } from "./harness.js";
 
 let stack;
 let client;
@@ -148,3 +148,24 @@ for (const store of [true, false]) {
     }
   });
 }
+
+// Both clients against `consortium serve --demo`, the consortium "demo" as
+// the model: the canned demo answer comes back.
+test("openai-node and the AI SDK against serve --demo", async () => {
+  const demo = await startDemo();
+  try {
+    const demoClient = new OpenAI({ baseURL: demo.baseURL, apiKey: "demo-key", maxRetries: 0, timeout: 60_000 });
+    const stream = await demoClient.responses.create({ model: "demo", input: "What is a consortium?", stream: true });
+    let text = "";
+    for await (const event of stream) if (event.type === "response.output_text.delta") text += event.delta;
+    assert.ok(text.trim(), "an answer");
+    const demoProvider = createOpenAI({ baseURL: demo.baseURL, apiKey: "demo-key" });
+    const result = streamText({ model: demoProvider("demo"), prompt: "What is a consortium?", maxRetries: 0 });
+    const parts = [];
+    for await (const part of result.textStream) parts.push(part);
+    assert.ok(parts.join("").trim(), `an answer; log:\n${demo.logs()}`);
+    assert.equal(await result.finishReason, "stop");
+  } finally {
+    await demo.stop();
+  }
+});
