@@ -300,3 +300,13 @@ export async function startDemo() {
     },
   };
 }
+
+// streamAll runs the AI SDK's streamText(options) to its end: the result,
+// its text parts, and the errors its onError saw.
+export async function streamAll(streamText, options) {
+  const errors = [];
+  const result = streamText({ maxRetries: 0, ...options, onError: ({ error }) => errors.push(error) });
+  const parts = [];
+  for await (const part of result.textStream) parts.push(part);
+  return { result, parts, errors };
+}

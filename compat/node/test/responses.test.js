@@ -9,7 +9,7 @@ import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, streamText } from "ai";
 import OpenAI from "openai";
 
-import { COUNCIL_MEMBERS, startDemo, startStack } from "./harness.js";
+import { COUNCIL_MEMBERS, startDemo, startStack, streamAll } from "./harness.js";
 
 let stack;
 let client;
@@ -94,19 +94,12 @@ for (const model of ["council", "fake/m1"]) {
   test(`AI SDK @ai-sdk/openai streamText ${model}`, async () => {
     await stack.fake.scriptArbiter("Streamed for the AI SDK's Responses provider.");
     await stack.fake.script("m1", { content: "Streamed for the AI SDK's Responses provider." });
-    let error;
-    const result = streamText({
+    const { result, parts, errors } = await streamAll(streamText, {
       model: provider(model),
       system: "Be brief.",
       prompt: "Stream something",
-      maxRetries: 0,
-      onError: ({ error: e }) => {
-        error = e;
-      },
     });
-    const parts = [];
-    for await (const part of result.textStream) parts.push(part);
-    assert.equal(error, undefined);
+    assert.deepEqual(errors, []);
     assert.ok(parts.length > 1);
     assert.equal(parts.join(""), "Streamed for the AI SDK's Responses provider.");
     assert.equal(await result.finishReason, "stop");
@@ -160,9 +153,8 @@ test("openai-node and the AI SDK against serve --demo", async () => {
     for await (const event of stream) if (event.type === "response.output_text.delta") text += event.delta;
     assert.ok(text.trim(), "an answer");
     const demoProvider = createOpenAI({ baseURL: demo.baseURL, apiKey: "demo-key" });
-    const result = streamText({ model: demoProvider("demo"), prompt: "What is a consortium?", maxRetries: 0 });
-    const parts = [];
-    for await (const part of result.textStream) parts.push(part);
+    const { result, parts, errors } = await streamAll(streamText, { model: demoProvider("demo"), prompt: "What is a consortium?" });
+    assert.deepEqual(errors, []);
     assert.ok(parts.join("").trim(), `an answer; log:\n${demo.logs()}`);
     assert.equal(await result.finishReason, "stop");
   } finally {
