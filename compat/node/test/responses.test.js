@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { after, before, beforeEach, test } from "node:test";
 
 import { createOpenAI } from "@ai-sdk/openai";
-import { generateText, streamText } from "ai";
+import { generateObject, generateText, streamText } from "ai";
 import OpenAI from "openai";
+import { z } from "zod";
 
 import { COUNCIL_MEMBERS, startDemo, startStack, streamAll } from "./harness.js";
 
@@ -118,6 +119,30 @@ for (const model of ["council", "fake/m1"]) {
     }
   });
 }
+
+test("AI SDK @ai-sdk/openai generateObject", async () => {
+  await stack.fake.scriptArbiter('{"answer": 4, "reason": "arithmetic"}');
+  const { object } = await generateObject({
+    model: provider("council"),
+    schema: z.object({ answer: z.number(), reason: z.string() }),
+    prompt: "2+2?",
+    maxRetries: 0,
+  });
+  assert.deepEqual(object, { answer: 4, reason: "arithmetic" });
+  const members = await stack.fake.memberRequests();
+  assert.equal(members.length, memberCount);
+  for (const r of members) assert.equal(r.body.response_format.type, "json_schema");
+});
+
+test("AI SDK @ai-sdk/openai streamText reports an error after the stream began", async () => {
+  await stack.fake.script("m1", { status: 500, error: "member exploded" });
+  await stack.fake.script("m2", { status: 500, error: "member exploded" });
+  const { result, parts, errors } = await streamAll(streamText, { model: provider("council"), prompt: "hi" });
+  assert.equal(parts.join(""), "");
+  assert.equal(await result.finishReason, "error");
+  assert.ok(errors.length >= 1);
+  assert.match(String(errors[0].message ?? errors[0]), /too few member answers/);
+});
 
 // With store (the default), the AI SDK resends its earlier answers as
 // {"type": "item_reference", "id": "msg_..."}: the proxy resolves them from
