@@ -31,7 +31,10 @@ CLIENT_KEY = "compat-key"
 # The proxy's configuration: a passthrough provider "fake" (the fake
 # provider), and a consortium "council" of three member instances over it
 # and a fake arbiter. One round, so that a scripted arbiter reply decides
-# each turn.
+# each turn. "claude" is an anthropic provider in front of the same fake,
+# which answers its POST /v1/messages in Anthropic's wire format: a Claude
+# passthrough model ("claude/" + CLAUDE_MODEL). It lists no models, so
+# /v1/models is unchanged.
 CONFIG = """
 auth:
   keys:
@@ -48,6 +51,13 @@ providers:
     idle_timeout: 20s
     max_retries: 0
     models: [m1, m2, emb]
+  claude:
+    type: anthropic
+    base_url: {fake_url}
+    api_key: claude-provider-key
+    timeout: 20s
+    idle_timeout: 20s
+    max_retries: 0
 consortia:
   council:
     description: two fake members (one of them twice) and a fake arbiter
@@ -100,6 +110,9 @@ COUNCIL_MEMBERS = {"m1": 1, "m2": 2}
 # (twice) and fake/m2: scripting m1 with the first and third (in either
 # order) and m2 with the second ranks them m1, m2, m1.
 RANK_ANSWERS = ("Canberra is the capital of Australia.", "Canberra.", "Sydney.")
+
+# The Claude model the anthropic provider "claude" is called with.
+CLAUDE_MODEL = "claude-haiku-4-5"
 
 # The model of the arbiter of "quick", the first tier of "tiered".
 QUICK_ARBITER = "quick-arbiter"
@@ -297,7 +310,7 @@ def demo(binaries, tmp_path_factory):
 
 def pytest_report_header(config):
     import importlib.metadata as md
-    names = ["openai", "langchain-openai", "langchain-core", "llm"]
+    names = ["openai", "openai-agents", "anthropic", "langchain-openai", "langchain-core", "llm"]
     return "clients: " + ", ".join(f"{n} {md.version(n)}" for n in names)
 
 

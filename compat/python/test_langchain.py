@@ -85,3 +85,60 @@ def test_stream_error(stack, fake):
     with pytest.raises(Exception, match="too few member answers"):
         for _ in chat(stack, "council").stream("hi"):
             pass
+
+
+# ChatOpenAI(use_responses_api=True) calls POST /v1/responses instead of
+# chat completions.
+
+
+@pytest.mark.parametrize("model", ["council", "fake/m1"])
+def test_responses_api_invoke(stack, fake, model):
+    fake.script_arbiter("Answered through the Responses API.")
+    fake.script("m1", {"content": "Answered through the Responses API."})
+    reply = chat(stack, model, use_responses_api=True).invoke([SystemMessage("Be brief."), HumanMessage("Answer me")])
+    assert isinstance(reply, AIMessage)
+    assert reply.text == "Answered through the Responses API."
+    assert reply.response_metadata["id"].startswith("resp_")
+    assert reply.usage_metadata["total_tokens"] > 0
+    sent = fake.member_requests() if model == "council" else fake.requests("m1")
+    assert sent
+    for r in sent:
+        assert r["path"] == "/v1/chat/completions"
+        assert r["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Answer me"}]
+
+
+@pytest.mark.parametrize("model", ["council", "fake/m2"])
+def test_responses_api_stream(stack, fake, model):
+    fake.script_arbiter("Streamed through the Responses API.")
+    fake.script("m2", {"content": "Streamed through the Responses API."})
+    chunks = list(chat(stack, model, use_responses_api=True).stream("Stream it"))
+    assert len(chunks) > 2
+    assert "".join(c.text for c in chunks) == "Streamed through the Responses API."
+    usage = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert usage and usage[-1]["total_tokens"] > 0
+
+
+def test_responses_api_history(stack, fake):
+    """The whole history resent through the Responses API, earlier
+    answers as output items: members see every turn."""
+    fake.script_arbiter("It is 4.", "It is 6.")
+    llm = chat(stack, "council", use_responses_api=True)
+    history = [HumanMessage("What is 2+2?")]
+    first = llm.invoke(history)
+    history += [first, HumanMessage("And 3+3?")]
+    second = llm.invoke(history)
+    assert second.text == "It is 6."
+    for r in fake.member_requests()[-3:]:
+        assert r["messages"] == [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "It is 4."},
+            {"role": "user", "content": "And 3+3?"},
+        ]
+
+
+def test_responses_api_structured_output(stack, fake):
+    fake.script_arbiter('{"answer": 4, "reason": "arithmetic"}')
+    out = chat(stack, "council", use_responses_api=True).with_structured_output(Answer).invoke("What is 2+2?")
+    assert out == Answer(answer=4, reason="arithmetic")
+    for r in fake.member_requests():
+        assert r["body"]["response_format"]["type"] == "json_schema"

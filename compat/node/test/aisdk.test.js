@@ -7,7 +7,7 @@ import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateObject, generateText, streamText } from "ai";
 import { z } from "zod";
 
-import { startStack } from "./harness.js";
+import { startStack, streamAll } from "./harness.js";
 
 // The AI SDK warns on the console that a plain JSON response format carries
 // no schema; the test below checks both ways on purpose.
@@ -43,18 +43,8 @@ for (const model of ["council", "fake/m2"]) {
   test(`streamText ${model}`, async () => {
     await stack.fake.scriptArbiter("Streamed for the AI SDK, word by word.");
     await stack.fake.script("m2", { content: "Streamed for the AI SDK, word by word." });
-    let error;
-    const result = streamText({
-      model: provider(model),
-      prompt: "Stream something",
-      maxRetries: 0,
-      onError: ({ error: e }) => {
-        error = e;
-      },
-    });
-    const parts = [];
-    for await (const part of result.textStream) parts.push(part);
-    assert.equal(error, undefined);
+    const { result, parts, errors } = await streamAll(streamText, { model: provider(model), prompt: "Stream something" });
+    assert.deepEqual(errors, []);
     assert.ok(parts.length > 2);
     assert.equal(parts.join(""), "Streamed for the AI SDK, word by word.");
     assert.equal(await result.finishReason, "stop");
@@ -137,11 +127,8 @@ for (const structuredOutputs of [false, true]) {
 test("streamText reports an error after the stream began", async () => {
   await stack.fake.script("m1", { status: 500, error: "member exploded" });
   await stack.fake.script("m2", { status: 500, error: "member exploded" });
-  const errors = [];
-  const result = streamText({ model: provider("council"), prompt: "hi", maxRetries: 0, onError: ({ error }) => errors.push(error) });
-  let text = "";
-  for await (const part of result.textStream) text += part;
-  assert.equal(text, "");
+  const { result, parts, errors } = await streamAll(streamText, { model: provider("council"), prompt: "hi" });
+  assert.equal(parts.join(""), "");
   assert.equal(await result.finishReason, "error");
   assert.equal(errors.length, 1);
   assert.match(errors[0].message, /too few member answers/);

@@ -37,7 +37,9 @@ const rankBy = RANK_ANSWERS.map((a) => `{{range .Responses}}{{if eq .Text "${a}"
 // "council" of three member instances over it and a fake arbiter. One
 // round, so that a scripted arbiter reply decides each turn. Then a rank
 // consortium "best" and a cascade "tiered" (over "quick" and "council"), as
-// in the Python suite's conftest.py.
+// in the Python suite's conftest.py. "claude" is an anthropic provider in
+// front of the same fake (its Messages API), a Claude passthrough model
+// (claude/claude-haiku-4-5); it lists no models, so /v1/models is unchanged.
 const config = (fakeURL) => `
 auth:
   keys:
@@ -54,6 +56,13 @@ providers:
     idle_timeout: 20s
     max_retries: 0
     models: [m1, m2, emb]
+  claude:
+    type: anthropic
+    base_url: ${fakeURL}
+    api_key: claude-provider-key
+    timeout: 20s
+    idle_timeout: 20s
+    max_retries: 0
 consortia:
   council:
     description: two fake members (one of them twice) and a fake arbiter
@@ -270,4 +279,34 @@ export async function startStack() {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+// startDemo runs `consortium serve --demo` with no configuration, as the
+// README's quickstart does, on a free port. The caller must await stop().
+export async function startDemo() {
+  const bins = binaries();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "consortium-demo-"));
+  const proc = await startProcess(
+    [bins.consortium, "serve", "--demo", "--listen", "127.0.0.1:0"],
+    path.join(dir, "consortium.log"),
+    { cwd: dir, prefix: "consortium listening on " },
+  );
+  return {
+    baseURL: proc.url,
+    logs: proc.logs,
+    async stop() {
+      await proc.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// streamAll runs the AI SDK's streamText(options) to its end: the result,
+// its text parts, and the errors its onError saw.
+export async function streamAll(streamText, options) {
+  const errors = [];
+  const result = streamText({ maxRetries: 0, ...options, onError: ({ error }) => errors.push(error) });
+  const parts = [];
+  for await (const part of result.textStream) parts.push(part);
+  return { result, parts, errors };
 }
