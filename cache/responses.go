@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/consortium-dev/consortium/openai"
 )
@@ -24,6 +25,23 @@ type Response struct {
 	// Object is the response object as the client received it, which
 	// GET /v1/responses/{id} returns.
 	Object json.RawMessage `json:"object"`
+}
+
+// ItemID returns the id of the output message item of the response id:
+// "msg_X" for "resp_X", the same random part, so that an item reference
+// finds its response without an index of its own (and is as unguessable).
+func ItemID(responseID string) string {
+	return "msg_" + strings.TrimPrefix(responseID, "resp_")
+}
+
+// ItemResponse returns the id of the response whose output message item
+// is itemID, and false for an id that is not one ItemID makes.
+func ItemResponse(itemID string) (string, bool) {
+	rest, ok := strings.CutPrefix(itemID, "msg_")
+	if !ok || rest == "" {
+		return "", false
+	}
+	return "resp_" + rest, true
 }
 
 func responseKey(tenant, id string) string {

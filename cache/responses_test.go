@@ -74,3 +74,19 @@ func TestResponseTTL(t *testing.T) {
 		})
 	})
 }
+
+func TestItemID(t *testing.T) {
+	id := NewID("resp_")
+	item := ItemID(id)
+	if item != "msg_"+id[len("resp_"):] {
+		t.Fatalf("ItemID(%q) = %q", id, item)
+	}
+	if back, ok := ItemResponse(item); !ok || back != id {
+		t.Errorf("ItemResponse(%q) = %q, %v", item, back, ok)
+	}
+	for _, bad := range []string{"", "msg_", "resp_1", "rs_1", "fc_1"} {
+		if back, ok := ItemResponse(bad); ok {
+			t.Errorf("ItemResponse(%q) = %q, true", bad, back)
+		}
+	}
+}

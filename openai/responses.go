@@ -117,8 +117,10 @@ func (in *Input) UnmarshalJSON(data []byte) error {
 
 // InputItem is one item of an input array. The proxy reads messages
 // (type "message", or no type with a role), which include the output
-// message items of an earlier response; other items (function calls and
-// their outputs, reasoning, references) are refused by Messages.
+// message items of an earlier response, and item references (type
+// "item_reference", or no type and no role, with an id), which name such
+// an item by its id for the caller of Messages to resolve; other items
+// (function calls and their outputs, reasoning) are refused by Messages.
 type InputItem struct {
 	Type    string      `json:"type"`
 	ID      string      `json:"id"`
@@ -215,18 +217,35 @@ func ParseResponseRequest(body []byte) (*ResponseRequest, error) {
 			return nil, err
 		}
 	}
-	if _, err := req.Messages(); err != nil {
+	// Item references are resolved later, by the caller of Messages: here
+	// only their shape is checked.
+	if _, err := req.Messages(func(string, string) (Message, error) {
+		return Message{Role: "assistant", Content: TextContent("")}, nil
+	}); err != nil {
 		return nil, err
 	}
 	return &req, nil
 }
 
+// ItemResolver returns the message that an item_reference input item
+// names by id; param is the item's place in the request ("input[2]"),
+// for the error of an id that names nothing. Its errors are returned by
+// Messages as they are.
+type ItemResolver func(param, id string) (Message, error)
+
+// isReference reports whether the item is an item_reference: by its type,
+// or, as OpenAI's API allows, by an id without a type or a role.
+func (it *InputItem) isReference() bool {
+	return it.Type == "item_reference" || it.Type == "" && it.Role == "" && it.ID != ""
+}
+
 // Messages returns the request's input as chat messages: a string is one
 // user message; message items keep their role, their text parts become
-// text parts and their images image_url parts. Instructions are not
-// among them (they are the caller's system message). Any other item or
-// part is a FieldError naming it.
-func (r *ResponseRequest) Messages() ([]Message, error) {
+// text parts and their images image_url parts; an item reference becomes
+// the message resolve returns for its id (with a nil resolve, it is a
+// FieldError). Instructions are not among them (they are the caller's
+// system message). Any other item or part is a FieldError naming it.
+func (r *ResponseRequest) Messages(resolve ItemResolver) ([]Message, error) {
 	if !r.Input.Set {
 		if r.PreviousResponseID != "" {
 			return nil, &FieldError{Param: "input", Message: "input is required: the new turn after the previous response"}
@@ -241,9 +260,24 @@ func (r *ResponseRequest) Messages() ([]Message, error) {
 	}
 	msgs := make([]Message, 0, len(r.Input.Items))
 	for i, it := range r.Input.Items {
+		param := fmt.Sprintf("input[%d]", i)
+		if it.isReference() {
+			if it.ID == "" {
+				return nil, &FieldError{Param: param + ".id", Message: "an item_reference needs the id of the item it refers to"}
+			}
+			if resolve == nil {
+				return nil, &FieldError{Param: param, Message: "item references cannot be resolved here: send the message itself"}
+			}
+			m, err := resolve(param, it.ID)
+			if err != nil {
+				return nil, err
+			}
+			msgs = append(msgs, m)
+			continue
+		}
 		m, err := it.message()
 		if err != nil {
-			err.Param = fmt.Sprintf("input[%d]", i) + err.Param
+			err.Param = param + err.Param
 			return nil, err
 		}
 		msgs = append(msgs, m)

@@ -18,6 +18,10 @@ func TestParseResponseRequest(t *testing.T) {
 			"-", []string{"developer: be brief", "user: a\nb"}},
 		{"earlier output item", `{"model":"m","input":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"said","annotations":[]}]},{"role":"user","content":"next"}]}`,
 			"-", []string{"assistant: said", "user: next"}},
+		{"item references", `{"model":"m","input":[{"role":"user","content":"q1"},{"type":"item_reference","id":"msg_1"},{"role":"user","content":"q2"},{"id":"msg_2"}]}`,
+			"-", []string{"user: q1", "assistant: msg_1 at input[1]", "user: q2", "assistant: msg_2 at input[3]"}},
+		{"item reference without id", `{"model":"m","input":[{"type":"item_reference"}]}`, "input[0].id", nil},
+		{"item reference of a wrong type", `{"model":"m","input":[{"type":"item_reference","id":7}]}`, "input.id", nil},
 		{"image", `{"model":"m","input":[{"role":"user","content":[{"type":"input_image","image_url":"https://x/y.png","detail":"low"}]}]}`, "-", []string{"user: "}},
 		{"ignored fields", `{"model":"m","input":"hi","truncation":"auto","include":[],"reasoning":{"effort":"low"},"tools":[],"tool_choice":"auto","background":false,"store":false}`, "-", []string{"user: hi"}},
 		{"keys are exact", `{"model":"m","input":"hi","TOOLS":[{"type":"function"}]}`, "-", []string{"user: hi"}},
@@ -56,7 +60,7 @@ func TestParseResponseRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msgs, err := req.Messages()
+			msgs, err := req.Messages(refersTo)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,6 +72,32 @@ func TestParseResponseRequest(t *testing.T) {
 				t.Errorf("messages %q, want %q", got, tc.messages)
 			}
 		})
+	}
+}
+
+// refersTo resolves an item reference to an assistant message naming it.
+func refersTo(param, id string) (Message, error) {
+	return Message{Role: "assistant", Content: TextContent(id + " at " + param)}, nil
+}
+
+func TestItemReferenceResolution(t *testing.T) {
+	req, err := ParseResponseRequest([]byte(`{"model":"m","input":[{"role":"user","content":"q"},{"type":"item_reference","id":"msg_gone"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without a resolver, a reference is refused, never dropped.
+	if _, err := req.Messages(nil); fieldParam(err) != "input[1]" {
+		t.Errorf("no resolver: %v", err)
+	}
+	// The resolver's error comes back as it is.
+	gone := errors.New("gone")
+	var params, ids []string
+	_, err = req.Messages(func(param, id string) (Message, error) {
+		params, ids = append(params, param), append(ids, id)
+		return Message{}, gone
+	})
+	if err != gone || strings.Join(params, ",") != "input[1]" || strings.Join(ids, ",") != "msg_gone" {
+		t.Errorf("error %v for %q %q", err, params, ids)
 	}
 }
 
@@ -84,7 +114,7 @@ func TestResponseInputImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, _ := req.Messages()
+	msgs, _ := req.Messages(nil)
 	b, err := json.Marshal(msgs[0])
 	want := `{"role":"user","content":[{"type":"text","text":"what?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA","detail":"high"}}]}`
 	if err != nil || string(b) != want {
@@ -132,6 +162,7 @@ func FuzzParseResponseRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","input":"hi","instructions":"i","text":{"format":{"type":"json_schema","name":"a","schema":{}}}}`))
 	f.Add([]byte(`{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"a"},{"type":"input_image","image_url":"u"}]}]}`))
 	f.Add([]byte(`{"model":"m","input":[{"type":"function_call","call_id":"c"}],"tools":[{}]}`))
+	f.Add([]byte(`{"model":"m","input":[{"type":"item_reference","id":"msg_1"},{"id":"msg_2"},{"role":"user","content":"x"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := ParseResponseRequest(body)
 		if err != nil {
@@ -141,7 +172,7 @@ func FuzzParseResponseRequest(f *testing.F) {
 			}
 			return
 		}
-		msgs, err := req.Messages()
+		msgs, err := req.Messages(refersTo)
 		if err != nil || req.Model == "" || len(msgs) == 0 || !json.Valid(body) {
 			t.Fatalf("ParseResponseRequest(%q) accepted %+v: %d messages, %v", body, req, len(msgs), err)
 		}

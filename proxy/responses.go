@@ -58,7 +58,8 @@ func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	info(ctx).model = req.Model
-	t := &responseTurn{id: cache.NewID("resp_"), item: cache.NewID("msg_"), req: req, created: start.Unix()}
+	id := cache.NewID("resp_")
+	t := &responseTurn{id: id, item: cache.ItemID(id), req: req, created: start.Unix()}
 	if req.PreviousResponseID != "" {
 		prev, err := s.store.Response(ctx, info(ctx).tenant, req.PreviousResponseID)
 		if err != nil {
@@ -67,7 +68,11 @@ func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 		}
 		t.history = prev.History
 	}
-	t.input, _ = req.Messages() // ParseResponseRequest checked it
+	t.input, err = req.Messages(s.itemResolver(ctx))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	chat, err := t.chatRequest()
 	if err != nil {
 		s.fail(w, r, err)
@@ -122,7 +127,54 @@ func (s *Server) storedResponseError(id, param string, err error) *apiError {
 	ae := *storeDown(err)
 	ae.Message = "The conversation store is unavailable, so stored responses cannot be read now. " +
 		"Send the whole conversation as input without previous_response_id, or retry later."
+	if strings.HasPrefix(param, "input") {
+		ae.Message = "The conversation store is unavailable, so stored responses cannot be read now. " +
+			"Send earlier answers as message items rather than item references, or retry later."
+	}
 	return &ae
+}
+
+// itemResolver resolves the item references of a request of ctx's tenant.
+// An item reference names the output message item of one of the tenant's
+// stored responses (its id is cache.ItemID of the response's) and becomes
+// that assistant message, as the response's history holds it. An id that
+// names none of the tenant's (unknown, another tenant's, deleted, expired,
+// or of a store: false response) is a 404 naming the item, as OpenAI
+// answers; a store that does not answer is a 503. A response named twice
+// is read once.
+func (s *Server) itemResolver(ctx context.Context) openai.ItemResolver {
+	tenant := info(ctx).tenant
+	seen := map[string]openai.Message{}
+	return func(param, id string) (openai.Message, error) {
+		respID, ok := cache.ItemResponse(id)
+		if !ok {
+			return openai.Message{}, itemNotFound(id, param)
+		}
+		if m, ok := seen[respID]; ok {
+			return m, nil
+		}
+		resp, err := s.store.Response(ctx, tenant, respID)
+		if err != nil {
+			if errors.Is(err, cache.ErrNotFound) {
+				return openai.Message{}, itemNotFound(id, param)
+			}
+			return openai.Message{}, s.storedResponseError(respID, param, err)
+		}
+		n := len(resp.History)
+		if n == 0 || resp.History[n-1].Role != "assistant" {
+			return openai.Message{}, itemNotFound(id, param)
+		}
+		seen[respID] = resp.History[n-1]
+		return resp.History[n-1], nil
+	}
+}
+
+// itemNotFound is the 404 for an item reference that names no output
+// message of the tenant's stored responses, whether or not it exists.
+func itemNotFound(id, param string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "run_not_found", Param: param,
+		Message: "Item with id " + quoteJSON(id) + " not found for this API key. Item references name the output message of a " +
+			"response stored with store: true; send the message itself instead, or remove this item from your input."}
 }
 
 // responseNotFound is the 404 for a response id the tenant does not own,

@@ -371,6 +371,100 @@ func TestResponsesPreviousPassthrough(t *testing.T) {
 	sameLines(t, got, "user: q1", "assistant: A1", "user: q2", "assistant: A2", "assistant: noted", "user: q3")
 }
 
+// TestResponsesItemReference is how the AI SDK's OpenAI provider
+// continues with store: true: the whole conversation again, its earlier
+// answers as item references to their output message items.
+func TestResponsesItemReference(t *testing.T) {
+	e := start(t, convYAML(""))
+	scriptSynthesis(e, "S1")
+	first := e.mustRespond(t, "alice-key", `{"model":"council","input":[{"role":"user","content":[{"type":"input_text","text":"q1"}]}]}`)
+	first.checkShape(t, "council")
+	item := first.Output[0].ID
+	if item[len("msg_"):] != first.ID[len("resp_"):] {
+		t.Errorf("output item %q of response %q", item, first.ID)
+	}
+
+	scriptSynthesis(e, "S2")
+	second := e.mustRespond(t, "alice-key", `{"model":"council","input":[`+
+		`{"role":"user","content":[{"type":"input_text","text":"q1"}]},`+
+		`{"type":"item_reference","id":"`+item+`"},`+
+		`{"role":"user","content":[{"type":"input_text","text":"q2"}]}]}`)
+	if second.text() != "S2" {
+		t.Fatalf("second %+v", second)
+	}
+	// The members see the first answer as the assistant's turn.
+	sameLines(t, lastMemberMessages(t, e), "user: q1", "assistant: S1", "user: q2")
+
+	// The third turn refers to both answers, streamed, the reference
+	// without its optional type; the second's history stored the answer
+	// itself, so GET and previous_response_id see no reference.
+	scriptSynthesis(e, "S3")
+	_, raw := e.do(http.MethodPost, "/v1/responses", "alice-key", `{"model":"council","stream":true,"input":[`+
+		`{"role":"user","content":"q1"},{"id":"`+item+`"},{"role":"user","content":"q2"},`+
+		`{"type":"item_reference","id":"`+second.Output[0].ID+`"},{"role":"user","content":"q3"}]}`)
+	checkResponseStream(t, readResponseEvents(t, raw), 1, "S3")
+	sameLines(t, lastMemberMessages(t, e), "user: q1", "assistant: S1", "user: q2", "assistant: S2", "user: q3")
+	scriptSynthesis(e, "S3 bis")
+	e.mustRespond(t, "alice-key", `{"model":"council","input":"q3 bis","previous_response_id":"`+second.ID+`"}`)
+	sameLines(t, lastMemberMessages(t, e), "user: q1", "assistant: S1", "user: q2", "assistant: S2", "user: q3 bis")
+
+	// Passthrough turns are referred to the same way.
+	e.fake.Script("m1", upstreamtest.Reply{Content: "A1"}, upstreamtest.Reply{Content: "A2"})
+	p1 := e.mustRespond(t, "alice-key", `{"model":"fake/m1","input":"p1"}`)
+	e.mustRespond(t, "alice-key", `{"model":"fake/m1","input":[{"role":"user","content":"p1"},{"type":"item_reference","id":"`+p1.Output[0].ID+`"},{"role":"user","content":"p2"}]}`)
+	var got []string
+	for _, m := range e.fake.RequestsFor("m1")[1].Chat.Messages {
+		got = append(got, m.Role+": "+m.Content.String())
+	}
+	sameLines(t, got, "user: p1", "assistant: A1", "user: p2")
+}
+
+// TestResponsesItemReferenceNotFound: a reference to nothing the tenant
+// has stored is a 404 naming the item, never dropped, and nothing is
+// asked of a model.
+func TestResponsesItemReferenceNotFound(t *testing.T) {
+	e := start(t, convYAML(""))
+	scriptSynthesis(e, "S1")
+	alices := e.mustRespond(t, "alice-key", `{"model":"council","input":"q1"}`)
+	scriptSynthesis(e, "S2")
+	unstored := e.mustRespond(t, "alice-key", `{"model":"council","input":"q1","store":false}`)
+	scriptSynthesis(e, "S3")
+	deleted := e.mustRespond(t, "alice-key", `{"model":"council","input":"q1"}`)
+	if resp, raw := e.do("DELETE", "/v1/responses/"+deleted.ID, "alice-key", ""); resp.StatusCode != 200 {
+		t.Fatalf("DELETE: %d %s", resp.StatusCode, raw)
+	}
+	calls := len(e.fake.Requests())
+
+	for _, tc := range []struct{ name, key, id string }{
+		{"unknown", "alice-key", "msg_0123456789abcdef01234567"},
+		{"not a message item", "alice-key", "rs_0123456789abcdef01234567"},
+		{"a response id", "alice-key", alices.ID},
+		{"another tenant's", "bob-key", alices.Output[0].ID},
+		{"store false", "alice-key", unstored.Output[0].ID},
+		{"deleted", "alice-key", deleted.Output[0].ID},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, stream := range []string{"false", "true"} {
+				resp, raw := e.do(http.MethodPost, "/v1/responses", tc.key, `{"model":"council","stream":`+stream+`,"input":[`+
+					`{"role":"user","content":"q1"},{"type":"item_reference","id":"`+tc.id+`"},{"role":"user","content":"q2"}]}`)
+				ae := decodeError(t, raw)
+				if resp.StatusCode != 404 || ae.Error.Type != "invalid_request_error" || ae.Error.Code == nil || *ae.Error.Code != "run_not_found" ||
+					ae.Error.Param == nil || *ae.Error.Param != "input[1]" || !strings.Contains(ae.Error.Message, tc.id) {
+					t.Errorf("stream %s: %d %s", stream, resp.StatusCode, raw)
+				}
+			}
+		})
+	}
+	// A reference without an id is a 400.
+	resp, raw := e.do(http.MethodPost, "/v1/responses", "alice-key", `{"model":"council","input":[{"role":"user","content":"q"},{"type":"item_reference"}]}`)
+	if ae := decodeError(t, raw); resp.StatusCode != 400 || ae.Error.Param == nil || *ae.Error.Param != "input[1].id" {
+		t.Errorf("no id: %d %s", resp.StatusCode, raw)
+	}
+	if n := len(e.fake.Requests()); n != calls {
+		t.Errorf("%d upstream calls for refused references", n-calls)
+	}
+}
+
 func TestResponsesStoreFalse(t *testing.T) {
 	e := start(t, convYAML(""))
 	scriptSynthesis(e, "S1")
@@ -462,6 +556,10 @@ func TestResponsesRedis(t *testing.T) {
 	if resp, raw := a.do("GET", "/v1/responses/"+two.ID, "alice-key", ""); resp.StatusCode != 200 || !bytes.Contains(raw, []byte("from B")) {
 		t.Errorf("GET on A of B's response: %d %s", resp.StatusCode, raw)
 	}
+	// An item reference made on A resolves on B.
+	scriptSynthesis(b, "from B again")
+	b.mustRespond(t, "alice-key", `{"model":"council","input":[{"role":"user","content":"q1"},{"type":"item_reference","id":"`+one.Output[0].ID+`"},{"role":"user","content":"q2 bis"}]}`)
+	sameLines(t, lastMemberMessages(t, b), "user: q1", "assistant: from A", "user: q2 bis")
 	if resp, _ := b.do("DELETE", "/v1/responses/"+one.ID, "alice-key", ""); resp.StatusCode != 200 {
 		t.Errorf("DELETE on B: %d", resp.StatusCode)
 	}
@@ -478,6 +576,10 @@ func TestResponsesRedis(t *testing.T) {
 	resp, _, raw := a.createResponse(t, "alice-key", `{"model":"council","input":"q3","previous_response_id":"`+two.ID+`"}`)
 	if ae := decodeError(t, raw); resp.StatusCode != 503 || ae.Error.Code == nil || *ae.Error.Code != "store_unavailable" || !strings.Contains(ae.Error.Message, "previous_response_id") {
 		t.Errorf("continuation with Redis down: %d %s", resp.StatusCode, raw)
+	}
+	resp, _, raw = a.createResponse(t, "alice-key", `{"model":"council","input":[{"role":"user","content":"q1"},{"type":"item_reference","id":"`+two.Output[0].ID+`"},{"role":"user","content":"q3"}]}`)
+	if ae := decodeError(t, raw); resp.StatusCode != 503 || ae.Error.Code == nil || *ae.Error.Code != "store_unavailable" || !strings.Contains(ae.Error.Message, "item references") {
+		t.Errorf("item reference with Redis down: %d %s", resp.StatusCode, raw)
 	}
 	scriptSynthesis(a, "unsaved")
 	resp, r, raw := a.createResponse(t, "alice-key", `{"model":"council","input":"q4"}`)
