@@ -43,9 +43,9 @@ compat: $(COMPAT_PY) $(COMPAT_NODE)
 	$(GO) build -o "$$bin/consortium" ./cmd/consortium && \
 	$(GO) build -o "$$bin/fakeprovider" ./upstream/upstreamtest/fakeprovider && \
 	export CONSORTIUM_BIN="$$bin/consortium" FAKEPROVIDER_BIN="$$bin/fakeprovider" && \
-	echo "compat/python: openai-python, LangChain, llm, the README's curl examples" && \
+	echo "compat/python: openai-python (chat, Responses), the Agents SDK, LangChain, the anthropic SDK, llm, the README's curl examples" && \
 	{ (cd compat/python && .venv/bin/python -m pytest -q); py=$$?; } && \
-	echo "compat/node: openai-node, LangChain.js, the Vercel AI SDK" && \
+	echo "compat/node: openai-node (chat, Responses), LangChain.js, the Vercel AI SDK (compatible and Responses providers)" && \
 	{ (cd compat/node && node run.js); node=$$?; } && \
 	exit $$((py || node))
 

@@ -61,7 +61,7 @@ def test_readme_covers_every_endpoint():
     everything = "\n".join(b for _, b in BLOCKS)
     for needle in ['"stream": true', '"include_usage": true', "/v1/chat/completions", "/v1/models\n",
                    "/v1/models/demo/", "/v1/embeddings", "/v1/consortium/runs/", "X-Consortium-Conversation:",
-                   "/healthz", "/readyz", "/metrics"]:
+                   "/healthz", "/readyz", "/metrics", "/v1/responses", "previous_response_id", "/v1/messages"]:
         assert needle in everything, f"no README curl example that runs shows {needle!r}"
 
 
@@ -98,9 +98,17 @@ def test_readme_block(shim, tmp_path, doc, line, block):
     assert out.returncode == 0, f"{where} failed ({out.returncode}):\n{block}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     assert out.stdout.strip(), f"{where} printed nothing"
     # A stream that failed midway still ends 200: look for error events.
-    assert '"error"' not in out.stdout, f"{where} answered an error:\n{out.stdout}"
+    # (The Responses API's objects carry "error": null when all is well.)
+    failed = re.search(r'"error"\s*:\s*\{|^event: (error|response\.failed)$', out.stdout, re.M)
+    assert not failed, f"{where} answered an error:\n{out.stdout}"
     if '"stream": true' in block:
-        assert "data: [DONE]" in out.stdout
+        # Each API ends its stream its own way.
+        if "/v1/messages" in block:
+            assert "event: message_stop" in out.stdout
+        elif "/v1/responses" in block:
+            assert "event: response.completed" in out.stdout
+        else:
+            assert "data: [DONE]" in out.stdout
     # In the strategy sections, a demo consortium's answer (compact JSON,
     # as the proxy writes it) shows what its strategy found.
     if doc != "README.md":
