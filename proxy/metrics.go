@@ -41,9 +41,6 @@ type Metrics struct {
 // string of its own.
 type modelRef struct{ provider, model string }
 
-// metrics is the name the Server's fields use.
-type metrics = Metrics
-
 // maxModelLabels is how many distinct provider/model pairs get a label of
 // their own; later ones are counted as model "other".
 const maxModelLabels = 500
@@ -140,9 +137,6 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// newMetrics is the constructor's name where the Server makes its own.
-var newMetrics = NewMetrics
-
 // ObserveCall counts one finished upstream call. It is what the wiring
 // passes as upstream.Config.OnCall, so that passthrough, member, arbiter
 // and judge calls are all counted, each once.
@@ -166,9 +160,4 @@ func (m *Metrics) BreakerChanged(provider, model, state string) {
 		v = 2
 	}
 	m.breakers.WithLabelValues(provider, m.modelLabel(provider, model)).Set(v)
-}
-
-// breakerChanged is BreakerChanged under the name the Server uses.
-func (m *Metrics) breakerChanged(provider, model, state string) {
-	m.BreakerChanged(provider, model, state)
 }

@@ -136,7 +136,7 @@ type Options struct {
 type Server struct {
 	cfg       Settings
 	log       *slog.Logger
-	metrics   *metrics
+	metrics   *Metrics
 	registry  *prometheus.Registry
 	providers map[string]Provider
 	consortia map[string]Consortium

@@ -229,10 +229,6 @@ type scrubBody struct {
 	err     error
 }
 
-func newScrubBody(body io.ReadCloser, secrets []string) *scrubBody {
-	return &scrubBody{body: body, secrets: secretBytes(secrets)}
-}
-
 // secretBytes returns the secrets as bytes, for scrubBody.
 func secretBytes(secrets []string) [][]byte {
 	out := make([][]byte, len(secrets))

@@ -412,7 +412,7 @@ func TestScrubBody(t *testing.T) {
 		iotest.OneByteReader,
 		iotest.HalfReader,
 	} {
-		s := newScrubBody(io.NopCloser(wrap(strings.NewReader(in))), []string{key})
+		s := &scrubBody{body: io.NopCloser(wrap(strings.NewReader(in))), secrets: secretBytes([]string{key})}
 		got, err := io.ReadAll(s)
 		if err != nil || string(got) != want {
 			t.Errorf("read %q, %v; want %q", got, err, want)
@@ -420,7 +420,7 @@ func TestScrubBody(t *testing.T) {
 	}
 
 	pr, pw := io.Pipe()
-	s := newScrubBody(pr, []string{key})
+	s := &scrubBody{body: pr, secrets: secretBytes([]string{key})}
 	go pw.Write([]byte("data: {\"a\":1}\n\n"))
 	buf := make([]byte, 100)
 	if n, err := s.Read(buf); string(buf[:n]) != "data: {\"a\":1}\n\n" || err != nil {
