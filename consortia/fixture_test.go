@@ -136,14 +136,3 @@ func (f *fixture) mustRun(t testing.TB, body string) (*consortia.Result, []strin
 	}
 	return res, deltas
 }
-
-// waitIdle waits until the fake has no request in flight, so that the
-// cancellation of a call has reached it.
-func waitIdle(t testing.TB, fake *upstreamtest.Server) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := fake.WaitIdle(ctx); err != nil {
-		t.Fatalf("the provider still has %d requests in flight: %v", fake.InFlight(), err)
-	}
-}

@@ -278,8 +278,3 @@ func (s *Server) methodNotAllowed(mux *chi.Mux) http.HandlerFunc {
 			Message: fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)})
 	}
 }
-
-// since returns the milliseconds elapsed since t, for headers and logs.
-func since(t time.Time) float64 {
-	return float64(time.Since(t).Microseconds()) / 1000
-}
