@@ -43,7 +43,50 @@ type Config struct {
 	Rank    Rank
 	Vote    Vote
 	Cascade Cascade
+
+	// Weights is "fixed" (the default when empty: the configured member
+	// weights) or "adaptive": member weights derived from Ratings once a
+	// model has enough comparisons, clamped to 0.5–2× the configured one.
+	Weights string
+	// Ratings is where adaptive weights read the models' ratings. If nil,
+	// the configured weights are used.
+	Ratings Ratings
+	// Pricing prices every upstream call of a run, for cost_usd in its
+	// usage and record. If nil, costs are unknown.
+	Pricing Pricing
+	// OnRun, if set, is called once with the record of every run when it
+	// ends, answered or failed, after the answer's last delta was written.
+	// It must not block (the scores record runs through it).
+	OnRun func(*Run)
 }
+
+// Ratings gives the current rating of each model of a consortium, by
+// provider/model ref. It is read at the start of every run of an adaptive
+// consortium, so it answers from memory and never blocks.
+type Ratings interface {
+	Ratings(consortium string) map[string]Rating
+}
+
+// Rating is a model's rating in a consortium: Bradley–Terry on the scale
+// 1000 + 400·log10(strength / geometric mean strength), and the number
+// of pairwise comparisons it rests on.
+type Rating struct {
+	Rating      float64
+	Comparisons int
+}
+
+// Price is what a model costs, in US dollars per million tokens.
+// CachedInput, when not nil, prices the input tokens a provider reports
+// as read from its prompt cache.
+type Price struct {
+	Input       float64
+	Output      float64
+	CachedInput *float64
+}
+
+// Pricing is the price of each priced model, by provider/model ref. A
+// model it does not list costs an unknown amount, never 0.
+type Pricing map[string]Price
 
 // Member is one member model of a consortium.
 type Member struct {
