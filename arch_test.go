@@ -67,10 +67,11 @@ var allowed = map[string][]string{
 	"consortia":          {"openai", "upstream", "cache"}, // cache.NewID: one id function
 	"internal/config":    nil,
 	"internal/redistest": nil,
+	"internal/batch":     {"openai", "consortia"}, // the batch commands' jobs: engines and providers through interfaces it declares
 	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit"},
 	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
-		"upstream/upstreamtest"},
+		"internal/batch", "upstream/upstreamtest"},
 	// Test doubles and tools.
 	"upstream/upstreamtest":              {"openai", "upstream"},
 	"upstream/upstreamtest/fakeprovider": {"openai", "upstream", "upstream/upstreamtest"},

@@ -8,6 +8,9 @@
 //	consortium validate [-c FILE] [--demo]
 //	consortium models   [-c FILE] [--demo]
 //	consortium version
+//	consortium dataset select   -c FILE --embed provider/model --in PROMPTS --out FILE [--max N] [--tripwire 0.9] [--method centroid|fps]
+//	consortium dataset generate -c FILE --model CONSORTIUM --in FILE --out FILE [--concurrency 8] [--format native|openai]
+//	consortium eval             -c FILE --model CONSORTIUM --in FILE [--out FILE] [--concurrency 8] [--match exact|contains|numeric|regex]
 //	consortium help     [COMMAND]
 package main
 
@@ -43,6 +46,9 @@ Usage:
   consortium validate [-c FILE] [--demo]   exit 0, or 1 with every problem and its key path
   consortium models   [-c FILE] [--demo]   the model ids that /v1/models would list
   consortium version                       this binary's version (also --version)
+  consortium dataset select   -c FILE --embed provider/model --in PROMPTS --out FILE [--max N] [--tripwire 0.9] [--method centroid|fps]
+  consortium dataset generate -c FILE --model CONSORTIUM --in FILE --out FILE [--concurrency 8] [--format native|openai]
+  consortium eval             -c FILE --model CONSORTIUM --in FILE [--out FILE] [--concurrency 8] [--match exact|contains|numeric|regex]
   consortium help     [COMMAND]            this text, or a command's (also COMMAND --help)
 
 The configuration file is -c, else $CONSORTIUM_CONFIG, else ./consortium.yaml
@@ -115,6 +121,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "models":
 		return models(args[1:], stdout, stderr)
+	case "dataset":
+		return dataset(args[1:], stdout, stderr)
+	case "eval":
+		return eval(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -126,7 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, usage)
 			return 0
 		}
-		if help, ok := commands[args[1]]; ok {
+		if help, ok := commands[strings.Join(args[1:], " ")]; ok {
 			fmt.Fprint(stdout, help)
 			return 0
 		}

@@ -64,6 +64,12 @@ type Options struct {
 type App struct {
 	server *proxy.Server
 	redis  redis.UniversalClient // nil without a Redis store
+
+	// What the batch commands use in-process (Engine, Provider, Solo).
+	cfg       *config.Config
+	engines   map[string]proxy.Consortium
+	providers map[string]*upstream.Provider
+	callers   map[string]consortia.Caller
 }
 
 // New builds the proxy and its dependencies for a validated
@@ -87,22 +93,22 @@ func New(opts Options) (*App, error) {
 		return nil, err
 	}
 
+	a := &App{cfg: cfg, providers: map[string]*upstream.Provider{}, callers: map[string]consortia.Caller{}}
 	providers := map[string]proxy.Provider{}
-	callers := map[string]consortia.Caller{}
+	callers := a.callers
 	models := configuredModels(cfg)
 	for _, name := range cfg.ProviderOrder {
 		p, err := upstream.New(providerConfig(name, cfg.Providers[name], models[name], opts, metrics, log))
 		if err != nil {
 			return nil, err
 		}
-		providers[name], callers[name] = p, p
+		providers[name], callers[name], a.providers[name] = p, p, p
 	}
 	engines, err := buildEngines(cfg, callers)
 	if err != nil {
 		return nil, err
 	}
-
-	a := &App{}
+	a.engines = engines
 	store := opts.Store
 	rpm := map[string]int{}
 	keys := make([]proxy.ClientKey, len(cfg.Auth.Keys))
@@ -155,6 +161,67 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.server.Serve
 // Drain marks the proxy as shutting down: /readyz answers 503 so load
 // balancers stop sending traffic while in-flight requests finish.
 func (a *App) Drain() { a.server.Drain() }
+
+// Engine returns the engine of the consortium name, as the proxy runs
+// it (its runs feed the scores), for the batch commands.
+func (a *App) Engine(name string) (*consortia.Engine, bool) {
+	e, ok := a.engines[name].(*consortia.Engine)
+	return e, ok
+}
+
+// Provider returns the client of the provider name, for the batch
+// commands' direct calls (embeddings, eval's judges).
+func (a *App) Provider(name string) (*upstream.Provider, bool) {
+	p, ok := a.providers[name]
+	return p, ok
+}
+
+// Solo returns engines that each answer with one model of the consortium
+// name on its own, as eval compares them: one per distinct member model,
+// with its configured system prompt (after the consortium's), params and
+// fallbacks, named by its ref; for a cascade, one per tier, a consortium
+// tier being that consortium's own engine. The solo engines' runs feed no
+// scores: they are not runs of a consortium.
+func (a *App) Solo(name string) ([]*consortia.Engine, error) {
+	c, ok := a.cfg.Consortia[name]
+	if !ok {
+		return nil, fmt.Errorf("no consortium %q", name)
+	}
+	solo := func(m config.Member) (*consortia.Engine, error) {
+		return consortia.New(m.Model, consortia.Config{
+			Strategy: "vote", System: c.System, MemberTimeout: c.MemberTimeout,
+			Members: []consortia.Member{{Model: m.Model, Count: 1, Weight: 1, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks}},
+		}, a.callers)
+	}
+	var out []*consortia.Engine
+	if c.Strategy == "cascade" {
+		for _, t := range c.Tiers {
+			if e, ok := a.Engine(t); ok {
+				out = append(out, e)
+				continue
+			}
+			e, err := solo(config.Member{Model: t})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+		return out, nil
+	}
+	seen := map[string]bool{}
+	for _, m := range c.Members {
+		if seen[m.Model] {
+			continue
+		}
+		seen[m.Model] = true
+		e, err := solo(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
 
 // Close releases what New opened: the Redis client the store and the
 // limits share.

@@ -1,0 +1,291 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/consortium-dev/consortium/openai"
+)
+
+func randomVectors(n, d int, seed uint64) *Vectors {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	v := NewVectors(n, d)
+	for i := range v.Data {
+		v.Data[i] = float32(rng.NormFloat64())
+	}
+	v.Normalize()
+	return v
+}
+
+// naive selects as DESIGN.md states it, in float64 and without
+// shortcuts: the reference the fast versions are checked against.
+func naive(v *Vectors, method string, max int, tripwire float64) []int {
+	row := func(i int) []float64 {
+		r := make([]float64, v.D)
+		for k, x := range v.Row(i) {
+			r[k] = float64(x)
+		}
+		return r
+	}
+	cos := func(a, b []float64) float64 {
+		var d, na, nb float64
+		for k := range a {
+			d, na, nb = d+a[k]*b[k], na+a[k]*a[k], nb+b[k]*b[k]
+		}
+		if na == 0 || nb == 0 {
+			return 0
+		}
+		return d / math.Sqrt(na*nb)
+	}
+	mean := func(idx []int) []float64 {
+		m := make([]float64, v.D)
+		for _, i := range idx {
+			for k, x := range row(i) {
+				m[k] += x
+			}
+		}
+		return m
+	}
+	all := make([]int, v.N)
+	for i := range all {
+		all[i] = i
+	}
+	m := mean(all)
+	first, best := 0, math.Inf(1)
+	for i := range v.N {
+		if s := cos(row(i), m); s < best {
+			first, best = i, s
+		}
+	}
+	picks := []int{first}
+	for len(picks) < max && len(picks) < v.N {
+		next, nextSim := -1, math.Inf(1)
+		for i := range v.N {
+			if slices.Contains(picks, i) {
+				continue
+			}
+			var s float64
+			if method == "fps" {
+				s = math.Inf(-1)
+				for _, p := range picks {
+					s = math.Max(s, cos(row(i), row(p)))
+				}
+			} else {
+				s = cos(row(i), mean(picks))
+			}
+			if s < nextSim {
+				next, nextSim = i, s
+			}
+		}
+		if nextSim > tripwire {
+			break
+		}
+		picks = append(picks, next)
+	}
+	return picks
+}
+
+func indexes(picks []Pick) []int {
+	var out []int
+	for _, p := range picks {
+		out = append(out, p.Index)
+	}
+	return out
+}
+
+func TestSelectMatchesDefinition(t *testing.T) {
+	for _, tc := range []struct {
+		n, d, max int
+		tripwire  float64
+	}{{300, 16, 40, 1}, {2500, 8, 60, 1}, {200, 4, 200, 0.5}, {50, 32, 10, 0.2}} {
+		v := randomVectors(tc.n, tc.d, uint64(tc.n))
+		for _, method := range Methods {
+			t.Run(fmt.Sprintf("%s/n%d/d%d/trip%v", method, tc.n, tc.d, tc.tripwire), func(t *testing.T) {
+				var got []Pick
+				if method == "fps" {
+					got = FPS(v, tc.max, tc.tripwire)
+				} else {
+					got = Centroid(v, tc.max, tc.tripwire)
+				}
+				want := naive(v, method, tc.max, tc.tripwire)
+				if !slices.Equal(indexes(got), want) {
+					t.Errorf("picks %v\nwant  %v", indexes(got), want)
+				}
+				for _, p := range got[1:] {
+					if p.Similarity > tc.tripwire {
+						t.Errorf("pick %d has similarity %v above the tripwire", p.Index, p.Similarity)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSelectTripwire: a near duplicate of a pick is never picked by fps
+// once the tripwire is below their similarity.
+func TestSelectTripwire(t *testing.T) {
+	v := NewVectors(4, 2)
+	copy(v.Data, []float32{1, 0, 0, 1, -1, 0, 0.99, 0.01})
+	v.Normalize()
+	got := FPS(v, 10, 0.9)
+	if slices.Contains(indexes(got), 3) && slices.Contains(indexes(got), 0) {
+		t.Errorf("both near duplicates picked: %v", got)
+	}
+	if got := FPS(v, 10, 1); len(got) != 4 {
+		t.Errorf("tripwire 1 picked %v; want all 4", got)
+	}
+	if got := Centroid(v, 0, 1); got != nil {
+		t.Errorf("max 0 picked %v", got)
+	}
+}
+
+// fakeEmbedder embeds a text as a deterministic vector, counting the
+// texts it was asked for.
+type fakeEmbedder struct {
+	mu    sync.Mutex
+	texts []string
+	dims  int
+	fail  string // a text that fails its batch
+}
+
+func (f *fakeEmbedder) Embed(ctx context.Context, model string, inputs []string) ([][]float32, *openai.Usage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out [][]float32
+	for _, in := range inputs {
+		if in == f.fail {
+			return nil, nil, fmt.Errorf("status 500: boom")
+		}
+		f.texts = append(f.texts, in)
+		v := make([]float32, f.dims)
+		for i, c := range in {
+			v[(i+int(c))%f.dims] += float32(c%7) + 1
+		}
+		out = append(out, v)
+	}
+	return out, &openai.Usage{PromptTokens: len(inputs), TotalTokens: len(inputs)}, nil
+}
+
+func writeLines(t *testing.T, name string, lines ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestSelectCachesEmbeddings(t *testing.T) {
+	var prompts []string
+	for i := range 50 {
+		prompts = append(prompts, fmt.Sprintf("prompt number %d about %s", i, strings.Repeat("x", i%7)))
+	}
+	prompts = append(prompts, prompts[3]) // an exact duplicate
+	in := writeLines(t, "in.txt", prompts...)
+	out := filepath.Join(t.TempDir(), "sel.jsonl")
+	items, err := ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb := &fakeEmbedder{dims: 12}
+	s := &Select{Embedder: emb, Model: "m", Ref: "p/m", Max: 10, Tripwire: 1, BatchSize: 7}
+	rep, err := s.Run(context.Background(), items, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Duplicates != 1 || rep.Embedded != 50 || rep.Cached != 0 || len(rep.Picks) != 10 || rep.Stop != "max" {
+		t.Errorf("first run %+v", rep)
+	}
+	first, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(first)), "\n")
+	if len(lines) != 10 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var l struct {
+		ID        string
+		Prompt    string
+		Selection struct {
+			Order      int
+			Similarity float64
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &l); err != nil || l.Selection.Order != 1 || l.Prompt == "" {
+		t.Errorf("line %q: %v", lines[1], err)
+	}
+
+	// A rerun embeds nothing and selects the same.
+	emb.texts = nil
+	rep, err = s.Run(context.Background(), items, out)
+	if err != nil || rep.Embedded != 0 || rep.Cached != 50 || len(emb.texts) != 0 {
+		t.Errorf("rerun %+v, %v, embedded %v", rep, err, emb.texts)
+	}
+	if again, _ := os.ReadFile(out); string(again) != string(first) {
+		t.Error("the rerun selected otherwise")
+	}
+
+	// A changed prompt is embedded again, alone.
+	items[5].Messages[0].Content.Text = "a changed prompt"
+	rep, err = s.Run(context.Background(), items, out)
+	if err != nil || rep.Embedded != 1 || !slices.Equal(emb.texts, []string{"a changed prompt"}) {
+		t.Errorf("changed: %+v, %v, embedded %v", rep, err, emb.texts)
+	}
+
+	// A torn last record (a crash mid-write) is cut, and that vector
+	// embedded again.
+	cache := CachePath(out)
+	st, _ := os.Stat(cache)
+	os.Truncate(cache, st.Size()-3)
+	emb.texts = nil
+	if rep, err = s.Run(context.Background(), items, out); err != nil || rep.Embedded != 1 {
+		t.Errorf("torn cache: %+v, %v", rep, err)
+	}
+}
+
+func TestSelectFailureWritesNothing(t *testing.T) {
+	in := writeLines(t, "in.txt", "a", "b", "c", "d")
+	out := filepath.Join(t.TempDir(), "sel.jsonl")
+	items, _ := ReadFile(in)
+	emb := &fakeEmbedder{dims: 4, fail: "c"}
+	s := &Select{Embedder: emb, Model: "m", Ref: "p/m", Tripwire: 1, BatchSize: 2, Concurrency: 1}
+	rep, err := s.Run(context.Background(), items, out)
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("err %v", err)
+	}
+	if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+		t.Errorf("--out written after a failure: %v", serr)
+	}
+	if rep.Embedded != 2 {
+		t.Errorf("embedded %d before the failure; want the first batch's 2", rep.Embedded)
+	}
+	if _, err := s.Run(context.Background(), items, out); err == nil {
+		t.Error("no error on the second run")
+	}
+	if _, err := (&Select{Tripwire: 1.5}).Run(context.Background(), items, out); err == nil {
+		t.Error("tripwire 1.5 accepted")
+	}
+}
+
+func BenchmarkCentroid(b *testing.B) {
+	v := randomVectors(5000, 256, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		Centroid(v, 50, 1)
+	}
+}
+
+func BenchmarkFPS(b *testing.B) {
+	v := randomVectors(5000, 256, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		FPS(v, 50, 1)
+	}
+}
