@@ -124,7 +124,7 @@ func (e *Eval) Run(ctx context.Context, items []Item, out *Output) (*EvalReport,
 		}
 	}
 	if len(problems) > 0 {
-		return nil, &InputError{Path: "input", Problems: problems}
+		return nil, &InputError{Path: "the input", Problems: problems}
 	}
 	prompt := e.JudgePrompt
 	if prompt == "" {
@@ -205,8 +205,14 @@ func (e *Eval) item(ctx context.Context, it Item, mode string, match matcher, tm
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	var failed []string
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err.Error())
+		}
+	}
+	if len(failed) > 0 {
+		return nil, errors.New(strings.Join(failed, "; "))
 	}
 	l := &evalLine{ID: it.ID, Reference: it.Reference, Answers: answers}
 	if it.Reference != nil {
