@@ -76,7 +76,7 @@ var allowed = map[string][]string{
 	"upstream/upstreamtest":              {"openai", "upstream"},
 	"upstream/upstreamtest/fakeprovider": {"openai", "upstream", "upstream/upstreamtest"},
 	"bench":                              {"openai", "upstream", "upstream/upstreamtest"},
-	"bench/cmd/bench":                    {"openai", "upstream", "upstream/upstreamtest", "bench", "consortia"}, // consortia: the default judge prompt of the rank critical path
+	"bench/cmd/bench":                    {"openai", "upstream", "upstream/upstreamtest", "bench", "consortia", "internal/batch"}, // consortia: the default judge prompt of the rank critical path; internal/batch: bench batch's selection
 }
 
 // TestDependencyDirection keeps the architecture one way: each package
