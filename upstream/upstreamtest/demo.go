@@ -261,22 +261,22 @@ func between(lo, hi time.Duration, h uint64) time.Duration {
 // detailed one says all the other says, and more.
 var (
 	demoDetails = []string{
-		"its members answer the same request at once, each on its own",
-		"an arbiter or a panel of judges turns their answers into one",
-		"the judges read the answers under labels, never the model names",
-		"every run is recorded with each member's latency, tokens and place",
-		"the words arrive at about a real model's pace, streamed or not",
-		"latency, pacing and token counts are simulated, with no keys or network",
-		"a leaderboard rates the models from the judges' rankings over many runs",
+		"the members answer at once",
+		"an arbiter merges their answers",
+		"judges see labels, never names",
+		"every run is recorded",
+		"words stream at a model's pace",
+		"latency and tokens are simulated",
+		"a leaderboard rates the models",
 	}
 	demoWorking = []string{
-		"it reads the question as one operation on two integers",
-		"it keeps the operands in the order they were given",
-		"it works digit by digit, carrying and borrowing where needed",
-		"it checks the result with the inverse operation",
-		"it keeps track of the sign of each operand",
-		"it states the operation again before the result",
-		"it writes the result as a plain number, without units",
+		"one operation on two integers",
+		"the operands kept in order",
+		"digit by digit, with carries",
+		"checked by the inverse operation",
+		"the signs kept track of",
+		"the operation stated again",
+		"the result as a plain number",
 	}
 )
 

@@ -123,8 +123,8 @@ func demoRank(model, prompt string, answers []judged) bool {
 }
 
 // demoTaste bounds the noise of a judge's count of specific detail, in
-// quarter words: up to 16 words, about two of the demo's specific points.
-const demoTaste = 64
+// quarter words: up to 10 words, about two of the demo's specific points.
+const demoTaste = 40
 
 // demoJudgeReply ranks the answers of a judge prompt (see demoRank) and
 // critiques them in a few sentences that say it is a demo.
