@@ -130,8 +130,9 @@ func DemoModels() []string {
 }
 
 // demoAnswerLine is demo-vote's system prompt, which asks for the last
-// line its extract reads; the demo members answer it with a short verdict
-// (upstream/upstreamtest's DemoAnswerPrefix starts it).
+// line its extract reads; the demo members answer it with their result on
+// an arithmetic question, else a short verdict (upstream/upstreamtest's
+// DemoAnswerPrefix starts it).
 const (
 	demoAnswerLine = `End your answer with a last line "Answer: " followed by your short answer.`
 	demoExtract    = `(?m)^Answer:\s*(.+?)\s*$`
