@@ -115,3 +115,42 @@ def test_readme_block(shim, tmp_path, doc, line, block):
         for model in set(re.findall(r'"model": "([\w-]+)"', block)) & set(STRATEGY_FIELDS):
             for field in STRATEGY_FIELDS[model]:
                 assert field in out.stdout, f"{where}: the {model} answer lacks {field}:\n{out.stdout}"
+
+
+# The README's "Build a dataset" walkthrough: every ```sh block of README.md
+# that runs `consortium dataset` or `consortium eval` (and is not marked
+# "<!-- not run") runs with bash, in order, in one directory holding a copy
+# of examples/ (so a block may read what an earlier one wrote), with the
+# built binary first on PATH as `consortium` and no provider variables.
+BATCH = re.compile(r"^\s*consortium\s+(dataset|eval)\s", re.M)
+
+
+def batch_blocks(doc):
+    """The batch command blocks of doc that are meant to run: (line, text)."""
+    with open(os.path.join(REPO, doc)) as f:
+        text = f.read()
+    blocks = []
+    for m in FENCE.finditer(text):
+        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        if BATCH.search(m.group(1)) and not before.startswith("<!-- not run"):
+            blocks.append((text.count("\n", 0, m.start()) + 1, m.group(1)))
+    return blocks
+
+
+def test_readme_batch_walkthrough(binaries, tmp_path):
+    blocks = batch_blocks("README.md")
+    commands = "\n".join(b for _, b in blocks)
+    for needle in ("consortium dataset select", "consortium dataset generate", "consortium eval"):
+        assert needle in commands, f"the README's walkthrough does not run {needle!r}"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(binaries["consortium"], bindir / "consortium")
+    work = tmp_path / "work"
+    shutil.copytree(os.path.join(REPO, "examples"), work / "examples")
+    env = clean_env(PATH=str(bindir) + os.pathsep + os.environ["PATH"])
+    for line, block in blocks:
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"README.md:{line} failed ({out.returncode}):\n{block}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+        assert out.stdout.strip(), f"README.md:{line} printed nothing"
+
