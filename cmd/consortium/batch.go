@@ -218,7 +218,11 @@ func finish(name string, rep *batch.Report, out string, err error, interrupted b
 	}
 	if interrupted || rep.Interrupted {
 		left := rep.Total - rep.Skipped - rep.Done - len(rep.Failures)
-		fmt.Fprintf(stderr, "consortium %s: interrupted with %d item(s) not done; run the same command again to resume\n", name, left)
+		if out == "" {
+			fmt.Fprintf(stderr, "consortium %s: interrupted with %d item(s) not done (with --out, a rerun would resume)\n", name, left)
+		} else {
+			fmt.Fprintf(stderr, "consortium %s: interrupted with %d item(s) not done; run the same command again to resume\n", name, left)
+		}
 		return exitInterrupted
 	}
 	if len(rep.Failures) > 0 {

@@ -55,6 +55,11 @@ func (j Job) run(ctx context.Context, label string, items []Item, out *Output, d
 		wg.Go(func() {
 			for it := range feed {
 				line, err := do(ctx, it)
+				if err != nil && ctx.Err() != nil {
+					// Abandoned (the second Ctrl-C): not a failure of the
+					// item; the next run does it.
+					continue
+				}
 				if err == nil {
 					if err = out.Write(it.ID, line); err != nil {
 						// The output itself failed (disk full): stop.

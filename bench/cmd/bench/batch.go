@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -49,6 +50,7 @@ func batchBench(args []string) error {
 	n := fs.Int("n", 50000, "vectors")
 	d := fs.Int("d", 1536, "dimensions")
 	k := fs.Int("k", 500, "vectors to select")
+	rounds := fs.Int("rounds", 3, "selection rounds per method and implementation (the median is reported)")
 	items := fs.Int("items", 4000, "items dataset generate answers")
 	latency := fs.Duration("latency", 50*time.Millisecond, "the fake's latency for dataset generate")
 	python := fs.String("python", "bench/python/.venv/bin/python", "a Python with numpy (make bench-batch makes it)")
@@ -77,21 +79,28 @@ func batchBench(args []string) error {
 		return err
 	}
 	w("### dataset select: %d random %d-dimension vectors, choosing %d\n\n", *n, *d, *k)
-	w("Each method runs in a child process of its own: normalizing once, then selecting (no tripwire), timed inside the process; ")
+	w("Each method runs in a child process of its own: normalizing once, then selecting (no tripwire), timed inside the process; %d rounds alternate Go and numpy, and the table gives the median round; ", *rounds)
 	w("max RSS is the child's peak resident memory, the vectors included (%d × %d × 4 bytes = %.0f MB). ", *n, *d, float64(*n)*float64(*d)*4/1e6)
 	w("The numpy version (`bench/python/select_numpy.py`, numpy from `bench/python/requirements.txt` with its OpenBLAS) is the same algorithm: one matrix-vector product per pick.\n\n")
 	w("| method | Go s | numpy s | numpy s ÷ Go s | Go max RSS MB | numpy max RSS MB | same picks |\n|---|---:|---:|---:|---:|---:|---|\n")
 	for _, method := range batch.Methods {
-		log.Printf("select %s: Go", method)
-		goRes, err := runSelect(exec.Command(self, "select-go", vectors, fmt.Sprint(*n), fmt.Sprint(*d), fmt.Sprint(*k), method))
-		if err != nil {
-			return fmt.Errorf("select %s (Go): %w", method, err)
+		// Rounds alternate Go and numpy, and the median is reported: the
+		// machine's other load moves each figure.
+		var goRuns, pyRuns []*selectResult
+		for round := range *rounds {
+			log.Printf("select %s, round %d: Go", method, round+1)
+			goRes, err := runSelect(exec.Command(self, "select-go", vectors, fmt.Sprint(*n), fmt.Sprint(*d), fmt.Sprint(*k), method))
+			if err != nil {
+				return fmt.Errorf("select %s (Go): %w", method, err)
+			}
+			log.Printf("select %s, round %d: numpy", method, round+1)
+			pyRes, err := runSelect(exec.Command(*python, "bench/python/select_numpy.py", vectors, fmt.Sprint(*n), fmt.Sprint(*d), fmt.Sprint(*k), method))
+			if err != nil {
+				return fmt.Errorf("select %s (numpy; make bench-batch installs it): %w", method, err)
+			}
+			goRuns, pyRuns = append(goRuns, goRes), append(pyRuns, pyRes)
 		}
-		log.Printf("select %s: numpy", method)
-		pyRes, err := runSelect(exec.Command(*python, "bench/python/select_numpy.py", vectors, fmt.Sprint(*n), fmt.Sprint(*d), fmt.Sprint(*k), method))
-		if err != nil {
-			return fmt.Errorf("select %s (numpy; make bench-batch installs it): %w", method, err)
-		}
+		goRes, pyRes := medianRun(goRuns), medianRun(pyRuns)
 		same := "yes"
 		if !slices.Equal(goRes.Picks, pyRes.Picks) {
 			i := 0
@@ -165,6 +174,18 @@ func runSelect(cmd *exec.Cmd) (*selectResult, error) {
 		r.maxRSS = ru.Maxrss * 1024 // KiB on Linux
 	}
 	return &r, nil
+}
+
+// medianRun is the run of median time (the upper median of an even
+// count), with the highest peak memory of all.
+func medianRun(runs []*selectResult) *selectResult {
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b *selectResult) int { return cmp.Compare(a.Seconds, b.Seconds) })
+	m := *sorted[len(sorted)/2]
+	for _, r := range runs {
+		m.maxRSS = max(m.maxRSS, r.maxRSS)
+	}
+	return &m
 }
 
 // selectGo is the Go selection child: bench select-go FILE N D K METHOD.

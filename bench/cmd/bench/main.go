@@ -9,7 +9,7 @@
 //	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium,rank]
 //	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D] [-rank]
 //	bench hop  -listen ADDR -target URL
-//	bench batch [-n 50000] [-d 1536] [-k 500] [-items 4000] [-latency 50ms] [-python PATH] [-out docs/benchmarks.md]
+//	bench batch [-n 50000] [-d 1536] [-k 500] [-rounds 3] [-items 4000] [-latency 50ms] [-python PATH] [-out docs/benchmarks.md]
 //	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-prompts FILE] [-vary] [-key K] [-critical N [-judges N]]
 package main
 

@@ -1,0 +1,77 @@
+#include "textflag.h"
+
+// func dot4AVX2(x, a, b, c, d *float32, n int, s *[4]float32)
+//
+// Sixteen floats of x per iteration, each half loaded once and multiplied
+// into two accumulators per row (eight in all, so the FMAs overlap).
+TEXT ·dot4AVX2(SB), NOSPLIT, $0-56
+	MOVQ x+0(FP), SI
+	MOVQ a+8(FP), R8
+	MOVQ b+16(FP), R9
+	MOVQ c+24(FP), R10
+	MOVQ d+32(FP), R11
+	MOVQ n+40(FP), CX
+	MOVQ s+48(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ AX, AX
+
+loop:
+	CMPQ AX, CX
+	JGE  sum
+	VMOVUPS (SI)(AX*4), Y8
+	VMOVUPS 32(SI)(AX*4), Y9
+	VFMADD231PS (R8)(AX*4), Y8, Y0
+	VFMADD231PS 32(R8)(AX*4), Y9, Y4
+	VFMADD231PS (R9)(AX*4), Y8, Y1
+	VFMADD231PS 32(R9)(AX*4), Y9, Y5
+	VFMADD231PS (R10)(AX*4), Y8, Y2
+	VFMADD231PS 32(R10)(AX*4), Y9, Y6
+	VFMADD231PS (R11)(AX*4), Y8, Y3
+	VFMADD231PS 32(R11)(AX*4), Y9, Y7
+	ADDQ $16, AX
+	JMP  loop
+
+sum:
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+
+	// Each row's eight partial sums to one, added to s.
+	VEXTRACTF128 $1, Y0, X8
+	VADDPS X8, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VADDSS (DI), X0, X0
+	VMOVSS X0, (DI)
+
+	VEXTRACTF128 $1, Y1, X8
+	VADDPS X8, X1, X1
+	VHADDPS X1, X1, X1
+	VHADDPS X1, X1, X1
+	VADDSS 4(DI), X1, X1
+	VMOVSS X1, 4(DI)
+
+	VEXTRACTF128 $1, Y2, X8
+	VADDPS X8, X2, X2
+	VHADDPS X2, X2, X2
+	VHADDPS X2, X2, X2
+	VADDSS 8(DI), X2, X2
+	VMOVSS X2, 8(DI)
+
+	VEXTRACTF128 $1, Y3, X8
+	VADDPS X8, X3, X3
+	VHADDPS X3, X3, X3
+	VHADDPS X3, X3, X3
+	VADDSS 12(DI), X3, X3
+	VMOVSS X3, 12(DI)
+
+	VZEROUPPER
+	RET
