@@ -81,7 +81,7 @@ func batchBench(args []string) error {
 	w("### dataset select: %d random %d-dimension vectors, choosing %d\n\n", *n, *d, *k)
 	w("Each method runs in a child process of its own: normalizing once, then selecting (no tripwire), timed inside the process; %d rounds alternate Go and numpy, and the table gives the median round; ", *rounds)
 	w("max RSS is the child's peak resident memory, the vectors included (%d × %d × 4 bytes = %.0f MB). ", *n, *d, float64(*n)*float64(*d)*4/1e6)
-	w("The numpy version (`bench/python/select_numpy.py`, numpy from `bench/python/requirements.txt` with its OpenBLAS) is the same algorithm: one matrix-vector product per pick.\n\n")
+	w("The numpy version (`bench/python/select_numpy.py`, numpy from `bench/python/requirements.txt` with its OpenBLAS) is the same algorithm: one matrix-vector product per pick (numpy's peak memory includes the temporary that `np.linalg.norm` makes over the rows while normalizing).\n\n")
 	w("| method | Go s | numpy s | numpy s ÷ Go s | Go max RSS MB | numpy max RSS MB | same picks |\n|---|---:|---:|---:|---:|---:|---|\n")
 	for _, method := range batch.Methods {
 		// Rounds alternate Go and numpy, and the median is reported: the
