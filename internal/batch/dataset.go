@@ -33,7 +33,8 @@ type Select struct {
 	// Tripwire stops the selection before a pick more similar than this,
 	// 0..1.
 	Tripwire float64
-	// BatchSize is how many texts one embeddings call carries. If zero, 64.
+	// BatchSize is how many texts one embeddings call carries at most
+	// (fewer when they are long: about 400 KB of text a call). If zero, 64.
 	BatchSize int
 	// Concurrency is how many embeddings calls are in flight at once. If
 	// zero, 4.
@@ -61,6 +62,10 @@ type SelectReport struct {
 	// Usage is the embeddings calls' usage, when reported.
 	Usage openai.Usage
 }
+
+// maxBatchBytes bounds the text of one embeddings call (about 100,000
+// tokens at four bytes a token).
+const maxBatchBytes = 400 << 10
 
 // ErrInterrupted is the error of a job that Stop ended.
 var ErrInterrupted = fmt.Errorf("interrupted")
@@ -171,10 +176,19 @@ func (s *Select) embed(ctx context.Context, distinct []Item, keys []cacheKey, mi
 	if size <= 0 {
 		size = 64
 	}
+	// A call carries at most size texts and about maxBatchBytes of them,
+	// under providers' per-request token limits (OpenAI's is 300,000).
 	var batches [][]int
-	for i := 0; i < len(missing); i += size {
-		batches = append(batches, missing[i:min(i+size, len(missing))])
+	start, text := 0, 0
+	for i, row := range missing {
+		n := len(distinct[row].Text())
+		if i > start && (i-start == size || text+n > maxBatchBytes) {
+			batches = append(batches, missing[start:i])
+			start, text = i, 0
+		}
+		text += n
 	}
+	batches = append(batches, missing[start:])
 	workers := s.Concurrency
 	if workers <= 0 {
 		workers = 4

@@ -152,6 +152,7 @@ func TestSelectTripwire(t *testing.T) {
 // texts it was asked for.
 type fakeEmbedder struct {
 	mu    sync.Mutex
+	calls int
 	texts []string
 	dims  int
 	fail  string // a text that fails its batch
@@ -160,6 +161,7 @@ type fakeEmbedder struct {
 func (f *fakeEmbedder) Embed(ctx context.Context, model string, inputs []string) ([][]float32, *openai.Usage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	var out [][]float32
 	for _, in := range inputs {
 		if in == f.fail {
@@ -287,5 +289,25 @@ func BenchmarkFPS(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		FPS(v, 50, 1)
+	}
+}
+
+// TestSelectBatchesLongTexts: long prompts go fewer to a call.
+func TestSelectBatchesLongTexts(t *testing.T) {
+	var prompts []string
+	for i := range 10 {
+		prompts = append(prompts, fmt.Sprintf("%d %s", i, strings.Repeat("word ", 20<<10)))
+	}
+	items, err := ReadFile(writeLines(t, "long.txt", prompts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb := &fakeEmbedder{dims: 4}
+	s := &Select{Embedder: emb, Model: "m", Ref: "p/m", Tripwire: 1}
+	if _, err := s.Run(context.Background(), items, filepath.Join(t.TempDir(), "sel.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	if emb.calls != 4 || len(emb.texts) != 10 {
+		t.Errorf("%d calls for %d texts of 100 KB; want 4 (three a call, at most 400 KB)", emb.calls, len(emb.texts))
 	}
 }
