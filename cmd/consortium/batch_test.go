@@ -211,8 +211,8 @@ func checkOutput(t *testing.T, path string, n int) {
 // chance to clean up) and run again has every item exactly once.
 func TestGenerateResumesAfterKill(t *testing.T) {
 	clean(t)
-	cfg := fakeConfig(t, 20*time.Millisecond)
-	const n = 120
+	cfg := fakeConfig(t, 50*time.Millisecond)
+	const n = 160
 	in := writeInput(t, "in.jsonl", n)
 	out := filepath.Join(t.TempDir(), "gen.jsonl")
 	args := []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", out, "--concurrency", "4"}
@@ -243,8 +243,8 @@ func TestGenerateResumesAfterKill(t *testing.T) {
 // written (exit 130), SIGTERM too, and a rerun completes the file.
 func TestGenerateInterrupted(t *testing.T) {
 	clean(t)
-	cfg := fakeConfig(t, 30*time.Millisecond)
-	const n = 200
+	cfg := fakeConfig(t, 40*time.Millisecond)
+	const n = 240
 	in := writeInput(t, "in.jsonl", n)
 	out := filepath.Join(t.TempDir(), "gen.jsonl")
 	args := []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", out, "--concurrency", "4", "--format", "openai"}
