@@ -74,3 +74,30 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("%+v, %v", items, err)
 	}
 }
+
+// FuzzRead: any input file is read or refused with an *InputError (or
+// "no items"), never a panic, and every item read has an id and a user
+// message.
+func FuzzRead(f *testing.F) {
+	f.Add([]byte(`{"id":"a","prompt":"hi","reference":"4"}`+"\n"+`{"messages":[{"role":"user","content":"x"}]}`), false)
+	f.Add([]byte("one\n\ntwo\r\n"), true)
+	f.Add([]byte(`{"id":7,"prompt":""}`+"\n"+`{"prompt":`), false)
+	f.Add([]byte(`{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`), false)
+	f.Fuzz(func(t *testing.T, data []byte, text bool) {
+		items, err := Read(strings.NewReader(string(data)), "fuzz", text)
+		if err != nil {
+			var ie *InputError
+			if !errors.As(err, &ie) && !strings.Contains(err.Error(), "no items") {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, it := range items {
+			if it.ID == "" || seen[it.ID] || len(it.Messages) == 0 || it.Line < 1 {
+				t.Fatalf("item %+v", it)
+			}
+			seen[it.ID] = true
+		}
+	})
+}
