@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -310,4 +311,41 @@ func TestSelectBatchesLongTexts(t *testing.T) {
 	if emb.calls != 4 || len(emb.texts) != 10 {
 		t.Errorf("%d calls for %d texts of 100 KB; want 4 (three a call, at most 400 KB)", emb.calls, len(emb.texts))
 	}
+}
+
+// TestSelectStop: a stopped select writes nothing, keeps what it
+// embedded, and a rerun goes on from the cache.
+func TestSelectStop(t *testing.T) {
+	var prompts []string
+	for i := range 20 {
+		prompts = append(prompts, fmt.Sprintf("prompt %d", i))
+	}
+	items, _ := ReadFile(writeLines(t, "in.txt", prompts...))
+	out := filepath.Join(t.TempDir(), "sel.jsonl")
+	stop := make(chan struct{})
+	emb := &stoppingEmbedder{fakeEmbedder: fakeEmbedder{dims: 4}, stop: stop}
+	s := &Select{Embedder: emb, Model: "m", Ref: "p/m", Tripwire: 1, BatchSize: 5, Concurrency: 1, Stop: stop}
+	rep, err := s.Run(context.Background(), items, out)
+	if !errors.Is(err, ErrInterrupted) || rep.Embedded != 5 {
+		t.Fatalf("%+v, %v; want interrupted after the first batch", rep, err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("--out written by a stopped select")
+	}
+	s.Stop = nil
+	if rep, err = s.Run(context.Background(), items, out); err != nil || rep.Cached != 5 || rep.Embedded != 15 {
+		t.Errorf("rerun %+v, %v", rep, err)
+	}
+}
+
+// stoppingEmbedder closes stop (a Ctrl-C) during its first call.
+type stoppingEmbedder struct {
+	fakeEmbedder
+	stop chan struct{}
+	once sync.Once
+}
+
+func (s *stoppingEmbedder) Embed(ctx context.Context, model string, inputs []string) ([][]float32, *openai.Usage, error) {
+	s.once.Do(func() { close(s.stop) })
+	return s.fakeEmbedder.Embed(ctx, model, inputs)
 }
