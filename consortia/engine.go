@@ -201,6 +201,10 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
 	res, err := e.rounds(ctx, req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
+	run.Usage.CostUSD = e.cfg.Pricing.cost(run)
+	if res != nil {
+		res.Usage.CostUSD = run.Usage.CostUSD
+	}
 	if err != nil {
 		return nil, &RunError{Run: run, Err: err}
 	}

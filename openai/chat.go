@@ -331,9 +331,14 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// CostUSD is what the calls cost in US dollars, priced by the
+	// configuration's pricing: set only on a consortium's usage, and left
+	// out when a call's model has no price (unknown, never 0).
+	CostUSD *float64 `json:"cost_usd,omitempty"`
 }
 
-// Add adds u2 to u.
+// Add adds u2's token counts to u. CostUSD is left as it is: a cost is
+// priced from each call's model, which the counts no longer tell.
 func (u *Usage) Add(u2 Usage) {
 	u.PromptTokens += u2.PromptTokens
 	u.CompletionTokens += u2.CompletionTokens
