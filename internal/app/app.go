@@ -201,8 +201,11 @@ func providerConfig(name string, pc *config.Provider, models []string, opts Opti
 // buildEngines builds every consortium's engine.
 func buildEngines(cfg *config.Config, callers map[string]consortia.Caller) (map[string]proxy.Consortium, error) {
 	cfgs := map[string]consortia.Config{}
+	pricing := Pricing(cfg)
 	for _, name := range cfg.ConsortiumOrder {
-		cfgs[name] = engineConfig(cfg.Consortia[name])
+		ec := engineConfig(cfg.Consortia[name])
+		ec.Pricing = pricing
+		cfgs[name] = ec
 	}
 	// A cascade's tiers are other consortiums' engines: NewSet builds
 	// each after those it names.
@@ -275,6 +278,7 @@ func engineConfig(c *config.Consortium) consortia.Config {
 		Rank:        consortia.Rank{WithinModelFirst: c.WithinModelFirst, Then: c.Then},
 		Vote:        consortia.Vote{Extract: c.Extract, TieBreak: c.TieBreak},
 		Cascade:     consortia.Cascade{Tiers: c.Tiers, EscalateBelow: c.EscalateBelow},
+		Weights:     c.Weights,
 	}
 	for _, m := range c.Members {
 		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
@@ -283,6 +287,19 @@ func engineConfig(c *config.Consortium) consortia.Config {
 		ec.Judges = append(ec.Judges, consortia.Judge{Model: j.Model, Weight: j.Weight, Params: j.Params})
 	}
 	return ec
+}
+
+// Pricing returns the configuration's prices as the engines take them;
+// nil when it has none, so that costs are unknown.
+func Pricing(cfg *config.Config) consortia.Pricing {
+	if len(cfg.Pricing) == 0 {
+		return nil
+	}
+	out := make(consortia.Pricing, len(cfg.Pricing))
+	for ref, p := range cfg.Pricing {
+		out[ref] = consortia.Price{Input: p.Input, Output: p.Output, CachedInput: p.CachedInput}
+	}
+	return out
 }
 
 // Models returns what /v1/models lists: consortiums first, then the
