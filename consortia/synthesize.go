@@ -50,11 +50,11 @@ type Synthesize struct {
 //   - The run record's round gets the arbiter's reply (ArbiterReply); the
 //     outcome's confidence is the arbiter's.
 type synthesize struct {
-	consortium  string
-	cfg         Synthesize
-	arbiter     target
-	prompt      *template.Template
-	weights     []float64 // per instance, as configured; a run's own are its Round's
+	consortium string
+	cfg        Synthesize
+	arbiter    target
+	prompt     *template.Template
+	weights    []float64 // per instance, as configured; a run's own are its Round's
 }
 
 func newSynthesize(s setup) (strategy, error) {
