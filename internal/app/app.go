@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -218,6 +219,42 @@ func buildEngines(cfg *config.Config, callers map[string]consortia.Caller) (map[
 		engines[name] = e
 	}
 	return engines, nil
+}
+
+// Estimates returns the estimate of req for every consortium of cfg, by
+// name (consortia.Engine.Estimate), from engines built over providers
+// that are never called: it needs no key and opens no connection.
+func Estimates(cfg *config.Config, req *openai.ChatRequest) (map[string]*consortia.Estimate, error) {
+	callers := map[string]consortia.Caller{}
+	for _, name := range cfg.ProviderOrder {
+		callers[name] = uncalled{}
+	}
+	engines, err := buildEngines(cfg, callers)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*consortia.Estimate, len(engines))
+	for name, e := range engines {
+		est, err := e.Estimate(req)
+		if err != nil {
+			return nil, fmt.Errorf("consortium %s: %w", name, err)
+		}
+		out[name] = est
+	}
+	return out, nil
+}
+
+// uncalled is the provider of engines that only estimate.
+type uncalled struct{}
+
+var errUncalled = errors.New("an estimate calls no provider")
+
+func (uncalled) Chat(context.Context, string, *openai.ChatRequest) (*openai.ChatCompletion, error) {
+	return nil, errUncalled
+}
+
+func (uncalled) ChatStream(context.Context, string, *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	return func(yield func(*openai.ChatCompletionChunk, error) bool) { yield(nil, errUncalled) }
 }
 
 // configuredModels returns, per provider, the models the configuration
