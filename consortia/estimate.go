@@ -393,7 +393,7 @@ func (p Pricing) summarize(calls []callEstimate) *Estimate {
 func (t TokenEstimate) String() string {
 	s := fmt.Sprintf("input %d–%d tokens", t.Input[0], t.Input[1])
 	if t.Output == nil {
-		return s + ", output unbounded (no max_tokens)"
+		return s + ", output unbounded (a call without max_tokens)"
 	}
 	return s + fmt.Sprintf(", output %d–%d tokens", t.Output[0], t.Output[1])
 }
