@@ -14,7 +14,10 @@ import "github.com/consortium-dev/consortium/openai"
 //   - a cascade's tiers: each tier's own run, priced call by call as
 //     this one is, or its provider/model call.
 //
-// A call that reported usage on a model Pricing does not list makes the
+// The prompt tokens a call's usage says were read from the provider's
+// cache (prompt_tokens_details.cached_tokens) are priced at CachedInput
+// when the model has one. A call that reported usage on a model Pricing
+// does not list makes the
 // cost unknown (nil), never 0. A call that reported no usage (a failed
 // call, a stream cut before its usage came) is counted neither in the
 // run's tokens nor in its cost. A run no call of which reported usage has
@@ -53,9 +56,7 @@ func (b *bill) add(model string, u *openai.Usage) {
 		b.unknown = true
 		return
 	}
-	// The providers' cached-token counts do not reach openai.Usage (see
-	// docs/cost.md), so every prompt token is priced as input.
-	b.usd += p.Cost(u.PromptTokens, 0, u.CompletionTokens)
+	b.usd += p.Cost(u.PromptTokens, u.Cached(), u.CompletionTokens)
 	b.calls++
 }
 

@@ -235,3 +235,34 @@ func deref(p *float64) any {
 	}
 	return *p
 }
+
+// TestCostOfCachedTokens: the prompt tokens a provider reports as read
+// from its cache cost cached_input when the model has one, input when not.
+func TestCostOfCachedTokens(t *testing.T) {
+	fake := upstreamtest.NewInMemory()
+	defer fake.Close()
+	cachedReply := func(content string) upstreamtest.Reply {
+		return upstreamtest.Reply{Content: content, Usage: &openai.Usage{PromptTokens: 100, CompletionTokens: 10, TotalTokens: 110,
+			PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 60}}}
+	}
+	fake.SetDefault(func(r *upstreamtest.Request) upstreamtest.Reply { return cachedReply(verdict("0.9", "ok")) })
+	quarter := 0.25
+	set := pricedSet(t, fake, consortia.Pricing{
+		"fake/alpha":   {Input: 1, Output: 2, CachedInput: &quarter},
+		"fake/arbiter": {Input: 1, Output: 2},
+	}, map[string]consortia.Config{"c": {
+		Members:    []consortia.Member{{Model: "fake/alpha", Count: 1, Weight: 1}},
+		Synthesize: consortia.Synthesize{Arbiter: consortia.Arbiter{Model: "fake/arbiter"}, MinIterations: 1, MaxIterations: 1},
+	}})
+	res, err := runEngine(t, set["c"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := (40*1 + 60*0.25 + 10*2 + 100*1 + 10*2) / 1e6
+	if !near(res.Usage.CostUSD, want) {
+		t.Errorf("cost %v, want %v", deref(res.Usage.CostUSD), want)
+	}
+	if res.Usage.Cached() != 120 {
+		t.Errorf("usage %+v: the cached tokens are not summed", res.Usage)
+	}
+}

@@ -404,7 +404,8 @@ func UsageOf(u *Usage) *ResponseUsage {
 	if u == nil {
 		return nil
 	}
-	return &ResponseUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, CostUSD: u.CostUSD}
+	return &ResponseUsage{InputTokens: u.PromptTokens, InputTokensDetails: InputTokenDetails{CachedTokens: u.Cached()},
+		OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, CostUSD: u.CostUSD}
 }
 
 // ResponseEvent is one event of a Responses stream, sent as "event: Type"
