@@ -82,25 +82,37 @@ func threadTokens(msgs []openai.Message) int {
 	return n
 }
 
+// maxEstimateBound is the largest max_tokens an estimate takes as a
+// bound: past it, sums of rounds and calls could overflow, and no answer
+// is that long, so it bounds nothing.
+const maxEstimateBound = 1 << 32
+
 // outputBound is a call's max_tokens: its params', else the client's when
-// client is true; false when it has none.
+// client is true; false when it has none (or one outside 1 to
+// maxEstimateBound, which bounds nothing an estimate can use).
 func outputBound(req *openai.ChatRequest, params map[string]any, client bool) (int, bool) {
+	valid := func(n float64) (int, bool) {
+		if n >= 1 && n <= maxEstimateBound {
+			return int(n), true
+		}
+		return 0, false
+	}
 	for _, k := range []string{"max_completion_tokens", "max_tokens"} {
 		switch v := params[k].(type) {
 		case int:
-			return v, true
+			return valid(float64(v))
 		case float64:
-			return int(v), true
+			return valid(v)
 		}
 	}
 	if !client {
 		return 0, false
 	}
 	if req.MaxCompletionTokens != nil {
-		return *req.MaxCompletionTokens, true
+		return valid(float64(*req.MaxCompletionTokens))
 	}
 	if req.MaxTokens != nil {
-		return *req.MaxTokens, true
+		return valid(float64(*req.MaxTokens))
 	}
 	return 0, false
 }
@@ -160,7 +172,7 @@ func (e *Engine) estimateMembers(req *openai.ChatRequest, rounds [2]int) []callE
 		for end, r := range rounds {
 			answer := 1
 			if end == 1 {
-				answer = bound
+				answer = max(bound, 1) // unbounded: as the low end's
 			}
 			for k := range r {
 				c.in[end] += first + k*(feedback+answer)
@@ -189,7 +201,7 @@ func (e *Engine) answerTokens(req *openai.ChatRequest, cands []int) ([2]int, boo
 	sum, all := [2]int{len(cands), 0}, true
 	for _, i := range cands {
 		b, ok := outputBound(req, e.instances[i].params, true)
-		sum[1] += b
+		sum[1] += max(b, 1) // an unbounded answer counts as the low end's
 		all = all && ok
 	}
 	return sum, all

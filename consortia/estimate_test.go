@@ -1,8 +1,10 @@
 package consortia_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"iter"
 	"math"
 	"reflect"
 	"strings"
@@ -174,3 +176,84 @@ func TestEstimate(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// uncalled is a provider an estimate must never call.
+type uncalled struct{ t testing.TB }
+
+func (u uncalled) Chat(context.Context, string, *openai.ChatRequest) (*openai.ChatCompletion, error) {
+	u.t.Error("an estimate called a provider")
+	return nil, errors.New("not called")
+}
+
+func (u uncalled) ChatStream(context.Context, string, *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	u.t.Error("an estimate called a provider")
+	return func(yield func(*openai.ChatCompletionChunk, error) bool) {}
+}
+
+// FuzzEstimate estimates any request body on a consortium of each
+// strategy: no panic, no call, and every range in order.
+func FuzzEstimate(f *testing.F) {
+	for _, body := range []string{
+		hello,
+		`{"model":"c","max_tokens":100,"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}`,
+		`{"model":"c","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"c","max_completion_tokens":4294967296,"n":2,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`,
+		`{"model":"c","max_tokens":1,"messages":[{"role":"user","content":"` + strings.Repeat("é", 999) + `"}]}`,
+	} {
+		f.Add(body)
+	}
+	huge := map[string]any{"max_tokens": 1e300}
+	cfgs := map[string]consortia.Config{
+		"synthesize": {
+			Members:    []consortia.Member{{Model: "p/a", Count: 2, Weight: 1}, {Model: "p/b", Count: 1, Weight: 2, Params: map[string]any{"max_tokens": -3}}},
+			Synthesize: consortia.Synthesize{Arbiter: consortia.Arbiter{Model: "p/j", Params: map[string]any{"max_tokens": 100}}, MinIterations: 2, MaxIterations: 4},
+			Pricing:    consortia.Pricing{"p/a": {Input: 1, Output: 1}, "p/b": {Input: 1, Output: 1}, "p/j": {Input: 1, Output: 1}},
+		},
+		"rank": {
+			Strategy: "rank", Rank: consortia.Rank{WithinModelFirst: true, Then: "synthesize"},
+			Members:    []consortia.Member{{Model: "p/a", Count: 2, Weight: 1}, {Model: "p/b", Count: 2, Weight: 1}},
+			Judges:     []consortia.Judge{{Model: "p/a", Weight: 1, Params: huge}},
+			Synthesize: consortia.Synthesize{Arbiter: consortia.Arbiter{Model: "p/j"}},
+		},
+		"vote": {
+			Strategy: "vote", Vote: consortia.Vote{TieBreak: "judge"},
+			Members:    []consortia.Member{{Model: "p/a", Count: 3, Weight: 1}},
+			Synthesize: consortia.Synthesize{Arbiter: consortia.Arbiter{Model: "p/j"}},
+		},
+		"cascade": {Strategy: "cascade", Cascade: consortia.Cascade{Tiers: []string{"vote", "rank", "synthesize", "p/z"}}},
+	}
+	set, err := consortia.NewSet(cfgs, map[string]consortia.Caller{"p": uncalled{f}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		req, err := openai.ParseChatRequest([]byte(body))
+		if err != nil {
+			return
+		}
+		for name, e := range set {
+			est, err := e.Estimate(req)
+			if err != nil {
+				if _, ok := errors.AsType[*openai.FieldError](err); !ok {
+					t.Fatalf("%s: %v is not a FieldError", name, err)
+				}
+				continue
+			}
+			in := est.Tokens.Input
+			if in[0] < 0 || in[0] > in[1] {
+				t.Fatalf("%s: input %v", name, in)
+			}
+			if out := est.Tokens.Output; out != nil && (out[0] < 0 || out[0] > out[1]) {
+				t.Fatalf("%s: output %v", name, *out)
+			}
+			if c := est.CostUSD; c != nil && (c[0] < 0 || c[0] > c[1] || math.IsNaN(c[1]) || math.IsInf(c[1], 0)) {
+				t.Fatalf("%s: cost %v", name, *c)
+			}
+			for _, c := range est.Calls {
+				if c.Count < 1 || c.Rounds[0] < 0 || c.Rounds[0] > c.Rounds[1] {
+					t.Fatalf("%s: call %+v", name, c)
+				}
+			}
+		}
+	})
+}
