@@ -201,6 +201,10 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
 	res, err := e.rounds(ctx, req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
+	run.Usage.CostUSD = e.cfg.Pricing.cost(run)
+	if res != nil {
+		res.Usage.CostUSD = run.Usage.CostUSD
+	}
 	if err != nil {
 		return nil, &RunError{Run: run, Err: err}
 	}
@@ -215,12 +219,14 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 		threads[i] = withSystem(in.system, req.Messages)
 	}
 	var waited time.Duration
+	weights, record := e.runWeights()
+	run.Weights = record
 	for n := 1; ; n++ {
 		run.Iterations = n
 		t0 := time.Now()
 		answers := e.fanOut(ctx, req, threads)
 		waited += time.Since(t0)
-		run.Rounds = append(run.Rounds, Round{Number: n, Members: answers})
+		run.Rounds = append(run.Rounds, Round{Number: n, Members: answers, weights: weights})
 		round := &run.Rounds[len(run.Rounds)-1]
 		ok := 0
 		for _, a := range answers {

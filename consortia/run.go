@@ -21,6 +21,9 @@ type Run struct {
 	Rounds     []Round      `json:"rounds"`
 	Usage      openai.Usage `json:"usage"`
 	DurationMs int64        `json:"duration_ms"`
+	// Weights, for a consortium with weights: adaptive, say which weight
+	// each configured member had in this run and why.
+	Weights []MemberWeight `json:"weights,omitempty"`
 	// Fallback says why the synthesis is not the strategy's own, when it
 	// is not (the arbiter wrote none, so the best-ranked answer was used).
 	Fallback string `json:"fallback,omitempty"`
@@ -87,6 +90,10 @@ type Round struct {
 	// Tiers are the tiers a cascade tried, in order, each with its own
 	// run or call.
 	Tiers []TierRun `json:"tiers,omitempty"`
+
+	// weights are the member instances' weights in this run, in instance
+	// order (adaptive ones when so configured), for the strategy to use.
+	weights []float64
 }
 
 // Member statuses, as the consortium object reports them.

@@ -44,6 +44,9 @@ type Consortium interface {
 	// 1 but for rank, tools, ...) as an *openai.FieldError.
 	Check(req *openai.ChatRequest) error
 	Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*consortia.Result, error)
+	// Estimate works out the calls, tokens and cost a request would take,
+	// calling no provider; a request Check refuses is refused.
+	Estimate(req *openai.ChatRequest) (*consortia.Estimate, error)
 }
 
 // Conversations keeps consortium conversations and runs, and the
@@ -233,6 +236,7 @@ func (s *Server) routes() http.Handler {
 			r.Get(prefix+"/models/*", s.getModel)
 		}
 		r.Get("/v1/consortium/runs/{run_id}", s.getRun)
+		r.Post("/v1/consortium/estimate", s.estimate)
 		r.Post("/v1/responses", s.createResponse)
 		r.Get("/v1/responses/{response_id}", s.getResponse)
 		r.Delete("/v1/responses/{response_id}", s.deleteResponse)
