@@ -199,7 +199,7 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 		id = cache.NewID("run_")
 	}
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
-	res, err := e.rounds(ctx, req, run, deltas)
+	res, err := e.rounds(withStart(ctx, start), req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
 	if err != nil {
 		return nil, &RunError{Run: run, Err: err}
@@ -217,6 +217,7 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 	var waited time.Duration
 	for n := 1; ; n++ {
 		run.Iterations = n
+		ctx := withRound(ctx, n)
 		t0 := time.Now()
 		answers := e.fanOut(ctx, req, threads)
 		waited += time.Since(t0)
@@ -251,6 +252,7 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 			d.outcome.Confidence = run.Confidence
 		}
 		run.Outcome = d.outcome
+		notify(ctx, Event{Kind: EventRound, Confidence: d.outcome.Confidence, Iterate: d.again})
 		if d.again {
 			threads = nextThreads(threads, answers, d.feedback)
 			continue
