@@ -24,6 +24,7 @@ import (
 	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/proxy/ui"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -52,6 +53,7 @@ type Conversations interface {
 	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
 	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	Runs(ctx context.Context, tenant string, limit int) ([]cache.RunSummary, error)
 	SaveResponse(ctx context.Context, tenant string, r *cache.Response) error
 	Response(ctx context.Context, tenant, id string) (*cache.Response, error)
 	DeleteResponse(ctx context.Context, tenant, id string) error
@@ -130,6 +132,10 @@ type Options struct {
 	// working gets an SSE comment, so that proxies with idle timeouts keep
 	// it open. If zero, 10s is used.
 	KeepAlive time.Duration
+
+	// Leaderboard is what the leaderboard page under /ui/ reads. If nil,
+	// the page says there are no scores yet.
+	Leaderboard ui.Leaderboard
 }
 
 // Server is the proxy's HTTP handler.
@@ -146,6 +152,7 @@ type Server struct {
 	draining  atomic.Bool
 	keepAlive time.Duration
 	store     Conversations
+	ui        http.Handler
 }
 
 // New returns a Server over built dependencies.
@@ -187,6 +194,7 @@ func New(opts Options) (*Server, error) {
 		s.limits = unlimited{}
 	}
 	s.keys = hashKeys(s.cfg.Keys)
+	s.ui = s.pages(opts.Leaderboard)
 	s.router = s.routes()
 	return s, nil
 }
@@ -223,6 +231,8 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.With(s.adminAuth).Get("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}).ServeHTTP)
+	r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
+	r.Handle("/ui/*", s.ui) // the web pages: their own sign-in, never a /v1 key
 
 	r.Group(func(r chi.Router) {
 		r.Use(s.clientAuth, s.clientLimit)
