@@ -273,6 +273,13 @@ func TestBrowser(t *testing.T) {
 	if *screenshots {
 		shoot(t, b, "run.png")
 	}
+	// At a phone's width the page folds: nothing wider than the screen
+	// but inside its own scrolling box.
+	b.do(t, "phone width", chromedp.EmulateViewport(390, 844))
+	if w := eval[int](t, b, "document.documentElement.scrollWidth"); w > 390 {
+		t.Errorf("the run page is %dpx wide at a 390px phone width", w)
+	}
+	b.do(t, "desktop width", chromedp.EmulateViewport(1280, 900))
 
 	// The leaderboard (no scores in this build: its empty state), and the
 	// runs list holding the run.
