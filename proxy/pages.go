@@ -11,7 +11,7 @@ import (
 // server's own keys, run store and consortiums. The playground's chat runs
 // through chatPage, as the signed-in tenant; the pages' cookie is never
 // read on the /v1 routes, whose clientAuth reads only keys.
-func (s *Server) pages(board ui.Leaderboard) http.Handler {
+func (s *Server) pages() http.Handler {
 	keys := make([]ui.Key, len(s.cfg.Keys))
 	for i, k := range s.cfg.Keys {
 		keys[i] = ui.Key{Tenant: k.Name, Key: k.Key}
@@ -22,10 +22,11 @@ func (s *Server) pages(board ui.Leaderboard) http.Handler {
 	}
 	slices.Sort(names)
 	return ui.New(ui.Config{
-		Keys:        keys,
-		AdminKey:    s.cfg.AdminKey,
-		Runs:        s.store,
-		Leaderboard: board,
+		Keys:     keys,
+		AdminKey: s.cfg.AdminKey,
+		Runs:     s.store,
+		// No scores are kept yet: the leaderboard page says so.
+		Leaderboard: nil,
 		Consortia:   names,
 		Chat:        s.chatPage,
 		Logger:      s.log,

@@ -24,7 +24,6 @@ import (
 	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
-	"github.com/consortium-dev/consortium/proxy/ui"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -132,10 +131,6 @@ type Options struct {
 	// working gets an SSE comment, so that proxies with idle timeouts keep
 	// it open. If zero, 10s is used.
 	KeepAlive time.Duration
-
-	// Leaderboard is what the leaderboard page under /ui/ reads. If nil,
-	// the page says there are no scores yet.
-	Leaderboard ui.Leaderboard
 }
 
 // Server is the proxy's HTTP handler.
@@ -194,7 +189,7 @@ func New(opts Options) (*Server, error) {
 		s.limits = unlimited{}
 	}
 	s.keys = hashKeys(s.cfg.Keys)
-	s.ui = s.pages(opts.Leaderboard)
+	s.ui = s.pages()
 	s.router = s.routes()
 	return s, nil
 }

@@ -287,6 +287,11 @@ func TestBrowser(t *testing.T) {
 	if h := eval[string](t, b, "document.querySelector('h1').textContent"); h != "Leaderboard" {
 		t.Errorf("leaderboard: %q", h)
 	}
+	// A proxy that keeps scores draws demo's members after the run; one
+	// that keeps none says so.
+	if !eval[bool](t, b, `document.querySelector('svg.intervals') ? document.querySelector('main').textContent.includes('demo/alpha') : document.querySelector('main').textContent.includes('No scores yet')`) {
+		t.Error("the leaderboard shows neither demo's models nor its empty state")
+	}
 	b.do(t, "runs", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("table.runs")))
 
 	// Nothing ran the injected script, on any page.

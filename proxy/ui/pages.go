@@ -229,7 +229,7 @@ type boardView struct {
 func (h *Handler) leaderboardPage(w http.ResponseWriter, r *http.Request) {
 	var boards []boardView
 	if h.cfg.Leaderboard != nil {
-		data, err := h.cfg.Leaderboard.Board(r.Context(), "", viewerOf(r.Context()).Admin)
+		data, err := h.cfg.Leaderboard.Board(r.Context(), "", h.volumes(viewerOf(r.Context())))
 		if err != nil {
 			h.render(w, r, http.StatusServiceUnavailable, "error", page{Title: "Leaderboard", Nav: "leaderboard", Error: "The scores are unavailable: " + err.Error()})
 			return
@@ -254,7 +254,15 @@ func (h *Handler) leaderboardPage(w http.ResponseWriter, r *http.Request) {
 		Data: struct {
 			Boards []boardView
 			Admin  bool
-		}{boards, viewerOf(r.Context()).Admin}})
+		}{boards, h.volumes(viewerOf(r.Context()))}})
+}
+
+// volumes reports whether v may see the leaderboard's volume columns,
+// which sum every tenant's runs: the admin, or anyone when the proxy has
+// neither client keys nor an admin key (one tenant, nothing to hide), as
+// GET /v1/consortium/leaderboard decides.
+func (h *Handler) volumes(v viewer) bool {
+	return v.Admin || (len(h.keys) == 0 && h.admin == nil)
 }
 
 func (h *Handler) playgroundPage(w http.ResponseWriter, r *http.Request) {
