@@ -140,7 +140,7 @@ type intervalChart struct {
 	AxisY  float64
 }
 
-func newIntervalChart(pts []interval) intervalChart {
+func newIntervalChart(pts []interval) *intervalChart {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, p := range pts {
 		lo = math.Min(lo, math.Min(p.Lo, p.Value))
@@ -152,7 +152,7 @@ func newIntervalChart(pts []interval) intervalChart {
 	step := niceStep((hi - lo) / 5)
 	lo, hi = math.Floor(lo/step)*step, math.Ceil(hi/step)*step
 	x := func(v float64) float64 { return plotX + (v-lo)/(hi-lo)*plotW }
-	c := intervalChart{Width: chartW, Height: len(pts)*rowH + axisH + 8, AxisY: float64(len(pts)*rowH) + 4}
+	c := &intervalChart{Width: chartW, Height: len(pts)*rowH + axisH + 8, AxisY: float64(len(pts)*rowH) + 4}
 	for i, p := range pts {
 		y := float64(i*rowH) + 4
 		c.Rows = append(c.Rows, intervalRow{interval: p, X: x(p.Value), XLo: x(p.Lo), XHi: x(p.Hi), Y: y + 9, TextY: y + 13})

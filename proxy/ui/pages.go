@@ -64,7 +64,19 @@ var funcs = template.FuncMap{
 	},
 	"join": strings.Join,
 	"f1":   func(v float64) string { return fmt.Sprintf("%.1f", v) },
-	"f3":   func(v float64) string { return fmt.Sprintf("%.3f", v) },
+	"rating": func(p *float64) string {
+		if p == nil {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f", *p)
+	},
+	"ci": func(p *[2]float64) string {
+		if p == nil {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f–%.1f", p[0], p[1])
+	},
+	"f3": func(v float64) string { return fmt.Sprintf("%.3f", v) },
 }
 
 func parseTemplates() map[string]*template.Template {
@@ -203,27 +215,28 @@ type leaderboard struct {
 	Consortia []struct {
 		Name   string `json:"name"`
 		Models []struct {
-			Model        string     `json:"model"`
-			Runs         *int       `json:"runs"`
-			Answers      int        `json:"answers"`
-			Failures     int        `json:"failures"`
-			FirstPlaces  int        `json:"first_places"`
-			WinRate      *float64   `json:"win_rate"`
-			Rating       float64    `json:"rating"`
-			RatingCI95   [2]float64 `json:"rating_ci95"`
-			Regret       *float64   `json:"regret"`
-			LatencyMsP50 *float64   `json:"latency_ms_p50"`
-			Tokens       *int64     `json:"tokens"`
-			CostUSD      *float64   `json:"cost_usd"`
+			Model        string      `json:"model"`
+			Runs         *int        `json:"runs"`
+			Answers      int         `json:"answers"`
+			Failures     int         `json:"failures"`
+			FirstPlaces  int         `json:"first_places"`
+			WinRate      *float64    `json:"win_rate"`
+			Rating       *float64    `json:"rating"`      // nil without comparisons
+			RatingCI95   *[2]float64 `json:"rating_ci95"` // nil without comparisons
+			Regret       *float64    `json:"regret"`
+			LatencyMsP50 *float64    `json:"latency_ms_p50"`
+			Tokens       *int64      `json:"tokens"`
+			CostUSD      *float64    `json:"cost_usd"`
 		} `json:"models"`
 	} `json:"consortia"`
 }
 
-// boardView is a consortium's table and its chart of rating intervals.
+// boardView is a consortium's table and its chart of rating intervals
+// (nil when no model has a rating yet).
 type boardView struct {
 	Name  string
 	Rows  any
-	Chart intervalChart
+	Chart *intervalChart
 }
 
 func (h *Handler) leaderboardPage(w http.ResponseWriter, r *http.Request) {
@@ -243,11 +256,19 @@ func (h *Handler) leaderboardPage(w http.ResponseWriter, r *http.Request) {
 			if len(c.Models) == 0 {
 				continue
 			}
+			// The chart draws the models that have a rating; the table
+			// lists every one.
 			var pts []interval
 			for _, m := range c.Models {
-				pts = append(pts, interval{Label: m.Model, Value: m.Rating, Lo: m.RatingCI95[0], Hi: m.RatingCI95[1]})
+				if m.Rating != nil && m.RatingCI95 != nil {
+					pts = append(pts, interval{Label: m.Model, Value: *m.Rating, Lo: m.RatingCI95[0], Hi: m.RatingCI95[1]})
+				}
 			}
-			boards = append(boards, boardView{Name: c.Name, Rows: c.Models, Chart: newIntervalChart(pts)})
+			bv := boardView{Name: c.Name, Rows: c.Models}
+			if len(pts) > 0 {
+				bv.Chart = newIntervalChart(pts)
+			}
+			boards = append(boards, bv)
 		}
 	}
 	h.render(w, r, http.StatusOK, "leaderboard", page{Title: "Leaderboard", Nav: "leaderboard",

@@ -280,3 +280,15 @@ func TestPlayground(t *testing.T) {
 		t.Errorf("no session: %d", w.Code)
 	}
 }
+
+// TestLeaderboardWithoutRatings: models without comparisons have no
+// rating: the table lists them, the chart leaves them out.
+func TestLeaderboardWithoutRatings(t *testing.T) {
+	u := newTestUI(t, Config{Leaderboard: fakeBoard(`{"consortia":[{"name":"new","models":[
+		{"model":"demo/alpha","rating":null,"rating_ci95":null,"win_rate":null,"answers":1,"regret":0}]}]}`)})
+	w := u.do("GET", "/ui/leaderboard", "", nil)
+	body := w.Body.String()
+	if w.Code != 200 || !strings.Contains(body, "demo/alpha") || strings.Contains(body, "<svg") {
+		t.Errorf("leaderboard without ratings: %d\n%s", w.Code, body)
+	}
+}
