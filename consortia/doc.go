@@ -13,7 +13,9 @@
 //     assistant turn and the strategy's feedback for it is the next user
 //     turn, so each thread's prefix stays byte-identical;
 //   - the Run record, usage summed over every call, and the roles calls
-//     carry (upstream.WithRole: "member", and the strategy's own);
+//     carry (upstream.WithRole: "member", and the strategy's own); each
+//     call's StartMs on the run's timeline, and the run's steps told as
+//     they happen to a caller that asked (events.go, WithEvents);
 //   - the answer's bounds: the client's max_tokens and stop cut it, and
 //     it must be JSON when JSON was asked for.
 //

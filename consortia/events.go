@@ -20,8 +20,9 @@ const (
 // Event is one step of a run, told as it happens to the function that
 // WithEvents put in the run's context: a member's answer, a judge's
 // ranking, a round's decision. The records it points to are the run
-// record's own, complete when the event is sent; the receiver must not
-// change them.
+// record's own, complete when the event is sent; the receiver reads them
+// during the call only (the engine goes on filling the record after it:
+// a member's Label, for one) and never changes them.
 type Event struct {
 	Kind  string
 	Round int // from 1
