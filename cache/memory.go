@@ -103,13 +103,15 @@ func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run []byte) 
 	if err != nil {
 		return err
 	}
+	// Read outside the lock: it scans the whole record.
+	sum, indexed := summarize(run)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.setLocked(turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data)
 	m.setLocked(convKey(tenant, turn.Conversation), data)
 	if run != nil {
 		m.setLocked(runKey(tenant, turn.RunID), run)
-		if sum, ok := summarize(run); ok {
+		if indexed {
 			idx := append(m.runs[tenant], sum)
 			if len(idx) > RunsPerTenant {
 				idx = append(idx[:0:0], idx[len(idx)-RunsPerTenant:]...)

@@ -95,6 +95,10 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 	if err != nil {
 		return err
 	}
+	var line []byte
+	if sum, ok := summarize(run); ok {
+		line, _ = json.Marshal(sum)
+	}
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
 	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -102,8 +106,7 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 		p.Set(ctx, convKey(tenant, turn.Conversation), data, r.ttl)
 		if run != nil {
 			p.Set(ctx, runKey(tenant, turn.RunID), run, r.ttl)
-			if sum, ok := summarize(run); ok {
-				line, _ := json.Marshal(sum)
+			if line != nil {
 				key := runsKey(tenant)
 				p.LPush(ctx, key, line)
 				p.LTrim(ctx, key, 0, RunsPerTenant-1)
