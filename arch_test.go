@@ -67,7 +67,8 @@ var allowed = map[string][]string{
 	"consortia":          {"openai", "upstream", "cache"}, // cache.NewID: one id function
 	"internal/config":    nil,
 	"internal/redistest": nil,
-	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit"},
+	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy/ui"},
+	"proxy/ui":           {"openai", "consortia", "cache"},
 	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
 		"upstream/upstreamtest"},

@@ -14,7 +14,9 @@
 //     turn, so each thread's prefix stays byte-identical;
 //   - the Run record, usage summed over every call, its cost priced call
 //     by call at each call's model (pricing.go), and the roles calls
-//     carry (upstream.WithRole: "member", and the strategy's own);
+//     carry (upstream.WithRole: "member", and the strategy's own); each
+//     call's StartMs on the run's timeline, and the run's steps told as
+//     they happen to a caller that asked (events.go, WithEvents);
 //   - the member weights of each run: the configured ones, or with
 //     weights: adaptive the configured ones scaled by the models' ratings
 //     (weights.go), which a strategy reads from the round;

@@ -199,7 +199,7 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 		id = cache.NewID("run_")
 	}
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
-	res, err := e.rounds(ctx, req, run, deltas)
+	res, err := e.rounds(withStart(ctx, start), req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
 	run.Usage.CostUSD = e.cfg.Pricing.cost(run)
 	if res != nil {
@@ -223,6 +223,7 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 	run.Weights = record
 	for n := 1; ; n++ {
 		run.Iterations = n
+		ctx := withRound(ctx, n)
 		t0 := time.Now()
 		answers := e.fanOut(ctx, req, threads)
 		waited += time.Since(t0)
@@ -257,6 +258,7 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 			d.outcome.Confidence = run.Confidence
 		}
 		run.Outcome = d.outcome
+		notify(ctx, Event{Kind: EventRound, Confidence: d.outcome.Confidence, Iterate: d.again})
 		if d.again {
 			threads = nextThreads(threads, answers, d.feedback)
 			continue

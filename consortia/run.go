@@ -113,6 +113,7 @@ type MemberAnswer struct {
 	Status    string        `json:"status"`
 	Error     string        `json:"error,omitempty"`
 	LatencyMs int64         `json:"latency_ms"`
+	StartMs   int64         `json:"start_ms"` // when the call began, in ms from the start of the run (a cascade tier's: the outer run's)
 	Content   string        `json:"content,omitempty"`
 	Usage     *openai.Usage `json:"usage,omitempty"`
 }
@@ -130,6 +131,7 @@ type ArbiterReply struct {
 	Iterate         bool          `json:"iterate"`                 // this reply asked for (or forced) another round
 	Cancelled       bool          `json:"cancelled"`               // cut when its synthesis began on a round that iterates
 	LatencyMs       int64         `json:"latency_ms"`
+	StartMs         int64         `json:"start_ms"` // when the call began, in ms from the start of the run
 	Usage           *openai.Usage `json:"usage,omitempty"`
 	Error           string        `json:"error,omitempty"`
 }

@@ -143,6 +143,7 @@ func (sy *synthesize) judge(ctx context.Context, req *openai.ChatRequest, round 
 	}
 
 	start := time.Now()
+	rec.StartMs = startMs(ctx, start)
 	callCtx, cancel := context.WithCancel(upstream.WithRole(ctx, "arbiter"))
 	defer cancel()
 	r := newReplyReader(sy.rules(round.Number), write)

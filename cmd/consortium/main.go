@@ -70,7 +70,8 @@ requests in flight finish (shutdown_timeout).
 
 The log goes to stderr; its "consortium listening" line gives the address.
 When stdout is not a terminal, it gets one line for scripts:
-"consortium listening on http://ADDR/v1".
+"consortium listening on http://ADDR/v1". Then stdout gets the web
+pages' address, "consortium pages on http://ADDR/ui/" (docs/ui.md).
 `,
 	"validate": `Usage: consortium validate [-c FILE] [--demo] [--estimate]
 
@@ -413,12 +414,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	addr := shownAddr(cfg.Listen, ln.Addr())
-	logger.Info("consortium listening", "addr", addr, "url", "http://"+addr+"/v1", "config", cfg.Source)
+	logger.Info("consortium listening", "addr", addr, "url", "http://"+addr+"/v1", "pages", "http://"+addr+"/ui/", "config", cfg.Source)
 	if !isTerminal(stdout) {
 		// Scripts and the test harnesses read the URL here; a person at a
 		// terminal has the log line.
 		fmt.Fprintf(stdout, "consortium listening on http://%s/v1\n", addr)
 	}
+	// The web pages' address, for a person: the line after the URL, which
+	// scripts that read the first line never wait for.
+	fmt.Fprintf(stdout, "consortium pages on http://%s/ui/\n", addr)
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
