@@ -1,0 +1,171 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MasterName is the name the Sentinels of StartSentinel monitor.
+const MasterName = "consortium"
+
+// Sentinel is a master, one replica of it and three Sentinels watching
+// them with a quorum of two, each a redis-server on a loopback port. The
+// Sentinels declare the master down after 500ms without an answer, so a
+// failover takes a few seconds rather than the default half minute.
+type Sentinel struct {
+	// Addrs are the Sentinels' host:port.
+	Addrs []string
+	// Master and Replica are the servers as started; after a failover
+	// the replica is the master (see MasterAddr).
+	Master, Replica *Server
+	sentinels       []*exec.Cmd
+	dir             string
+}
+
+// StartSentinel runs a master, its replica and three Sentinels until the
+// test ends, once the Sentinels know each other and the replica (so that
+// they can agree on a failover).
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	s, err := startSentinel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func startSentinel() (s *Sentinel, err error) {
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "redistest-sentinel-")
+	if err != nil {
+		return nil, err
+	}
+	s = &Sentinel{dir: dir}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	ports := make([]string, 5)
+	for i := range ports {
+		if ports[i], err = freePort(false); err != nil {
+			return nil, err
+		}
+	}
+	s.Master = &Server{Addr: "127.0.0.1:" + ports[0], port: ports[0]}
+	if err := s.Master.start(); err != nil {
+		return nil, err
+	}
+	s.Replica = &Server{Addr: "127.0.0.1:" + ports[1], port: ports[1], args: []string{"--replicaof", "127.0.0.1", ports[0]}}
+	if err := s.Replica.start(); err != nil {
+		return nil, err
+	}
+	for _, port := range ports[2:] {
+		conf := filepath.Join(dir, "sentinel-"+port+".conf")
+		text := fmt.Sprintf(`port %s
+bind 127.0.0.1
+protected-mode no
+dir %s
+sentinel monitor %s 127.0.0.1 %s 2
+sentinel down-after-milliseconds %[3]s 500
+sentinel failover-timeout %[3]s 5000
+`, port, dir, MasterName, ports[0])
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			return nil, err
+		}
+		cmd := command(bin, conf, "--sentinel")
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		s.sentinels = append(s.sentinels, cmd)
+		s.Addrs = append(s.Addrs, "127.0.0.1:"+port)
+	}
+	return s, s.waitReady(15 * time.Second)
+}
+
+// waitReady waits until the replica has synced and every Sentinel knows
+// the replica and the two other Sentinels.
+func (s *Sentinel) waitReady(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: s.Replica.Addr, MaxRetries: -1})
+	defer rc.Close()
+	for {
+		info, err := rc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica %s did not sync within %v: %v", s.Replica.Addr, d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, addr := range s.Addrs {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		for {
+			peers, err1 := sc.Sentinels(ctx, MasterName).Result()
+			replicas, err2 := sc.Replicas(ctx, MasterName).Result()
+			if err1 == nil && err2 == nil && len(peers) == 2 && len(replicas) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				sc.Close()
+				return fmt.Errorf("sentinel %s does not know its peers and the replica within %v: %d peers (%v), %d replicas (%v)", addr, d, len(peers), err1, len(replicas), err2)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		sc.Close()
+	}
+	return nil
+}
+
+// MasterAddr returns the master's address as the first Sentinel that
+// answers sees it.
+func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
+	var last error
+	for _, addr := range s.Addrs {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+		hp, err := sc.GetMasterAddrByName(ctx, MasterName).Result()
+		sc.Close()
+		if err == nil && len(hp) == 2 {
+			return hp[0] + ":" + hp[1], nil
+		}
+		last = err
+	}
+	return "", fmt.Errorf("no sentinel names the master: %v", last)
+}
+
+// Client returns a Sentinel-backed client of the master, closed when the
+// test ends, with the proxy's options (see Server.Client).
+func (s *Sentinel) Client(t testing.TB, timeout time.Duration) *redis.Client {
+	c := redis.NewFailoverClient(options(timeout, s.Addrs, MasterName).Failover())
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Stop kills every process and removes their files.
+func (s *Sentinel) Stop() {
+	for _, cmd := range s.sentinels {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	s.sentinels = nil
+	for _, srv := range []*Server{s.Master, s.Replica} {
+		if srv != nil {
+			srv.Stop()
+		}
+	}
+	os.RemoveAll(s.dir)
+}
