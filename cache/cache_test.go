@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,16 +14,18 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(redistest.Main(m))
 }
 
-// backends runs a test against each Store.
+// backends runs a test against each Store: memory, and Redis as one
+// server, a Cluster and a Sentinel-watched master with a replica.
 func backends(t *testing.T, test func(t *testing.T, s Store)) {
 	t.Run("memory", func(t *testing.T) { test(t, NewMemory(time.Hour, 100)) })
-	t.Run("redis", func(t *testing.T) {
-		srv := redistest.Start(t)
-		test(t, NewRedis(srv.Client(0), RedisConfig{TTL: time.Hour}))
-	})
+	for _, b := range redistest.Backends(t) {
+		t.Run("redis-"+b.Name, func(t *testing.T) {
+			test(t, NewRedis(b.Client, RedisConfig{TTL: time.Hour}))
+		})
+	}
 }
 
 func transcript(turns ...string) []Message {
@@ -179,5 +182,39 @@ func TestRedisTTL(t *testing.T) {
 		if err != nil || ttl <= 0 || ttl > 90*time.Second {
 			t.Errorf("%s: ttl %v, %v", key, ttl, err)
 		}
+	}
+}
+
+// TestRedisWaitsForReplicas checks that with Replicas a write is
+// acknowledged once the replica holds it, and reported unavailable, in
+// bounded time, when no replica confirms it.
+func TestRedisWaitsForReplicas(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	store := NewRedis(s.Client(t, 0), RedisConfig{TTL: time.Hour, Replicas: 1})
+	ctx := context.Background()
+	turn := &Turn{Conversation: "conv_w", Consortium: "c", Transcript: transcript("q", "a"), RunID: "run_w"}
+	if err := store.Save(ctx, "alice", turn, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	// The replica holds it the moment Save returns.
+	replica := redistest.Client(t, s.Replica.Addr)
+	if n, err := replica.Exists(ctx, convKey("alice", "conv_w"), runKey("alice", "run_w")).Result(); err != nil || n != 2 {
+		t.Fatalf("replica holds %d of 2 keys: %v", n, err)
+	}
+	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+
+	s.Replica.Stop()
+	began := time.Now()
+	err := store.Save(ctx, "alice", turn, nil)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "0 of 1 replicas") {
+		t.Fatalf("save without a replica: %v", err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("save waited %v", took)
+	}
+	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("response saved without a replica: %v", err)
 	}
 }

@@ -188,3 +188,11 @@ func options(timeout time.Duration, addrs []string, master string) *redis.Univer
 		ContextTimeoutEnabled: true,
 	}
 }
+
+// Client returns a client of the one server at addr (a Cluster node, a
+// Sentinel setup's master or replica), closed when the test ends.
+func Client(t testing.TB, addr string) *redis.Client {
+	c := redis.NewClient(options(0, []string{addr}, "").Simple())
+	t.Cleanup(func() { c.Close() })
+	return c
+}
