@@ -39,6 +39,14 @@ func (b Backend) Store() string {
 	return s + "}"
 }
 
+// Connect returns another client of the backend, with the proxy's
+// options, closed when the test ends: a second replica's own client.
+func (b Backend) Connect(t testing.TB) redis.UniversalClient {
+	c := redis.NewUniversalClient(options(time.Second, b.Addrs, b.MasterName))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // setups are the backends one test binary shares: started by the first
 // Backends call, stopped when Main's Run returns.
 type setups struct {
@@ -166,8 +174,7 @@ func Backends(t testing.TB) []Backend {
 	ctx := context.Background()
 	for i := range out {
 		b := &out[i]
-		b.Client = redis.NewUniversalClient(options(time.Second, b.Addrs, b.MasterName))
-		t.Cleanup(func() { b.Client.Close() })
+		b.Client = b.Connect(t)
 		if err := flush(ctx, b.Client); err != nil {
 			t.Fatalf("emptying %s: %v", b.Name, err)
 		}
