@@ -93,7 +93,8 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--port", s.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"}, s.args...)
+	// A replica syncs at once, not after the default 5s wait for others.
+	args := append([]string{"--port", s.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"}, s.args...)
 	s.cmd = command(bin, args...)
 	if err := s.cmd.Start(); err != nil {
 		return err

@@ -147,6 +147,76 @@ func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no sentinel names the master: %v", last)
 }
 
+// KillMaster kills the current master, as a crash would, and returns its
+// address.
+func (s *Sentinel) KillMaster(t testing.TB) string {
+	t.Helper()
+	addr, err := s.MasterAddr(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.server(t, addr).Stop()
+	return addr
+}
+
+// WaitFailover waits until the Sentinels name a master other than old and
+// returns it.
+func (s *Sentinel) WaitFailover(t testing.TB, old string, d time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		addr, err := s.MasterAddr(context.Background())
+		if err == nil && addr != old {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failover from %s within %v (%s, %v)", old, d, addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Rejoin restarts the server at addr, killed before, empty and as a
+// replica of the current master, as an operator (or a StatefulSet's init
+// step) brings a failed master back; it returns once it has synced.
+func (s *Sentinel) Rejoin(t testing.TB, addr string) {
+	t.Helper()
+	master, err := s.MasterAddr(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(master, ":")
+	srv := s.server(t, addr)
+	srv.args = []string{"--replicaof", host, port}
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	rc := Client(t, addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := rc.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not sync with %s: %v", addr, master, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// server returns the Master or the Replica, whichever is at addr.
+func (s *Sentinel) server(t testing.TB, addr string) *Server {
+	t.Helper()
+	for _, srv := range []*Server{s.Master, s.Replica} {
+		if srv.Addr == addr {
+			return srv
+		}
+	}
+	t.Fatalf("%s is neither the master nor the replica", addr)
+	return nil
+}
+
 // Client returns a Sentinel-backed client of the master, closed when the
 // test ends, with the proxy's options (see Server.Client).
 func (s *Sentinel) Client(t testing.TB, timeout time.Duration) *redis.Client {
