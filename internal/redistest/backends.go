@@ -102,15 +102,7 @@ func start() (*setups, error) {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		port, err := freePort(false)
-		if err != nil {
-			errs[0] = err
-			return
-		}
-		srv := &Server{Addr: "127.0.0.1:" + port, port: port}
-		if errs[0] = srv.start(); errs[0] == nil {
-			s.single = srv
-		}
+		s.single, errs[0] = launch(false, nil)
 	}()
 	go func() { defer wg.Done(); s.cluster, errs[1] = startCluster() }()
 	go func() { defer wg.Done(); s.sentinel, errs[2] = startSentinel() }()

@@ -50,17 +50,16 @@ func startCluster() (c *Cluster, err error) {
 		}
 	}()
 	for range 3 {
-		port, err := freePort(true)
+		n, err := launch(true, func(n *Server) error {
+			n.args = []string{
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", "nodes-" + n.port + ".conf",
+				"--cluster-node-timeout", "2000",
+				"--dir", dir,
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, err
-		}
-		n := &Server{Addr: "127.0.0.1:" + port, port: port, args: []string{
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes-" + port + ".conf",
-			"--cluster-node-timeout", "2000",
-			"--dir", dir,
-		}}
-		if err := n.start(); err != nil {
 			return nil, err
 		}
 		c.nodes = append(c.nodes, n)

@@ -25,11 +25,13 @@ import (
 
 // Server is a running redis-server.
 type Server struct {
-	Addr string // host:port
-	t    testing.TB
-	cmd  *exec.Cmd
-	port string
-	args []string // beyond the port, bind and persistence flags
+	Addr   string // host:port
+	t      testing.TB
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has exited
+	port   string
+	conf   string   // a configuration file, first on the command line
+	args   []string // beyond the port, bind and persistence flags
 }
 
 // URL returns the server's redis:// URL.
@@ -38,16 +40,42 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 // Start runs a redis-server on a free loopback port until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	port, err := freePort(false)
+	s, err := launch(false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: "127.0.0.1:" + port, t: t, port: port}
-	if err := s.start(); err != nil {
-		t.Fatal(err)
-	}
+	s.t = t
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// errExited is a server that exited before it answered: most likely
+// something else took its port between freePort and its start.
+var errExited = errors.New("redis-server exited at start")
+
+// launch starts a server on a free port (and a free bus port with bus),
+// after setup, given the server with its port, adds what it needs; a port
+// taken meanwhile is replaced by another.
+func launch(bus bool, setup func(*Server) error) (*Server, error) {
+	for attempt := 0; ; attempt++ {
+		port, err := freePort(bus)
+		if err != nil {
+			return nil, err
+		}
+		s := &Server{Addr: "127.0.0.1:" + port, port: port}
+		if setup != nil {
+			if err := setup(s); err != nil {
+				return nil, err
+			}
+		}
+		err = s.start()
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errExited) || attempt == 3 {
+			return nil, err
+		}
+	}
 }
 
 // freePort returns a loopback port nothing listens on. With bus, the port
@@ -93,29 +121,36 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
 	// A replica syncs at once, not after the default 5s wait for others.
-	args := append([]string{"--port", s.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"}, s.args...)
-	s.cmd = command(bin, args...)
-	if err := s.cmd.Start(); err != nil {
+	args = append(append(args, "--port", s.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"), s.args...)
+	cmd := command(bin, args...)
+	if err := cmd.Start(); err != nil {
 		return err
 	}
-	if err := waitPing(s.Addr, 10*time.Second); err != nil {
-		s.Stop()
-		return err
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	s.cmd, s.exited = cmd, exited
+	deadline := time.Now().Add(10 * time.Second)
+	for !ping(s.Addr) {
+		select {
+		case <-exited:
+			s.cmd = nil
+			return fmt.Errorf("%w on %s", errExited, s.Addr)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return fmt.Errorf("redis on %s did not answer within 10s", s.Addr)
+		}
 	}
 	return nil
-}
-
-// waitPing waits until addr answers PING.
-func waitPing(addr string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if ping(addr) {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return fmt.Errorf("redis on %s did not answer within %v", addr, d)
 }
 
 // ping sends PING and reads +PONG.
@@ -144,11 +179,11 @@ func command(bin string, args ...string) *exec.Cmd {
 
 // Stop kills the server; what it held is gone.
 func (s *Server) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.cmd == nil {
 		return
 	}
 	s.cmd.Process.Kill()
-	s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +25,7 @@ type Sentinel struct {
 	// Master and Replica are the servers as started; after a failover
 	// the replica is the master (see MasterAddr).
 	Master, Replica *Server
-	sentinels       []*exec.Cmd
+	sentinels       []*Server
 	dir             string
 }
 
@@ -44,10 +43,6 @@ func StartSentinel(t testing.TB) *Sentinel {
 }
 
 func startSentinel() (s *Sentinel, err error) {
-	bin, err := binary()
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "redistest-sentinel-")
 	if err != nil {
 		return nil, err
@@ -58,39 +53,33 @@ func startSentinel() (s *Sentinel, err error) {
 			s.Stop()
 		}
 	}()
-	ports := make([]string, 5)
-	for i := range ports {
-		if ports[i], err = freePort(false); err != nil {
-			return nil, err
-		}
-	}
-	s.Master = &Server{Addr: "127.0.0.1:" + ports[0], port: ports[0]}
-	if err := s.Master.start(); err != nil {
+	if s.Master, err = launch(false, nil); err != nil {
 		return nil, err
 	}
-	s.Replica = &Server{Addr: "127.0.0.1:" + ports[1], port: ports[1], args: []string{"--replicaof", "127.0.0.1", ports[0]}}
-	if err := s.Replica.start(); err != nil {
+	host, port, _ := strings.Cut(s.Master.Addr, ":")
+	if s.Replica, err = launch(false, func(r *Server) error {
+		r.args = []string{"--replicaof", host, port}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
-	for _, port := range ports[2:] {
-		conf := filepath.Join(dir, "sentinel-"+port+".conf")
-		text := fmt.Sprintf(`port %s
-bind 127.0.0.1
-protected-mode no
-dir %s
-sentinel monitor %s 127.0.0.1 %s 2
-sentinel down-after-milliseconds %[3]s 500
-sentinel failover-timeout %[3]s 5000
-`, port, dir, MasterName, ports[0])
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+	for range 3 {
+		sentinel, err := launch(false, func(sn *Server) error {
+			// A Sentinel rewrites its file: one of its own.
+			sn.conf = filepath.Join(dir, "sentinel-"+sn.port+".conf")
+			sn.args = []string{"--sentinel"}
+			text := fmt.Sprintf(`dir %s
+sentinel monitor %s %s %s 2
+sentinel down-after-milliseconds %[2]s 500
+sentinel failover-timeout %[2]s 5000
+`, dir, MasterName, host, port)
+			return os.WriteFile(sn.conf, []byte(text), 0o600)
+		})
+		if err != nil {
 			return nil, err
 		}
-		cmd := command(bin, conf, "--sentinel")
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		s.sentinels = append(s.sentinels, cmd)
-		s.Addrs = append(s.Addrs, "127.0.0.1:"+port)
+		s.sentinels = append(s.sentinels, sentinel)
+		s.Addrs = append(s.Addrs, sentinel.Addr)
 	}
 	return s, s.waitReady(15 * time.Second)
 }
@@ -227,9 +216,8 @@ func (s *Sentinel) Client(t testing.TB, timeout time.Duration) *redis.Client {
 
 // Stop kills every process and removes their files.
 func (s *Sentinel) Stop() {
-	for _, cmd := range s.sentinels {
-		cmd.Process.Kill()
-		cmd.Wait()
+	for _, sn := range s.sentinels {
+		sn.Stop()
 	}
 	s.sentinels = nil
 	for _, srv := range []*Server{s.Master, s.Replica} {
