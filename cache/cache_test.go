@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/consortium-dev/consortium/internal/redistest"
@@ -186,35 +187,47 @@ func TestRedisTTL(t *testing.T) {
 }
 
 // TestRedisWaitsForReplicas checks that with Replicas a write is
-// acknowledged once the replica holds it, and reported unavailable, in
-// bounded time, when no replica confirms it.
+// acknowledged once the replicas hold it, and reported unavailable, in
+// bounded time, when fewer confirm it: the Sentinel backend's master has
+// one replica, so waiting for two must fail.
 func TestRedisWaitsForReplicas(t *testing.T) {
-	s := redistest.StartSentinel(t)
-	store := NewRedis(s.Client(t, 0), RedisConfig{TTL: time.Hour, Replicas: 1})
+	var b redistest.Backend
+	for _, b = range redistest.Backends(t) {
+		if b.Name == "sentinel" {
+			break
+		}
+	}
 	ctx := context.Background()
+	store := NewRedis(b.Client, RedisConfig{TTL: time.Hour, Replicas: 1})
 	turn := &Turn{Conversation: "conv_w", Consortium: "c", Transcript: transcript("q", "a"), RunID: "run_w"}
 	if err := store.Save(ctx, "alice", turn, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	// The replica holds it the moment Save returns.
-	replica := redistest.Client(t, s.Replica.Addr)
-	if n, err := replica.Exists(ctx, convKey("alice", "conv_w"), runKey("alice", "run_w")).Result(); err != nil || n != 2 {
-		t.Fatalf("replica holds %d of 2 keys: %v", n, err)
-	}
 	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
+	// The replica holds them the moment the saves return.
+	sentinel := redis.NewSentinelClient(&redis.Options{Addr: b.Addrs[0]})
+	defer sentinel.Close()
+	replicas, err := sentinel.Replicas(ctx, redistest.MasterName).Result()
+	if err != nil || len(replicas) != 1 {
+		t.Fatalf("replicas %v, %v", replicas, err)
+	}
+	replica := redistest.Client(t, replicas[0]["ip"]+":"+replicas[0]["port"])
+	if n, err := replica.Exists(ctx, convKey("alice", "conv_w"), runKey("alice", "run_w"), responseKey("alice", "resp_w")).Result(); err != nil || n != 3 {
+		t.Fatalf("the replica holds %d of 3 keys: %v", n, err)
+	}
 
-	s.Replica.Stop()
+	store = NewRedis(b.Client, RedisConfig{TTL: time.Hour, Replicas: 2})
 	began := time.Now()
-	err := store.Save(ctx, "alice", turn, nil)
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "0 of 1 replicas") {
-		t.Fatalf("save without a replica: %v", err)
+	err = store.Save(ctx, "alice", turn, nil)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "1 of 2 replicas") {
+		t.Fatalf("save with one replica of two: %v", err)
 	}
 	if took := time.Since(began); took > time.Second {
 		t.Errorf("save waited %v", took)
 	}
 	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("response saved without a replica: %v", err)
+		t.Fatalf("response saved with one replica of two: %v", err)
 	}
 }
