@@ -26,8 +26,10 @@ func TestSentinelFailover(t *testing.T) {
 	t.Logf("sentinel setup %v", time.Since(began))
 	store := fmt.Sprintf("store: {backend: redis, addrs: ['%s'], master_name: %s}\n", strings.Join(s.Addrs, "', '"), redistest.MasterName)
 	e := start(t, convYAML(store))
-	// The member takes 100ms, so that the master dies during a run.
-	e.fake.Script("alpha", upstreamtest.Reply{Content: "an answer", Delay: 100 * time.Millisecond})
+	// The fourth answer takes 300ms: the master dies while it is awaited.
+	answer := upstreamtest.Reply{Content: "an answer"}
+	slow := upstreamtest.Reply{Content: "an answer", Delay: 300 * time.Millisecond}
+	e.fake.Script("alpha", answer, answer, answer, slow, answer)
 
 	var acked []string // the user turns announced as saved, in order
 	n := 0
@@ -65,19 +67,27 @@ func TestSentinelFailover(t *testing.T) {
 		}
 	}
 
-	// Kill the master 50ms into the next run: its save fails.
+	// Kill the master once the next run's member is called: the turn
+	// was placed, its save will fail.
 	var wg sync.WaitGroup
-	var old string
+	var old, promoted string
 	var killed time.Time
+	var promotedAfter time.Duration
+	dead := make(chan struct{})
 	wg.Go(func() {
-		time.Sleep(50 * time.Millisecond)
+		for len(e.fake.RequestsFor("alpha")) < 4 {
+			time.Sleep(5 * time.Millisecond)
+		}
 		old = s.KillMaster(t)
 		killed = time.Now()
+		close(dead)
+		promoted = s.WaitFailover(t, old, 20*time.Second)
+		promotedAfter = time.Since(killed)
 	})
 	if r := send(); r.conversation != "" {
 		t.Errorf("a turn whose save the failover cut was announced: %s", r.raw)
 	}
-	wg.Wait()
+	<-dead
 
 	// Until a replica is promoted, continuations are 503; then served.
 	var unavailable int
@@ -94,8 +104,8 @@ func TestSentinelFailover(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	promoted := s.WaitFailover(t, old, time.Second)
-	t.Logf("master %s killed; %d continuations answered 503; served again after %v by %s", old, unavailable, served, promoted)
+	wg.Wait()
+	t.Logf("master %s killed; %s promoted after %v; %d continuations answered 503; served again after %v", old, promoted, promotedAfter, unavailable, served)
 
 	// The old master comes back as a replica: turns are saved again.
 	s.Rejoin(t, old)
