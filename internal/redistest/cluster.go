@@ -55,8 +55,8 @@ func startCluster() (c *Cluster, err error) {
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", "nodes-" + n.port + ".conf",
 				"--cluster-node-timeout", "2000",
-				"--dir", dir,
 			}
+			n.dir = dir
 			return nil
 		})
 		if err != nil {

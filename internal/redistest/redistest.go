@@ -32,6 +32,10 @@ type Server struct {
 	port   string
 	conf   string   // a configuration file, first on the command line
 	args   []string // beyond the port, bind and persistence flags
+	// dir is the working directory, where a replica writes the data it
+	// receives; if "", start makes one (ownDir) and Stop removes it.
+	dir    string
+	ownDir bool
 }
 
 // URL returns the server's redis:// URL.
@@ -121,12 +125,18 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
+	if s.dir == "" {
+		if s.dir, err = os.MkdirTemp("", "redistest-"); err != nil {
+			return err
+		}
+		s.ownDir = true
+	}
 	var args []string
 	if s.conf != "" {
 		args = append(args, s.conf)
 	}
 	// A replica syncs at once, not after the default 5s wait for others.
-	args = append(append(args, "--port", s.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"), s.args...)
+	args = append(append(args, "--port", s.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0", "--dir", s.dir), s.args...)
 	cmd := command(bin, args...)
 	if err := cmd.Start(); err != nil {
 		return err
@@ -142,6 +152,10 @@ func (s *Server) start() error {
 		select {
 		case <-exited:
 			s.cmd = nil
+			if s.ownDir {
+				os.RemoveAll(s.dir)
+				s.dir, s.ownDir = "", false
+			}
 			return fmt.Errorf("%w on %s", errExited, s.Addr)
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -185,6 +199,10 @@ func (s *Server) Stop() {
 	s.cmd.Process.Kill()
 	<-s.exited
 	s.cmd = nil
+	if s.ownDir {
+		os.RemoveAll(s.dir)
+		s.dir, s.ownDir = "", false
+	}
 }
 
 // Restart starts the server again on the same port, empty.

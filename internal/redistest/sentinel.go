@@ -68,11 +68,10 @@ func startSentinel() (s *Sentinel, err error) {
 			// A Sentinel rewrites its file: one of its own.
 			sn.conf = filepath.Join(dir, "sentinel-"+sn.port+".conf")
 			sn.args = []string{"--sentinel"}
-			text := fmt.Sprintf(`dir %s
-sentinel monitor %s %s %s 2
-sentinel down-after-milliseconds %[2]s 500
-sentinel failover-timeout %[2]s 5000
-`, dir, MasterName, host, port)
+			text := fmt.Sprintf(`sentinel monitor %s %s %s 2
+sentinel down-after-milliseconds %[1]s 500
+sentinel failover-timeout %[1]s 5000
+`, MasterName, host, port)
 			return os.WriteFile(sn.conf, []byte(text), 0o600)
 		})
 		if err != nil {
