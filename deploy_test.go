@@ -90,6 +90,11 @@ func TestDeployFiles(t *testing.T) {
 	if p := dig(container, "livenessProbe", "httpGet", "path"); p != "/healthz" {
 		t.Errorf("liveness probe %v", p)
 	}
+	// The image's entrypoint is already `consortium serve --listen …`:
+	// args would be appended to it.
+	if a := dig(container, "args"); a != nil {
+		t.Errorf("the container sets args %v", a)
+	}
 
 	env := map[string]string{"CONSORTIUM_KEY": "k", "OPENAI_API_KEY": "sk-test"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
