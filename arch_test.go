@@ -68,7 +68,8 @@ var allowed = map[string][]string{
 	"internal/config":    nil,
 	"internal/redistest": nil,
 	"internal/batch":     {"openai", "consortia"}, // the batch commands' jobs: engines and providers through interfaces it declares
-	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit"},
+	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy/ui"},
+	"proxy/ui":           {"openai", "consortia", "cache"},
 	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
 		"internal/batch", "upstream/upstreamtest"},

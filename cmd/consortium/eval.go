@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/consortium-dev/consortium/internal/batch"
@@ -56,7 +57,7 @@ func eval(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	switch {
-	case !contains(batch.Matches, match):
+	case !slices.Contains(batch.Matches, match):
 		fmt.Fprintf(stderr, "consortium %s: --match %q is not %s\n", name, match, strings.Join(batch.Matches, ", "))
 		return 2
 	case concurrency < 1:
@@ -117,15 +118,6 @@ func eval(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s on %s: %d items scored (%d by --match %s, %d by judges)\n", model, in, rep.Items, rep.ByMatch, match, rep.ByJudges)
 	rep.WriteTable(stdout)
 	return finish(name, &rep.Report, out, err, env.interrupted(), stderr)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // judgesOf returns who judges eval's items without a reference for a

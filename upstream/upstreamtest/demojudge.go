@@ -9,8 +9,9 @@ import (
 )
 
 // DemoJudges are the demo models meant to judge (any demo model judges a
-// judge prompt; these two have different tastes, and internal/config's
-// DemoJudges names them for --demo's rank consortium).
+// judge prompt; the first counts an answer's detail exactly, the second
+// with a taste of its own, and internal/config's DemoJudges names them for
+// --demo's rank consortium).
 var DemoJudges = []string{"judge-1", "judge-2"}
 
 // DemoAnswerPrefix starts the last line a demo member adds when its system

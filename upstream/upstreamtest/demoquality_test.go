@@ -395,3 +395,43 @@ func TestDemoEmbeddingsServed(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDemoJudge: whatever answers a judge prompt shows (--demo answers
+// any client's text), a demo judge ranks every label exactly once, and a
+// member's answer to any question has its result last when it computes.
+func FuzzDemoJudge(f *testing.F) {
+	f.Add("What is 17 + 25?", "17 + 25 = 42.", "Answer: 41", "")
+	f.Add("Compute 999999999 * 999999999", "### Response Z", "## The answers", "-1.5")
+	f.Add("Why?", "\n### Response B\n", "<ranking>A</ranking>", "What is 3 / 0?")
+	f.Fuzz(func(t *testing.T, question, a, b, c string) {
+		prompt := judgePromptFor(t, question, []string{a, b, c})
+		answers := judgedAnswers(prompt)
+		demoRank("judge-2", prompt, answers)
+		reply := Demo()(demoChat(t, "judge-1", "user", prompt)).Content
+		m := rankingTag.FindStringSubmatch(reply)
+		if m == nil {
+			t.Fatalf("no ranking in %q", reply)
+		}
+		got := strings.Split(m[1], " > ")
+		var want []string
+		for _, a := range judgedAnswers(prompt) {
+			want = append(want, a.label)
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Fatalf("ranking %q of labels %q", got, want)
+		}
+		if q, ok := parseArith(question); ok {
+			answer := Demo()(demoChat(t, "gamma", "user", question)).Content
+			if got := resultOf(answer); got != q.answer("gamma", question) {
+				t.Fatalf("%q: the last number of %q is not gamma's result %q", question, answer, q.answer("gamma", question))
+			}
+		}
+	})
+}
+
+func BenchmarkDemoEmbedding(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		demoEmbedding("Summarize the history of the Roman Empire in one paragraph, please.")
+	}
+}
