@@ -186,9 +186,9 @@ func (a *App) Provider(name string) (*upstream.Provider, bool) {
 // Solo returns engines that each answer with one model of the consortium
 // name on its own, as eval compares them: one per distinct member model,
 // with its configured system prompt (after the consortium's), params and
-// fallbacks, named by its ref; for a cascade, one per tier, a consortium
-// tier being that consortium's own engine. The solo engines' runs feed no
-// scores: they are not runs of a consortium.
+// fallbacks, priced as the consortium's, named by its ref; for a cascade,
+// one per tier, a consortium tier being that consortium's own engine. The
+// solo engines' runs feed no scores: they are not runs of a consortium.
 func (a *App) Solo(name string) ([]*consortia.Engine, error) {
 	c, ok := a.cfg.Consortia[name]
 	if !ok {
@@ -196,7 +196,7 @@ func (a *App) Solo(name string) ([]*consortia.Engine, error) {
 	}
 	solo := func(m config.Member) (*consortia.Engine, error) {
 		return consortia.New(m.Model, consortia.Config{
-			Strategy: "vote", System: c.System, MemberTimeout: c.MemberTimeout,
+			Strategy: "vote", System: c.System, MemberTimeout: c.MemberTimeout, Pricing: Pricing(a.cfg),
 			Members: []consortia.Member{{Model: m.Model, Count: 1, Weight: 1, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks}},
 		}, a.callers)
 	}
