@@ -70,7 +70,10 @@ func readCache(path string, need map[cacheKey]int, found func(row int, vec []flo
 		if dims == 0 || dims > maxDims {
 			return fmt.Errorf("%s: not an embedding cache, or corrupt at byte %d: move it away to embed again", path, good)
 		}
-		raw = append(raw[:0], make([]byte, 4*dims)...)
+		if cap(raw) < 4*int(dims) {
+			raw = make([]byte, 4*dims)
+		}
+		raw = raw[:4*dims]
 		if _, err := io.ReadFull(r, raw); err != nil {
 			break // torn
 		}
