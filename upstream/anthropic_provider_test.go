@@ -112,7 +112,7 @@ func TestAnthropicProviderChat(t *testing.T) {
 	}{
 		{"usage with cache tokens", upstreamtest.Reply{Content: "four", Usage: &openai.Usage{PromptTokens: 5, CompletionTokens: 3},
 			CacheReadTokens: 1000, CacheCreationTokens: 20}, "stop", openai.Usage{PromptTokens: 1025, CompletionTokens: 3, TotalTokens: 1028,
-				PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 1000}}},
+			PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 1000}}},
 		{"computed usage", upstreamtest.Reply{Content: "one two three"}, "stop", openai.Usage{PromptTokens: 5, CompletionTokens: 3, TotalTokens: 8}},
 		{"max_tokens", upstreamtest.Reply{Content: "cut", FinishReason: "length"}, "length", openai.Usage{PromptTokens: 5, CompletionTokens: 1, TotalTokens: 6}},
 		{"stop_sequence", upstreamtest.Reply{Content: "x", FinishReason: "stop_sequence"}, "stop", openai.Usage{PromptTokens: 5, CompletionTokens: 1, TotalTokens: 6}},
