@@ -65,6 +65,7 @@ var allowed = map[string][]string{
 	"ratelimit":          {"openai"},
 	"upstream":           {"openai", "ratelimit"},
 	"consortia":          {"openai", "upstream", "cache"}, // cache.NewID: one id function
+	"scores":             {"openai", "consortia"},         // a run record in, ratings out
 	"internal/config":    nil,
 	"internal/redistest": nil,
 	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit"},
