@@ -199,6 +199,11 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 		id = cache.NewID("run_")
 	}
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
+	if e.cfg.OnRun != nil {
+		// Deferred, so that it sees the record complete, whatever the
+		// outcome: after the last delta, with duration and usage.
+		defer e.cfg.OnRun(run)
+	}
 	res, err := e.rounds(ctx, req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
 	if err != nil {
