@@ -68,8 +68,8 @@ var allowed = map[string][]string{
 	"scores":             {"openai", "consortia"},         // a run record in, ratings out
 	"internal/config":    nil,
 	"internal/redistest": nil,
-	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit"},
-	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
+	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "scores"},
+	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "scores"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
 		"upstream/upstreamtest"},
 	// Test doubles and tools.

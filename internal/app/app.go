@@ -25,6 +25,7 @@ import (
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/ratelimit"
+	"github.com/consortium-dev/consortium/scores"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -64,6 +65,7 @@ type Options struct {
 type App struct {
 	server *proxy.Server
 	redis  redis.UniversalClient // nil without a Redis store
+	scores *scores.Board
 }
 
 // New builds the proxy and its dependencies for a validated
@@ -97,11 +99,6 @@ func New(opts Options) (*App, error) {
 		}
 		providers[name], callers[name] = p, p
 	}
-	engines, err := buildEngines(cfg, callers)
-	if err != nil {
-		return nil, err
-	}
-
 	a := &App{}
 	store := opts.Store
 	rpm := map[string]int{}
@@ -122,6 +119,15 @@ func New(opts Options) (*App, error) {
 	if store == nil {
 		store = cache.NewMemory(cfg.Store.TTL, cfg.Store.MaxEntries)
 	}
+	// Every run's scores go to the Board, which is every engine's
+	// ratings too.
+	a.scores = scores.New(scores.Config{Store: scoresStore(cfg.Store, a.redis), Consortia: cfg.ConsortiumOrder,
+		OnSkip: metrics.ScoresSkipped, Logger: log})
+	engines, err := buildEngines(cfg, callers, a.scores)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 
 	a.server, err = proxy.New(proxy.Options{
 		Settings: proxy.Settings{
@@ -141,6 +147,7 @@ func New(opts Options) (*App, error) {
 		Registry:      registry,
 		Logger:        log,
 		KeepAlive:     opts.KeepAlive,
+		Scores:        a.scores,
 	})
 	if err != nil {
 		a.Close()
@@ -156,9 +163,13 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.server.Serve
 // balancers stop sending traffic while in-flight requests finish.
 func (a *App) Drain() { a.server.Drain() }
 
-// Close releases what New opened: the Redis client the store and the
-// limits share.
+// Close releases what New opened: it writes the scores of the runs that
+// ended (for a bounded time), then closes the Redis client the stores and
+// the limits share.
 func (a *App) Close() error {
+	if a.scores != nil {
+		a.scores.Close()
+	}
 	if a.redis == nil {
 		return nil
 	}
@@ -198,11 +209,14 @@ func providerConfig(name string, pc *config.Provider, models []string, opts Opti
 	}
 }
 
-// buildEngines builds every consortium's engine.
-func buildEngines(cfg *config.Config, callers map[string]consortia.Caller) (map[string]proxy.Consortium, error) {
+// buildEngines builds every consortium's engine, each recording its runs
+// on board and reading its ratings from it.
+func buildEngines(cfg *config.Config, callers map[string]consortia.Caller, board *scores.Board) (map[string]proxy.Consortium, error) {
 	cfgs := map[string]consortia.Config{}
 	for _, name := range cfg.ConsortiumOrder {
-		cfgs[name] = engineConfig(cfg.Consortia[name])
+		ec := engineConfig(cfg.Consortia[name])
+		ec.OnRun, ec.Ratings = board.Record, board
+		cfgs[name] = ec
 	}
 	// A cascade's tiers are other consortiums' engines: NewSet builds
 	// each after those it names.
@@ -305,6 +319,15 @@ func Models(cfg *config.Config) []openai.Model {
 		}
 	}
 	return out
+}
+
+// scoresStore is where the scores are kept: in Redis when the store is
+// (shared by the replicas, with the store's TTL), else in memory.
+func scoresStore(c config.Store, client redis.UniversalClient) scores.Store {
+	if client != nil {
+		return scores.NewRedis(client, scores.RedisConfig{TTL: c.TTL, Timeout: redisTimeout})
+	}
+	return scores.NewMemory(c.TTL, 0)
 }
 
 // redisTimeout bounds every Redis operation, connecting included, so no
