@@ -7,6 +7,7 @@
 //	consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
 //	consortium validate [-c FILE] [--demo]
 //	consortium models   [-c FILE] [--demo]
+//	consortium leaderboard [--url URL] [--key KEY] [CONSORTIUM]
 //	consortium version
 //	consortium help     [COMMAND]
 package main
@@ -42,6 +43,8 @@ Usage:
   consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
   consortium validate [-c FILE] [--demo]   exit 0, or 1 with every problem and its key path
   consortium models   [-c FILE] [--demo]   the model ids that /v1/models would list
+  consortium leaderboard [--url URL] [--key KEY] [CONSORTIUM]
+                                           a running proxy's leaderboard, as a table
   consortium version                       this binary's version (also --version)
   consortium help     [COMMAND]            this text, or a command's (also COMMAND --help)
 
@@ -115,6 +118,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "models":
 		return models(args[1:], stdout, stderr)
+	case "leaderboard":
+		return leaderboard(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
