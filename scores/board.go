@@ -110,8 +110,11 @@ func New(cfg Config) *Board {
 // consortia.Config's OnRun. The run is read before Record returns and
 // not kept.
 func (b *Board) Record(run *consortia.Run) {
+	if run == nil || !b.known[run.Consortium] {
+		return
+	}
 	t := TallyRun(run)
-	if t == nil || !b.known[t.Consortium] {
+	if t == nil {
 		return
 	}
 	b.mu.RLock()

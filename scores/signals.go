@@ -1,9 +1,9 @@
 package scores
 
 import (
-	"fmt"
 	"math"
 	"slices"
+	"strconv"
 
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
@@ -154,6 +154,7 @@ func TallyRun(run *consortia.Run) *Tally {
 			}
 		}
 		// Judges rank the answers of their own round.
+		names := byName(round.Members)
 		for _, j := range round.Judges {
 			if j.Error != "" {
 				continue
@@ -163,7 +164,7 @@ func TallyRun(run *consortia.Run) *Tally {
 				if slices.Contains(j.Dropped, name) {
 					continue
 				}
-				if a, ok := member(round.Members, name); ok {
+				if a, ok := names[name]; ok {
 					order = append(order, credited(a))
 				}
 			}
@@ -172,6 +173,7 @@ func TallyRun(run *consortia.Run) *Tally {
 	}
 
 	last := &run.Rounds[len(run.Rounds)-1]
+	names := byName(last.Members)
 	members := last.Members
 	for _, tier := range last.Tiers {
 		if tier.Call != nil {
@@ -229,7 +231,7 @@ func TallyRun(run *consortia.Run) *Tally {
 		if s.Place != 1 {
 			continue
 		}
-		if a, ok := member(last.Members, fmt.Sprintf("%s#%d", s.Model, s.Instance)); ok {
+		if a, ok := names[s.Model+"#"+strconv.Itoa(s.Instance)]; ok {
 			model(credited(a)).FirstPlaces++
 		}
 	}
@@ -245,20 +247,20 @@ func TallyRun(run *consortia.Run) *Tally {
 			}
 			for _, name := range g.Members {
 				in[name] = true
-				if a, ok := member(last.Members, name); ok {
+				if a, ok := names[name]; ok {
 					plurality = append(plurality, credited(a))
 				}
 			}
 		}
 		for _, a := range last.Members {
-			if a.Status != consortia.StatusOK || in[fmt.Sprintf("%s#%d", a.Model, a.Instance)] {
+			if a.Status != consortia.StatusOK || in[a.Model+"#"+strconv.Itoa(a.Instance)] {
 				continue
 			}
 			for _, w := range plurality {
 				win(w, credited(a), 1)
 			}
 		}
-		if a, ok := member(last.Members, voteWinner(run.Votes, last.Judges)); ok {
+		if a, ok := names[voteWinner(run.Votes, last.Judges)]; ok {
 			model(credited(a)).FirstPlaces++
 		}
 	}
@@ -308,14 +310,14 @@ func credited(a consortia.MemberAnswer) string {
 	return a.Model
 }
 
-// member finds the answer of "provider/model#instance" in a round.
-func member(answers []consortia.MemberAnswer, name string) (consortia.MemberAnswer, bool) {
+// byName indexes a round's answers by "provider/model#instance", the
+// name the record's rankings and votes use.
+func byName(answers []consortia.MemberAnswer) map[string]consortia.MemberAnswer {
+	out := make(map[string]consortia.MemberAnswer, len(answers))
 	for _, a := range answers {
-		if fmt.Sprintf("%s#%d", a.Model, a.Instance) == name {
-			return a, true
-		}
+		out[a.Model+"#"+strconv.Itoa(a.Instance)] = a
 	}
-	return consortia.MemberAnswer{}, false
+	return out
 }
 
 // tokens are a call's tokens: its total, or the sum of its parts when a

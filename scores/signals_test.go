@@ -156,3 +156,26 @@ func TestTallyRun(t *testing.T) {
 		t.Error("a run without rounds tallied")
 	}
 }
+
+// BenchmarkTallyRun is what Record costs a run's goroutine: a rank run of
+// six answers from three models, three judges.
+func BenchmarkTallyRun(b *testing.B) {
+	run := &consortia.Run{Consortium: "x", Strategy: "rank",
+		Outcome: consortia.Outcome{Scores: []consortia.Score{{Model: "p/a", Instance: 1, Place: 1}}}}
+	round := consortia.Round{}
+	var names []string
+	for _, m := range []string{"p/a", "p/b", "p/c"} {
+		for i := 1; i <= 2; i++ {
+			round.Members = append(round.Members, ok(m, i, ""))
+			names = append(names, m+"#"+strconv.Itoa(i))
+		}
+	}
+	for range 3 {
+		round.Judges = append(round.Judges, consortia.JudgeReply{Model: "p/j", RankedMembers: names})
+	}
+	run.Rounds = []consortia.Round{round}
+	b.ReportAllocs()
+	for b.Loop() {
+		TallyRun(run)
+	}
+}
