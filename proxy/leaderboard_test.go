@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/redistest"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
@@ -171,5 +172,18 @@ func TestLeaderboardStoreDown(t *testing.T) {
 			t.Fatalf("the skipped scores were not counted")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLeaderboardWithoutScores: a server that records no scores says so.
+func TestLeaderboardWithoutScores(t *testing.T) {
+	e := start(t, leaderboardYAML, func(o *app.Options) { o.NoScores = true })
+	scriptRanking(e.fake)
+	resp, body := e.do("POST", "/v1/chat/completions", "alice-key", `{"model":"council","messages":[{"role":"user","content":"2+2?"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("run: %d %s", resp.StatusCode, body)
+	}
+	if resp, _, body := getLeaderboard(t, e, "", "alice-key"); resp.StatusCode != 503 || !strings.Contains(string(body), "keeps no scores") {
+		t.Errorf("%d %s", resp.StatusCode, body)
 	}
 }

@@ -360,7 +360,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer stopPprof()
 	}
 
-	srv, err := app.New(app.Options{Config: cfg, Logger: logger})
+	// CONSORTIUM_SCORES=off records no scores (the benchmark compares
+	// runs with and without them).
+	srv, err := app.New(app.Options{Config: cfg, Logger: logger, NoScores: os.Getenv("CONSORTIUM_SCORES") == "off"})
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1

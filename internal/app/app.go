@@ -59,6 +59,10 @@ type Options struct {
 	// Backoff, if set, replaces the first retry backoff ceiling of every
 	// provider (tests shorten it).
 	Backoff time.Duration
+
+	// NoScores records no scores: runs feed no statistics and the
+	// leaderboard answers 503 (the benchmark measures runs without them).
+	NoScores bool
 }
 
 // App is the built proxy: an http.Handler over everything New made.
@@ -121,8 +125,10 @@ func New(opts Options) (*App, error) {
 	}
 	// Every run's scores go to the Board, which is every engine's
 	// ratings too.
-	a.scores = scores.New(scores.Config{Store: scoresStore(cfg.Store, a.redis), Consortia: cfg.ConsortiumOrder,
-		OnSkip: metrics.ScoresSkipped, Logger: log})
+	if !opts.NoScores {
+		a.scores = scores.New(scores.Config{Store: scoresStore(cfg.Store, a.redis), Consortia: cfg.ConsortiumOrder,
+			OnSkip: metrics.ScoresSkipped, Logger: log})
+	}
 	engines, err := buildEngines(cfg, callers, a.scores)
 	if err != nil {
 		a.Close()
@@ -147,7 +153,7 @@ func New(opts Options) (*App, error) {
 		Registry:      registry,
 		Logger:        log,
 		KeepAlive:     opts.KeepAlive,
-		Scores:        a.scores,
+		Scores:        leaderboard(a.scores),
 	})
 	if err != nil {
 		a.Close()
@@ -209,13 +215,23 @@ func providerConfig(name string, pc *config.Provider, models []string, opts Opti
 	}
 }
 
+// leaderboard is what the proxy's leaderboard reads: the Board, or none.
+func leaderboard(b *scores.Board) proxy.Scores {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
 // buildEngines builds every consortium's engine, each recording its runs
-// on board and reading its ratings from it.
+// on board and reading its ratings from it (when board is not nil).
 func buildEngines(cfg *config.Config, callers map[string]consortia.Caller, board *scores.Board) (map[string]proxy.Consortium, error) {
 	cfgs := map[string]consortia.Config{}
 	for _, name := range cfg.ConsortiumOrder {
 		ec := engineConfig(cfg.Consortia[name])
-		ec.OnRun, ec.Ratings = board.Record, board
+		if board != nil {
+			ec.OnRun, ec.Ratings = board.Record, board
+		}
 		cfgs[name] = ec
 	}
 	// A cascade's tiers are other consortiums' engines: NewSet builds
