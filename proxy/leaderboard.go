@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -58,16 +59,13 @@ func (s *Server) leaderboard(w http.ResponseWriter, r *http.Request) {
 			Message: "This server keeps no scores."})
 		return
 	}
-	var names []string
-	if name := r.URL.Query().Get("consortium"); name != "" {
-		names = []string{name}
-	}
+	name := r.URL.Query().Get("consortium")
 	volume, _ := r.Context().Value(volumeKey{}).(bool)
-	standings, err := s.scores.Leaderboard(r.Context(), volume, names...)
+	body, err := board{s.scores}.Board(r.Context(), name, volume)
 	switch {
 	case errors.Is(err, scores.ErrUnknown):
 		s.fail(w, r, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "consortium",
-			Message: fmt.Sprintf("The consortium `%s` does not exist or you do not have access to it.", names[0])})
+			Message: fmt.Sprintf("The consortium `%s` does not exist or you do not have access to it.", name)})
 		return
 	case err != nil:
 		s.storeFailed("scores", err)
@@ -76,5 +74,26 @@ func (s *Server) leaderboard(w http.ResponseWriter, r *http.Request) {
 			RetryAfter: 5 * time.Second})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"consortia": standings})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+}
+
+// board is the leaderboard as a JSON body, the route's and the web
+// pages' alike: {"consortia": [...]} for every consortium, or the one
+// named.
+type board struct{ scores Scores }
+
+// Board returns the leaderboard's body; volume adds the columns that sum
+// every tenant.
+func (b board) Board(ctx context.Context, consortium string, volume bool) ([]byte, error) {
+	var names []string
+	if consortium != "" {
+		names = []string{consortium}
+	}
+	standings, err := b.scores.Leaderboard(ctx, volume, names...)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]any{"consortia": standings})
 }
