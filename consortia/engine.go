@@ -201,8 +201,14 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
 	if e.cfg.OnRun != nil {
 		// Deferred, so that it sees the record complete, whatever the
-		// outcome: after the last delta, with duration and usage.
-		defer e.cfg.OnRun(run)
+		// outcome: after the last delta, with duration and usage. A run
+		// its caller cancelled (a client that went away) is not one: its
+		// members' "failures" say nothing of them.
+		defer func() {
+			if !errors.Is(ctx.Err(), context.Canceled) {
+				e.cfg.OnRun(run)
+			}
+		}()
 	}
 	res, err := e.rounds(ctx, req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()

@@ -12,7 +12,8 @@ import (
 )
 
 // TestOnRun: OnRun gets every run's record once, when the run ends,
-// answered or failed, after the last delta.
+// answered or failed, after the last delta; not a run its caller
+// cancelled.
 func TestOnRun(t *testing.T) {
 	fake := upstreamtest.NewServer()
 	t.Cleanup(fake.Close)
@@ -44,6 +45,15 @@ func TestOnRun(t *testing.T) {
 	fake.Handle("beta", func(*upstreamtest.Request) upstreamtest.Reply { return upstreamtest.Reply{Status: 400, Error: "no"} })
 	if _, err := e.Run(context.Background(), req, nil); err == nil {
 		t.Fatal("a run whose members all failed answered")
+	}
+	// A run whose caller went away is not reported.
+	fake.Handle("alpha", func(*upstreamtest.Request) upstreamtest.Reply {
+		return upstreamtest.Reply{Content: "a", Delay: time.Minute}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, err := e.Run(ctx, req, nil); err == nil {
+		t.Fatal("a cancelled run answered")
 	}
 	if len(runs) != 2 || runs[0].Consortium != "council" || runs[0].DurationMs < 0 || runs[1].Rounds[0].Members[0].Status != consortia.StatusError {
 		t.Fatalf("OnRun got %d runs: %+v", len(runs), runs)
