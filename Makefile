@@ -8,7 +8,8 @@ GO ?= go
 test: deps check unit compat
 
 # What the tests need beyond Go, installed when missing: a real
-# redis-server (Debian's package) for the store and limit tests.
+# redis-server (Debian's package) for the store and limit tests, and
+# Debian's chromium for the web pages' browser tests (proxy/ui).
 deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server (Debian package)"; \
@@ -16,6 +17,12 @@ deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	}
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing"; exit 1; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (Debian package)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	}
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium is still missing"; exit 1; }
 
 # Formatting, vet and go.mod: cheap, and they fail fast. `go mod tidy
 # -diff` fails (printing the diff) when go.mod or go.sum is not what tidy
@@ -25,7 +32,8 @@ check:
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 
-# Every Go test, with the race detector.
+# Every Go test, with the race detector. The browser tests (proxy/ui) need
+# chromium: they skip without it, but fail in CI ($$CI set).
 unit:
 	$(GO) test -race -count=1 ./...
 

@@ -68,7 +68,8 @@ var allowed = map[string][]string{
 	"scores":             {"openai", "consortia"},         // a run record in, ratings out
 	"internal/config":    nil,
 	"internal/redistest": nil,
-	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "scores"},
+	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy/ui", "scores"},
+	"proxy/ui":           {"openai", "consortia", "cache"},
 	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "scores"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
 		"upstream/upstreamtest"},

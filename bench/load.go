@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +29,21 @@ type Request struct {
 	// Then, if set, is sent when this request's answer is complete, as
 	// part of the same measured request (a critical path of calls).
 	Then *Request
+	// Bodies, if set, replace Body: each send takes the next one in turn,
+	// round and round (its Fanout copies share it), so that a load of
+	// different requests reaches the target, not one request again and
+	// again (which a cache or a deterministic fake would answer alike).
+	Bodies [][]byte
+
+	turn atomic.Uint64 // the next of Bodies
+}
+
+// body is the body of the next send of r.
+func (r *Request) body() []byte {
+	if len(r.Bodies) == 0 {
+		return r.Body
+	}
+	return r.Bodies[(r.turn.Add(1)-1)%uint64(len(r.Bodies))]
 }
 
 // Result is what a load test measured.
@@ -82,12 +99,13 @@ func do(ctx context.Context, c *http.Client, r *Request) error {
 
 // doFanout sends r.Fanout copies of r at once and returns the first error.
 func doFanout(ctx context.Context, c *http.Client, r *Request) error {
+	body := r.body()
 	if r.Fanout <= 1 {
-		return do1(ctx, c, r)
+		return do1(ctx, c, r, body)
 	}
 	errs := make(chan error, r.Fanout)
 	for range r.Fanout {
-		go func() { errs <- do1(ctx, c, r) }()
+		go func() { errs <- do1(ctx, c, r, body) }()
 	}
 	var first error
 	for range r.Fanout {
@@ -98,9 +116,9 @@ func doFanout(ctx context.Context, c *http.Client, r *Request) error {
 	return first
 }
 
-// do1 sends one request and reads its whole answer.
-func do1(ctx context.Context, c *http.Client, r *Request) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+// do1 sends one request with body and reads its whole answer.
+func do1(ctx context.Context, c *http.Client, r *Request, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -245,12 +263,33 @@ func Rate(ctx context.Context, c *http.Client, r *Request, rate float64, d time.
 // ChatBody returns a chat completion body for model with a prompt of
 // about size bytes.
 func ChatBody(model string, stream bool, size int) []byte {
+	return chatBody(model, stream, Prompt(size))
+}
+
+// Prompt is the prompt of ChatBody: "Say something.", or about size bytes
+// of filler when size is larger.
+func Prompt(size int) string {
 	prompt := "Say something."
 	if size > len(prompt) {
 		prompt = strings.Repeat("lorem ipsum ", size/12+1)[:size]
 	}
+	return prompt
+}
+
+func chatBody(model string, stream bool, prompt string) []byte {
+	m, _ := json.Marshal(model)
+	p, _ := json.Marshal(prompt)
 	if stream {
-		return fmt.Appendf(nil, `{"model":%q,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":%q}]}`, model, prompt)
+		return fmt.Appendf(nil, `{"model":%s,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":%s}]}`, m, p)
 	}
-	return fmt.Appendf(nil, `{"model":%q,"messages":[{"role":"user","content":%q}]}`, model, prompt)
+	return fmt.Appendf(nil, `{"model":%s,"messages":[{"role":"user","content":%s}]}`, m, p)
+}
+
+// ChatBodies returns a chat completion body for model per prompt, in order.
+func ChatBodies(model string, stream bool, prompts []string) [][]byte {
+	out := make([][]byte, len(prompts))
+	for i, p := range prompts {
+		out[i] = chatBody(model, stream, p)
+	}
+	return out
 }

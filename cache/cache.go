@@ -58,10 +58,15 @@ type Store interface {
 	// ErrNotFound.
 	Latest(ctx context.Context, tenant, conversation string) (*Turn, error)
 	// Save stores a turn (found again by the hash of its transcript and as
-	// its conversation's latest) and its run record, in one round trip.
+	// its conversation's latest) and its run record, in one round trip;
+	// the run's summary joins the tenant's index of recent runs.
 	Save(ctx context.Context, tenant string, turn *Turn, run []byte) error
 	// Run returns a run record, or ErrNotFound.
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	// Runs returns the summaries of tenant's recent runs, newest first, at
+	// most limit (RunsPerTenant if limit is zero), none for a tenant
+	// without any.
+	Runs(ctx context.Context, tenant string, limit int) ([]RunSummary, error)
 	// SaveResponse stores a Responses API response record under its id
 	// ("resp_…"), with the same TTL as turns.
 	SaveResponse(ctx context.Context, tenant, id string, record []byte) error

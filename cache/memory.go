@@ -18,6 +18,9 @@ type Memory struct {
 	mu    sync.Mutex
 	order *list.List // front: most recently used
 	items map[string]*list.Element
+	// runs are each tenant's recent runs, oldest first, at most
+	// RunsPerTenant; tenants are the configured keys' names, so few.
+	runs map[string][]RunSummary
 }
 
 type memoryEntry struct {
@@ -35,7 +38,7 @@ func NewMemory(ttl time.Duration, maxEntries int) *Memory {
 	if maxEntries <= 0 {
 		maxEntries = 10000
 	}
-	return &Memory{ttl: ttl, max: maxEntries, now: time.Now, order: list.New(), items: map[string]*list.Element{}}
+	return &Memory{ttl: ttl, max: maxEntries, now: time.Now, order: list.New(), items: map[string]*list.Element{}, runs: map[string][]RunSummary{}}
 }
 
 func (m *Memory) get(key string) ([]byte, bool) {
@@ -100,14 +103,41 @@ func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run []byte) 
 	if err != nil {
 		return err
 	}
+	// Read outside the lock: it scans the whole record.
+	sum, indexed := summarize(run)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.setLocked(turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data)
 	m.setLocked(convKey(tenant, turn.Conversation), data)
 	if run != nil {
 		m.setLocked(runKey(tenant, turn.RunID), run)
+		if indexed {
+			idx := append(m.runs[tenant], sum)
+			if len(idx) > RunsPerTenant {
+				idx = append(idx[:0:0], idx[len(idx)-RunsPerTenant:]...)
+			}
+			m.runs[tenant] = idx
+		}
 	}
 	return nil
+}
+
+// Runs implements Store: the index's runs whose record is still kept.
+func (m *Memory) Runs(_ context.Context, tenant string, limit int) ([]RunSummary, error) {
+	limit = bound(limit)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	out := []RunSummary{}
+	idx := m.runs[tenant]
+	for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
+		el, ok := m.items[runKey(tenant, idx[i].RunID)]
+		if !ok || now.After(el.Value.(*memoryEntry).expires) {
+			continue
+		}
+		out = append(out, idx[i])
+	}
+	return out, nil
 }
 
 // Run implements Store.

@@ -95,6 +95,10 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 	if err != nil {
 		return err
 	}
+	var line []byte
+	if sum, ok := summarize(run); ok {
+		line, _ = json.Marshal(sum)
+	}
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
 	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -102,6 +106,12 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 		p.Set(ctx, convKey(tenant, turn.Conversation), data, r.ttl)
 		if run != nil {
 			p.Set(ctx, runKey(tenant, turn.RunID), run, r.ttl)
+			if line != nil {
+				key := runsKey(tenant)
+				p.LPush(ctx, key, line)
+				p.LTrim(ctx, key, 0, RunsPerTenant-1)
+				p.Expire(ctx, key, r.ttl)
+			}
 		}
 		return nil
 	})
@@ -114,6 +124,27 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 // Run implements Store.
 func (r *Redis) Run(ctx context.Context, tenant, id string) ([]byte, error) {
 	return r.get(ctx, runKey(tenant, id))
+}
+
+// Runs implements Store: the index is a list per tenant, newest first,
+// trimmed to RunsPerTenant on every Save and expiring with the TTL from
+// the last one. A summary whose record expired is still listed; its page
+// then says the run is gone.
+func (r *Redis) Runs(ctx context.Context, tenant string, limit int) ([]RunSummary, error) {
+	ctx, cancel := r.bounded(ctx)
+	defer cancel()
+	lines, err := r.client.LRange(ctx, runsKey(tenant), 0, int64(bound(limit))-1).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]RunSummary, 0, len(lines))
+	for _, l := range lines {
+		var s RunSummary
+		if json.Unmarshal([]byte(l), &s) == nil {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
 
 // SaveResponse implements Store.

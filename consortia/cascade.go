@@ -146,8 +146,9 @@ func (c *cascade) try(ctx context.Context, req *openai.ChatRequest, tier cascade
 // call asks a provider/model tier, as a member, streaming its answer to
 // emit as it comes.
 func (c *cascade) call(ctx context.Context, req *openai.ChatRequest, t target, emit func(string)) (MemberAnswer, openai.Usage, error) {
-	a := MemberAnswer{Model: t.ref, Instance: 1}
 	start := time.Now()
+	a := MemberAnswer{Model: t.ref, Instance: 1, StartMs: startMs(ctx, start)}
+	defer func() { notify(ctx, Event{Kind: EventMember, Member: &a}) }()
 	var (
 		text  strings.Builder
 		usage openai.Usage

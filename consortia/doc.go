@@ -12,8 +12,14 @@
 //   - the members' threads across rounds: an instance's answer stays as an
 //     assistant turn and the strategy's feedback for it is the next user
 //     turn, so each thread's prefix stays byte-identical;
-//   - the Run record, usage summed over every call, and the roles calls
-//     carry (upstream.WithRole: "member", and the strategy's own);
+//   - the Run record, usage summed over every call, its cost priced call
+//     by call at each call's model (pricing.go), and the roles calls
+//     carry (upstream.WithRole: "member", and the strategy's own); each
+//     call's StartMs on the run's timeline, and the run's steps told as
+//     they happen to a caller that asked (events.go, WithEvents);
+//   - the member weights of each run: the configured ones, or with
+//     weights: adaptive the configured ones scaled by the models' ratings
+//     (weights.go), which a strategy reads from the round;
 //   - the answer's bounds: the client's max_tokens and stop cut it, and
 //     it must be JSON when JSON was asked for.
 //
@@ -47,6 +53,9 @@
 // cascade plugs in the same way, without touching the fan-out: tiers run
 // as engines of their own; the strategy writes the answering tier's text,
 // and a consortium of tiers has no members to fan out to.
+//
+// (*Engine).Estimate (estimate.go) works out, from the configuration and
+// a request alone, the calls a run would make and their tokens and cost.
 //
 // The package knows nothing of HTTP: the proxy turns a Result and the
 // answer's deltas into OpenAI responses. Calls to providers go through

@@ -210,8 +210,12 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 			}
 		}()
 	}
-	res, err := e.rounds(ctx, req, run, deltas)
+	res, err := e.rounds(withStart(ctx, start), req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
+	run.Usage.CostUSD = e.cfg.Pricing.cost(run)
+	if res != nil {
+		res.Usage.CostUSD = run.Usage.CostUSD
+	}
 	if err != nil {
 		return nil, &RunError{Run: run, Err: err}
 	}
@@ -226,12 +230,15 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 		threads[i] = withSystem(in.system, req.Messages)
 	}
 	var waited time.Duration
+	weights, record := e.runWeights()
+	run.Weights = record
 	for n := 1; ; n++ {
 		run.Iterations = n
+		ctx := withRound(ctx, n)
 		t0 := time.Now()
 		answers := e.fanOut(ctx, req, threads)
 		waited += time.Since(t0)
-		run.Rounds = append(run.Rounds, Round{Number: n, Members: answers})
+		run.Rounds = append(run.Rounds, Round{Number: n, Members: answers, weights: weights})
 		round := &run.Rounds[len(run.Rounds)-1]
 		ok := 0
 		for _, a := range answers {
@@ -262,6 +269,7 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 			d.outcome.Confidence = run.Confidence
 		}
 		run.Outcome = d.outcome
+		notify(ctx, Event{Kind: EventRound, Confidence: d.outcome.Confidence, Iterate: d.again})
 		if d.again {
 			threads = nextThreads(threads, answers, d.feedback)
 			continue

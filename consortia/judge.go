@@ -115,6 +115,7 @@ type JudgeReply struct {
 	// then counts for nothing.
 	Error     string        `json:"error,omitempty"`
 	LatencyMs int64         `json:"latency_ms"`
+	StartMs   int64         `json:"start_ms"` // when the call began, in ms from the start of the run
 	Usage     *openai.Usage `json:"usage,omitempty"`
 
 	ranked []int // the ranking as answer indexes, dropped placements included
@@ -187,7 +188,10 @@ func (p *panel) rank(ctx context.Context, req *openai.ChatRequest, answers []Mem
 			replies[i].Error = "not asked: its own model wrote every answer"
 			continue
 		}
-		wg.Go(func() { ballots[i] = p.ask(ctx, j, req, answers, cands, &replies[i]) })
+		wg.Go(func() {
+			ballots[i] = p.ask(ctx, j, req, answers, cands, &replies[i])
+			notify(ctx, Event{Kind: EventJudge, Judge: &replies[i]})
+		})
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
@@ -227,6 +231,7 @@ func writer(a MemberAnswer) string {
 // judge is dropped.
 func (p *panel) ask(ctx context.Context, j judge, req *openai.ChatRequest, answers []MemberAnswer, cands []int, rec *JudgeReply) *ballot {
 	start := time.Now()
+	rec.StartMs = startMs(ctx, start)
 	defer func() { rec.LatencyMs = time.Since(start).Milliseconds() }()
 	if p.timeout > 0 {
 		var cancel context.CancelFunc

@@ -47,6 +47,7 @@ func (e *Engine) fanOut(ctx context.Context, req *openai.ChatRequest, threads []
 	for range e.instances {
 		r := <-results
 		answers[r.i] = r.answer
+		notify(ctx, Event{Kind: EventMember, Member: &answers[r.i]})
 		if r.answer.Status == StatusOK {
 			ok++
 			if e.cfg.Quorum > 0 && ok == e.cfg.Quorum {
@@ -61,8 +62,8 @@ func (e *Engine) fanOut(ctx context.Context, req *openai.ChatRequest, threads []
 // ask calls one member instance, then its fallbacks in order while the
 // calls fail, and reports what happened.
 func (e *Engine) ask(ctx context.Context, in instance, req *openai.ChatRequest, thread []openai.Message) MemberAnswer {
-	a := MemberAnswer{Model: in.ref, Instance: in.number}
 	start := time.Now()
+	a := MemberAnswer{Model: in.ref, Instance: in.number, StartMs: startMs(ctx, start)}
 	var (
 		cc       *openai.ChatCompletion
 		err      error

@@ -21,6 +21,9 @@ type Run struct {
 	Rounds     []Round      `json:"rounds"`
 	Usage      openai.Usage `json:"usage"`
 	DurationMs int64        `json:"duration_ms"`
+	// Weights, for a consortium with weights: adaptive, say which weight
+	// each configured member had in this run and why.
+	Weights []MemberWeight `json:"weights,omitempty"`
 	// Fallback says why the synthesis is not the strategy's own, when it
 	// is not (the arbiter wrote none, so the best-ranked answer was used).
 	Fallback string `json:"fallback,omitempty"`
@@ -87,6 +90,10 @@ type Round struct {
 	// Tiers are the tiers a cascade tried, in order, each with its own
 	// run or call.
 	Tiers []TierRun `json:"tiers,omitempty"`
+
+	// weights are the member instances' weights in this run, in instance
+	// order (adaptive ones when so configured), for the strategy to use.
+	weights []float64
 }
 
 // Member statuses, as the consortium object reports them.
@@ -106,6 +113,7 @@ type MemberAnswer struct {
 	Status    string        `json:"status"`
 	Error     string        `json:"error,omitempty"`
 	LatencyMs int64         `json:"latency_ms"`
+	StartMs   int64         `json:"start_ms"` // when the call began, in ms from the start of the run (a cascade tier's: the outer run's)
 	Content   string        `json:"content,omitempty"`
 	Usage     *openai.Usage `json:"usage,omitempty"`
 }
@@ -123,6 +131,7 @@ type ArbiterReply struct {
 	Iterate         bool          `json:"iterate"`                 // this reply asked for (or forced) another round
 	Cancelled       bool          `json:"cancelled"`               // cut when its synthesis began on a round that iterates
 	LatencyMs       int64         `json:"latency_ms"`
+	StartMs         int64         `json:"start_ms"` // when the call began, in ms from the start of the run
 	Usage           *openai.Usage `json:"usage,omitempty"`
 	Error           string        `json:"error,omitempty"`
 }

@@ -50,12 +50,11 @@ type Synthesize struct {
 //   - The run record's round gets the arbiter's reply (ArbiterReply); the
 //     outcome's confidence is the arbiter's.
 type synthesize struct {
-	consortium  string
-	cfg         Synthesize
-	arbiter     target
-	prompt      *template.Template
-	weights     []float64 // per instance
-	showWeights bool      // the weights differ, so the arbiter sees them
+	consortium string
+	cfg        Synthesize
+	arbiter    target
+	prompt     *template.Template
+	weights    []float64 // per instance, as configured; a run's own are its Round's
 }
 
 func newSynthesize(s setup) (strategy, error) {
@@ -75,12 +74,9 @@ func newSynthesize(s setup) (strategy, error) {
 		return nil, fmt.Errorf("consortium %s: arbiter.prompt: %w", s.name, err)
 	}
 	sy.prompt, _ = parseTemplate("arbiter", sy.cfg.Arbiter.Prompt, DefaultPrompt)
-	seen := map[float64]bool{}
 	for _, in := range s.instances {
 		sy.weights = append(sy.weights, in.weight)
-		seen[in.weight] = true
 	}
-	sy.showWeights = len(seen) > 1
 	return sy, nil
 }
 
@@ -147,6 +143,7 @@ func (sy *synthesize) judge(ctx context.Context, req *openai.ChatRequest, round 
 	}
 
 	start := time.Now()
+	rec.StartMs = startMs(ctx, start)
 	callCtx, cancel := context.WithCancel(upstream.WithRole(ctx, "arbiter"))
 	defer cancel()
 	r := newReplyReader(sy.rules(round.Number), write)
@@ -519,19 +516,22 @@ func checkTemplate(name, custom, def string, sample any) error {
 // promptData gathers the template's data for one round.
 func (sy *synthesize) promptData(req *openai.ChatRequest, round *Round, order []int) PromptData {
 	rules := sy.rules(round.Number)
+	// The weights the arbiter sees are the run's (adaptive ones when so
+	// configured), shown when they differ.
+	weights := round.memberWeights(sy.weights)
 	d := PromptData{
 		Consortium:  sy.consortium,
 		Round:       round.Number,
 		MaxRounds:   sy.cfg.MaxIterations,
 		CanIterate:  rules.can,
 		Threshold:   sy.cfg.ConfidenceThreshold,
-		ShowWeights: sy.showWeights,
+		ShowWeights: differ(weights),
 	}
 	d.Conversation, d.Request = conversation(req)
 	var labels []string
 	for _, i := range order {
 		a := round.Members[i]
-		d.Responses = append(d.Responses, Response{Label: a.Label, Text: a.Content, Weight: sy.weights[i]})
+		d.Responses = append(d.Responses, Response{Label: a.Label, Text: a.Content, Weight: weights[i]})
 		labels = append(labels, a.Label)
 	}
 	d.RankingExample = strings.Join(labels, ", ")

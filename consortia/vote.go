@@ -97,10 +97,17 @@ func (v *vote) decide(ctx context.Context, req *openai.ChatRequest, round *Round
 	var d decision
 	answers := round.Members
 	asJSON := jsonWanted(req)
+	// The run's weights (adaptive ones when so configured); 0 counts as 1.
+	weights := slices.Clone(round.memberWeights(v.weights))
+	for i, w := range weights {
+		if w == 0 {
+			weights[i] = 1
+		}
+	}
 	var boxes []*ballotBox
 	total := 0.0
 	for _, i := range succeeded(answers) {
-		total += v.weights[i]
+		total += weights[i]
 		key, ok := v.key(answers[i].Content, asJSON)
 		if !ok {
 			continue
@@ -110,7 +117,7 @@ func (v *vote) decide(ctx context.Context, req *openai.ChatRequest, round *Round
 			boxes = append(boxes, &ballotBox{key: key})
 			n = len(boxes) - 1
 		}
-		boxes[n].weight += v.weights[i]
+		boxes[n].weight += weights[i]
 		boxes[n].answers = append(boxes[n].answers, i)
 	}
 	if len(boxes) == 0 {

@@ -331,13 +331,45 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// PromptTokensDetails, when the provider reports it, says how many
+	// prompt tokens it read from its prompt cache, which pricing's
+	// cached_input prices.
+	PromptTokensDetails *PromptTokensDetails `json:"prompt_tokens_details,omitempty"`
+	// CostUSD is what the calls cost in US dollars, priced by the
+	// configuration's pricing: set only on a consortium's usage, and left
+	// out when a call's model has no price (unknown, never 0).
+	CostUSD *float64 `json:"cost_usd,omitempty"`
 }
 
-// Add adds u2 to u.
+// PromptTokensDetails details a usage's prompt tokens.
+type PromptTokensDetails struct {
+	// CachedTokens are the prompt tokens read from the provider's cache.
+	CachedTokens int `json:"cached_tokens"`
+}
+
+// Add adds u2's token counts to u, cached tokens included. CostUSD is
+// left as it is: a cost is priced from each call's model, which the
+// counts no longer tell.
 func (u *Usage) Add(u2 Usage) {
 	u.PromptTokens += u2.PromptTokens
 	u.CompletionTokens += u2.CompletionTokens
 	u.TotalTokens += u2.TotalTokens
+	if d := u2.PromptTokensDetails; d != nil {
+		sum := *d
+		if u.PromptTokensDetails != nil {
+			sum.CachedTokens += u.PromptTokensDetails.CachedTokens
+		}
+		u.PromptTokensDetails = &sum
+	}
+}
+
+// Cached returns the prompt tokens u says were read from the provider's
+// cache; 0 when it does not say.
+func (u *Usage) Cached() int {
+	if u.PromptTokensDetails == nil {
+		return 0
+	}
+	return u.PromptTokensDetails.CachedTokens
 }
 
 // ParseChatRequest decodes and checks a Chat Completions request body. The

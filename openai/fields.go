@@ -293,3 +293,7 @@ func (d *Delta) UnmarshalJSON(data []byte) error { return decodeFields(data, d, 
 
 // UnmarshalJSON decodes usage with exact keys, as ChatRequest's.
 func (u *Usage) UnmarshalJSON(data []byte) error { return decodeFields(data, u, nil) }
+
+// UnmarshalJSON decodes prompt_tokens_details with exact keys, as
+// ChatRequest's; the keys it does not name (audio_tokens) are left out.
+func (d *PromptTokensDetails) UnmarshalJSON(data []byte) error { return decodeFields(data, d, nil) }

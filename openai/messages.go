@@ -466,6 +466,8 @@ type AnswerBlock struct {
 type MessagesUsage struct {
 	InputTokens  int `json:"input_tokens"`
 	OutputTokens int `json:"output_tokens"`
+	// CostUSD is a consortium's cost, as Usage.CostUSD.
+	CostUSD *float64 `json:"cost_usd,omitempty"`
 }
 
 // MessagesUsageOf counts u as Anthropic does; nil (a provider that
@@ -474,7 +476,7 @@ func MessagesUsageOf(u *Usage) MessagesUsage {
 	if u == nil {
 		return MessagesUsage{}
 	}
-	return MessagesUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
+	return MessagesUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, CostUSD: u.CostUSD}
 }
 
 // StopReason maps a chat finish_reason to Anthropic's stop_reason. A chat

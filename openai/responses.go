@@ -384,6 +384,8 @@ type ResponseUsage struct {
 	OutputTokens        int                `json:"output_tokens"`
 	OutputTokensDetails OutputTokenDetails `json:"output_tokens_details"`
 	TotalTokens         int                `json:"total_tokens"`
+	// CostUSD is a consortium's cost, as Usage.CostUSD.
+	CostUSD *float64 `json:"cost_usd,omitempty"`
 }
 
 // InputTokenDetails details a response's input tokens.
@@ -402,7 +404,8 @@ func UsageOf(u *Usage) *ResponseUsage {
 	if u == nil {
 		return nil
 	}
-	return &ResponseUsage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+	return &ResponseUsage{InputTokens: u.PromptTokens, InputTokensDetails: InputTokenDetails{CachedTokens: u.Cached()},
+		OutputTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, CostUSD: u.CostUSD}
 }
 
 // ResponseEvent is one event of a Responses stream, sent as "event: Type"

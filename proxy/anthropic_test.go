@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -391,7 +392,9 @@ func TestAnthropicConsortium(t *testing.T) {
 			// Split every few bytes, so the tags arrive in pieces.
 			e.fake.Script("claude-judge", upstreamtest.Reply{Chunks: pieces(verdict("0.9", "Claude's synthesis <b>&</b>"), 7),
 				Usage: &wire.Usage{PromptTokens: 100, CompletionTokens: 10}})
-			want := wire.Usage{PromptTokens: 1 + 55 + 100, CompletionTokens: 2 + 3 + 10, TotalTokens: 3 + 58 + 110}
+			// The member's cache reads are reported as OpenAI reports them.
+			want := wire.Usage{PromptTokens: 1 + 55 + 100, CompletionTokens: 2 + 3 + 10, TotalTokens: 3 + 58 + 110,
+				PromptTokensDetails: &wire.PromptTokensDetails{CachedTokens: 40}}
 
 			body := `{"model":"council","messages":[{"role":"user","content":"What is the answer?"}]}`
 			var content string
@@ -417,7 +420,7 @@ func TestAnthropicConsortium(t *testing.T) {
 			if content != "Claude's synthesis <b>&</b>" {
 				t.Errorf("synthesis %q", content)
 			}
-			if usage == nil || *usage != want {
+			if usage == nil || !reflect.DeepEqual(*usage, want) {
 				t.Errorf("usage %+v, want %+v", usage, want)
 			}
 			if s == nil || !slices.Equal(s.statuses(), []string{"fake/alpha#1:ok", "claude/claude-member#1:ok"}) {

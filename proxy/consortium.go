@@ -146,7 +146,8 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	})
 
 	first := true
-	res, err := e.Run(consortia.WithRunID(r.Context(), runID), req, func(delta string) {
+	ctx := withEvents(consortia.WithRunID(r.Context(), runID), r, ew)
+	res, err := e.Run(ctx, req, func(delta string) {
 		if first {
 			first = false
 			s.metrics.firstSynthesis.WithLabelValues(e.Name()).Observe(time.Since(start).Seconds())

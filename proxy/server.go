@@ -44,6 +44,9 @@ type Consortium interface {
 	// 1 but for rank, tools, ...) as an *openai.FieldError.
 	Check(req *openai.ChatRequest) error
 	Run(ctx context.Context, req *openai.ChatRequest, deltas func(string)) (*consortia.Result, error)
+	// Estimate works out the calls, tokens and cost a request would take,
+	// calling no provider; a request Check refuses is refused.
+	Estimate(req *openai.ChatRequest) (*consortia.Estimate, error)
 }
 
 // Conversations keeps consortium conversations and runs, and the
@@ -52,6 +55,7 @@ type Conversations interface {
 	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
 	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
+	Runs(ctx context.Context, tenant string, limit int) ([]cache.RunSummary, error)
 	SaveResponse(ctx context.Context, tenant string, r *cache.Response) error
 	Response(ctx context.Context, tenant, id string) (*cache.Response, error)
 	DeleteResponse(ctx context.Context, tenant, id string) error
@@ -150,6 +154,7 @@ type Server struct {
 	keepAlive time.Duration
 	store     Conversations
 	scores    Scores
+	ui        http.Handler
 }
 
 // New returns a Server over built dependencies.
@@ -192,6 +197,7 @@ func New(opts Options) (*Server, error) {
 		s.limits = unlimited{}
 	}
 	s.keys = hashKeys(s.cfg.Keys)
+	s.ui = s.pages()
 	s.router = s.routes()
 	return s, nil
 }
@@ -231,6 +237,8 @@ func (s *Server) routes() http.Handler {
 	// Any client key, or the admin key for the columns that sum every
 	// tenant.
 	r.With(s.leaderboardAuth).Get("/v1/consortium/leaderboard", s.leaderboard)
+	r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
+	r.Handle("/ui/*", s.ui) // the web pages: their own sign-in, never a /v1 key
 
 	r.Group(func(r chi.Router) {
 		r.Use(s.clientAuth, s.clientLimit)
@@ -241,6 +249,7 @@ func (s *Server) routes() http.Handler {
 			r.Get(prefix+"/models/*", s.getModel)
 		}
 		r.Get("/v1/consortium/runs/{run_id}", s.getRun)
+		r.Post("/v1/consortium/estimate", s.estimate)
 		r.Post("/v1/responses", s.createResponse)
 		r.Get("/v1/responses/{response_id}", s.getResponse)
 		r.Delete("/v1/responses/{response_id}", s.deleteResponse)

@@ -44,6 +44,10 @@ func (c *ranked) Check(req *wire.ChatRequest) error {
 	return nil
 }
 
+func (c *ranked) Estimate(*wire.ChatRequest) (*consortia.Estimate, error) {
+	return &consortia.Estimate{}, nil
+}
+
 func (c *ranked) Run(_ context.Context, req *wire.ChatRequest, deltas func(string)) (*consortia.Result, error) {
 	c.mu.Lock()
 	c.asked = append(c.asked, req.Messages)

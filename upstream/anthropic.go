@@ -73,7 +73,7 @@ func (d *anthropicDialect) decode(data []byte, model string) (*openai.ChatComple
 	}
 	cc := c.ChatCompletion
 	if c.Usage != nil {
-		cc.Usage = &c.Usage.Usage
+		cc.Usage = c.Usage.priced()
 	}
 	return &cc, nil
 }
@@ -113,7 +113,7 @@ func (d *anthropicDialect) chunks(body io.Reader, model string) iter.Seq2[*opena
 			default:
 				cc := c.ChatCompletionChunk
 				if c.Usage != nil {
-					cc.Usage = &c.Usage.Usage
+					cc.Usage = c.Usage.priced()
 				}
 				if !yield(&cc, nil) {
 					return
@@ -680,13 +680,23 @@ func (u *anthropicUsage) openai() *usage {
 	}
 }
 
-// usage is OpenAI's usage object with the details Anthropic can fill. They
-// stay out of openai.Usage, which the engine decodes from every provider
-// and records in a consortium's run as it is: there they would change the
-// run's JSON.
+// usage is OpenAI's usage object with the details Anthropic can fill, as
+// a passthrough answer carries them; the engine keeps only the cached
+// tokens (see priced).
 type usage struct {
 	openai.Usage
 	PromptTokensDetails promptDetails `json:"prompt_tokens_details"`
+}
+
+// priced returns the usage as the engine records it: OpenAI's counts,
+// with the prompt tokens read from the cache when there were any, so that
+// they are priced at the cached input price.
+func (u *usage) priced() *openai.Usage {
+	out := u.Usage
+	if n := u.PromptTokensDetails.CachedTokens; n > 0 {
+		out.PromptTokensDetails = &openai.PromptTokensDetails{CachedTokens: n}
+	}
+	return &out
 }
 
 // promptDetails says how many prompt tokens were read from the cache, as

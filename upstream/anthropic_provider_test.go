@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,8 @@ func TestAnthropicProviderChat(t *testing.T) {
 		usage  openai.Usage
 	}{
 		{"usage with cache tokens", upstreamtest.Reply{Content: "four", Usage: &openai.Usage{PromptTokens: 5, CompletionTokens: 3},
-			CacheReadTokens: 1000, CacheCreationTokens: 20}, "stop", openai.Usage{PromptTokens: 1025, CompletionTokens: 3, TotalTokens: 1028}},
+			CacheReadTokens: 1000, CacheCreationTokens: 20}, "stop", openai.Usage{PromptTokens: 1025, CompletionTokens: 3, TotalTokens: 1028,
+				PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 1000}}},
 		{"computed usage", upstreamtest.Reply{Content: "one two three"}, "stop", openai.Usage{PromptTokens: 5, CompletionTokens: 3, TotalTokens: 8}},
 		{"max_tokens", upstreamtest.Reply{Content: "cut", FinishReason: "length"}, "length", openai.Usage{PromptTokens: 5, CompletionTokens: 1, TotalTokens: 6}},
 		{"stop_sequence", upstreamtest.Reply{Content: "x", FinishReason: "stop_sequence"}, "stop", openai.Usage{PromptTokens: 5, CompletionTokens: 1, TotalTokens: 6}},
@@ -124,7 +126,7 @@ func TestAnthropicProviderChat(t *testing.T) {
 			if *cc.Choices[0].Message.Content != tc.reply.Content || cc.Choices[0].FinishReason != tc.finish {
 				t.Errorf("choice %+v", cc.Choices[0])
 			}
-			if cc.Usage == nil || *cc.Usage != tc.usage {
+			if cc.Usage == nil || !reflect.DeepEqual(*cc.Usage, tc.usage) {
 				t.Errorf("usage %+v, want %+v", cc.Usage, tc.usage)
 			}
 			if cc.Object != "chat.completion" || cc.Model != "c" || !strings.HasPrefix(cc.ID, "msg_") {
@@ -211,7 +213,8 @@ func TestAnthropicProviderStream(t *testing.T) {
 		if err != nil || text != strings.Join(chunks, "") {
 			t.Errorf("text %q, %v", text, err)
 		}
-		if u == nil || *u != (openai.Usage{PromptTokens: 107, CompletionTokens: 9, TotalTokens: 116}) {
+		if want := (openai.Usage{PromptTokens: 107, CompletionTokens: 9, TotalTokens: 116,
+			PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 100}}); u == nil || !reflect.DeepEqual(*u, want) {
 			t.Errorf("usage %+v", u)
 		}
 		if r := fake.RequestsFor("c"); !r[len(r)-1].Stream || !strings.Contains(string(r[len(r)-1].Body), `"stream":true`) {

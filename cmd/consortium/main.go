@@ -5,7 +5,7 @@
 // Usage:
 //
 //	consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
-//	consortium validate [-c FILE] [--demo]
+//	consortium validate [-c FILE] [--demo] [--estimate]
 //	consortium models   [-c FILE] [--demo]
 //	consortium leaderboard [--url URL] [--key KEY] [CONSORTIUM]
 //	consortium version
@@ -41,7 +41,9 @@ const usage = `consortium: an OpenAI-compatible gateway for multi-model answers
 
 Usage:
   consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
-  consortium validate [-c FILE] [--demo]   exit 0, or 1 with every problem and its key path
+  consortium validate [-c FILE] [--demo] [--estimate]
+                                           exit 0, or 1 with every problem and its key path;
+                                           --estimate: each consortium's calls, tokens and cost
   consortium models   [-c FILE] [--demo]   the model ids that /v1/models would list
   consortium leaderboard [--url URL] [--key KEY] [CONSORTIUM]
                                            a running proxy's leaderboard, as a table
@@ -71,9 +73,10 @@ requests in flight finish (shutdown_timeout).
 
 The log goes to stderr; its "consortium listening" line gives the address.
 When stdout is not a terminal, it gets one line for scripts:
-"consortium listening on http://ADDR/v1".
+"consortium listening on http://ADDR/v1". Then stdout gets the web
+pages' address, "consortium pages on http://ADDR/ui/" (docs/ui.md).
 `,
-	"validate": `Usage: consortium validate [-c FILE] [--demo]
+	"validate": `Usage: consortium validate [-c FILE] [--demo] [--estimate]
 
 Reads the configuration as serve would and reports every problem with its
 key path, and what is likely a mistake (no providers, a provider without its
@@ -81,8 +84,11 @@ key, the example's client keys); exits 0 only when there is neither. It
 builds nothing and calls nothing.
 
   -c FILE   the configuration file
-  --demo    validate as serve --demo would run: the demo provider and
-            consortiums are added first, so the file may name demo/alpha
+  --demo       validate as serve --demo would run: the demo provider and
+               consortiums are added first, so the file may name demo/alpha
+  --estimate   also print, per consortium, what POST /v1/consortium/estimate
+               answers for one user message of 2000 characters with
+               max_tokens 1000: the calls, tokens and cost in US dollars
 `,
 	"models": `Usage: consortium models [-c FILE] [--demo]
 
@@ -185,6 +191,7 @@ type options struct {
 	listen    string
 	logLevel  string
 	logFormat string
+	estimate  bool
 }
 
 // parseFlags parses a command's flags. --help prints the command's help on
@@ -199,6 +206,9 @@ func parseFlags(name string, args []string, stdout, stderr io.Writer) (o *option
 	fs.Usage = func() {}
 	fs.StringVar(&o.config, "c", "", "")
 	fs.BoolVar(&o.demo, "demo", false, "")
+	if name == "validate" {
+		fs.BoolVar(&o.estimate, "estimate", false, "")
+	}
 	if name == "serve" {
 		fs.StringVar(&o.listen, "listen", "", "")
 		fs.StringVar(&o.logLevel, "log-level", "", "")
@@ -246,9 +256,14 @@ func loadFor(name string, args []string, stdout, stderr io.Writer) (*config.Conf
 }
 
 func validate(args []string, stdout, stderr io.Writer) int {
-	cfg, code := loadFor("validate", args, stdout, stderr)
-	if cfg == nil {
+	o, code, ok := parseFlags("validate", args, stdout, stderr)
+	if !ok {
 		return code
+	}
+	cfg, err := load(o)
+	if err != nil {
+		printProblems(stderr, err)
+		return 1
 	}
 	if len(cfg.Warnings) == 0 {
 		fmt.Fprintf(stdout, "%s: ok\n", cfg.Source)
@@ -265,6 +280,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, name := range cfg.ConsortiumOrder {
 		fmt.Fprintf(stdout, "consortium %s: %s\n", name, describeConsortium(cfg.Consortia[name]))
+	}
+	if o.estimate {
+		if err := printEstimates(stdout, cfg); err != nil {
+			fmt.Fprintf(stderr, "consortium validate: %v\n", err)
+			return 1
+		}
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
@@ -400,12 +421,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	addr := shownAddr(cfg.Listen, ln.Addr())
-	logger.Info("consortium listening", "addr", addr, "url", "http://"+addr+"/v1", "config", cfg.Source)
+	logger.Info("consortium listening", "addr", addr, "url", "http://"+addr+"/v1", "pages", "http://"+addr+"/ui/", "config", cfg.Source)
 	if !isTerminal(stdout) {
 		// Scripts and the test harnesses read the URL here; a person at a
 		// terminal has the log line.
 		fmt.Fprintf(stdout, "consortium listening on http://%s/v1\n", addr)
 	}
+	// The web pages' address, for a person: the line after the URL, which
+	// scripts that read the first line never wait for.
+	fmt.Fprintf(stdout, "consortium pages on http://%s/ui/\n", addr)
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()

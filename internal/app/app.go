@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -227,8 +228,10 @@ func leaderboard(b *scores.Board) proxy.Scores {
 // on board and reading its ratings from it (when board is not nil).
 func buildEngines(cfg *config.Config, callers map[string]consortia.Caller, board *scores.Board) (map[string]proxy.Consortium, error) {
 	cfgs := map[string]consortia.Config{}
+	pricing := Pricing(cfg)
 	for _, name := range cfg.ConsortiumOrder {
 		ec := engineConfig(cfg.Consortia[name])
+		ec.Pricing = pricing
 		if board != nil {
 			ec.OnRun, ec.Ratings = board.Record, board
 		}
@@ -245,6 +248,42 @@ func buildEngines(cfg *config.Config, callers map[string]consortia.Caller, board
 		engines[name] = e
 	}
 	return engines, nil
+}
+
+// Estimates returns the estimate of req for every consortium of cfg, by
+// name (consortia.Engine.Estimate), from engines built over providers
+// that are never called: it needs no key and opens no connection.
+func Estimates(cfg *config.Config, req *openai.ChatRequest) (map[string]*consortia.Estimate, error) {
+	callers := map[string]consortia.Caller{}
+	for _, name := range cfg.ProviderOrder {
+		callers[name] = uncalled{}
+	}
+	engines, err := buildEngines(cfg, callers, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*consortia.Estimate, len(engines))
+	for name, e := range engines {
+		est, err := e.Estimate(req)
+		if err != nil {
+			return nil, fmt.Errorf("consortium %s: %w", name, err)
+		}
+		out[name] = est
+	}
+	return out, nil
+}
+
+// uncalled is the provider of engines that only estimate.
+type uncalled struct{}
+
+var errUncalled = errors.New("an estimate calls no provider")
+
+func (uncalled) Chat(context.Context, string, *openai.ChatRequest) (*openai.ChatCompletion, error) {
+	return nil, errUncalled
+}
+
+func (uncalled) ChatStream(context.Context, string, *openai.ChatRequest) iter.Seq2[*openai.ChatCompletionChunk, error] {
+	return func(yield func(*openai.ChatCompletionChunk, error) bool) { yield(nil, errUncalled) }
 }
 
 // configuredModels returns, per provider, the models the configuration
@@ -305,6 +344,7 @@ func engineConfig(c *config.Consortium) consortia.Config {
 		Rank:        consortia.Rank{WithinModelFirst: c.WithinModelFirst, Then: c.Then},
 		Vote:        consortia.Vote{Extract: c.Extract, TieBreak: c.TieBreak},
 		Cascade:     consortia.Cascade{Tiers: c.Tiers, EscalateBelow: c.EscalateBelow},
+		Weights:     c.Weights,
 	}
 	for _, m := range c.Members {
 		ec.Members = append(ec.Members, consortia.Member{Model: m.Model, Count: m.Count, Weight: m.Weight, System: m.System, Params: m.Params, Fallbacks: m.Fallbacks})
@@ -313,6 +353,19 @@ func engineConfig(c *config.Consortium) consortia.Config {
 		ec.Judges = append(ec.Judges, consortia.Judge{Model: j.Model, Weight: j.Weight, Params: j.Params})
 	}
 	return ec
+}
+
+// Pricing returns the configuration's prices as the engines take them;
+// nil when it has none, so that costs are unknown.
+func Pricing(cfg *config.Config) consortia.Pricing {
+	if len(cfg.Pricing) == 0 {
+		return nil
+	}
+	out := make(consortia.Pricing, len(cfg.Pricing))
+	for ref, p := range cfg.Pricing {
+		out[ref] = consortia.Price{Input: p.Input, Output: p.Output, CachedInput: p.CachedInput}
+	}
+	return out
 }
 
 // Models returns what /v1/models lists: consortiums first, then the

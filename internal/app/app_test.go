@@ -157,6 +157,7 @@ consortia:
     quorum: 1
     member_timeout: 5s
     min_answers: 2
+    weights: adaptive
   best:
     strategy: rank
     members: [{model: a/m}]
@@ -180,7 +181,7 @@ consortia:
 		return consortia.Synthesize{Arbiter: arbiter, ConfidenceThreshold: 0.8, MinIterations: 1, MaxIterations: 3}
 	}
 	shared := func(c consortia.Config) consortia.Config {
-		c.MemberTimeout, c.MinAnswers = 60*time.Second, 1
+		c.MemberTimeout, c.MinAnswers, c.Weights = 60*time.Second, 1, "fixed"
 		return c
 	}
 	for name, want := range map[string]consortia.Config{
@@ -195,6 +196,7 @@ consortia:
 				ConfidenceThreshold: 0.9, MinIterations: 2, MaxIterations: 4,
 			},
 			Rank: consortia.Rank{Then: "winner"}, Vote: consortia.Vote{TieBreak: "first"}, Cascade: consortia.Cascade{EscalateBelow: 0.8},
+			Weights: "adaptive",
 		},
 		"best": shared(consortia.Config{
 			Strategy:   "rank",
@@ -377,5 +379,25 @@ func TestRedisClient(t *testing.T) {
 			}
 			c.Close()
 		})
+	}
+}
+
+// TestPricing: the configuration's prices reach every engine as they are;
+// none means costs are unknown.
+func TestPricing(t *testing.T) {
+	cfg := parse(t, `
+pricing:
+  "a/m": {input: 2.5, output: 10}
+  "a/c": {input: 1, output: 2, cached_input: 0.5}
+providers:
+  a: {base_url: "http://127.0.0.1:1"}
+`)
+	half := 0.5
+	want := consortia.Pricing{"a/m": {Input: 2.5, Output: 10}, "a/c": {Input: 1, Output: 2, CachedInput: &half}}
+	if got := Pricing(cfg); !reflect.DeepEqual(got, want) {
+		t.Errorf("pricing %+v, want %+v", got, want)
+	}
+	if got := Pricing(parse(t, "providers:\n  a: {base_url: \"http://127.0.0.1:1\"}\n")); got != nil {
+		t.Errorf("no pricing: %+v, want nil", got)
 	}
 }

@@ -29,8 +29,9 @@ type Config struct {
 	Providers       map[string]*Provider   `yaml:"providers"`
 	Consortia       map[string]*Consortium `yaml:"consortia"`
 
-	// Pricing is US dollars per million tokens, by provider/model ref. Not
-	// built yet: Validate refuses it.
+	// Pricing is what each model costs, by provider/model ref: the cost_usd
+	// of consortium responses, run records and estimates. A model it does
+	// not list costs an unknown amount, never 0.
 	Pricing map[string]Price `yaml:"pricing"`
 
 	// ProviderOrder and ConsortiumOrder list the names in the order the file
@@ -79,10 +80,12 @@ type Log struct {
 }
 
 // Price is what a model costs, in US dollars per million tokens.
+// CachedInput, when set, prices the prompt tokens a provider reports as
+// read from its cache; when nil they cost Input.
 type Price struct {
-	Input       float64 `yaml:"input"`
-	Output      float64 `yaml:"output"`
-	CachedInput float64 `yaml:"cached_input"`
+	Input       float64  `yaml:"input"`
+	Output      float64  `yaml:"output"`
+	CachedInput *float64 `yaml:"cached_input"`
 }
 
 // Auth is the auth section: client keys and the admin key.
@@ -181,9 +184,10 @@ type Consortium struct {
 	Tiers         []string `yaml:"tiers"`
 	EscalateBelow float64  `yaml:"escalate_below"`
 
-	// Weights is adaptive weights (shared/DESIGN.md, Scores). It is parsed
-	// so that a file using it is told it is not supported yet, never that
-	// it is unknown; Validate refuses it.
+	// Weights is fixed (the members' configured weights) or adaptive
+	// (shared/DESIGN.md, Scores): each member's configured weight times
+	// a factor of its model's rating once it has 20 comparisons, clamped
+	// to 0.5–2×.
 	Weights string `yaml:"weights"`
 }
 
@@ -319,6 +323,7 @@ func consortiumDefaults() Consortium {
 		Then:                thenWinner,
 		TieBreak:            tieBreakFirst,
 		EscalateBelow:       0.8,
+		Weights:             WeightsFixed,
 	}
 }
 

@@ -1092,11 +1092,12 @@ func TestUnbuilt(t *testing.T) {
 		mustParse(t, "passthrough: true\nproviders:\n  openai:\n    api_key: k\n", nil)
 	})
 
-	// Adaptive weights and pricing are parsed and refused, never unknown
-	// and never ignored.
-	t.Run("keys of later features are not supported yet", func(t *testing.T) {
-		ps := problemsOf(t, `
-pricing: {"openai/gpt-4o": {input: 2.5, output: 10}}
+	// Adaptive weights and pricing are built: accepted, and checked.
+	t.Run("pricing and weights are built", func(t *testing.T) {
+		cfg := mustParse(t, `
+pricing:
+  "openai/gpt-4o": {input: 2.5, output: 10}
+  "openai/gpt-4o-mini": {input: 0.15, output: 0.6, cached_input: 0.075}
 providers:
   openai: {api_key: k}
 consortia:
@@ -1105,11 +1106,50 @@ consortia:
     members: [{model: openai/a}]
     judges: [{model: openai/j}]
     weights: adaptive
+  plain:
+    members: [{model: openai/a}]
+    arbiter: {model: openai/j}
+`, nil)
+		if got := cfg.Pricing["openai/gpt-4o-mini"]; got.Input != 0.15 || got.Output != 0.6 || got.CachedInput == nil || *got.CachedInput != 0.075 {
+			t.Errorf("pricing %+v", got)
+		}
+		if cfg.Pricing["openai/gpt-4o"].CachedInput != nil {
+			t.Error("an omitted cached_input is set")
+		}
+		if cfg.Consortia["best"].Weights != WeightsAdaptive || cfg.Consortia["plain"].Weights != WeightsFixed {
+			t.Errorf("weights %q and %q", cfg.Consortia["best"].Weights, cfg.Consortia["plain"].Weights)
+		}
+	})
+	t.Run("bad pricing and weights are refused", func(t *testing.T) {
+		ps := problemsOf(t, `
+pricing:
+  "nope/x": {input: 1, output: 1}
+  "gpt-4o": {input: 1, output: 1}
+  "openai/neg": {input: -1, output: -0.5, cached_input: -2}
+  "openai/nan": {input: .nan, output: 1}
+providers:
+  openai: {api_key: k}
+consortia:
+  best:
+    members: [{model: openai/a}]
+    arbiter: {model: openai/j}
+    weights: learned
+  up:
+    strategy: cascade
+    tiers: [best, openai/big]
+    weights: adaptive
 `, nil)
 		want := Problems{
-			"consortia.best.weights: weights: adaptive is not supported yet",
-			"pricing: pricing is not supported yet",
+			"consortia.best.weights: \"learned\" is not fixed or adaptive",
+			"consortia.up.weights: strategy cascade does not use it: it is a key of the strategies with members (a cascade's tiers have their own)",
+			"pricing.gpt-4o: \"gpt-4o\" is not provider/model",
+			"pricing.nope/x: \"nope/x\" names the unknown provider \"nope\"",
+			"pricing.openai/nan.input: must not be negative (US dollars per million tokens)",
+			"pricing.openai/neg.cached_input: must not be negative (US dollars per million tokens)",
+			"pricing.openai/neg.input: must not be negative (US dollars per million tokens)",
+			"pricing.openai/neg.output: must not be negative (US dollars per million tokens)",
 		}
+		slices.Sort(ps)
 		if !slices.Equal(ps, want) {
 			t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(ps, "\n  "), strings.Join(want, "\n  "))
 		}

@@ -130,8 +130,9 @@ func DemoModels() []string {
 }
 
 // demoAnswerLine is demo-vote's system prompt, which asks for the last
-// line its extract reads; the demo members answer it with a short verdict
-// (upstream/upstreamtest's DemoAnswerPrefix starts it).
+// line its extract reads; the demo members answer it with their result on
+// an arithmetic question, else a short verdict (upstream/upstreamtest's
+// DemoAnswerPrefix starts it).
 const (
 	demoAnswerLine = `End your answer with a last line "Answer: " followed by your short answer.`
 	demoExtract    = `(?m)^Answer:\s*(.+?)\s*$`
@@ -224,7 +225,35 @@ func (c *Config) addDemo() Problems {
 		added = append(added, k.name)
 	}
 	c.ConsortiumOrder = append(added, c.ConsortiumOrder...)
+	c.priceDemo()
 	return problems
+}
+
+// Demo prices, in US dollars per million tokens: made up, in the range of
+// small and large hosted models, so that a demo run shows cost_usd as a
+// priced deployment would. The file's own prices for a demo ref win.
+var (
+	demoMemberPrice = Price{Input: 0.15, Output: 0.60}
+	demoLargePrice  = Price{Input: 2.50, Output: 10.00}
+)
+
+// priceDemo prices every demo model the file does not price: the members
+// as small models, the arbiter and judges as large ones.
+func (c *Config) priceDemo() {
+	if c.Pricing == nil {
+		c.Pricing = map[string]Price{}
+	}
+	for _, m := range DemoModels() {
+		ref := DemoProvider + "/" + m
+		if _, priced := c.Pricing[ref]; priced {
+			continue
+		}
+		if slices.Contains(DemoMembers, m) {
+			c.Pricing[ref] = demoMemberPrice
+		} else {
+			c.Pricing[ref] = demoLargePrice
+		}
+	}
 }
 
 // ServeDemo points every demo provider at the in-process demo server at

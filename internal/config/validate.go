@@ -58,6 +58,7 @@ func (c *Config) Validate() error {
 		c.validateConsortium(v, name, c.Consortia[name])
 	}
 	c.checkCycles(v)
+	c.validatePricing(v)
 	c.refuseUnbuilt(v)
 	if len(v.problems) == 0 {
 		return nil
@@ -172,6 +173,40 @@ func (c *Config) validateConsortium(v *validator, name string, k *Consortium) {
 		v.check(k.MinAnswers <= n, path+".min_answers", fmt.Sprintf("%d is more than the %d member instances", k.MinAnswers, n))
 	}
 	v.check(k.MemberTimeout > 0, path+".member_timeout", "must be more than 0")
+	v.check(slices.Contains(weightModes, k.Weights), path+".weights", fmt.Sprintf("%q is not %s", k.Weights, strings.Join(weightModes, " or ")))
+}
+
+// The values of a consortium's weights.
+const (
+	WeightsFixed    = "fixed"
+	WeightsAdaptive = "adaptive"
+)
+
+var weightModes = []string{WeightsFixed, WeightsAdaptive}
+
+// validatePricing checks every price: a provider/model ref of a
+// configured provider, and no negative amount.
+func (c *Config) validatePricing(v *validator) {
+	refs := make([]string, 0, len(c.Pricing))
+	for ref := range c.Pricing {
+		refs = append(refs, ref)
+	}
+	slices.Sort(refs)
+	for _, ref := range refs {
+		p := c.Pricing[ref]
+		path := "pricing." + ref
+		prov, _, ok := SplitRef(ref)
+		switch {
+		case !ok:
+			v.problem(path, fmt.Sprintf("%q is not provider/model", ref))
+		case c.Providers[prov] == nil:
+			v.problem(path, fmt.Sprintf("%q names the unknown provider %q", ref, prov))
+		}
+		// !(x >= 0) also refuses .nan.
+		v.check(p.Input >= 0, path+".input", "must not be negative (US dollars per million tokens)")
+		v.check(p.Output >= 0, path+".output", "must not be negative (US dollars per million tokens)")
+		v.check(p.CachedInput == nil || *p.CachedInput >= 0, path+".cached_input", "must not be negative (US dollars per million tokens)")
+	}
 }
 
 // The strategies (shared/DESIGN.md, Strategies), and the values of rank's
@@ -264,6 +299,7 @@ var strategyKeys = []struct {
 	{"quorum", answered, membersOf},
 	{"member_timeout", answered, membersOf},
 	{"min_answers", answered, membersOf},
+	{"weights", answered, membersOf},
 }
 
 const membersOf = "the strategies with members (a cascade's tiers have their own)"
@@ -415,10 +451,7 @@ func (c *Config) checkRef(v *validator, path, ref string) {
 // key is refused with a message that says so ("... is not supported yet"),
 // never accepted and ignored. An entry joins this list with the key it
 // refuses, and leaves it in the change that builds its behaviour.
-var unbuilt = []unbuiltKey{
-	{key: "consortia.*.weights", what: "weights: adaptive is not supported yet"},
-	{key: "pricing", what: "pricing is not supported yet"},
-}
+var unbuilt = []unbuiltKey{}
 
 // unbuiltKey is a key of behaviour not built yet.
 type unbuiltKey struct {

@@ -47,8 +47,9 @@ var demoRanking = regexp.MustCompile(`(?s)^<critique>(.+)</critique>\n<ranking>(
 
 // TestDemoJudge: a demo judge answers the real judge prompt with a
 // critique that says it is a demo and a ranking that names every label
-// once; its ranking follows the answers' text, not their labels or order,
-// and the two demo judges differ.
+// once; its ranking follows the answers' text, not their labels or order:
+// judge-1 puts the more specific (longer) answer first, and judge-2, whose
+// count has a taste of its own, differs from it on close answers.
 func TestDemoJudge(t *testing.T) {
 	answers := []string{
 		"Rayleigh scattering.",

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 )
@@ -54,9 +55,17 @@ func (s *Server) serveEmbeddings(w http.ResponseWriter, r *http.Request, rec *Re
 	var format string
 	_ = json.Unmarshal(f.raw["encoding_format"], &format)
 
+	if reply.Embeddings != nil && len(reply.Embeddings) != len(inputs) {
+		writeError(w, http.StatusInternalServerError, reply.Header, "server_error", "",
+			fmt.Sprintf("the fake's reply has %d embeddings for %d inputs", len(reply.Embeddings), len(inputs)))
+		return
+	}
 	list := embeddingList{Object: "list", Data: make([]embedding, len(inputs)), Model: rec.Model}
 	for i, in := range inputs {
 		vec := reply.Embedding
+		if reply.Embeddings != nil {
+			vec = reply.Embeddings[i]
+		}
 		if vec == nil {
 			vec = hashVector(in)
 		}

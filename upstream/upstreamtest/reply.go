@@ -135,6 +135,10 @@ type Reply struct {
 	// request. If nil, each input gets a deterministic unit vector of 8
 	// dimensions derived from a SHA-256 hash of its text.
 	Embedding []float64
+	// Embeddings, if set, are the vectors of an embeddings request's
+	// inputs, one per input in order; they win over Embedding. A count
+	// that differs from the inputs' is a 500.
+	Embeddings [][]float64
 }
 
 // withKey applies EchoKey: the credential rec was sent with joins the
@@ -175,6 +179,7 @@ func (r Reply) clone() Reply {
 		r.Chunks = slices.Clone(r.Chunks)
 	}
 	r.Embedding = slices.Clone(r.Embedding)
+	r.Embeddings = slices.Clone(r.Embeddings)
 	r.ToolCalls = slices.Clone(r.ToolCalls)
 	if r.Usage != nil {
 		u := *r.Usage

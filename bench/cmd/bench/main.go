@@ -9,7 +9,7 @@
 //	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium,rank]
 //	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D] [-rank]
 //	bench hop  -listen ADDR -target URL
-//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-key K] [-critical N [-judges N]]
+//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-prompts FILE] [-vary] [-key K] [-critical N [-judges N]]
 package main
 
 import (
@@ -113,9 +113,21 @@ func load(args []string) error {
 	key := fs.String("key", "", "client key sent as a bearer token")
 	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider); -stream does not apply")
 	judges := fs.Int("judges", 0, "with -critical: then N JSON judge requests at once instead of the streamed one (a rank consortium's critical path; the fake needs -rank)")
+	promptFile := fs.String("prompts", "", "ask the prompts of this `file` (one a line, blank lines skipped), the next one per request, round and round, instead of one prompt again and again")
+	vary := fs.Bool("vary", false, "number each request's prompt (\"… (request 17)\"), so that no two of 10,000 requests are equal")
 	fs.Parse(args)
 	if *base == "" || *model == "" {
 		return fmt.Errorf("load needs -base and -model")
+	}
+	if *critical > 0 && (*promptFile != "" || *vary) {
+		return fmt.Errorf("-prompts and -vary do not apply to -critical")
+	}
+	prompts := []string{bench.Prompt(*size)}
+	if *promptFile != "" {
+		var err error
+		if prompts, err = readPrompts(*promptFile); err != nil {
+			return err
+		}
 	}
 	t := target{base: *base, model: *model}
 	if *key != "" {
@@ -123,6 +135,12 @@ func load(args []string) error {
 	}
 	client := bench.NewClient(*clients)
 	req := t.request(*stream, *size)
+	if *vary {
+		prompts = numbered(prompts, 10000)
+	}
+	if len(prompts) > 1 {
+		req.Bodies = bench.ChatBodies(t.model, *stream, prompts)
+	}
 	if *critical > 0 {
 		req = criticalPath(t, *critical, *judges, *size)
 	}
@@ -134,6 +152,34 @@ func load(args []string) error {
 		fmt.Printf("first error: %s\n", res.FirstErr)
 	}
 	return nil
+}
+
+// readPrompts reads a file of prompts, one a line, blank lines skipped.
+func readPrompts(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no prompts", path)
+	}
+	return out, nil
+}
+
+// numbered makes n prompts of prompts, round and round, each numbered
+// ("… (request 17)").
+func numbered(prompts []string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s (request %d)", prompts[i%len(prompts)], i+1)
+	}
+	return out
 }
 
 // process is a child process serving on a loopback port.

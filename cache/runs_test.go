@@ -1,0 +1,72 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// TestRuns: Save adds each run to its tenant's index, which lists them
+// newest first, bounded, and never another tenant's.
+func TestRuns(t *testing.T) {
+	backends(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		save := func(tenant string, i int, record string) {
+			turn := &Turn{Conversation: fmt.Sprintf("conv_%d", i), Consortium: "council", Transcript: transcript(fmt.Sprint(i), "a"), RunID: fmt.Sprintf("run_%d", i)}
+			if err := s.Save(ctx, tenant, turn, []byte(record)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		save("alice", 1, `{"run_id":"run_1","consortium":"council","strategy":"synthesize","iterations":2,"confidence":0.9,"duration_ms":120,"usage":{"total_tokens":30}}`)
+		save("alice", 2, `{"run_id":"run_2","consortium":"best","strategy":"rank","iterations":1,"confidence":null,"duration_ms":80,"usage":{"total_tokens":5,"cost_usd":0.0012}}`)
+		save("bob", 3, `{"run_id":"run_3","consortium":"council","strategy":"synthesize","iterations":1}`)
+
+		got, err := s.Runs(ctx, "alice", 0)
+		if err != nil || len(got) != 2 {
+			t.Fatalf("alice's runs: %+v, %v", got, err)
+		}
+		a, b := got[0], got[1]
+		if a.RunID != "run_2" || a.Strategy != "rank" || a.Confidence != nil || a.CostUSD == nil || *a.CostUSD != 0.0012 || a.TotalTokens != 5 {
+			t.Errorf("newest %+v", a)
+		}
+		if b.RunID != "run_1" || b.Rounds != 2 || b.Confidence == nil || *b.Confidence != 0.9 || b.DurationMs != 120 || b.CostUSD != nil {
+			t.Errorf("oldest %+v", b)
+		}
+		if got, _ := s.Runs(ctx, "alice", 1); len(got) != 1 || got[0].RunID != "run_2" {
+			t.Errorf("limit 1: %+v", got)
+		}
+		if got, _ := s.Runs(ctx, "bob", 0); len(got) != 1 || got[0].RunID != "run_3" {
+			t.Errorf("bob's runs: %+v", got)
+		}
+		if got, err := s.Runs(ctx, "carol", 0); err != nil || len(got) != 0 {
+			t.Errorf("carol's runs: %+v, %v", got, err)
+		}
+		// A turn saved without a run record adds nothing.
+		if err := s.Save(ctx, "alice", &Turn{Conversation: "conv_9", Consortium: "c", RunID: "run_9"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Runs(ctx, "alice", 0); len(got) != 2 {
+			t.Errorf("a turn without a record was indexed: %+v", got)
+		}
+	})
+}
+
+// TestRunsBounded: the index keeps the newest RunsPerTenant runs.
+func TestRunsBounded(t *testing.T) {
+	backends(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		if m, ok := s.(*Memory); ok {
+			m.max = 10 * RunsPerTenant
+		}
+		for i := range RunsPerTenant + 5 {
+			turn := &Turn{Conversation: "conv", Consortium: "c", RunID: fmt.Sprintf("run_%d", i)}
+			if err := s.Save(ctx, "alice", turn, fmt.Appendf(nil, `{"run_id":"run_%d"}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Runs(ctx, "alice", 0)
+		if err != nil || len(got) != RunsPerTenant || got[0].RunID != fmt.Sprintf("run_%d", RunsPerTenant+4) || got[len(got)-1].RunID != "run_5" {
+			t.Fatalf("%d runs, first %+v, last %+v, %v", len(got), got[0], got[len(got)-1], err)
+		}
+	})
+}

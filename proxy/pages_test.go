@@ -1,0 +1,123 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/consortium-dev/consortium/upstream/upstreamtest"
+)
+
+// pagesYAML is a consortium with two client keys and an admin key.
+const pagesYAML = `
+providers:
+  fake:
+    base_url: {{FAKE}}
+    max_retries: 0
+auth:
+  keys:
+    - {name: alice, key: alice-key}
+    - {name: bob, key: bob-key}
+  admin_key: admin-key
+consortia:
+  council:
+    members: [{model: fake/alpha}, {model: fake/beta}]
+    arbiter: {model: fake/judge}
+    max_iterations: 1
+`
+
+// signIn signs in to the pages with key and returns the session cookie.
+func signIn(t *testing.T, e *env, key string) *http.Cookie {
+	t.Helper()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("POST", e.proxy.URL+"/ui/signin", strings.NewReader("key="+url.QueryEscape(key)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.proxy.URL)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.Name == "consortium_ui" {
+			return c
+		}
+	}
+	t.Fatalf("sign in: %d, no cookie", resp.StatusCode)
+	return nil
+}
+
+// TestPagesCookieNeverOnV1: the pages' session cookie authenticates no
+// /v1 route.
+func TestPagesCookieNeverOnV1(t *testing.T) {
+	e := start(t, pagesYAML)
+	c := signIn(t, e, "alice-key")
+	for _, path := range []string{"/v1/models", "/v1/consortium/runs/run_x"} {
+		req, _ := http.NewRequest("GET", e.proxy.URL+path, nil)
+		req.AddCookie(c)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s with the pages' cookie: %d, want 401", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestPlaygroundRunsAsTheTenant: the playground's chat runs as the
+// signed-in tenant, streams its progress events, and its run is that
+// tenant's (its list and page), not another's.
+func TestPlaygroundRunsAsTheTenant(t *testing.T) {
+	e := start(t, pagesYAML)
+	e.fake.Script("alpha", upstreamtest.Reply{Content: "alpha <script>alert(1)</script>"})
+	e.fake.Script("beta", upstreamtest.Reply{Content: "beta's answer"})
+	e.fake.Script("judge", upstreamtest.Reply{Content: "<confidence>0.9</confidence><needs_iteration>false</needs_iteration><synthesis>forty-two</synthesis>"})
+	c := signIn(t, e, "alice-key")
+
+	req, _ := http.NewRequest("POST", e.proxy.URL+"/ui/playground/chat", strings.NewReader(`{"consortium":"council","message":"q"}`))
+	req.Header.Set("Origin", e.proxy.URL)
+	req.AddCookie(c)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	runID := resp.Header.Get("X-Consortium-Run-Id")
+	if resp.StatusCode != 200 || strings.Count(string(body), "event: consortium.member") != 2 || !strings.Contains(string(body), "forty-two") || runID == "" {
+		t.Fatalf("playground chat: %d %s", resp.StatusCode, body)
+	}
+
+	page := func(cookie *http.Cookie, path string) (int, string) {
+		req, _ := http.NewRequest("GET", e.proxy.URL+path, nil)
+		req.AddCookie(cookie)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, list := page(c, "/ui/"); code != 200 || !strings.Contains(list, runID) {
+		t.Errorf("alice's runs: %d, no %s", code, runID)
+	}
+	if code, run := page(c, "/ui/runs/"+runID); code != 200 || !strings.Contains(run, "alpha &lt;script&gt;") || strings.Contains(run, "<script>alert") {
+		t.Errorf("alice's run page: %d\n%s", code, run)
+	}
+	bob := signIn(t, e, "bob-key")
+	if code, list := page(bob, "/ui/"); code != 200 || strings.Contains(list, runID) {
+		t.Errorf("bob sees alice's run in his list")
+	}
+	if code, _ := page(bob, "/ui/runs/"+runID); code != http.StatusNotFound {
+		t.Errorf("bob reads alice's run: %d", code)
+	}
+	admin := signIn(t, e, "admin-key")
+	if code, list := page(admin, "/ui/"); code != 200 || !strings.Contains(list, runID) {
+		t.Errorf("the admin's list lacks alice's run")
+	}
+}
