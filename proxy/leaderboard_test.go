@@ -19,6 +19,8 @@ auth:
   admin_key: admin-key
 providers:
   fake: {base_url: "{{FAKE}}", timeout: 5s, idle_timeout: 5s, max_retries: 0, models: [m1]}
+pricing:
+  fake/beta: {input: 1000, output: 2000}
 consortia:
   council:
     members: [{model: fake/alpha}, {model: fake/beta}]
@@ -99,8 +101,14 @@ func TestLeaderboard(t *testing.T) {
 	if rows[0]["model"] != "fake/beta" || rows[0]["first_places"] != 5.0 || rows[0]["win_rate"] != 1.0 || rows[1]["win_rate"] != 0.0 {
 		t.Errorf("rows: %v", rows)
 	}
-	if rows[0]["rating"].(float64) <= rows[1]["rating"].(float64) || rows[0]["cost_usd"] != nil || rows[0]["tokens"] == nil {
+	if rows[0]["rating"].(float64) <= rows[1]["rating"].(float64) || rows[0]["tokens"] == nil {
 		t.Errorf("rows: %v", rows)
+	}
+
+	// beta is priced: each of its calls, 5 × 1000 in and 5 × 2000 out
+	// per million (the fake's usage); alpha is not: unknown, never 0.
+	if cost, ok := rows[0]["cost_usd"].(float64); !ok || cost <= 0 || rows[1]["cost_usd"] != nil {
+		t.Errorf("costs: beta %v, alpha %v", rows[0]["cost_usd"], rows[1]["cost_usd"])
 	}
 
 	// A client key sees no volume columns; every consortium without a

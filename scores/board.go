@@ -39,6 +39,9 @@ type Config struct {
 	OnSkip func(reason string)
 	// Logger gets a warning when the store fails. If nil, slog.Default().
 	Logger *slog.Logger
+	// Pricing prices the members' calls for each model's cost_usd. A
+	// model it does not list has an unknown cost (null), never 0.
+	Pricing consortia.Pricing
 }
 
 // Skip reasons, as Config.OnSkip gets them.
@@ -113,7 +116,7 @@ func (b *Board) Record(run *consortia.Run) {
 	if run == nil || !b.known[run.Consortium] {
 		return
 	}
-	t := TallyRun(run)
+	t := TallyRun(run, b.cfg.Pricing)
 	if t == nil {
 		return
 	}
@@ -416,7 +419,7 @@ func standings(s *Stats) []Row {
 		if p50, ok := median(c.Latency); ok {
 			row.LatencyP50 = &p50
 		}
-		if c.CostUnknown == 0 && c.Answers > 0 {
+		if c.CostUnknown == 0 && c.Tokens > 0 {
 			row.CostUSD = ptr(c.CostUSD)
 		}
 		rows = append(rows, row)

@@ -101,8 +101,11 @@ func bucketMs(b int) float64 {
 //     answered, and those losses are its regret;
 //   - pairs of the same model are not counted;
 //   - first places: rank's place 1, the arbiter's first label, and the
-//     answer a vote returned.
-func TallyRun(run *consortia.Run) *Tally {
+//     answer a vote returned;
+//   - each member call that reported usage is priced at the model
+//     credited, as the run's own cost is; a model pricing lacks makes
+//     the cost unknown.
+func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 	if run == nil || len(run.Rounds) == 0 {
 		return nil
 	}
@@ -143,8 +146,15 @@ func TallyRun(run *consortia.Run) *Tally {
 		}
 		for _, a := range members {
 			c := model(credited(a))
-			if a.Usage != nil {
+			// A call that reported no usage counts in neither the tokens
+			// nor the cost, as in the run's own usage.
+			if a.Usage != nil && *a.Usage != (openai.Usage{}) {
 				c.Tokens += tokens(a.Usage)
+				if p, ok := pricing[credited(a)]; ok {
+					c.CostUSD += p.Cost(a.Usage.PromptTokens, a.Usage.Cached(), a.Usage.CompletionTokens)
+				} else {
+					c.CostUnknown++
+				}
 			}
 			if a.Status == consortia.StatusOK {
 				if c.Latency == nil {
@@ -187,11 +197,6 @@ func TallyRun(run *consortia.Run) *Tally {
 		case consortia.StatusOK:
 			c.Answers++
 			answered = append(answered, credited(a))
-			if cost, ok := memberCost(a.Usage); ok {
-				c.CostUSD += cost
-			} else {
-				c.CostUnknown++
-			}
 		case consortia.StatusError, consortia.StatusTimeout:
 			c.Failures++
 		}
@@ -327,12 +332,4 @@ func tokens(u *openai.Usage) int64 {
 		return int64(u.TotalTokens)
 	}
 	return int64(u.PromptTokens + u.CompletionTokens)
-}
-
-// memberCost is what a member's answer cost, and false when that is not
-// known. The run record's usage carries no cost per call yet (pricing
-// prices the run as a whole), so every answer's cost is unknown and the
-// leaderboard's cost_usd is null.
-func memberCost(u *openai.Usage) (float64, bool) {
-	return 0, false
 }

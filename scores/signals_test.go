@@ -132,7 +132,7 @@ func TestTallyRun(t *testing.T) {
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			tl := TallyRun(&tc.run)
+			tl := TallyRun(&tc.run, nil)
 			if got := pairsOf(tl); !slices.Equal(got, tc.pairs) {
 				t.Errorf("pairs %v, want %v", got, tc.pairs)
 			}
@@ -143,8 +143,8 @@ func TestTallyRun(t *testing.T) {
 			for _, c := range tl.Models {
 				wins += c.Wins
 				losses += c.Losses
-				if c.CostUnknown != c.Answers {
-					t.Errorf("costs are unknown without pricing per call: %+v", c)
+				if (c.Tokens > 0) != (c.CostUnknown > 0) {
+					t.Errorf("without pricing, a model with calls has an unknown cost: %+v", c)
 				}
 			}
 			if wins != losses {
@@ -152,7 +152,7 @@ func TestTallyRun(t *testing.T) {
 			}
 		})
 	}
-	if TallyRun(&consortia.Run{Consortium: "x"}) != nil {
+	if TallyRun(&consortia.Run{Consortium: "x"}, nil) != nil {
 		t.Error("a run without rounds tallied")
 	}
 }
@@ -176,6 +176,36 @@ func BenchmarkTallyRun(b *testing.B) {
 	run.Rounds = []consortia.Round{round}
 	b.ReportAllocs()
 	for b.Loop() {
-		TallyRun(run)
+		TallyRun(run, nil)
+	}
+}
+
+// TestTallyCost: each member call that reported usage is priced at the
+// model credited; a model without a price makes its cost unknown.
+func TestTallyCost(t *testing.T) {
+	cached := 0.5
+	pricing := consortia.Pricing{"p/a": {Input: 1, Output: 2}, "p/f": {Input: 10, Output: 20, CachedInput: &cached}}
+	fb := ok("p/b", 1, "B")
+	fb.Fallback = "p/f"
+	fb.Usage = &openai.Usage{PromptTokens: 100, CompletionTokens: 10, TotalTokens: 110,
+		PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 40}}
+	noUsage := ok("p/c", 1, "C")
+	noUsage.Usage = nil
+	tl := TallyRun(&consortia.Run{Consortium: "x", Strategy: "synthesize", Rounds: []consortia.Round{
+		{Members: []consortia.MemberAnswer{ok("p/a", 1, "A"), fb, noUsage, ok("p/d", 1, "D")}},
+		{Members: []consortia.MemberAnswer{ok("p/a", 1, "A")}},
+	}}, pricing)
+	near := func(a, b float64) bool { return a-b < 1e-12 && b-a < 1e-12 }
+	if a := tl.Models["p/a"]; !near(a.CostUSD, 2*(10*1+5*2)/1e6) || a.CostUnknown != 0 {
+		t.Errorf("a, two calls of 10 in and 5 out: %+v", a)
+	}
+	if f := tl.Models["p/f"]; !near(f.CostUSD, (60*10+40*0.5+10*20)/1e6) || f.CostUnknown != 0 {
+		t.Errorf("the fallback that answered, 40 of its 100 prompt tokens cached: %+v", f)
+	}
+	if c := tl.Models["p/c"]; c.CostUnknown != 0 || c.Tokens != 0 {
+		t.Errorf("a call without usage: %+v", c)
+	}
+	if d := tl.Models["p/d"]; d.CostUnknown != 1 {
+		t.Errorf("a model without a price: %+v", d)
 	}
 }

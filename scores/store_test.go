@@ -30,7 +30,7 @@ func sample(consortium string) *Tally {
 	return TallyRun(&consortia.Run{Consortium: consortium, Strategy: "synthesize", Rounds: []consortia.Round{{
 		Members: []consortia.MemberAnswer{ok("p/a", 1, "A"), ok("p/b", 1, "B"), failed("p/c", 1), {Model: "p/c", Instance: 2, Status: consortia.StatusOK, Label: "C", LatencyMs: 2000}},
 		Arbiter: &consortia.ArbiterReply{Ranking: []string{"A", "B", "C"}},
-	}}})
+	}}}, nil)
 }
 
 func TestStores(t *testing.T) {

@@ -128,7 +128,7 @@ func New(opts Options) (*App, error) {
 	// ratings too.
 	if !opts.NoScores {
 		a.scores = scores.New(scores.Config{Store: scoresStore(cfg.Store, a.redis), Consortia: cfg.ConsortiumOrder,
-			OnSkip: metrics.ScoresSkipped, Logger: log})
+			OnSkip: metrics.ScoresSkipped, Logger: log, Pricing: Pricing(cfg)})
 	}
 	engines, err := buildEngines(cfg, callers, a.scores)
 	if err != nil {
