@@ -407,7 +407,7 @@ func standings(s *Stats) []Row {
 		row := Row{Model: ref, Runs: c.Runs, Answers: c.Answers, Failures: c.Failures, FirstPlaces: c.FirstPlaces,
 			Tokens: c.Tokens, Comparisons: int64(comps[i])}
 		if n := c.Wins + c.Losses; n > 0 {
-			row.WinRate = ptr(float64(c.Wins) / float64(n))
+			row.WinRate = ptr(round(float64(c.Wins)/float64(n), 4))
 		}
 		if rated[i] {
 			row.Rating = ptr(round(r[i], 1))

@@ -69,7 +69,7 @@ func TestBoard(t *testing.T) {
 		t.Fatalf("rows: %+v", rows)
 	}
 	a := rows[0]
-	if a.Runs != 90 || a.Answers != 90 || a.FirstPlaces != 60 || *a.WinRate != 150.0/180 || a.Tokens != 90*15 {
+	if a.Runs != 90 || a.Answers != 90 || a.FirstPlaces != 60 || *a.WinRate != 0.8333 || a.Tokens != 90*15 {
 		t.Errorf("a: %+v", a)
 	}
 	if a.RatingCI95[0] > *a.Rating || a.RatingCI95[1] < *a.Rating || *a.LatencyP50 < 95 || *a.LatencyP50 > 105 {
