@@ -8,15 +8,19 @@ GO ?= go
 test: deps check unit compat
 
 # What the tests need beyond Go, installed when missing: a real
-# redis-server (Debian's package) for the store and limit tests, and
-# Debian's chromium for the web pages' browser tests (proxy/ui).
+# redis-server (Debian's package) for the store and limit tests, which
+# also runs the Sentinels (redis-server --sentinel); redis-cli (Debian's
+# redis-tools, a dependency of redis-server) that joins the test Cluster
+# (redis-cli --cluster create); and Debian's chromium for the web pages'
+# browser tests (proxy/ui).
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (Debian package)"; \
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
+		echo "installing redis-server and redis-tools (Debian packages)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; \
 	}
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing"; exit 1; }
+	@command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli is still missing"; exit 1; }
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium (Debian package)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -4,25 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/consortium-dev/consortium/internal/redistest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(redistest.Main(m))
 }
 
-// backends runs a test against each Store.
+// backends runs a test against each Store: memory, and Redis as one
+// server, a Cluster and a Sentinel-watched master with a replica.
 func backends(t *testing.T, test func(t *testing.T, s Store)) {
 	t.Run("memory", func(t *testing.T) { test(t, NewMemory(time.Hour, 100)) })
-	t.Run("redis", func(t *testing.T) {
-		srv := redistest.Start(t)
-		test(t, NewRedis(srv.Client(0), RedisConfig{TTL: time.Hour}))
-	})
+	for _, b := range redistest.Backends(t) {
+		t.Run("redis-"+b.Name, func(t *testing.T) {
+			test(t, NewRedis(b.Client, RedisConfig{TTL: time.Hour}))
+		})
+	}
 }
 
 func transcript(turns ...string) []Message {
@@ -179,5 +183,51 @@ func TestRedisTTL(t *testing.T) {
 		if err != nil || ttl <= 0 || ttl > 90*time.Second {
 			t.Errorf("%s: ttl %v, %v", key, ttl, err)
 		}
+	}
+}
+
+// TestRedisWaitsForReplicas checks that with Replicas a write is
+// acknowledged once the replicas hold it, and reported unavailable, in
+// bounded time, when fewer confirm it: the Sentinel backend's master has
+// one replica, so waiting for two must fail.
+func TestRedisWaitsForReplicas(t *testing.T) {
+	var b redistest.Backend
+	for _, b = range redistest.Backends(t) {
+		if b.Name == "sentinel" {
+			break
+		}
+	}
+	ctx := context.Background()
+	store := NewRedis(b.Client, RedisConfig{TTL: time.Hour, Replicas: 1})
+	turn := &Turn{Conversation: "conv_w", Consortium: "c", Transcript: transcript("q", "a"), RunID: "run_w"}
+	if err := store.Save(ctx, "alice", turn, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	// The replica holds them the moment the saves return.
+	sentinel := redis.NewSentinelClient(&redis.Options{Addr: b.Addrs[0]})
+	defer sentinel.Close()
+	replicas, err := sentinel.Replicas(ctx, redistest.MasterName).Result()
+	if err != nil || len(replicas) != 1 {
+		t.Fatalf("replicas %v, %v", replicas, err)
+	}
+	replica := redistest.Client(t, replicas[0]["ip"]+":"+replicas[0]["port"])
+	if n, err := replica.Exists(ctx, convKey("alice", "conv_w"), runKey("alice", "run_w"), responseKey("alice", "resp_w")).Result(); err != nil || n != 3 {
+		t.Fatalf("the replica holds %d of 3 keys: %v", n, err)
+	}
+
+	store = NewRedis(b.Client, RedisConfig{TTL: time.Hour, Replicas: 2})
+	began := time.Now()
+	err = store.Save(ctx, "alice", turn, nil)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "1 of 2 replicas") {
+		t.Fatalf("save with one replica of two: %v", err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("save waited %v", took)
+	}
+	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("response saved with one replica of two: %v", err)
 	}
 }

@@ -17,6 +17,14 @@ type RedisConfig struct {
 	// Timeout bounds every operation, so that no request waits long on a
 	// Redis that does not answer. If zero, 500ms is used.
 	Timeout time.Duration
+	// Replicas is how many replicas must hold each write before it is
+	// acknowledged (Redis' WAIT, within half of Timeout): a write that
+	// fewer replicas confirm is reported as unavailable, so the proxy
+	// does not announce a turn that a failover could lose. Replication is
+	// asynchronous: without it (zero, the default) a write the master
+	// acknowledged and then lost before replicating is gone after a
+	// failover. For a master under Sentinel, not a Cluster.
+	Replicas int
 }
 
 // Redis is the Store that replicas share: every key carries the TTL, and
@@ -25,16 +33,17 @@ type RedisConfig struct {
 // it: the client is shared (the client keys' limits use it too) and its
 // opener closes it.
 type Redis struct {
-	client  redis.UniversalClient
-	ttl     time.Duration
-	timeout time.Duration
+	client   redis.UniversalClient
+	ttl      time.Duration
+	timeout  time.Duration
+	replicas int
 }
 
 // NewRedis returns a Redis store on client. It does not connect: the
 // first operation does, and a Redis that is down now is used once it
 // comes back.
 func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
-	r := &Redis{client: client, ttl: cfg.TTL, timeout: cfg.Timeout}
+	r := &Redis{client: client, ttl: cfg.TTL, timeout: cfg.Timeout, replicas: cfg.Replicas}
 	if r.ttl <= 0 {
 		r.ttl = 168 * time.Hour
 	}
@@ -101,7 +110,9 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 	}
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
-	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	// Not a transaction: on a Cluster the keys live in different slots,
+	// and go-redis sends each node its part of the pipeline.
+	return r.write(ctx, func(p redis.Pipeliner) {
 		p.Set(ctx, turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data, r.ttl)
 		p.Set(ctx, convKey(tenant, turn.Conversation), data, r.ttl)
 		if run != nil {
@@ -113,10 +124,27 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 				p.Expire(ctx, key, r.ttl)
 			}
 		}
+	})
+}
+
+// write sends the writes of one operation in one pipeline, followed by a
+// WAIT for the configured replicas on the same connection.
+func (r *Redis) write(ctx context.Context, writes func(redis.Pipeliner)) error {
+	var wait *redis.Cmd
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		writes(p)
+		if r.replicas > 0 {
+			wait = p.Do(ctx, "wait", r.replicas, (r.timeout / 2).Milliseconds())
+		}
 		return nil
 	})
 	if err != nil {
 		return unavailable(err)
+	}
+	if wait != nil {
+		if n, _ := wait.Int64(); n < int64(r.replicas) {
+			return unavailable(fmt.Errorf("%d of %d replicas acknowledged the write within %v", n, r.replicas, r.timeout/2))
+		}
 	}
 	return nil
 }
@@ -151,10 +179,9 @@ func (r *Redis) Runs(ctx context.Context, tenant string, limit int) ([]RunSummar
 func (r *Redis) SaveResponse(ctx context.Context, tenant, id string, record []byte) error {
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
-	if err := r.client.Set(ctx, responseKey(tenant, id), record, r.ttl).Err(); err != nil {
-		return unavailable(err)
-	}
-	return nil
+	return r.write(ctx, func(p redis.Pipeliner) {
+		p.Set(ctx, responseKey(tenant, id), record, r.ttl)
+	})
 }
 
 // Response implements Store.

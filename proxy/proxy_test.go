@@ -19,11 +19,12 @@ import (
 
 	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/config"
+	"github.com/consortium-dev/consortium/internal/redistest"
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(redistest.Main(m))
 }
 
 // env is a proxy on a loopback port in front of a fake provider named

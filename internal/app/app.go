@@ -117,7 +117,13 @@ func New(opts Options) (*App, error) {
 		if a.redis, err = redisClient(cfg.Store); err != nil {
 			return nil, err
 		}
-		store = cache.NewRedis(a.redis, cache.RedisConfig{TTL: cfg.Store.TTL, Timeout: redisTimeout})
+		// Under Sentinel a turn is acknowledged once the replica holds it
+		// too, so a failover loses no turn a client was told was saved.
+		replicas := 0
+		if cfg.Store.MasterName != "" {
+			replicas = 1
+		}
+		store = cache.NewRedis(a.redis, cache.RedisConfig{TTL: cfg.Store.TTL, Timeout: redisTimeout, Replicas: replicas})
 		// Replicas that share the store share the client keys' limits.
 		limits = ratelimit.NewShared(a.redis, rpm, 0, log)
 	}
@@ -410,8 +416,12 @@ func redisClient(c config.Store) (redis.UniversalClient, error) {
 	quietRedis.Do(func() { redis.SetLogger(redisLog{}) })
 	if len(c.Addrs) > 0 {
 		return redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs:                 c.Addrs,
-			MasterName:            c.MasterName,
+			Addrs:      c.Addrs,
+			MasterName: c.MasterName,
+			// addrs without master_name are Cluster nodes, even when only
+			// one is listed (go-redis would take one for a single server,
+			// and every key of another node's slots would fail MOVED).
+			IsClusterMode:         c.MasterName == "",
 			DialTimeout:           redisTimeout,
 			ReadTimeout:           redisTimeout,
 			WriteTimeout:          redisTimeout,
