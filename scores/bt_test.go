@@ -7,10 +7,15 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/consortium-dev/consortium/internal/redistest"
 )
 
+// TestMain fails the package when a test leaves a goroutine behind (a
+// Board's writer not closed), and shares the Redis backends of
+// TestRedisBackends between tests.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(redistest.Main(m))
 }
 
 // truth are the ratings the generated data is drawn from, on the

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/redistest"
 )
@@ -170,5 +172,37 @@ func TestMemoryExpires(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if s, _ := m.Load(context.Background(), "x"); s.Runs != 0 {
 		t.Errorf("runs %d after the TTL", s.Runs)
+	}
+}
+
+// TestRedisBackends runs the Redis store on a single server, a Cluster
+// and a Sentinel setup: a run's keys share one hash slot, so its
+// MULTI/EXEC works on a Cluster too, and two clients (two replicas)
+// adding at once lose no count.
+func TestRedisBackends(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range redistest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			var wg sync.WaitGroup
+			for _, c := range []redis.UniversalClient{b.Client, b.Connect(t)} {
+				s := NewRedis(c, RedisConfig{Timeout: 2 * time.Second})
+				wg.Go(func() {
+					for range 50 {
+						if err := s.Add(ctx, sample("x")); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			got, err := NewRedis(b.Client, RedisConfig{Timeout: 2 * time.Second}).Load(ctx, "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Runs != 100 || got.Models["p/a"].Wins != 300 || got.Pairs[[2]string{"p/b", "p/c"}] != 200 || len(got.Recent) != 100 {
+				t.Errorf("runs %d, a's wins %d, b>c %d, recent %d", got.Runs, got.Models["p/a"].Wins, got.Pairs[[2]string{"p/b", "p/c"}], len(got.Recent))
+			}
+		})
 	}
 }
