@@ -195,3 +195,38 @@ func TestLeaderboardWithoutScores(t *testing.T) {
 		t.Errorf("%d %s", resp.StatusCode, body)
 	}
 }
+
+// TestLeaderboardOnEachBackend: two replicas on one Redis (a single
+// server, a Cluster, Sentinels) feed one consortium; either replica's
+// leaderboard holds the runs of both.
+func TestLeaderboardOnEachBackend(t *testing.T) {
+	for _, backend := range redistest.Backends(t) {
+		t.Run(backend.Name, func(t *testing.T) {
+			yaml := leaderboardYAML + "store: " + backend.Store() + "\n"
+			a, b := start(t, yaml), start(t, yaml)
+			for _, e := range []*env{a, b} {
+				scriptRanking(e.fake)
+				for range 3 {
+					resp, body := e.do("POST", "/v1/chat/completions", "alice-key", `{"model":"council","messages":[{"role":"user","content":"2+2?"}]}`)
+					if resp.StatusCode != 200 {
+						t.Fatalf("run: %d %s", resp.StatusCode, body)
+					}
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				resp, lb, body := getLeaderboard(t, b, "?consortium=council", "admin-key")
+				if resp.StatusCode != 200 {
+					t.Fatalf("%d %s", resp.StatusCode, body)
+				}
+				if rows := lb.Consortia[0].Models; len(rows) == 2 && rows[0]["model"] == "fake/beta" && rows[0]["runs"] == 6.0 && rows[1]["runs"] == 6.0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the six runs never showed: %s", body)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
