@@ -65,12 +65,13 @@ var allowed = map[string][]string{
 	"ratelimit":          {"openai"},
 	"upstream":           {"openai", "ratelimit"},
 	"consortia":          {"openai", "upstream", "cache"}, // cache.NewID: one id function
+	"scores":             {"openai", "consortia"},         // a run record in, ratings out
 	"internal/config":    nil,
 	"internal/redistest": nil,
 	"internal/batch":     {"openai", "consortia"}, // the batch commands' jobs: engines and providers through interfaces it declares
-	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy/ui"},
+	"proxy":              {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy/ui", "scores"},
 	"proxy/ui":           {"openai", "consortia", "cache"},
-	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config"},
+	"internal/app":       {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "scores"},
 	"cmd/consortium": {"openai", "consortia", "upstream", "cache", "ratelimit", "proxy", "internal/config", "internal/app",
 		"internal/batch", "upstream/upstreamtest"},
 	// Test doubles and tools.

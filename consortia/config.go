@@ -55,8 +55,9 @@ type Config struct {
 	// usage and record. If nil, costs are unknown.
 	Pricing Pricing
 	// OnRun, if set, is called once with the record of every run when it
-	// ends, answered or failed, after the answer's last delta was written.
-	// It must not block (the scores record runs through it).
+	// ends, answered or failed, after the answer's last delta was written;
+	// not for a run its caller cancelled (the client went away). It must
+	// not block (the scores record runs through it).
 	OnRun func(*Run)
 }
 

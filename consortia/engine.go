@@ -199,6 +199,17 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 		id = cache.NewID("run_")
 	}
 	run := &Run{ID: id, Consortium: e.name, Strategy: e.strategyName, Created: start.UTC()}
+	if e.cfg.OnRun != nil {
+		// Deferred, so that it sees the record complete, whatever the
+		// outcome: after the last delta, with duration and usage. A run
+		// its caller cancelled (a client that went away) is not one: its
+		// members' "failures" say nothing of them.
+		defer func() {
+			if !errors.Is(ctx.Err(), context.Canceled) {
+				e.cfg.OnRun(run)
+			}
+		}()
+	}
 	res, err := e.rounds(withStart(ctx, start), req, run, deltas)
 	run.DurationMs = time.Since(start).Milliseconds()
 	run.Usage.CostUSD = e.cfg.Pricing.cost(run)

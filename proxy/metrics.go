@@ -30,6 +30,7 @@ type Metrics struct {
 	confidence     *prometheus.HistogramVec // consortium
 	members        *prometheus.CounterVec   // consortium, model, status
 	firstSynthesis *prometheus.HistogramVec // consortium
+	scoresSkipped  *prometheus.CounterVec   // reason
 
 	// models bounds the model label values: clients choose model names,
 	// and every new name would be a new time series.
@@ -128,8 +129,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: []float64{.1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120},
 		}, []string{"consortium"}),
 	}
+	m.scoresSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "consortium_scores_skipped_total",
+		Help: "Runs whose scores were not recorded, by reason (queue_full, store, closed); the runs themselves were served.",
+	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{m.requests, m.latency, m.overhead, m.upstreamCalls, m.upstreamTime, m.streams, m.panics,
-		m.breakers, m.storeErrors, m.runs, m.rounds, m.confidence, m.members, m.firstSynthesis} {
+		m.breakers, m.storeErrors, m.runs, m.rounds, m.confidence, m.members, m.firstSynthesis, m.scoresSkipped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -160,4 +165,10 @@ func (m *Metrics) BreakerChanged(provider, model, state string) {
 		v = 2
 	}
 	m.breakers.WithLabelValues(provider, m.modelLabel(provider, model)).Set(v)
+}
+
+// ScoresSkipped counts a run whose scores were not recorded. It is what
+// the wiring passes as scores.Config.OnSkip.
+func (m *Metrics) ScoresSkipped(reason string) {
+	m.scoresSkipped.WithLabelValues(reason).Inc()
 }

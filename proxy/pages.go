@@ -21,12 +21,17 @@ func (s *Server) pages() http.Handler {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	// The leaderboard page reads what GET /v1/consortium/leaderboard
+	// serves; without scores, it says there are none.
+	var lb ui.Leaderboard
+	if s.scores != nil {
+		lb = board{s.scores}
+	}
 	return ui.New(ui.Config{
-		Keys:     keys,
-		AdminKey: s.cfg.AdminKey,
-		Runs:     s.store,
-		// No scores are kept yet: the leaderboard page says so.
-		Leaderboard: nil,
+		Keys:        keys,
+		AdminKey:    s.cfg.AdminKey,
+		Runs:        s.store,
+		Leaderboard: lb,
 		Consortia:   names,
 		Chat:        s.chatPage,
 		Logger:      s.log,

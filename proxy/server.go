@@ -134,6 +134,9 @@ type Options struct {
 	// working gets an SSE comment, so that proxies with idle timeouts keep
 	// it open. If zero, 10s is used.
 	KeepAlive time.Duration
+
+	// Scores answers the leaderboard. If nil, it answers 503.
+	Scores Scores
 }
 
 // Server is the proxy's HTTP handler.
@@ -150,6 +153,7 @@ type Server struct {
 	draining  atomic.Bool
 	keepAlive time.Duration
 	store     Conversations
+	scores    Scores
 	ui        http.Handler
 }
 
@@ -164,6 +168,7 @@ func New(opts Options) (*Server, error) {
 		limits:    opts.Limits,
 		keepAlive: opts.KeepAlive,
 		store:     opts.Conversations,
+		scores:    opts.Scores,
 	}
 	if s.cfg.MaxBody <= 0 {
 		s.cfg.MaxBody = 10 << 20
@@ -229,6 +234,9 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.With(s.adminAuth).Get("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}).ServeHTTP)
+	// Any client key, or the admin key for the columns that sum every
+	// tenant.
+	r.With(s.leaderboardAuth).Get("/v1/consortium/leaderboard", s.leaderboard)
 	r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
 	r.Handle("/ui/*", s.ui) // the web pages: their own sign-in, never a /v1 key
 

@@ -7,6 +7,7 @@
 //	consortium serve    [-c FILE] [--listen ADDR] [--demo] [--log-level LEVEL] [--log-format FORMAT]
 //	consortium validate [-c FILE] [--demo] [--estimate]
 //	consortium models   [-c FILE] [--demo]
+//	consortium leaderboard [--url URL] [--key KEY] [CONSORTIUM]
 //	consortium version
 //	consortium dataset select   -c FILE --embed provider/model --in PROMPTS --out FILE [--max N] [--tripwire 0.9] [--method centroid|fps]
 //	consortium dataset generate -c FILE --model CONSORTIUM --in FILE --out FILE [--concurrency 8] [--format native|openai]
@@ -47,6 +48,8 @@ Usage:
                                            exit 0, or 1 with every problem and its key path;
                                            --estimate: each consortium's calls, tokens and cost
   consortium models   [-c FILE] [--demo]   the model ids that /v1/models would list
+  consortium leaderboard [--url URL] [--key KEY] [CONSORTIUM]
+                                           a running proxy's leaderboard, as a table
   consortium version                       this binary's version (also --version)
   consortium dataset select   -c FILE --embed provider/model --in PROMPTS --out FILE [--max N] [--tripwire 0.9] [--method centroid|fps]
   consortium dataset generate -c FILE --model CONSORTIUM --in FILE --out FILE [--concurrency 8] [--format native|openai]
@@ -131,6 +134,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return dataset(args[1:], stdout, stderr)
 	case "eval":
 		return eval(args[1:], stdout, stderr)
+	case "leaderboard":
+		return leaderboard(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -386,7 +391,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		defer stopPprof()
 	}
 
-	srv, err := app.New(app.Options{Config: cfg, Logger: logger})
+	// CONSORTIUM_SCORES=off records no scores (the benchmark compares
+	// runs with and without them).
+	srv, err := app.New(app.Options{Config: cfg, Logger: logger, NoScores: os.Getenv("CONSORTIUM_SCORES") == "off"})
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium: %v\n", err)
 		return 1

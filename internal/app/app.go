@@ -26,6 +26,7 @@ import (
 	"github.com/consortium-dev/consortium/openai"
 	"github.com/consortium-dev/consortium/proxy"
 	"github.com/consortium-dev/consortium/ratelimit"
+	"github.com/consortium-dev/consortium/scores"
 	"github.com/consortium-dev/consortium/upstream"
 )
 
@@ -59,6 +60,10 @@ type Options struct {
 	// Backoff, if set, replaces the first retry backoff ceiling of every
 	// provider (tests shorten it).
 	Backoff time.Duration
+
+	// NoScores records no scores: runs feed no statistics and the
+	// leaderboard answers 503 (the benchmark measures runs without them).
+	NoScores bool
 }
 
 // App is the built proxy: an http.Handler over everything New made.
@@ -71,6 +76,8 @@ type App struct {
 	engines   map[string]proxy.Consortium
 	providers map[string]*upstream.Provider
 	callers   map[string]consortia.Caller
+
+	scores *scores.Board
 }
 
 // New builds the proxy and its dependencies for a validated
@@ -105,11 +112,6 @@ func New(opts Options) (*App, error) {
 		}
 		providers[name], callers[name], a.providers[name] = p, p, p
 	}
-	engines, err := buildEngines(cfg, callers)
-	if err != nil {
-		return nil, err
-	}
-	a.engines = engines
 	store := opts.Store
 	rpm := map[string]int{}
 	keys := make([]proxy.ClientKey, len(cfg.Auth.Keys))
@@ -135,6 +137,18 @@ func New(opts Options) (*App, error) {
 	if store == nil {
 		store = cache.NewMemory(cfg.Store.TTL, cfg.Store.MaxEntries)
 	}
+	// Every run's scores go to the Board, which is every engine's
+	// ratings too.
+	if !opts.NoScores {
+		a.scores = scores.New(scores.Config{Store: scoresStore(cfg.Store, a.redis), Consortia: cfg.ConsortiumOrder,
+			OnSkip: metrics.ScoresSkipped, Logger: log, Pricing: Pricing(cfg)})
+	}
+	engines, err := buildEngines(cfg, callers, a.scores)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.engines = engines
 
 	a.server, err = proxy.New(proxy.Options{
 		Settings: proxy.Settings{
@@ -154,6 +168,7 @@ func New(opts Options) (*App, error) {
 		Registry:      registry,
 		Logger:        log,
 		KeepAlive:     opts.KeepAlive,
+		Scores:        leaderboard(a.scores),
 	})
 	if err != nil {
 		a.Close()
@@ -230,9 +245,13 @@ func (a *App) Solo(name string) ([]*consortia.Engine, error) {
 	return out, nil
 }
 
-// Close releases what New opened: the Redis client the store and the
-// limits share.
+// Close releases what New opened: it writes the scores of the runs that
+// ended (for a bounded time), then closes the Redis client the stores and
+// the limits share.
 func (a *App) Close() error {
+	if a.scores != nil {
+		a.scores.Close()
+	}
 	if a.redis == nil {
 		return nil
 	}
@@ -272,13 +291,25 @@ func providerConfig(name string, pc *config.Provider, models []string, opts Opti
 	}
 }
 
-// buildEngines builds every consortium's engine.
-func buildEngines(cfg *config.Config, callers map[string]consortia.Caller) (map[string]proxy.Consortium, error) {
+// leaderboard is what the proxy's leaderboard reads: the Board, or none.
+func leaderboard(b *scores.Board) proxy.Scores {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// buildEngines builds every consortium's engine, each recording its runs
+// on board and reading its ratings from it (when board is not nil).
+func buildEngines(cfg *config.Config, callers map[string]consortia.Caller, board *scores.Board) (map[string]proxy.Consortium, error) {
 	cfgs := map[string]consortia.Config{}
 	pricing := Pricing(cfg)
 	for _, name := range cfg.ConsortiumOrder {
 		ec := engineConfig(cfg.Consortia[name])
 		ec.Pricing = pricing
+		if board != nil {
+			ec.OnRun, ec.Ratings = board.Record, board
+		}
 		cfgs[name] = ec
 	}
 	// A cascade's tiers are other consortiums' engines: NewSet builds
@@ -302,7 +333,7 @@ func Estimates(cfg *config.Config, req *openai.ChatRequest) (map[string]*consort
 	for _, name := range cfg.ProviderOrder {
 		callers[name] = uncalled{}
 	}
-	engines, err := buildEngines(cfg, callers)
+	engines, err := buildEngines(cfg, callers, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -432,6 +463,15 @@ func Models(cfg *config.Config) []openai.Model {
 		}
 	}
 	return out
+}
+
+// scoresStore is where the scores are kept: in Redis when the store is
+// (shared by the replicas, with the store's TTL), else in memory.
+func scoresStore(c config.Store, client redis.UniversalClient) scores.Store {
+	if client != nil {
+		return scores.NewRedis(client, scores.RedisConfig{TTL: c.TTL, Timeout: redisTimeout})
+	}
+	return scores.NewMemory(c.TTL, 0)
 }
 
 // redisTimeout bounds every Redis operation, connecting included, so no

@@ -260,12 +260,13 @@ func (p *process) rss() int64 {
 type env struct {
 	fast, slow, long *process // fake upstreams: no latency; 50 ms; long streams
 	hop, proxy       *process
+	plain            *process // the proxy recording no scores (CONSORTIUM_SCORES=off)
 	others           []*process
 	dir              string
 }
 
 func (e *env) stop() {
-	for _, p := range append([]*process{e.proxy, e.hop, e.fast, e.slow, e.long}, e.others...) {
+	for _, p := range append([]*process{e.proxy, e.plain, e.hop, e.fast, e.slow, e.long}, e.others...) {
 		if p != nil {
 			p.stop()
 		}
@@ -325,6 +326,11 @@ consortia:
 		return e, err
 	}
 	if e.proxy, err = start("consortium", exec.Command(bin, "serve", "-c", cfgPath)); err != nil {
+		return e, err
+	}
+	plain := exec.Command(bin, "serve", "-c", cfgPath)
+	plain.Env = append(os.Environ(), "CONSORTIUM_SCORES=off")
+	if e.plain, err = start("consortium without scores", plain); err != nil {
 		return e, err
 	}
 	return e, nil

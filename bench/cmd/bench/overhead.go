@@ -24,6 +24,7 @@ type overhead struct {
 	fanout   int    // member calls, at once
 	judges   int    // then judge calls at once (rank); 0: one streamed arbiter call
 	proxy    []*bench.Result
+	plain    []*bench.Result // through the proxy recording no scores
 	direct   []*bench.Result
 }
 

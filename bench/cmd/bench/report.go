@@ -85,31 +85,40 @@ func (r *report) measure(ctx context.Context, targets []target, e *env) {
 			}
 		}
 		for _, o := range r.consortia {
-			// The proxy and the direct path take turns at going first.
-			for k := range 2 {
-				if (k+round)%2 == 0 {
-					c := target{base: "http://" + e.proxy.addr, model: o.model}
-					res := bench.Concurrent(ctx, client, c.request(false, 0), 16, r.duration)
+			// The proxy, the proxy recording no scores and the direct path
+			// take turns at going first.
+			for k := range 3 {
+				switch (k + round) % 3 {
+				case 0:
+					o.proxy = append(o.proxy, measureProxy(ctx, client, e.proxy, o, round, r.duration))
+				case 1:
+					o.plain = append(o.plain, measureProxy(ctx, client, e.plain, o, round, r.duration))
+				default:
+					slow := target{base: "http://" + e.slow.addr, model: "m"}
+					res := bench.Concurrent(ctx, client, criticalPath(slow, o.fanout, o.judges, 0), 16, r.duration)
 					if res.Errors > 0 {
-						log.Printf("%s: %d errors, first: %s", o.strategy, res.Errors, res.FirstErr)
+						log.Printf("%s, critical path: %d errors, first: %s", o.strategy, res.Errors, res.FirstErr)
 					}
-					log.Printf("round %d %-34s 16 clients: p50 %v p90 %v errors %d", round+1, o.strategy, res.Quantile(0.5), res.Quantile(0.9), res.Errors)
-					o.proxy = append(o.proxy, res)
-					continue
+					log.Printf("round %d %-34s 16 clients: p50 %v p90 %v errors %d", round+1, o.strategy+" critical path", res.Quantile(0.5), res.Quantile(0.9), res.Errors)
+					o.direct = append(o.direct, res)
 				}
-				slow := target{base: "http://" + e.slow.addr, model: "m"}
-				res := bench.Concurrent(ctx, client, criticalPath(slow, o.fanout, o.judges, 0), 16, r.duration)
-				if res.Errors > 0 {
-					log.Printf("%s, critical path: %d errors, first: %s", o.strategy, res.Errors, res.FirstErr)
-				}
-				log.Printf("round %d %-34s 16 clients: p50 %v p90 %v errors %d", round+1, o.strategy+" critical path", res.Quantile(0.5), res.Quantile(0.9), res.Errors)
-				o.direct = append(o.direct, res)
 			}
 		}
 	}
 	for _, o := range r.consortia {
 		log.Printf("%s: median p50 %.2f ms, critical path %.2f ms, overhead %.2f ms", o.strategy, medianP50(o.proxy), medianP50(o.direct), o.over())
 	}
+}
+
+// measureProxy measures a consortium through a proxy process, 16 clients.
+func measureProxy(ctx context.Context, client *http.Client, p *process, o *overhead, round int, d time.Duration) *bench.Result {
+	c := target{base: "http://" + p.addr, model: o.model}
+	res := bench.Concurrent(ctx, client, c.request(false, 0), 16, d)
+	if res.Errors > 0 {
+		log.Printf("%s (%s): %d errors, first: %s", o.strategy, p.name, res.Errors, res.FirstErr)
+	}
+	log.Printf("round %d %-34s 16 clients: p50 %v p90 %v errors %d", round+1, o.strategy+" ("+p.name+")", res.Quantile(0.5), res.Quantile(0.9), res.Errors)
+	return res
 }
 
 // medianOf returns the median over rounds of f.
@@ -136,7 +145,8 @@ func medianP50(rs []*bench.Result) float64 {
 func (r *report) overheadMarkdown(w func(string, ...any)) {
 	w("## Consortium overhead\n\n")
 	w("Consortia on an upstream that takes 50 ms for each call, so each critical path is 100 ms; 16 clients each, ")
-	w("measured through the proxy and, in the same rounds, straight to the fake (the two take turns at going first):\n\n")
+	w("measured through the proxy, through the same proxy recording no scores, and, in the same rounds, straight to the fake ")
+	w("(the three take turns at going first):\n\n")
 	for _, o := range r.consortia {
 		w("- %s: %s\n", o.strategy, o.about)
 	}
@@ -152,14 +162,18 @@ func (r *report) overheadMarkdown(w func(string, ...any)) {
 			medianOf(rs, func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
 			medianOf(rs, (*bench.Result).Throughput), errs, over)
 	}
-	var summary []string
+	var summary, scored []string
 	for _, o := range r.consortia {
 		row(o.strategy+" "+o.members, o.proxy, fmt.Sprintf("**%.2f**", o.over()))
+		row(o.strategy+" without scores", o.plain, fmt.Sprintf("%.2f", medianP50(o.plain)-medianP50(o.direct)))
 		row(o.strategy+" critical path, direct", o.direct, "—")
 		summary = append(summary, fmt.Sprintf("%s **%.2f ms** over the nominal 100 ms, **%.2f ms** over its measured critical path",
 			o.strategy, medianP50(o.proxy)-100, o.over()))
+		scored = append(scored, fmt.Sprintf("%s %+.2f ms", o.strategy, medianP50(o.proxy)-medianP50(o.plain)))
 	}
 	w("\nMedians: %s.\n\n", strings.Join(summary, "; "))
+	w("Recording scores (docs/scores.md) happens after the answer, off the run's path: the proxy with them against the same "+
+		"proxy without them (`CONSORTIUM_SCORES=off`), p50: %s.\n\n", strings.Join(scored, "; "))
 	w("Why the direct path takes more than 100 ms on this machine, and where the proxy's share goes: [performance.md](performance.md).\n\n")
 }
 
