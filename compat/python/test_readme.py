@@ -62,7 +62,7 @@ def test_readme_covers_every_endpoint():
     for needle in ['"stream": true', '"include_usage": true', "/v1/chat/completions", "/v1/models\n",
                    "/v1/models/demo/", "/v1/embeddings", "/v1/consortium/runs/", "X-Consortium-Conversation:",
                    "/healthz", "/readyz", "/metrics", "/v1/responses", "previous_response_id", "/v1/messages",
-                   "/v1/consortium/estimate"]:
+                   "/v1/consortium/estimate", "/v1/consortium/leaderboard"]:
         assert needle in everything, f"no README curl example that runs shows {needle!r}"
 
 
