@@ -85,6 +85,7 @@ func TestBatchBadInput(t *testing.T) {
 		{"out is in", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", in}, 2, "is the input file"},
 		{"match", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--match", "fuzzy"}, 2, `--match "fuzzy"`},
 		{"no judges", []string{"eval", "-c", cfg, "--model", "pair", "--in", noReference}, 1, "line 1: no reference, and consortium pair has no judges or arbiter"},
+		{"tripwire NaN", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--tripwire", "NaN"}, 2, "--tripwire NaN is outside 0..1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runCmd(tc.args...)

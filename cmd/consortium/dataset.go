@@ -107,7 +107,7 @@ func datasetSelect(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	switch {
-	case tripwire < 0 || tripwire > 1:
+	case !(tripwire >= 0 && tripwire <= 1): // NaN too
 		fmt.Fprintf(stderr, "consortium %s: --tripwire %v is outside 0..1\n", name, tripwire)
 		return 2
 	case max < 0:

@@ -75,7 +75,7 @@ var ErrInterrupted = fmt.Errorf("interrupted")
 // in selection order, each input line with "selection": {"order",
 // "similarity"}. out is written whole or not at all.
 func (s *Select) Run(ctx context.Context, items []Item, out string) (*SelectReport, error) {
-	if s.Tripwire < 0 || s.Tripwire > 1 {
+	if !(s.Tripwire >= 0 && s.Tripwire <= 1) { // NaN too
 		return nil, fmt.Errorf("tripwire %v is outside 0..1", s.Tripwire)
 	}
 	rep := &SelectReport{Total: len(items)}
