@@ -86,6 +86,9 @@ func TestBatchBadInput(t *testing.T) {
 		{"match", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--match", "fuzzy"}, 2, `--match "fuzzy"`},
 		{"no judges", []string{"eval", "-c", cfg, "--model", "pair", "--in", noReference}, 1, "line 1: no reference, and consortium pair has no judges or arbiter"},
 		{"tripwire NaN", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--tripwire", "NaN"}, 2, "--tripwire NaN is outside 0..1"},
+		{"max zero", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "0"}, 2, "--max 0 is not above 0"},
+		{"max negative", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "-3"}, 2, "--max -3 is not above 0"},
+		{"max not a number", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "ten"}, 2, "--max"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runCmd(tc.args...)
