@@ -88,6 +88,12 @@ func TestBatchBadInput(t *testing.T) {
 		{"tripwire NaN", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--tripwire", "NaN"}, 2, "--tripwire NaN is outside 0..1"},
 		{"max zero", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "0"}, 2, "--max 0 is not above 0"},
 		{"max negative", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "-3"}, 2, "--max -3 is not above 0"},
+		{"generate concurrency", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", out, "--concurrency", "0"}, 2, "--concurrency 0 is below 1"},
+		{"select out in a missing directory", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", filepath.Join(dir, "none", "out.jsonl")}, 2, "none: no such directory"},
+		{"generate out in a missing directory", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", filepath.Join(dir, "none", "out.jsonl")}, 2, "none: no such directory"},
+		{"eval out in a missing directory", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--out", filepath.Join(dir, "none", "out.jsonl")}, 2, "none: no such directory"},
+		{"select out is a directory", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", dir}, 2, "is a directory"},
+		{"eval out is a directory", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--out", dir}, 2, "is a directory"},
 		{"max not a number", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "ten"}, 2, "--max"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,8 +103,10 @@ func TestBatchBadInput(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Errorf("--out written by a refused command: %v", err)
+	for _, p := range []string{out, dir + ".embeddings", dir + ".tmp"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s written by a refused command: %v", p, err)
+		}
 	}
 }
 
