@@ -325,3 +325,37 @@ func TestSelectCommand(t *testing.T) {
 		t.Errorf("%d lines", n)
 	}
 }
+
+// TestEvalMatchExtracts: a vote consortium's extract is part of how vote
+// normalizes, so eval's --match compares what it extracts: the default
+// exact match of "Answer: 10" against the reference "10" is a hit.
+func TestEvalMatchExtracts(t *testing.T) {
+	clean(t)
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	fake.SetRecordLimit(-1)
+	fake.SetDefault(func(r *upstreamtest.Request) upstreamtest.Reply {
+		return upstreamtest.Reply{Content: "Let me count the letters.\nAnswer: " + fmt.Sprint(len(r.LastUserText()))}
+	})
+	cfg := writeFile(t, fmt.Sprintf(`
+providers:
+  fake:
+    base_url: %s
+    models: [a, b]
+consortia:
+  pair:
+    strategy: vote
+    members: [{model: fake/a}, {model: fake/b}]
+    extract: "(?m)^Answer:\\s*(.+?)\\s*$"
+`, fake.URL))
+	in := writeInput(t, "in.jsonl", 5)
+	for _, match := range []string{"exact", "contains", "numeric"} {
+		code, stdout, errOut := runCmd("eval", "-c", cfg, "--model", "pair", "--in", in, "--match", match)
+		if code != 0 {
+			t.Fatalf("--match %s: exit %d\n%s%s", match, code, stdout, errOut)
+		}
+		if n := strings.Count(stdout, " 1.000  [1.000, 1.000] "); n != 3 {
+			t.Errorf("--match %s: %d rows of 1.000, want 3 (fake/a, fake/b, pair):\n%s", match, n, stdout)
+		}
+	}
+}
