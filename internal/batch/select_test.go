@@ -349,3 +349,35 @@ func (s *stoppingEmbedder) Embed(ctx context.Context, model string, inputs []str
 	s.once.Do(func() { close(s.stop) })
 	return s.fakeEmbedder.Embed(ctx, model, inputs)
 }
+
+// TestSelectTripwireOne: a cosine similarity is at most 1, so a tripwire
+// of 1 never trips, even between identical vectors whose float32 dot
+// product rounds above 1.
+func TestSelectTripwireOne(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for trial := range 50 {
+		v := NewVectors(3, 256)
+		for k := range v.D {
+			x := float32(rng.NormFloat64())
+			v.Data[k], v.Data[v.D+k] = x, x
+			v.Data[2*v.D+k] = float32(rng.NormFloat64())
+		}
+		v.Normalize()
+		for _, method := range Methods {
+			var got []Pick
+			if method == "fps" {
+				got = FPS(v, 3, 1)
+			} else {
+				got = Centroid(v, 3, 1)
+			}
+			if len(got) != 3 {
+				t.Fatalf("trial %d, %s: picks %v; want all 3 under the tripwire 1", trial, method, got)
+			}
+			for _, p := range got {
+				if p.Similarity > 1 {
+					t.Errorf("trial %d, %s: similarity %v above 1", trial, method, p.Similarity)
+				}
+			}
+		}
+	}
+}
