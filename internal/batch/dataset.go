@@ -78,12 +78,14 @@ func (s *Select) Run(ctx context.Context, items []Item, out string) (*SelectRepo
 	if !(s.Tripwire >= 0 && s.Tripwire <= 1) { // NaN too
 		return nil, fmt.Errorf("tripwire %v is outside 0..1", s.Tripwire)
 	}
-	rep := &SelectReport{Total: len(items)}
+	rep := &SelectReport{}
 	// Exact duplicates go first: the first of each text stays.
 	var distinct []Item
 	need := map[cacheKey]int{}
 	var keys []cacheKey
 	for _, it := range items {
+		rep.Total += 1 + it.Repeats
+		rep.Duplicates += it.Repeats
 		k := embedKey(s.Ref, it.Text())
 		if _, dup := need[k]; dup {
 			rep.Duplicates++

@@ -25,6 +25,7 @@ func TestRead(t *testing.T) {
 		{name: "neither", in: `{"id":"x"}`, problems: []string{`line 1: neither "prompt" nor "messages"`}},
 		{name: "both", in: `{"prompt":"a","messages":[{"role":"user","content":"b"}]}`, problems: []string{"line 1: both"}},
 		{name: "no user text", in: `{"messages":[{"role":"system","content":"b"}]}`, problems: []string{"line 1: messages have no user message"}},
+		{name: "a line repeated verbatim is one item", in: `{"id":"a","prompt":"x"}` + "\n" + `{"id":"b","prompt":"y"}` + "\n" + `{"id":"a","prompt":"x"}` + "\r\n", ids: []string{"a", "b"}},
 		{name: "duplicate id", in: `{"id":"a","prompt":"x"}` + "\n" + `{"id":"a","prompt":"y"}`, problems: []string{`line 2: id "a" is also on line 1`}},
 		{name: "bad id", in: `{"id":{},"prompt":"x"}`, problems: []string{"line 1: id must be"}},
 	}

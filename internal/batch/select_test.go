@@ -381,3 +381,19 @@ func TestSelectTripwireOne(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectRepeatedLine: a line repeated verbatim, id and all, is an
+// exact duplicate, dropped and counted as one, not a refused file.
+func TestSelectRepeatedLine(t *testing.T) {
+	in := writeLines(t, "in.jsonl", `{"id":"a","prompt":"x"}`, `{"id":"b","prompt":"y"}`, `{"id":"a","prompt":"x"}`)
+	items, err := ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "sel.jsonl")
+	s := &Select{Embedder: &fakeEmbedder{dims: 4}, Model: "m", Ref: "p/m", Tripwire: 1}
+	rep, err := s.Run(context.Background(), items, out)
+	if err != nil || rep.Total != 3 || rep.Duplicates != 1 || len(rep.Picks) != 2 {
+		t.Errorf("%+v, %v; want 3 lines, 1 duplicate, 2 picks", rep, err)
+	}
+}
