@@ -108,6 +108,10 @@ func Read(r io.Reader, name string, text bool) ([]Item, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
+		if n == 1 {
+			// Windows editors start a UTF-8 file with a byte order mark.
+			line = bytes.TrimPrefix(line, []byte("\ufeff"))
+		}
 		if len(line) > 0 {
 			it, problem := parseLine(bytes.TrimRight(line, "\r\n"), n, text)
 			switch {
