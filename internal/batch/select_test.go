@@ -397,3 +397,45 @@ func TestSelectRepeatedLine(t *testing.T) {
 		t.Errorf("%+v, %v; want 3 lines, 1 duplicate, 2 picks", rep, err)
 	}
 }
+
+// TestSelectByHand: four unit vectors in the plane, worked out by hand.
+// a=(1,0), b=(0.8,0.6), c=(0,1), d=(0.6,0.8). The mean of all points
+// along (1,1): a and c are least similar (0.7071), a first by index.
+// centroid: to a, c is least similar (0); to the mean of a and c, b and
+// d tie at 0.98995 (b by index); then d at 2.36/√5.8 = 0.979936.
+// fps: c (0); then b and d tie at highest 0.8 (b); then d, whose highest
+// similarity (to b) is 0.96.
+func TestSelectByHand(t *testing.T) {
+	v := NewVectors(4, 2)
+	copy(v.Data, []float32{1, 0, 0.8, 0.6, 0, 1, 0.6, 0.8})
+	v.Normalize()
+	for _, tc := range []struct {
+		method   string
+		tripwire float64
+		want     []Pick
+	}{
+		{"centroid", 1, []Pick{{0, 0.707107}, {2, 0}, {1, 0.989949}, {3, 0.979936}}},
+		{"centroid", 0.95, []Pick{{0, 0.707107}, {2, 0}}},
+		{"fps", 1, []Pick{{0, 0.707107}, {2, 0}, {1, 0.8}, {3, 0.96}}},
+		{"fps", 0.9, []Pick{{0, 0.707107}, {2, 0}, {1, 0.8}}},
+		{"fps", 1, nil}, // max 2 below
+	} {
+		max := 10
+		if tc.want == nil {
+			max, tc.want = 2, []Pick{{0, 0.707107}, {2, 0}}
+		}
+		var got []Pick
+		if tc.method == "fps" {
+			got = FPS(v, max, tc.tripwire)
+		} else {
+			got = Centroid(v, max, tc.tripwire)
+		}
+		ok := len(got) == len(tc.want)
+		for i := range got {
+			ok = ok && got[i].Index == tc.want[i].Index && math.Abs(got[i].Similarity-tc.want[i].Similarity) < 1e-5
+		}
+		if !ok {
+			t.Errorf("%s, tripwire %v, max %d: %v; want %v", tc.method, tc.tripwire, max, got, tc.want)
+		}
+	}
+}
