@@ -439,3 +439,53 @@ func TestSelectByHand(t *testing.T) {
 		}
 	}
 }
+
+// TestWithSelection: the input line is kept byte for byte, selection
+// added last; a selection of its own (an earlier output fed back) is
+// replaced, the other fields still as written.
+func TestWithSelection(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"id":"a","prompt":"x <b> & y","n":1.50}`, `{"id":"a","prompt":"x <b> & y","n":1.50,"selection":{"order":2,"similarity":0.5}}`},
+		{`{"prompt":"x","tags":["selection"],"meta":{"selection":"by hand"}}`, `{"prompt":"x","tags":["selection"],"meta":{"selection":"by hand"},"selection":{"order":2,"similarity":0.5}}`},
+		{`{"prompt":"x <b>", "selection": {"order": 0, "similarity": 1}, "z":1}`, `{"prompt":"x <b>", "z":1,"selection":{"order":2,"similarity":0.5}}`},
+		{`{ "selection":{"order":0} , "prompt":"x","a":2}`, `{  "prompt":"x","a":2,"selection":{"order":2,"similarity":0.5}}`},
+		{`{"prompt":"x","selection":{}}`, `{"prompt":"x","selection":{"order":2,"similarity":0.5}}`},
+	} {
+		got, err := withSelection([]byte(tc.in), 2, 0.5)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s:\n got %s, %v\nwant %s", tc.in, got, err, tc.want)
+		}
+		if !json.Valid(got) {
+			t.Errorf("%s: not JSON: %s", tc.in, got)
+		}
+	}
+}
+
+// FuzzWithSelection: any object line comes out as valid JSON with the
+// same members, selection replaced.
+func FuzzWithSelection(f *testing.F) {
+	f.Add(`{"prompt":"x","selection":1,"selection":2}`)
+	f.Add(`{ "selection" : [1,{"a":"}"}] ,"prompt":"x\"selection\""}`)
+	f.Fuzz(func(t *testing.T, line string) {
+		var in map[string]json.RawMessage
+		if json.Unmarshal([]byte(line), &in) != nil || len(in) == 0 {
+			return
+		}
+		got, err := withSelection([]byte(line), 1, 0.25)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		var out map[string]json.RawMessage
+		if err := json.Unmarshal(got, &out); err != nil {
+			t.Fatalf("%s -> %s: %v", line, got, err)
+		}
+		if string(out["selection"]) != `{"order":1,"similarity":0.25}` {
+			t.Fatalf("%s -> %s", line, got)
+		}
+		delete(in, "selection")
+		delete(out, "selection")
+		if len(in) != len(out) {
+			t.Fatalf("%s -> %s: members %d, want %d", line, got, len(out), len(in))
+		}
+	})
+}
