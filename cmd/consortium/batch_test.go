@@ -84,7 +84,7 @@ func TestBatchBadInput(t *testing.T) {
 		{"model unknown", []string{"eval", "-c", cfg, "--model", "nope", "--in", in}, 1, `"nope" is not a consortium`},
 		{"out is in", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", in}, 2, "is the input file"},
 		{"match", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--match", "fuzzy"}, 2, `--match "fuzzy"`},
-		{"no judges", []string{"eval", "-c", cfg, "--model", "pair", "--in", noReference}, 1, "line 1: no reference, and consortium pair has no judges or arbiter"},
+		{"no judges", []string{"eval", "-c", cfg, "--model", "pair", "--in", noReference}, 1, "open.txt: 1 problem(s), nothing was done:\n  line 1: no reference, and consortium pair has no judges or arbiter"},
 		{"tripwire NaN", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--tripwire", "NaN"}, 2, "--tripwire NaN is outside 0..1"},
 		{"max zero", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "0"}, 2, "--max 0 is not above 0"},
 		{"max negative", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "-3"}, 2, "--max -3 is not above 0"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -121,6 +122,9 @@ func eval(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if rep == nil {
+		if ie, ok := errors.AsType[*batch.InputError](err); ok {
+			ie.Path = "--in " + in // its references, as readInput names the file
+		}
 		fmt.Fprintf(stderr, "consortium %s: %v\n", name, err)
 		return 1
 	}
