@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -181,18 +183,31 @@ func readInput(name, path string, stderr io.Writer) ([]batch.Item, bool) {
 	return items, true
 }
 
-// checkOut refuses an --out that is the input file.
+// checkOut refuses an --out that is the input file, a directory, or in a
+// directory that does not exist, before any call: found at the first
+// write, it would waste the calls made before it.
 func checkOut(name, in, out string, stderr io.Writer) bool {
 	if out == "" {
 		return true
 	}
 	a, errA := os.Stat(in)
 	b, errB := os.Stat(out)
-	if errA == nil && errB == nil && os.SameFile(a, b) {
+	switch dir := filepath.Dir(out); {
+	case errA == nil && errB == nil && os.SameFile(a, b):
 		fmt.Fprintf(stderr, "consortium %s: --out %s is the input file; choose another\n", name, out)
-		return false
+	case errB == nil && b.IsDir():
+		fmt.Fprintf(stderr, "consortium %s: --out %s is a directory; name a file\n", name, out)
+	case errors.Is(errB, fs.ErrNotExist) && !isDir(dir):
+		fmt.Fprintf(stderr, "consortium %s: --out %s: %s: no such directory\n", name, out, dir)
+	default:
+		return true
 	}
-	return true
+	return false
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // finish reports a job's failures and interruption and returns its exit

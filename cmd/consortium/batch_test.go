@@ -84,7 +84,17 @@ func TestBatchBadInput(t *testing.T) {
 		{"model unknown", []string{"eval", "-c", cfg, "--model", "nope", "--in", in}, 1, `"nope" is not a consortium`},
 		{"out is in", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", in}, 2, "is the input file"},
 		{"match", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--match", "fuzzy"}, 2, `--match "fuzzy"`},
-		{"no judges", []string{"eval", "-c", cfg, "--model", "pair", "--in", noReference}, 1, "line 1: no reference, and consortium pair has no judges or arbiter"},
+		{"no judges", []string{"eval", "-c", cfg, "--model", "pair", "--in", noReference}, 1, "open.txt: 1 problem(s), nothing was done:\n  line 1: no reference, and consortium pair has no judges or arbiter"},
+		{"tripwire NaN", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--tripwire", "NaN"}, 2, "--tripwire NaN is outside 0..1"},
+		{"max zero", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "0"}, 2, "--max 0 is not above 0"},
+		{"max negative", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "-3"}, 2, "--max -3 is not above 0"},
+		{"generate concurrency", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", out, "--concurrency", "0"}, 2, "--concurrency 0 is below 1"},
+		{"select out in a missing directory", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", filepath.Join(dir, "none", "out.jsonl")}, 2, "none: no such directory"},
+		{"generate out in a missing directory", []string{"dataset", "generate", "-c", cfg, "--model", "pair", "--in", in, "--out", filepath.Join(dir, "none", "out.jsonl")}, 2, "none: no such directory"},
+		{"eval out in a missing directory", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--out", filepath.Join(dir, "none", "out.jsonl")}, 2, "none: no such directory"},
+		{"select out is a directory", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", dir}, 2, "is a directory"},
+		{"eval out is a directory", []string{"eval", "-c", cfg, "--model", "pair", "--in", in, "--out", dir}, 2, "is a directory"},
+		{"max not a number", []string{"dataset", "select", "-c", cfg, "--embed", "fake/e", "--in", in, "--out", out, "--max", "ten"}, 2, "--max"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runCmd(tc.args...)
@@ -93,8 +103,10 @@ func TestBatchBadInput(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Errorf("--out written by a refused command: %v", err)
+	for _, p := range []string{out, dir + ".embeddings", dir + ".tmp"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s written by a refused command: %v", p, err)
+		}
 	}
 }
 
@@ -311,5 +323,39 @@ func TestSelectCommand(t *testing.T) {
 	}
 	if n := countLines(t, out); n != 12 {
 		t.Errorf("%d lines", n)
+	}
+}
+
+// TestEvalMatchExtracts: a vote consortium's extract is part of how vote
+// normalizes, so eval's --match compares what it extracts: the default
+// exact match of "Answer: 10" against the reference "10" is a hit.
+func TestEvalMatchExtracts(t *testing.T) {
+	clean(t)
+	fake := upstreamtest.NewServer()
+	t.Cleanup(fake.Close)
+	fake.SetRecordLimit(-1)
+	fake.SetDefault(func(r *upstreamtest.Request) upstreamtest.Reply {
+		return upstreamtest.Reply{Content: "Let me count the letters.\nAnswer: " + fmt.Sprint(len(r.LastUserText()))}
+	})
+	cfg := writeFile(t, fmt.Sprintf(`
+providers:
+  fake:
+    base_url: %s
+    models: [a, b]
+consortia:
+  pair:
+    strategy: vote
+    members: [{model: fake/a}, {model: fake/b}]
+    extract: "(?m)^Answer:\\s*(.+?)\\s*$"
+`, fake.URL))
+	in := writeInput(t, "in.jsonl", 5)
+	for _, match := range []string{"exact", "contains", "numeric"} {
+		code, stdout, errOut := runCmd("eval", "-c", cfg, "--model", "pair", "--in", in, "--match", match)
+		if code != 0 {
+			t.Fatalf("--match %s: exit %d\n%s%s", match, code, stdout, errOut)
+		}
+		if n := strings.Count(stdout, " 1.000  [1.000, 1.000] "); n != 3 {
+			t.Errorf("--match %s: %d rows of 1.000, want 3 (fake/a, fake/b, pair):\n%s", match, n, stdout)
+		}
 	}
 }

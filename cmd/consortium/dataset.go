@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/consortium-dev/consortium/internal/batch"
@@ -94,24 +95,33 @@ func datasetSelect(args []string, stdout, stderr io.Writer) int {
 		embed, in, out, method string
 		max                    int
 		tripwire               float64
+		maxSet                 bool
 	)
 	o, code, ok := batchFlags(name, args, stdout, stderr, func(fs *flag.FlagSet) {
+		// --max absent is no bound; given, it must be a bound.
+		fs.Func("max", "", func(s string) error {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return errors.New("not a whole number")
+			}
+			max, maxSet = n, true
+			return nil
+		})
 		fs.StringVar(&embed, "embed", "", "")
 		fs.StringVar(&in, "in", "", "")
 		fs.StringVar(&out, "out", "", "")
 		fs.StringVar(&method, "method", "centroid", "")
-		fs.IntVar(&max, "max", 0, "")
 		fs.Float64Var(&tripwire, "tripwire", 0.9, "")
 	}, "embed", "in", "out")
 	if !ok {
 		return code
 	}
 	switch {
-	case tripwire < 0 || tripwire > 1:
+	case !(tripwire >= 0 && tripwire <= 1): // NaN too
 		fmt.Fprintf(stderr, "consortium %s: --tripwire %v is outside 0..1\n", name, tripwire)
 		return 2
-	case max < 0:
-		fmt.Fprintf(stderr, "consortium %s: --max %d is negative\n", name, max)
+	case maxSet && max <= 0:
+		fmt.Fprintf(stderr, "consortium %s: --max %d is not above 0\n", name, max)
 		return 2
 	case method != "centroid" && method != "fps":
 		fmt.Fprintf(stderr, "consortium %s: --method %q is not %s\n", name, method, strings.Join(batch.Methods, " or "))

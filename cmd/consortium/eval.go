@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -34,7 +36,8 @@ reports over all of them.
   --concurrency N   items in flight at once (default 8)
   --match M         exact (default), contains, numeric (the answer's last
                     number) or regex (the reference is a regexp), after
-                    normalizing as vote does
+                    normalizing as vote does (a vote consortium's extract
+                    first, except for regex)
 
 Failed items are listed at the end (and in OUT.errors.jsonl) and make the
 exit status 1.
@@ -98,6 +101,13 @@ func eval(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	e.JudgePrompt = prompt
+	if x := env.cfg.Consortia[model].Extract; x != "" {
+		// Validated with the configuration: only vote has one.
+		if e.Extract, err = regexp.Compile(x); err != nil {
+			fmt.Fprintf(stderr, "consortium %s: extract of %s: %v\n", name, model, err)
+			return 1
+		}
+	}
 	var output *batch.Output
 	if out != "" {
 		if output, err = batch.OpenOutput(out, false); err != nil {
@@ -112,6 +122,9 @@ func eval(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if rep == nil {
+		if ie, ok := errors.AsType[*batch.InputError](err); ok {
+			ie.Path = "--in " + in // its references, as readInput names the file
+		}
 		fmt.Fprintf(stderr, "consortium %s: %v\n", name, err)
 		return 1
 	}

@@ -75,15 +75,17 @@ var ErrInterrupted = fmt.Errorf("interrupted")
 // in selection order, each input line with "selection": {"order",
 // "similarity"}. out is written whole or not at all.
 func (s *Select) Run(ctx context.Context, items []Item, out string) (*SelectReport, error) {
-	if s.Tripwire < 0 || s.Tripwire > 1 {
+	if !(s.Tripwire >= 0 && s.Tripwire <= 1) { // NaN too
 		return nil, fmt.Errorf("tripwire %v is outside 0..1", s.Tripwire)
 	}
-	rep := &SelectReport{Total: len(items)}
+	rep := &SelectReport{}
 	// Exact duplicates go first: the first of each text stays.
 	var distinct []Item
 	need := map[cacheKey]int{}
 	var keys []cacheKey
 	for _, it := range items {
+		rep.Total += 1 + it.Repeats
+		rep.Duplicates += it.Repeats
 		k := embedKey(s.Ref, it.Text())
 		if _, dup := need[k]; dup {
 			rep.Duplicates++
@@ -272,25 +274,66 @@ feeding:
 }
 
 // withSelection is an input line with "selection": {"order",
-// "similarity"} added last.
+// "similarity"} added last, the line's own members kept byte for byte.
 func withSelection(raw json.RawMessage, order int, sim float64) ([]byte, error) {
 	sel, err := json.Marshal(map[string]any{"order": order, "similarity": round(sim, 6)})
 	if err != nil {
 		return nil, err
 	}
-	raw = bytes.TrimSpace(raw)
-	if bytes.Contains(raw, []byte(`"selection"`)) {
+	obj := []byte(bytes.TrimSpace(raw))
+	for {
 		// The line has a selection of its own (an earlier output fed
-		// back): replace it rather than repeat the key.
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &m); err != nil {
+		// back): it goes, rather than the key being repeated.
+		rest, found, err := withoutMember(obj, "selection")
+		if err != nil {
 			return nil, err
 		}
-		m["selection"] = sel
-		return json.Marshal(m)
+		if !found {
+			break
+		}
+		obj = rest
 	}
-	out := append([]byte(nil), raw[:len(raw)-1]...)
-	out = append(out, `,"selection":`...)
+	out := append([]byte(nil), obj[:len(obj)-1]...)
+	if len(bytes.TrimSpace(out[1:])) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, `"selection":`...)
 	out = append(out, sel...)
 	return append(out, '}'), nil
+}
+
+// withoutMember is the JSON object obj without its first top-level
+// member named key, the rest byte for byte; found is false when it has
+// none.
+func withoutMember(obj []byte, key string) (rest []byte, found bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if _, err := dec.Token(); err != nil {
+		return nil, false, err
+	}
+	for first := true; dec.More(); first = false {
+		// From the end of the previous value: the comma before this
+		// member goes with it.
+		start := dec.InputOffset()
+		name, err := dec.Token()
+		if err != nil {
+			return nil, false, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false, err
+		}
+		end := dec.InputOffset()
+		if name != key {
+			continue
+		}
+		if first {
+			// The first member has no comma before it: the one after
+			// it goes instead.
+			if after := bytes.TrimLeft(obj[end:], " \t\r\n"); len(after) > 0 && after[0] == ',' {
+				end = int64(len(obj)-len(after)) + 1
+			}
+		}
+		return append(obj[:start:start], obj[end:]...), true, nil
+	}
+	return obj, false, nil
 }

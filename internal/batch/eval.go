@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -51,6 +52,11 @@ type Eval struct {
 	// Match is how an answer is compared to a reference: exact (the
 	// default when empty), contains, numeric or regex.
 	Match string
+	// Extract is the vote consortium's extract: what its first group (or
+	// whole match) reads from an answer is what exact, contains and
+	// numeric compare, as vote compares it; an answer it does not match
+	// is compared whole. Nil compares whole answers.
+	Extract *regexp.Regexp
 }
 
 // evalLine is one item in eval's --out.
@@ -218,7 +224,7 @@ func (e *Eval) item(ctx context.Context, it Item, mode string, match matcher, tm
 	if it.Reference != nil {
 		l.ScoredBy = "match:" + mode
 		for i := range answers {
-			if match(answers[i].Answer, *it.Reference) {
+			if match(e.extract(answers[i].Answer, mode), *it.Reference) {
 				answers[i].Score = 1
 			}
 		}
@@ -226,6 +232,19 @@ func (e *Eval) item(ctx context.Context, it Item, mode string, match matcher, tm
 	}
 	l.ScoredBy = "judges"
 	return l, e.judge(ctx, it, l, tmpl)
+}
+
+// extract is what --match compares of an answer: the part Extract reads,
+// except for regex, which searches the answer as written.
+func (e *Eval) extract(answer, mode string) string {
+	if e.Extract == nil || mode == "regex" {
+		return answer
+	}
+	m := e.Extract.FindStringSubmatch(answer)
+	if m == nil {
+		return answer
+	}
+	return m[min(1, len(m)-1)]
 }
 
 // judge has every judge rank the item's answers blind, in an order drawn

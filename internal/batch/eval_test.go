@@ -304,3 +304,21 @@ func TestJobStop(t *testing.T) {
 		t.Errorf("file %q", data)
 	}
 }
+
+// TestEvalEmptyReference: an empty reference is refused with its line,
+// not matched (contains and regex would score every answer 1).
+func TestEvalEmptyReference(t *testing.T) {
+	its := items(t, `{"id":"a","prompt":"2+2?","reference":"4"}`, `{"id":"b","prompt":"3+3?","reference":"  "}`)
+	for _, mode := range Matches {
+		cons := &fakeConsortium{name: "c", answer: func(string) string { return "4" }}
+		e := &Eval{Consortium: cons, Match: mode}
+		_, err := e.Run(context.Background(), its, nil)
+		var ie *InputError
+		if !errors.As(err, &ie) || len(ie.Problems) != 1 || !strings.Contains(ie.Problems[0], "line 2: empty reference") {
+			t.Errorf("%s: %v; want line 2's empty reference refused", mode, err)
+		}
+		if cons.calls.Load() != 0 {
+			t.Errorf("%s: %d calls before refusing", mode, cons.calls.Load())
+		}
+	}
+}

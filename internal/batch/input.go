@@ -30,6 +30,9 @@ type Item struct {
 	// Raw is the input line as read (a .txt line as {"id","prompt"}), so
 	// outputs can carry the caller's own fields on.
 	Raw json.RawMessage
+	// Repeats is how many later lines repeated this one byte for byte,
+	// id and all: exact duplicates, which Read drops.
+	Repeats int
 }
 
 // Text is the item's text as embeddings and duplicate checks see it: the
@@ -84,7 +87,8 @@ type inputLine struct {
 // optional "reference". Blank lines are skipped. A malformed line, an
 // empty prompt, a line with both or neither of prompt and messages, or an
 // id given twice refuses the whole file with an *InputError listing each
-// line's problem.
+// line's problem; a line that repeats an earlier one byte for byte is an
+// exact duplicate, dropped (and counted in the earlier item's Repeats).
 func ReadFile(path string) ([]Item, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -99,11 +103,15 @@ func Read(r io.Reader, name string, text bool) ([]Item, error) {
 	var (
 		items    []Item
 		problems []string
-		seen     = map[string]int{}
+		seen     = map[string]int{} // id: its item's index + 1
 	)
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
+		if n == 1 {
+			// Windows editors start a UTF-8 file with a byte order mark.
+			line = bytes.TrimPrefix(line, []byte("\ufeff"))
+		}
 		if len(line) > 0 {
 			it, problem := parseLine(bytes.TrimRight(line, "\r\n"), n, text)
 			switch {
@@ -111,10 +119,15 @@ func Read(r io.Reader, name string, text bool) ([]Item, error) {
 				problems = append(problems, fmt.Sprintf("line %d: %s", n, problem))
 			case it == nil: // blank
 			case seen[it.ID] > 0:
-				problems = append(problems, fmt.Sprintf("line %d: id %q is also on line %d", n, it.ID, seen[it.ID]))
+				first := &items[seen[it.ID]-1]
+				if bytes.Equal(first.Raw, it.Raw) {
+					first.Repeats++
+					break
+				}
+				problems = append(problems, fmt.Sprintf("line %d: id %q is also on line %d", n, it.ID, first.Line))
 			default:
-				seen[it.ID] = n
 				items = append(items, *it)
+				seen[it.ID] = len(items)
 			}
 		}
 		if err == io.EOF {

@@ -25,6 +25,8 @@ func TestRead(t *testing.T) {
 		{name: "neither", in: `{"id":"x"}`, problems: []string{`line 1: neither "prompt" nor "messages"`}},
 		{name: "both", in: `{"prompt":"a","messages":[{"role":"user","content":"b"}]}`, problems: []string{"line 1: both"}},
 		{name: "no user text", in: `{"messages":[{"role":"system","content":"b"}]}`, problems: []string{"line 1: messages have no user message"}},
+		{name: "a line repeated verbatim is one item", in: `{"id":"a","prompt":"x"}` + "\n" + `{"id":"b","prompt":"y"}` + "\n" + `{"id":"a","prompt":"x"}` + "\r\n", ids: []string{"a", "b"}},
+		{name: "a byte order mark is skipped", in: "\ufeff" + `{"id":"a","prompt":"hi"}` + "\n", ids: []string{"a"}},
 		{name: "duplicate id", in: `{"id":"a","prompt":"x"}` + "\n" + `{"id":"a","prompt":"y"}`, problems: []string{`line 2: id "a" is also on line 1`}},
 		{name: "bad id", in: `{"id":{},"prompt":"x"}`, problems: []string{"line 1: id must be"}},
 	}
@@ -69,7 +71,11 @@ func TestReadFile(t *testing.T) {
 	if _, err := ReadFile(empty); err == nil || !strings.Contains(err.Error(), "no items") {
 		t.Errorf("empty file: %v", err)
 	}
-	items, err := Read(strings.NewReader(`{"id":"r","prompt":"2+2","reference":"4"}`), "x", false)
+	items, err := Read(strings.NewReader("\ufeffone\ntwo\n"), "x.txt", true)
+	if err != nil || items[0].Text() != "one" {
+		t.Errorf("a byte order mark before a .txt file's first prompt: %+v, %v", items, err)
+	}
+	items, err = Read(strings.NewReader(`{"id":"r","prompt":"2+2","reference":"4"}`), "x", false)
 	if err != nil || *items[0].Reference != "4" || items[0].Text() != "2+2" {
 		t.Errorf("%+v, %v", items, err)
 	}

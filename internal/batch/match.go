@@ -51,12 +51,17 @@ func newMatcher(mode string) (matcher, error) {
 	return nil, fmt.Errorf("--match %q is not %s", mode, strings.Join(Matches, ", "))
 }
 
-// checkReferences reports the references a mode cannot use, by line: a
-// regex that does not compile, or no number for numeric.
+// checkReferences reports the references a mode cannot use, by line: an
+// empty one (contains and regex would find it in any answer), a regex
+// that does not compile, or no number for numeric.
 func checkReferences(mode string, items []Item) []string {
 	var problems []string
 	for _, it := range items {
 		if it.Reference == nil {
+			continue
+		}
+		if strings.TrimSpace(*it.Reference) == "" {
+			problems = append(problems, fmt.Sprintf("line %d: empty reference (leave it out to have the item judged)", it.Line))
 			continue
 		}
 		switch mode {

@@ -17,9 +17,9 @@ import (
 // off. Lines are written in the order items finish.
 //
 // An output whose lines carry no id (dataset generate --format openai)
-// keeps the finished ids in a sibling <out>.progress file instead: the id
-// is written there before its line, so a crash between the two leaves one
-// id more than lines, which Open drops.
+// keeps the finished ids in a sibling <out>.progress file instead, one
+// JSON string a line: the id is written there before its line, so a
+// crash between the two leaves one id more than lines, which Open drops.
 type Output struct {
 	path string
 
@@ -74,7 +74,7 @@ func OpenOutput(path string, sideIDs bool) (*Output, error) {
 			ids = ids[:len(o.Lines)]
 		}
 		for _, id := range ids {
-			o.done[string(id)] = true
+			o.done[progressID(id)] = true
 		}
 	} else {
 		for n, line := range o.Lines {
@@ -124,6 +124,16 @@ func wholeLines(path string) ([][]byte, error) {
 	return lines, nil
 }
 
+// progressID is the id a progress file's line records: a JSON string,
+// or (as first written) the id itself.
+func progressID(line []byte) string {
+	var id string
+	if json.Unmarshal(line, &id) == nil {
+		return id
+	}
+	return string(line)
+}
+
 // truncateLines rewrites path as lines, through a temporary file renamed
 // over it.
 func truncateLines(path string, lines [][]byte) error {
@@ -165,7 +175,9 @@ func (o *Output) Write(id string, v any) error {
 		return nil
 	}
 	if o.progress != nil {
-		if _, err := o.progress.Write(append([]byte(id), '\n')); err != nil {
+		// As a JSON string: an id may hold a line break.
+		rec, _ := json.Marshal(id)
+		if _, err := o.progress.Write(append(rec, '\n')); err != nil {
 			return fmt.Errorf("%s: %w", ProgressPath(o.path), err)
 		}
 	}

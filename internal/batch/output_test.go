@@ -46,7 +46,7 @@ func TestOutputRefusesForeignFile(t *testing.T) {
 func TestOutputProgress(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.jsonl")
 	os.WriteFile(out, []byte(`{"messages":[]}`+"\n"), 0o644)
-	os.WriteFile(ProgressPath(out), []byte("a\nb\n"), 0o644)
+	os.WriteFile(ProgressPath(out), []byte("\"a\"\nb\n"), 0o644) // an id, or one as first written
 	o, err := OpenOutput(out, true)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestOutputProgress(t *testing.T) {
 	o.Write("c", map[string]any{"messages": []any{}})
 	o.Fail(Failure{ID: "d", Line: 4, Error: "boom"})
 	o.Close()
-	if p, _ := os.ReadFile(ProgressPath(out)); string(p) != "a\nc\n" {
+	if p, _ := os.ReadFile(ProgressPath(out)); string(p) != "\"a\"\n\"c\"\n" {
 		t.Errorf("progress %q", p)
 	}
 	if e, _ := os.ReadFile(ErrorsPath(out)); !strings.Contains(string(e), `"id":"d","line":4,"error":"boom"`) {
@@ -67,5 +67,30 @@ func TestOutputProgress(t *testing.T) {
 	os.WriteFile(ProgressPath(out), nil, 0o644)
 	if _, err := OpenOutput(out, true); err == nil {
 		t.Error("lines without ids: no error")
+	}
+}
+
+// TestOutputProgressOddIDs: ids with line breaks or quotes survive the
+// progress file, so a resumed openai-format run skips them.
+func TestOutputProgressOddIDs(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	ids := []string{"a\nb", "c\r", `"q"`, " s "}
+	o, err := OpenOutput(out, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		o.Write(id, map[string]any{"messages": []any{}})
+	}
+	o.Close()
+	o, err = OpenOutput(out, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	for _, id := range ids {
+		if !o.Done(id) {
+			t.Errorf("id %q not done after a rerun", id)
+		}
 	}
 }

@@ -93,6 +93,7 @@ func Centroid(v *Vectors, max int, tripwire float64) []Pick {
 				best, bestSim = i, sim
 			}
 		}
+		bestSim = min(bestSim, 1) // float32 rounding: a cosine is at most 1
 		if bestSim > tripwire {
 			break
 		}
@@ -134,6 +135,7 @@ func FPS(v *Vectors, max int, tripwire float64) []Pick {
 				best, bestSim = i, h
 			}
 		}
+		bestSim = min(bestSim, 1) // float32 rounding: a cosine is at most 1
 		if bestSim > tripwire {
 			break
 		}

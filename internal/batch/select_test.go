@@ -349,3 +349,143 @@ func (s *stoppingEmbedder) Embed(ctx context.Context, model string, inputs []str
 	s.once.Do(func() { close(s.stop) })
 	return s.fakeEmbedder.Embed(ctx, model, inputs)
 }
+
+// TestSelectTripwireOne: a cosine similarity is at most 1, so a tripwire
+// of 1 never trips, even between identical vectors whose float32 dot
+// product rounds above 1.
+func TestSelectTripwireOne(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for trial := range 50 {
+		v := NewVectors(3, 256)
+		for k := range v.D {
+			x := float32(rng.NormFloat64())
+			v.Data[k], v.Data[v.D+k] = x, x
+			v.Data[2*v.D+k] = float32(rng.NormFloat64())
+		}
+		v.Normalize()
+		for _, method := range Methods {
+			var got []Pick
+			if method == "fps" {
+				got = FPS(v, 3, 1)
+			} else {
+				got = Centroid(v, 3, 1)
+			}
+			if len(got) != 3 {
+				t.Fatalf("trial %d, %s: picks %v; want all 3 under the tripwire 1", trial, method, got)
+			}
+			for _, p := range got {
+				if p.Similarity > 1 {
+					t.Errorf("trial %d, %s: similarity %v above 1", trial, method, p.Similarity)
+				}
+			}
+		}
+	}
+}
+
+// TestSelectRepeatedLine: a line repeated verbatim, id and all, is an
+// exact duplicate, dropped and counted as one, not a refused file.
+func TestSelectRepeatedLine(t *testing.T) {
+	in := writeLines(t, "in.jsonl", `{"id":"a","prompt":"x"}`, `{"id":"b","prompt":"y"}`, `{"id":"a","prompt":"x"}`)
+	items, err := ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "sel.jsonl")
+	s := &Select{Embedder: &fakeEmbedder{dims: 4}, Model: "m", Ref: "p/m", Tripwire: 1}
+	rep, err := s.Run(context.Background(), items, out)
+	if err != nil || rep.Total != 3 || rep.Duplicates != 1 || len(rep.Picks) != 2 {
+		t.Errorf("%+v, %v; want 3 lines, 1 duplicate, 2 picks", rep, err)
+	}
+}
+
+// TestSelectByHand: four unit vectors in the plane, worked out by hand.
+// a=(1,0), b=(0.8,0.6), c=(0,1), d=(0.6,0.8). The mean of all points
+// along (1,1): a and c are least similar (0.7071), a first by index.
+// centroid: to a, c is least similar (0); to the mean of a and c, b and
+// d tie at 0.98995 (b by index); then d at 2.36/√5.8 = 0.979936.
+// fps: c (0); then b and d tie at highest 0.8 (b); then d, whose highest
+// similarity (to b) is 0.96.
+func TestSelectByHand(t *testing.T) {
+	v := NewVectors(4, 2)
+	copy(v.Data, []float32{1, 0, 0.8, 0.6, 0, 1, 0.6, 0.8})
+	v.Normalize()
+	for _, tc := range []struct {
+		method   string
+		tripwire float64
+		want     []Pick
+	}{
+		{"centroid", 1, []Pick{{0, 0.707107}, {2, 0}, {1, 0.989949}, {3, 0.979936}}},
+		{"centroid", 0.95, []Pick{{0, 0.707107}, {2, 0}}},
+		{"fps", 1, []Pick{{0, 0.707107}, {2, 0}, {1, 0.8}, {3, 0.96}}},
+		{"fps", 0.9, []Pick{{0, 0.707107}, {2, 0}, {1, 0.8}}},
+		{"fps", 1, nil}, // max 2 below
+	} {
+		max := 10
+		if tc.want == nil {
+			max, tc.want = 2, []Pick{{0, 0.707107}, {2, 0}}
+		}
+		var got []Pick
+		if tc.method == "fps" {
+			got = FPS(v, max, tc.tripwire)
+		} else {
+			got = Centroid(v, max, tc.tripwire)
+		}
+		ok := len(got) == len(tc.want)
+		for i := range got {
+			ok = ok && got[i].Index == tc.want[i].Index && math.Abs(got[i].Similarity-tc.want[i].Similarity) < 1e-5
+		}
+		if !ok {
+			t.Errorf("%s, tripwire %v, max %d: %v; want %v", tc.method, tc.tripwire, max, got, tc.want)
+		}
+	}
+}
+
+// TestWithSelection: the input line is kept byte for byte, selection
+// added last; a selection of its own (an earlier output fed back) is
+// replaced, the other fields still as written.
+func TestWithSelection(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"id":"a","prompt":"x <b> & y","n":1.50}`, `{"id":"a","prompt":"x <b> & y","n":1.50,"selection":{"order":2,"similarity":0.5}}`},
+		{`{"prompt":"x","tags":["selection"],"meta":{"selection":"by hand"}}`, `{"prompt":"x","tags":["selection"],"meta":{"selection":"by hand"},"selection":{"order":2,"similarity":0.5}}`},
+		{`{"prompt":"x <b>", "selection": {"order": 0, "similarity": 1}, "z":1}`, `{"prompt":"x <b>", "z":1,"selection":{"order":2,"similarity":0.5}}`},
+		{`{ "selection":{"order":0} , "prompt":"x","a":2}`, `{  "prompt":"x","a":2,"selection":{"order":2,"similarity":0.5}}`},
+		{`{"prompt":"x","selection":{}}`, `{"prompt":"x","selection":{"order":2,"similarity":0.5}}`},
+	} {
+		got, err := withSelection([]byte(tc.in), 2, 0.5)
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s:\n got %s, %v\nwant %s", tc.in, got, err, tc.want)
+		}
+		if !json.Valid(got) {
+			t.Errorf("%s: not JSON: %s", tc.in, got)
+		}
+	}
+}
+
+// FuzzWithSelection: any object line comes out as valid JSON with the
+// same members, selection replaced.
+func FuzzWithSelection(f *testing.F) {
+	f.Add(`{"prompt":"x","selection":1,"selection":2}`)
+	f.Add(`{ "selection" : [1,{"a":"}"}] ,"prompt":"x\"selection\""}`)
+	f.Fuzz(func(t *testing.T, line string) {
+		var in map[string]json.RawMessage
+		if json.Unmarshal([]byte(line), &in) != nil || len(in) == 0 {
+			return
+		}
+		got, err := withSelection([]byte(line), 1, 0.25)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		var out map[string]json.RawMessage
+		if err := json.Unmarshal(got, &out); err != nil {
+			t.Fatalf("%s -> %s: %v", line, got, err)
+		}
+		if string(out["selection"]) != `{"order":1,"similarity":0.25}` {
+			t.Fatalf("%s -> %s", line, got)
+		}
+		delete(in, "selection")
+		delete(out, "selection")
+		if len(in) != len(out) {
+			t.Fatalf("%s -> %s: members %d, want %d", line, got, len(out), len(in))
+		}
+	})
+}
