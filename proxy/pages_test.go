@@ -121,3 +121,35 @@ func TestPlaygroundRunsAsTheTenant(t *testing.T) {
 		t.Errorf("the admin's list lacks alice's run")
 	}
 }
+
+// TestPagesHeadersOnEveryResponse: every response of the pages, /ui
+// included (a redirect) and whatever its method, carries the pages'
+// Content-Security-Policy; with no client keys, /ui answers only a
+// loopback Host too.
+func TestPagesHeadersOnEveryResponse(t *testing.T) {
+	e := start(t, pagesYAML)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct{ method, path string }{{"GET", "/ui"}, {"POST", "/ui"}, {"GET", "/ui/"}, {"GET", "/ui/nothing"}} {
+		req, _ := http.NewRequest(tc.method, e.proxy.URL+tc.path, nil)
+		req.Header.Set("Origin", e.proxy.URL)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Security-Policy"); got != "default-src 'self'; frame-ancestors 'none'" {
+			t.Errorf("%s %s: %d, CSP %q", tc.method, tc.path, resp.StatusCode, got)
+		}
+	}
+	open := start(t, "")
+	req, _ := http.NewRequest("GET", open.proxy.URL+"/ui", nil)
+	req.Host = "rebound.example"
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("/ui without keys for Host rebound.example: %d, want 403", resp.StatusCode)
+	}
+}
