@@ -20,6 +20,11 @@ const cookieName = "consortium_ui"
 // maxSessions bounds the sessions kept; past it the oldest goes.
 const maxSessions = 10000
 
+// sessionsPerViewer bounds one tenant's (or the admin's) sessions; past
+// it that viewer's oldest goes, so that a key holder signing in again
+// and again ends its own sessions, never another tenant's.
+const sessionsPerViewer = 100
+
 // viewer is who is looking at a page: a tenant, or the admin (every
 // tenant's runs).
 type viewer struct {
@@ -55,6 +60,18 @@ func (s *sessions) add(v viewer) (string, time.Time) {
 	expires := now.Add(s.ttl)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	mine, oldestMine, atMine := 0, "", time.Time{}
+	for k, se := range s.m {
+		if se.Tenant == v.Tenant && se.Admin == v.Admin {
+			mine++
+			if oldestMine == "" || se.expires.Before(atMine) {
+				oldestMine, atMine = k, se.expires
+			}
+		}
+	}
+	if mine >= sessionsPerViewer {
+		delete(s.m, oldestMine)
+	}
 	if len(s.m) >= maxSessions {
 		// Expired ones first; then the one that expires soonest.
 		oldest, at := "", time.Time{}

@@ -292,3 +292,24 @@ func TestLeaderboardWithoutRatings(t *testing.T) {
 		t.Errorf("leaderboard without ratings: %d\n%s", w.Code, body)
 	}
 }
+
+// TestSessionsOfOneTenantEvictNoOther: a key holder signing in over and
+// over (from many addresses) ends only its own oldest sessions, never
+// another tenant's or the admin's.
+func TestSessionsOfOneTenantEvictNoOther(t *testing.T) {
+	s := newSessions(time.Hour)
+	admin, _ := s.add(viewer{Admin: true})
+	bob, _ := s.add(viewer{Tenant: "bob"})
+	for range maxSessions + 10 {
+		s.add(viewer{Tenant: "mallory"})
+	}
+	if _, ok := s.get(admin); !ok {
+		t.Error("the admin's session was evicted by another tenant's sign-ins")
+	}
+	if _, ok := s.get(bob); !ok {
+		t.Error("bob's session was evicted by another tenant's sign-ins")
+	}
+	if n := len(s.m); n > maxSessions {
+		t.Errorf("%d sessions kept, more than %d", n, maxSessions)
+	}
+}
