@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -159,7 +160,7 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		return
 	}
-	if !h.limiter.allow(clientAddr(r)) {
+	if !h.limiter.allow(limitKey(clientAddr(r))) {
 		w.Header().Set("Retry-After", "60")
 		h.render(w, r, http.StatusTooManyRequests, "signin", page{Title: "Sign in", Error: "Too many sign-in attempts. Wait a minute and try again."})
 		return
@@ -202,6 +203,18 @@ func clientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// limitKey is what the sign-in limit counts attempts by: the client's
+// address, or for IPv6 its /64, which one host holds whole and could
+// otherwise spend a fresh budget per address of.
+func limitKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || !ip.Is6() || ip.Is4In6() {
+		return addr
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // signInLimiter bounds sign-in attempts per client address, so that keys

@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -311,5 +312,35 @@ func TestSessionsOfOneTenantEvictNoOther(t *testing.T) {
 	}
 	if n := len(s.m); n > maxSessions {
 		t.Errorf("%d sessions kept, more than %d", n, maxSessions)
+	}
+}
+
+// TestSignInRateLimitedPerIPv6Network: a client holding an IPv6 /64 (as
+// any IPv6 host does) cannot take a fresh budget per address in it.
+func TestSignInRateLimitedPerIPv6Network(t *testing.T) {
+	u := newTestUI(t, Config{Keys: keyed.Keys, SignInsPerMinute: 3})
+	try := func(addr string) int {
+		r := httptest.NewRequest("POST", "http://localhost/ui/signin", strings.NewReader("key=guess"))
+		r.Header.Set("Origin", "http://localhost")
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("X-Forwarded-For", "198.51.100.7")
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		u.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	for i := range 3 {
+		if code := try(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)); code != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, code)
+		}
+	}
+	if code := try("[2001:db8:1:2:ffff::9]:4000"); code != http.StatusTooManyRequests {
+		t.Errorf("a 4th attempt from another address of the same /64: %d, want 429", code)
+	}
+	if code := try("[2001:db8:1:3::1]:4000"); code != http.StatusUnauthorized {
+		t.Errorf("another /64: %d, want 401", code)
+	}
+	if code := try("192.0.2.10:4000"); code != http.StatusUnauthorized {
+		t.Errorf("an IPv4 address: %d, want 401", code)
 	}
 }
