@@ -133,7 +133,7 @@ func (h *Handler) signedIn(next http.HandlerFunc) http.HandlerFunc {
 				v, ok = h.sessions.get(c.Value)
 			}
 			if !ok {
-				if r.Method != http.MethodGet {
+				if r.Method != http.MethodGet && r.Method != http.MethodHead {
 					http.Error(w, "sign in first", http.StatusUnauthorized)
 					return
 				}

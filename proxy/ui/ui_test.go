@@ -344,3 +344,12 @@ func TestSignInRateLimitedPerIPv6Network(t *testing.T) {
 		t.Errorf("an IPv4 address: %d, want 401", code)
 	}
 }
+
+// TestHeadWithoutSession: a HEAD is a GET without its body: without a
+// session it is sent to the sign-in form too, not refused as a POST is.
+func TestHeadWithoutSession(t *testing.T) {
+	u := newTestUI(t, keyed)
+	if w := u.do("HEAD", "/ui/", "", nil); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/ui/signin" {
+		t.Errorf("HEAD /ui/ without a session: %d %q, want 303 to /ui/signin", w.Code, w.Header().Get("Location"))
+	}
+}
