@@ -49,21 +49,23 @@ func signIn(t *testing.T, e *env, key string) *http.Cookie {
 	return nil
 }
 
-// TestPagesCookieNeverOnV1: the pages' session cookie authenticates no
-// /v1 route.
+// TestPagesCookieNeverOnV1: the pages' session cookie, a tenant's or the
+// admin's, authenticates no /v1 route, nor /metrics.
 func TestPagesCookieNeverOnV1(t *testing.T) {
 	e := start(t, pagesYAML)
-	c := signIn(t, e, "alice-key")
-	for _, path := range []string{"/v1/models", "/v1/consortium/runs/run_x"} {
-		req, _ := http.NewRequest("GET", e.proxy.URL+path, nil)
-		req.AddCookie(c)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s with the pages' cookie: %d, want 401", path, resp.StatusCode)
+	for _, key := range []string{"alice-key", "admin-key"} {
+		c := signIn(t, e, key)
+		for _, path := range []string{"/v1/models", "/v1/consortium/runs/run_x", "/v1/consortium/leaderboard", "/metrics"} {
+			req, _ := http.NewRequest("GET", e.proxy.URL+path, nil)
+			req.AddCookie(c)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s with the pages' cookie of %s: %d, want 401", path, key, resp.StatusCode)
+			}
 		}
 	}
 }
@@ -151,5 +153,38 @@ func TestPagesHeadersOnEveryResponse(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("/ui without keys for Host rebound.example: %d, want 403", resp.StatusCode)
+	}
+}
+
+// TestPlaygroundHonoursTheRPM: the playground's chat counts against the
+// signed-in tenant's rpm, as its key's requests on /v1 do, and against no
+// other tenant's.
+func TestPlaygroundHonoursTheRPM(t *testing.T) {
+	e := start(t, strings.Replace(pagesYAML, "{name: alice, key: alice-key}", "{name: alice, key: alice-key, rpm: 1}", 1))
+	e.fake.Script("alpha", upstreamtest.Reply{Content: "a"}, upstreamtest.Reply{Content: "a"})
+	e.fake.Script("beta", upstreamtest.Reply{Content: "b"}, upstreamtest.Reply{Content: "b"})
+	e.fake.Script("judge", upstreamtest.Reply{Content: "<confidence>0.9</confidence><needs_iteration>false</needs_iteration><synthesis>s</synthesis>"},
+		upstreamtest.Reply{Content: "<confidence>0.9</confidence><needs_iteration>false</needs_iteration><synthesis>s</synthesis>"})
+	chat := func(c *http.Cookie) int {
+		req, _ := http.NewRequest("POST", e.proxy.URL+"/ui/playground/chat", strings.NewReader(`{"consortium":"council","message":"q"}`))
+		req.Header.Set("Origin", e.proxy.URL)
+		req.AddCookie(c)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	alice := signIn(t, e, "alice-key")
+	if code := chat(alice); code != 200 {
+		t.Fatalf("alice's first chat: %d", code)
+	}
+	if code := chat(alice); code != http.StatusTooManyRequests {
+		t.Errorf("alice's second chat in a minute at rpm 1: %d, want 429", code)
+	}
+	if code := chat(signIn(t, e, "bob-key")); code != 200 {
+		t.Errorf("bob's chat: %d", code)
 	}
 }
