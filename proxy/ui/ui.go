@@ -147,14 +147,16 @@ func New(cfg Config) *Handler {
 // ServeHTTP serves a page, under the headers every page carries, to a
 // request the pages may answer: with no keys configured, only one whose
 // Host is loopback (a DNS-rebinding page elsewhere must not read the
-// runs); every POST only from the pages' own origin.
+// runs) and that came in on a loopback address (a client elsewhere, on a
+// listener opened with auth.allow_open, would just send Host: localhost);
+// every POST only from the pages' own origin.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "same-origin")
 	hd.Set("X-Frame-Options", "DENY")
-	if len(h.keys) == 0 && !loopbackHost(r.Host) {
+	if len(h.keys) == 0 && (!loopbackHost(r.Host) || !loopbackConn(r)) {
 		http.Error(w, "without client keys configured, the pages answer only on a loopback address (localhost, 127.0.0.1, [::1])", http.StatusForbidden)
 		return
 	}
@@ -179,6 +181,15 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackConn reports whether r came in on a loopback address of this
+// host; true when the server does not say (a handler called directly).
+func loopbackConn(r *http.Request) bool {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
+		return a.IP.IsLoopback()
+	}
+	return true
 }
 
 // sameOrigin reports whether a POST comes from a page of this origin: its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -351,5 +352,21 @@ func TestHeadWithoutSession(t *testing.T) {
 	u := newTestUI(t, keyed)
 	if w := u.do("HEAD", "/ui/", "", nil); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/ui/signin" {
 		t.Errorf("HEAD /ui/ without a session: %d %q, want 303 to /ui/signin", w.Code, w.Header().Get("Location"))
+	}
+}
+
+// TestLoopbackOnlyWithoutKeysNotBySpoofedHost: without keys, a client
+// that reached the proxy on another address (a listener on 0.0.0.0 with
+// auth.allow_open) cannot read the runs by sending Host: localhost.
+func TestLoopbackOnlyWithoutKeysNotBySpoofedHost(t *testing.T) {
+	u := newTestUI(t, Config{Runs: fakeRuns{"anonymous": {"run_x": sampleRun("run_x", "hi")}}})
+	for local, want := range map[string]int{"127.0.0.1": 200, "::1": 200, "10.0.0.5": 403, "192.0.2.80": 403} {
+		r := httptest.NewRequest("GET", "http://localhost:8080/ui/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP(local), Port: 8080}))
+		w := httptest.NewRecorder()
+		u.h.ServeHTTP(w, r)
+		if w.Code != want || (want != 200 && strings.Contains(w.Body.String(), "run_x")) {
+			t.Errorf("Host localhost on a connection to %s: %d, want %d", local, w.Code, want)
+		}
 	}
 }
