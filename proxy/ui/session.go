@@ -173,6 +173,11 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, http.StatusUnauthorized, "signin", page{Title: "Sign in", Error: "That key is not one of this proxy's keys."})
 		return
 	}
+	// The session the browser held, if any, ends: it is replaced, never
+	// left valid beside the new one.
+	if c, err := r.Cookie(cookieName); err == nil {
+		h.sessions.remove(c.Value)
+	}
 	id, expires := h.sessions.add(viewer{Tenant: tenant, Admin: admin})
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: id, Path: "/ui/", Expires: expires, MaxAge: int(time.Until(expires).Seconds()),

@@ -370,3 +370,17 @@ func TestLoopbackOnlyWithoutKeysNotBySpoofedHost(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInEndsThePreviousSession: signing in again, as anyone, ends the
+// session the browser held; its id opens nothing afterwards.
+func TestSignInEndsThePreviousSession(t *testing.T) {
+	u := newTestUI(t, keyed)
+	old := u.signIn("sk-alice")
+	w := u.do("POST", "/ui/signin", "key=sk-bob", old)
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("second sign-in: %d", w.Code)
+	}
+	if w := u.do("GET", "/ui/", "", old); w.Code != http.StatusSeeOther {
+		t.Errorf("the session before the second sign-in still opens the pages: %d", w.Code)
+	}
+}
