@@ -384,3 +384,47 @@ func TestSignInEndsThePreviousSession(t *testing.T) {
 		t.Errorf("the session before the second sign-in still opens the pages: %d", w.Code)
 	}
 }
+
+// TestEveryUntrustedStringEscaped: every string a run record, the config
+// or a tenant's name brings, markup in each, renders as text on the run
+// page (its SVG waterfall included), the runs list and the playground.
+func TestEveryUntrustedStringEscaped(t *testing.T) {
+	const x = `<x y="1">`
+	conf := 0.5
+	run := sampleRun("run_e", "member "+x)
+	run.Consortium, run.Strategy, run.ConversationID, run.Fallback = "c"+x, "s"+x, "conv"+x, "fallback"+x
+	run.Scores = []consortia.Score{{Model: "m" + x, Instance: 1, Score: 1, Place: 1}}
+	run.Votes = []consortia.VoteGroup{{Answer: "vote" + x, Weight: 1, Members: []string{"voter" + x}}}
+	rd := &run.Rounds[0]
+	rd.Members[0].Model, rd.Members[0].Fallback, rd.Members[0].Label = "member-model"+x, "member-fallback"+x, "label"+x
+	rd.Members[1].Error, rd.Members[1].Status = "error"+x, "status"+x
+	rd.Judges = []consortia.JudgeReply{{Model: "judge" + x, Group: "group" + x, RankedMembers: []string{"ranked" + x}, Dropped: []string{"dropped" + x}},
+		{Model: "judge2" + x, Error: "judge-error" + x}}
+	a := rd.Arbiter
+	a.Model, a.Reply, a.Dissent, a.RefinementAreas, a.RankedModels, a.Error = "arbiter"+x, "reply"+x, "dissent"+x, "areas"+x, []string{"arbiter-ranked" + x}, "arbiter-error"+x
+	tierRun := sampleRun("run_t", "tier member "+x)
+	rd.Tiers = []consortia.TierRun{
+		{Tier: consortia.Tier{Tier: "tier" + x, Confidence: &conf}, Run: tierRun},
+		{Tier: consortia.Tier{Tier: "tier-call" + x}, Call: &consortia.MemberAnswer{Model: "tier-model" + x, Status: "ok", Content: "tier-content" + x}},
+		{Tier: consortia.Tier{Tier: "tier-failed" + x, Error: "tier-error" + x}},
+	}
+	tenant := "t" + x
+	cfg := Config{Keys: []Key{{tenant, "sk-t"}}, AdminKey: "sk-admin", Consortia: []string{"c" + x},
+		Chat: func(http.ResponseWriter, *http.Request, string) {},
+		Runs: fakeRuns{tenant: {"run_e": run}}}
+	u := newTestUI(t, cfg)
+	admin, tc := u.signIn("sk-admin"), u.signIn("sk-t")
+	for _, p := range []struct {
+		c    *http.Cookie
+		path string
+	}{{admin, "/ui/"}, {admin, "/ui/runs/run_e?tenant=" + url.QueryEscape(tenant)}, {tc, "/ui/"}, {tc, "/ui/runs/run_e"}, {tc, "/ui/playground"}} {
+		w := u.do("GET", p.path, "", p.c)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d %s", p.path, w.Code, w.Body)
+		}
+		if body := w.Body.String(); strings.Contains(body, "<x") || !strings.Contains(body, "&lt;x") {
+			i := strings.Index(body, "<x")
+			t.Errorf("%s renders markup from the record: …%s…", p.path, body[max(0, i-120):min(len(body), i+40)])
+		}
+	}
+}
