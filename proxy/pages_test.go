@@ -1,11 +1,13 @@
 package proxy_test
 
 import (
+	"bufio"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
@@ -187,4 +189,56 @@ func TestPlaygroundHonoursTheRPM(t *testing.T) {
 	if code := chat(signIn(t, e, "bob-key")); code != 200 {
 		t.Errorf("bob's chat: %d", code)
 	}
+}
+
+// TestPagesBodyTimeout: the pages' POSTs hold a silent body to the
+// minute every route gives it (DESIGN, "Limits that protect the
+// process"): 408 and the connection closed, never a connection held open
+// by a sign-in form or a playground chat that trickles its body.
+func TestPagesBodyTimeout(t *testing.T) {
+	inBubble(t, pagesYAML, func(t *testing.T, e *memEnv) {
+		client := &http.Client{Transport: e.client.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		req, _ := http.NewRequest("POST", memBase+"/ui/signin", strings.NewReader("key=alice-key"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", memBase)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var cookie string
+		for _, c := range resp.Cookies() {
+			cookie = c.Name + "=" + c.Value
+		}
+		if cookie == "" {
+			t.Fatalf("sign in: %d, no cookie", resp.StatusCode)
+		}
+		for _, tc := range []struct{ path, head, partial string }{
+			{"/ui/signin", "Content-Type: application/x-www-form-urlencoded\r\n", "key=ali"},
+			{"/ui/playground/chat", "Content-Type: application/json\r\nCookie: " + cookie + "\r\n", `{"consortium":"council","mess`},
+		} {
+			conn := e.dial()
+			began := time.Now()
+			if _, err := io.WriteString(conn, "POST "+tc.path+" HTTP/1.1\r\nHost: proxy.test\r\nOrigin: "+memBase+"\r\n"+tc.head+
+				"Content-Length: 200\r\n\r\n"+tc.partial); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(time.Hour))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Errorf("%s: no answer to a silent body: %v", tc.path, err)
+				conn.Close()
+				continue
+			}
+			resp.Body.Close()
+			if took := time.Since(began); resp.StatusCode != http.StatusRequestTimeout || took != time.Minute || !resp.Close {
+				t.Errorf("%s: %d after %v, Connection %q; want 408 at the body deadline (1m), closed", tc.path, resp.StatusCode, took, resp.Header.Get("Connection"))
+			}
+			if got := resp.Header.Get("Content-Security-Policy"); got == "" {
+				t.Errorf("%s: the 408 lacks the pages' CSP", tc.path)
+			}
+			conn.Close()
+		}
+	})
 }

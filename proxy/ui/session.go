@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -165,8 +167,16 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, http.StatusTooManyRequests, "signin", page{Title: "Sign in", Error: "Too many sign-in attempts. Wait a minute and try again."})
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	key := strings.TrimSpace(r.PostFormValue("key"))
+	body, err := readBody(w, r, 8<<10)
+	if errors.Is(err, errBodyTimeout) {
+		return
+	}
+	form, perr := url.ParseQuery(string(body))
+	if err != nil || perr != nil {
+		h.render(w, r, http.StatusBadRequest, "signin", page{Title: "Sign in", Error: "The form could not be read."})
+		return
+	}
+	key := strings.TrimSpace(form.Get("key"))
 	tenant, admin, ok := h.authenticate(key)
 	if !ok {
 		h.log.Warn("ui: sign-in refused", "addr", clientAddr(r))

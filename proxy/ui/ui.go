@@ -16,7 +16,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
+	"errors"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -204,6 +206,31 @@ func sameOrigin(r *http.Request) bool {
 		return false
 	}
 	return strings.EqualFold(host, r.Host)
+}
+
+// bodyReadTimeout is how long a client has to send a POST's body, as on
+// every route of the proxy (DESIGN, "Limits that protect the process").
+const bodyReadTimeout = time.Minute
+
+// errBodyTimeout is a body that did not arrive within bodyReadTimeout.
+var errBodyTimeout = errors.New("the request body did not arrive within a minute")
+
+// readBody reads a POST's body, at most limit bytes, within
+// bodyReadTimeout. A client that trickles it gets 408 and its connection
+// closed (the deadline stays, so net/http does not wait on it after the
+// handler), and errBodyTimeout; other failures are the caller's to
+// answer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		w.Header().Set("Connection", "close")
+		http.Error(w, errBodyTimeout.Error(), http.StatusRequestTimeout)
+		return nil, errBodyTimeout
+	}
+	rc.SetReadDeadline(time.Time{})
+	return data, err
 }
 
 // authenticate returns the tenant of a key and whether it is the admin's.
