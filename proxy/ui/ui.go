@@ -159,11 +159,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Referrer-Policy", "same-origin")
 	hd.Set("X-Frame-Options", "DENY")
 	if len(h.keys) == 0 && (!loopbackHost(r.Host) || !loopbackConn(r)) {
-		http.Error(w, "without client keys configured, the pages answer only on a loopback address (localhost, 127.0.0.1, [::1])", http.StatusForbidden)
+		h.render(w, r, http.StatusForbidden, "error", page{Title: "Forbidden",
+			Error: "Without client keys configured, the pages answer only on a loopback address (localhost, 127.0.0.1, [::1])."})
 		return
 	}
 	if r.Method == http.MethodPost && !sameOrigin(r) {
-		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		h.render(w, r, http.StatusForbidden, "error", page{Title: "Forbidden", Error: "A form posted from another origin is refused."})
 		return
 	}
 	if !strings.HasPrefix(r.URL.Path, "/ui/static/") {

@@ -428,3 +428,24 @@ func TestEveryUntrustedStringEscaped(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalsArePages: the pages' refusals a browser lands on (a Host
+// they do not answer, a form posted from another origin) are HTML pages
+// under the pages' headers, not bare text.
+func TestRefusalsArePages(t *testing.T) {
+	open := newTestUI(t, Config{})
+	r := httptest.NewRequest("GET", "http://rebound.example/ui/", nil)
+	w := httptest.NewRecorder()
+	open.h.ServeHTTP(w, r)
+	keyedUI := newTestUI(t, keyed)
+	r = httptest.NewRequest("POST", "http://localhost/ui/signout", nil)
+	r.Header.Set("Origin", "http://evil.example")
+	w2 := httptest.NewRecorder()
+	keyedUI.h.ServeHTTP(w2, r)
+	for _, w := range []*httptest.ResponseRecorder{w, w2} {
+		if w.Code != http.StatusForbidden || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") || !strings.Contains(w.Body.String(), `<p class="error" role="alert">`) ||
+			w.Header().Get("Content-Security-Policy") == "" {
+			t.Errorf("refusal: %d %q\n%s", w.Code, w.Header().Get("Content-Type"), w.Body)
+		}
+	}
+}
