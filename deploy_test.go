@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -115,5 +116,32 @@ func TestDeployFiles(t *testing.T) {
 		if cfg.Store.Backend != "redis" || cfg.Listen != "0.0.0.0:8080" || len(cfg.Auth.Keys) != 1 {
 			t.Errorf("%s: store %q, listen %q, %d keys", name, cfg.Store.Backend, cfg.Listen, len(cfg.Auth.Keys))
 		}
+	}
+}
+
+// TestDeployPagesStayOnOneReplica: the web pages keep their sessions in
+// each replica's memory (docs/ui.md), so the compose load balancer keeps
+// a browser's /ui requests on one replica; round robin would send every
+// other page back to the sign-in form.
+func TestDeployPagesStayOnOneReplica(t *testing.T) {
+	data, err := os.ReadFile("deploy/nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(data)
+	loc := strings.Index(conf, "location /ui")
+	if loc < 0 {
+		t.Fatal("deploy/nginx.conf: no location for /ui; its requests go round robin over the replicas")
+	}
+	pass := conf[loc:]
+	pass = pass[strings.Index(pass, "proxy_pass http://")+len("proxy_pass http://"):]
+	name := pass[:strings.IndexAny(pass, ";/")]
+	up := strings.Index(conf, "upstream "+name+" {")
+	if up < 0 {
+		t.Fatalf("deploy/nginx.conf: /ui goes to %q, which is no upstream", name)
+	}
+	block := conf[up : up+strings.Index(conf[up:], "}")]
+	if !strings.Contains(block, "ip_hash;") && !strings.Contains(block, "hash ") {
+		t.Errorf("deploy/nginx.conf: upstream %s of /ui is not sticky:\n%s", name, block)
 	}
 }

@@ -120,3 +120,35 @@ func TestProgressEvents(t *testing.T) {
 		t.Fatal("no frames")
 	}
 }
+
+// TestNoProgressEventsOnOtherAPIs: the Responses and Messages APIs'
+// streams of a consortium never carry a consortium.* event, with the
+// header or without it (their own named events are theirs), and still
+// end as their API says.
+func TestNoProgressEventsOnOtherAPIs(t *testing.T) {
+	s := startStrategies(t)
+	s.says("alpha", "alpha's answer", "beta", "beta's answer", "gamma", "gamma's answer")
+	s.judges("judge1", "beta's answer", "alpha's answer", "gamma's answer")
+	s.judges("judge2", "gamma's answer", "beta's answer", "alpha's answer")
+	for _, tc := range []struct{ path, body, end string }{
+		{"/responses", `{"model":"ranked","stream":true,"input":"q"}`, "response.completed"},
+		{"/messages", `{"model":"ranked","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"q"}]}`, "message_stop"},
+	} {
+		for _, header := range []bool{false, true} {
+			req, _ := http.NewRequest("POST", s.URL+tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			if header {
+				req.Header.Set("X-Consortium-Events", "true")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || strings.Contains(string(body), "consortium.") || !strings.Contains(string(body), tc.end) {
+				t.Errorf("%s (header %v): %d\n%s", tc.path, header, resp.StatusCode, body)
+			}
+		}
+	}
+}

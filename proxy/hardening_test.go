@@ -277,3 +277,38 @@ func TestConsortiumObservable(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderKeyNeverInEventsOrPages: the key a provider echoes reaches
+// neither a member's progress event nor the run's page, record or list.
+func TestProviderKeyNeverInEventsOrPages(t *testing.T) {
+	e := start(t, leakYAML)
+	e.fake.Handle("bad", echoKey)
+	e.fake.Script("good", upstreamtest.Reply{Content: "a good answer"})
+	e.fake.Script("judge", upstreamtest.Reply{Content: verdict("0.9", "the synthesis")})
+	req, _ := http.NewRequest("POST", e.URL+"/chat/completions", strings.NewReader(streamBody(`{"model":"degraded","messages":[{"role":"user","content":"hi"}]}`)))
+	req.Header.Set("X-Consortium-Events", "true")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	runID := resp.Header.Get("X-Consortium-Run-Id")
+	if resp.StatusCode != 200 || !strings.Contains(string(got), "event: consortium.member") || !strings.Contains(string(got), "refused the proxy's credentials") {
+		t.Fatalf("events stream: %d\n%s", resp.StatusCode, got)
+	}
+	if strings.Contains(string(got), leakedKey) {
+		t.Errorf("the events stream leaks the key:\n%s", got)
+	}
+	for _, path := range []string{"/ui/", "/ui/runs/" + runID, "/ui/runs/" + runID + "/record.json"} {
+		resp, err := http.Get(e.proxy.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(page), runID) || strings.Contains(string(page), leakedKey) {
+			t.Errorf("%s: %d, leaks the key or lacks the run:\n%s", path, resp.StatusCode, page)
+		}
+	}
+}

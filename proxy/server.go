@@ -237,8 +237,10 @@ func (s *Server) routes() http.Handler {
 	// Any client key, or the admin key for the columns that sum every
 	// tenant.
 	r.With(s.leaderboardAuth).Get("/v1/consortium/leaderboard", s.leaderboard)
-	r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
-	r.Handle("/ui/*", s.ui) // the web pages: their own sign-in, never a /v1 key
+	// The web pages: their own sign-in, never a /v1 key. /ui too, so
+	// that its redirect to /ui/ carries the pages' headers and checks.
+	r.Handle("/ui", s.ui)
+	r.Handle("/ui/*", s.ui)
 
 	r.Group(func(r chi.Router) {
 		r.Use(s.clientAuth, s.clientLimit)

@@ -312,7 +312,11 @@ func (h *Handler) playgroundChat(w http.ResponseWriter, r *http.Request) {
 		Consortium string `json:"consortium"`
 		Message    string `json:"message"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&in); err != nil || strings.TrimSpace(in.Message) == "" {
+	posted, err := readBody(w, r, 1<<20)
+	if errors.Is(err, errBodyTimeout) {
+		return
+	}
+	if err != nil || json.Unmarshal(posted, &in) != nil || strings.TrimSpace(in.Message) == "" {
 		http.Error(w, "send {\"consortium\": NAME, \"message\": TEXT}", http.StatusBadRequest)
 		return
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +22,11 @@ const cookieName = "consortium_ui"
 
 // maxSessions bounds the sessions kept; past it the oldest goes.
 const maxSessions = 10000
+
+// sessionsPerViewer bounds one tenant's (or the admin's) sessions; past
+// it that viewer's oldest goes, so that a key holder signing in again
+// and again ends its own sessions, never another tenant's.
+const sessionsPerViewer = 100
 
 // viewer is who is looking at a page: a tenant, or the admin (every
 // tenant's runs).
@@ -55,6 +63,18 @@ func (s *sessions) add(v viewer) (string, time.Time) {
 	expires := now.Add(s.ttl)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	mine, oldestMine, atMine := 0, "", time.Time{}
+	for k, se := range s.m {
+		if se.Tenant == v.Tenant && se.Admin == v.Admin {
+			mine++
+			if oldestMine == "" || se.expires.Before(atMine) {
+				oldestMine, atMine = k, se.expires
+			}
+		}
+	}
+	if mine >= sessionsPerViewer {
+		delete(s.m, oldestMine)
+	}
 	if len(s.m) >= maxSessions {
 		// Expired ones first; then the one that expires soonest.
 		oldest, at := "", time.Time{}
@@ -115,7 +135,7 @@ func (h *Handler) signedIn(next http.HandlerFunc) http.HandlerFunc {
 				v, ok = h.sessions.get(c.Value)
 			}
 			if !ok {
-				if r.Method != http.MethodGet {
+				if r.Method != http.MethodGet && r.Method != http.MethodHead {
 					http.Error(w, "sign in first", http.StatusUnauthorized)
 					return
 				}
@@ -142,18 +162,31 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		return
 	}
-	if !h.limiter.allow(clientAddr(r)) {
+	if !h.limiter.allow(limitKey(clientAddr(r))) {
 		w.Header().Set("Retry-After", "60")
 		h.render(w, r, http.StatusTooManyRequests, "signin", page{Title: "Sign in", Error: "Too many sign-in attempts. Wait a minute and try again."})
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	key := strings.TrimSpace(r.PostFormValue("key"))
+	body, err := readBody(w, r, 8<<10)
+	if errors.Is(err, errBodyTimeout) {
+		return
+	}
+	form, perr := url.ParseQuery(string(body))
+	if err != nil || perr != nil {
+		h.render(w, r, http.StatusBadRequest, "signin", page{Title: "Sign in", Error: "The form could not be read."})
+		return
+	}
+	key := strings.TrimSpace(form.Get("key"))
 	tenant, admin, ok := h.authenticate(key)
 	if !ok {
 		h.log.Warn("ui: sign-in refused", "addr", clientAddr(r))
 		h.render(w, r, http.StatusUnauthorized, "signin", page{Title: "Sign in", Error: "That key is not one of this proxy's keys."})
 		return
+	}
+	// The session the browser held, if any, ends: it is replaced, never
+	// left valid beside the new one.
+	if c, err := r.Cookie(cookieName); err == nil {
+		h.sessions.remove(c.Value)
 	}
 	id, expires := h.sessions.add(viewer{Tenant: tenant, Admin: admin})
 	http.SetCookie(w, &http.Cookie{
@@ -185,6 +218,18 @@ func clientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// limitKey is what the sign-in limit counts attempts by: the client's
+// address, or for IPv6 its /64, which one host holds whole and could
+// otherwise spend a fresh budget per address of.
+func limitKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || !ip.Is6() || ip.Is4In6() {
+		return addr
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // signInLimiter bounds sign-in attempts per client address, so that keys

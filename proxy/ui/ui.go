@@ -16,7 +16,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
+	"errors"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -147,19 +149,22 @@ func New(cfg Config) *Handler {
 // ServeHTTP serves a page, under the headers every page carries, to a
 // request the pages may answer: with no keys configured, only one whose
 // Host is loopback (a DNS-rebinding page elsewhere must not read the
-// runs); every POST only from the pages' own origin.
+// runs) and that came in on a loopback address (a client elsewhere, on a
+// listener opened with auth.allow_open, would just send Host: localhost);
+// every POST only from the pages' own origin.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "same-origin")
 	hd.Set("X-Frame-Options", "DENY")
-	if len(h.keys) == 0 && !loopbackHost(r.Host) {
-		http.Error(w, "without client keys configured, the pages answer only on a loopback address (localhost, 127.0.0.1, [::1])", http.StatusForbidden)
+	if len(h.keys) == 0 && (!loopbackHost(r.Host) || !loopbackConn(r)) {
+		h.render(w, r, http.StatusForbidden, "error", page{Title: "Forbidden",
+			Error: "Without client keys configured, the pages answer only on a loopback address (localhost, 127.0.0.1, [::1])."})
 		return
 	}
 	if r.Method == http.MethodPost && !sameOrigin(r) {
-		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		h.render(w, r, http.StatusForbidden, "error", page{Title: "Forbidden", Error: "A form posted from another origin is refused."})
 		return
 	}
 	if !strings.HasPrefix(r.URL.Path, "/ui/static/") {
@@ -181,6 +186,15 @@ func loopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// loopbackConn reports whether r came in on a loopback address of this
+// host; true when the server does not say (a handler called directly).
+func loopbackConn(r *http.Request) bool {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
+		return a.IP.IsLoopback()
+	}
+	return true
+}
+
 // sameOrigin reports whether a POST comes from a page of this origin: its
 // Origin header names this Host (a browser sends it on every POST).
 func sameOrigin(r *http.Request) bool {
@@ -193,6 +207,31 @@ func sameOrigin(r *http.Request) bool {
 		return false
 	}
 	return strings.EqualFold(host, r.Host)
+}
+
+// bodyReadTimeout is how long a client has to send a POST's body, as on
+// every route of the proxy (DESIGN, "Limits that protect the process").
+const bodyReadTimeout = time.Minute
+
+// errBodyTimeout is a body that did not arrive within bodyReadTimeout.
+var errBodyTimeout = errors.New("the request body did not arrive within a minute")
+
+// readBody reads a POST's body, at most limit bytes, within
+// bodyReadTimeout. A client that trickles it gets 408 and its connection
+// closed (the deadline stays, so net/http does not wait on it after the
+// handler), and errBodyTimeout; other failures are the caller's to
+// answer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		w.Header().Set("Connection", "close")
+		http.Error(w, errBodyTimeout.Error(), http.StatusRequestTimeout)
+		return nil, errBodyTimeout
+	}
+	rc.SetReadDeadline(time.Time{})
+	return data, err
 }
 
 // authenticate returns the tenant of a key and whether it is the admin's.

@@ -3,6 +3,8 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -290,5 +292,160 @@ func TestLeaderboardWithoutRatings(t *testing.T) {
 	body := w.Body.String()
 	if w.Code != 200 || !strings.Contains(body, "demo/alpha") || strings.Contains(body, "<svg") {
 		t.Errorf("leaderboard without ratings: %d\n%s", w.Code, body)
+	}
+}
+
+// TestSessionsOfOneTenantEvictNoOther: a key holder signing in over and
+// over (from many addresses) ends only its own oldest sessions, never
+// another tenant's or the admin's.
+func TestSessionsOfOneTenantEvictNoOther(t *testing.T) {
+	s := newSessions(time.Hour)
+	admin, _ := s.add(viewer{Admin: true})
+	bob, _ := s.add(viewer{Tenant: "bob"})
+	for range maxSessions + 10 {
+		s.add(viewer{Tenant: "mallory"})
+	}
+	if _, ok := s.get(admin); !ok {
+		t.Error("the admin's session was evicted by another tenant's sign-ins")
+	}
+	if _, ok := s.get(bob); !ok {
+		t.Error("bob's session was evicted by another tenant's sign-ins")
+	}
+	if n := len(s.m); n > maxSessions {
+		t.Errorf("%d sessions kept, more than %d", n, maxSessions)
+	}
+}
+
+// TestSignInRateLimitedPerIPv6Network: a client holding an IPv6 /64 (as
+// any IPv6 host does) cannot take a fresh budget per address in it.
+func TestSignInRateLimitedPerIPv6Network(t *testing.T) {
+	u := newTestUI(t, Config{Keys: keyed.Keys, SignInsPerMinute: 3})
+	try := func(addr string) int {
+		r := httptest.NewRequest("POST", "http://localhost/ui/signin", strings.NewReader("key=guess"))
+		r.Header.Set("Origin", "http://localhost")
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("X-Forwarded-For", "198.51.100.7")
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		u.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	for i := range 3 {
+		if code := try(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)); code != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, code)
+		}
+	}
+	if code := try("[2001:db8:1:2:ffff::9]:4000"); code != http.StatusTooManyRequests {
+		t.Errorf("a 4th attempt from another address of the same /64: %d, want 429", code)
+	}
+	if code := try("[2001:db8:1:3::1]:4000"); code != http.StatusUnauthorized {
+		t.Errorf("another /64: %d, want 401", code)
+	}
+	if code := try("192.0.2.10:4000"); code != http.StatusUnauthorized {
+		t.Errorf("an IPv4 address: %d, want 401", code)
+	}
+}
+
+// TestHeadWithoutSession: a HEAD is a GET without its body: without a
+// session it is sent to the sign-in form too, not refused as a POST is.
+func TestHeadWithoutSession(t *testing.T) {
+	u := newTestUI(t, keyed)
+	if w := u.do("HEAD", "/ui/", "", nil); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/ui/signin" {
+		t.Errorf("HEAD /ui/ without a session: %d %q, want 303 to /ui/signin", w.Code, w.Header().Get("Location"))
+	}
+}
+
+// TestLoopbackOnlyWithoutKeysNotBySpoofedHost: without keys, a client
+// that reached the proxy on another address (a listener on 0.0.0.0 with
+// auth.allow_open) cannot read the runs by sending Host: localhost.
+func TestLoopbackOnlyWithoutKeysNotBySpoofedHost(t *testing.T) {
+	u := newTestUI(t, Config{Runs: fakeRuns{"anonymous": {"run_x": sampleRun("run_x", "hi")}}})
+	for local, want := range map[string]int{"127.0.0.1": 200, "::1": 200, "10.0.0.5": 403, "192.0.2.80": 403} {
+		r := httptest.NewRequest("GET", "http://localhost:8080/ui/", nil)
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP(local), Port: 8080}))
+		w := httptest.NewRecorder()
+		u.h.ServeHTTP(w, r)
+		if w.Code != want || (want != 200 && strings.Contains(w.Body.String(), "run_x")) {
+			t.Errorf("Host localhost on a connection to %s: %d, want %d", local, w.Code, want)
+		}
+	}
+}
+
+// TestSignInEndsThePreviousSession: signing in again, as anyone, ends the
+// session the browser held; its id opens nothing afterwards.
+func TestSignInEndsThePreviousSession(t *testing.T) {
+	u := newTestUI(t, keyed)
+	old := u.signIn("sk-alice")
+	w := u.do("POST", "/ui/signin", "key=sk-bob", old)
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("second sign-in: %d", w.Code)
+	}
+	if w := u.do("GET", "/ui/", "", old); w.Code != http.StatusSeeOther {
+		t.Errorf("the session before the second sign-in still opens the pages: %d", w.Code)
+	}
+}
+
+// TestEveryUntrustedStringEscaped: every string a run record, the config
+// or a tenant's name brings, markup in each, renders as text on the run
+// page (its SVG waterfall included), the runs list and the playground.
+func TestEveryUntrustedStringEscaped(t *testing.T) {
+	const x = `<x y="1">`
+	conf := 0.5
+	run := sampleRun("run_e", "member "+x)
+	run.Consortium, run.Strategy, run.ConversationID, run.Fallback = "c"+x, "s"+x, "conv"+x, "fallback"+x
+	run.Scores = []consortia.Score{{Model: "m" + x, Instance: 1, Score: 1, Place: 1}}
+	run.Votes = []consortia.VoteGroup{{Answer: "vote" + x, Weight: 1, Members: []string{"voter" + x}}}
+	rd := &run.Rounds[0]
+	rd.Members[0].Model, rd.Members[0].Fallback, rd.Members[0].Label = "member-model"+x, "member-fallback"+x, "label"+x
+	rd.Members[1].Error, rd.Members[1].Status = "error"+x, "status"+x
+	rd.Judges = []consortia.JudgeReply{{Model: "judge" + x, Group: "group" + x, RankedMembers: []string{"ranked" + x}, Dropped: []string{"dropped" + x}},
+		{Model: "judge2" + x, Error: "judge-error" + x}}
+	a := rd.Arbiter
+	a.Model, a.Reply, a.Dissent, a.RefinementAreas, a.RankedModels, a.Error = "arbiter"+x, "reply"+x, "dissent"+x, "areas"+x, []string{"arbiter-ranked" + x}, "arbiter-error"+x
+	tierRun := sampleRun("run_t", "tier member "+x)
+	rd.Tiers = []consortia.TierRun{
+		{Tier: consortia.Tier{Tier: "tier" + x, Confidence: &conf}, Run: tierRun},
+		{Tier: consortia.Tier{Tier: "tier-call" + x}, Call: &consortia.MemberAnswer{Model: "tier-model" + x, Status: "ok", Content: "tier-content" + x}},
+		{Tier: consortia.Tier{Tier: "tier-failed" + x, Error: "tier-error" + x}},
+	}
+	tenant := "t" + x
+	cfg := Config{Keys: []Key{{tenant, "sk-t"}}, AdminKey: "sk-admin", Consortia: []string{"c" + x},
+		Chat: func(http.ResponseWriter, *http.Request, string) {},
+		Runs: fakeRuns{tenant: {"run_e": run}}}
+	u := newTestUI(t, cfg)
+	admin, tc := u.signIn("sk-admin"), u.signIn("sk-t")
+	for _, p := range []struct {
+		c    *http.Cookie
+		path string
+	}{{admin, "/ui/"}, {admin, "/ui/runs/run_e?tenant=" + url.QueryEscape(tenant)}, {tc, "/ui/"}, {tc, "/ui/runs/run_e"}, {tc, "/ui/playground"}} {
+		w := u.do("GET", p.path, "", p.c)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d %s", p.path, w.Code, w.Body)
+		}
+		if body := w.Body.String(); strings.Contains(body, "<x") || !strings.Contains(body, "&lt;x") {
+			i := strings.Index(body, "<x")
+			t.Errorf("%s renders markup from the record: …%s…", p.path, body[max(0, i-120):min(len(body), i+40)])
+		}
+	}
+}
+
+// TestRefusalsArePages: the pages' refusals a browser lands on (a Host
+// they do not answer, a form posted from another origin) are HTML pages
+// under the pages' headers, not bare text.
+func TestRefusalsArePages(t *testing.T) {
+	open := newTestUI(t, Config{})
+	r := httptest.NewRequest("GET", "http://rebound.example/ui/", nil)
+	w := httptest.NewRecorder()
+	open.h.ServeHTTP(w, r)
+	keyedUI := newTestUI(t, keyed)
+	r = httptest.NewRequest("POST", "http://localhost/ui/signout", nil)
+	r.Header.Set("Origin", "http://evil.example")
+	w2 := httptest.NewRecorder()
+	keyedUI.h.ServeHTTP(w2, r)
+	for _, w := range []*httptest.ResponseRecorder{w, w2} {
+		if w.Code != http.StatusForbidden || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") || !strings.Contains(w.Body.String(), `<p class="error" role="alert">`) ||
+			w.Header().Get("Content-Security-Policy") == "" {
+			t.Errorf("refusal: %d %q\n%s", w.Code, w.Header().Get("Content-Type"), w.Body)
+		}
 	}
 }
