@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
-	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/proxy/ui"
 )
 
@@ -27,7 +25,7 @@ import (
 // `make deps` installs chromium; without it the test skips, except in CI
 // ($CI set), where it fails.
 
-var screenshots = flag.Bool("screenshots", false, "write docs/img/run.png and docs/img/leaderboard.png")
+var screenshots = flag.Bool("screenshots", false, "write docs/img/run.png (docs/img/leaderboard.png is shot from a demo run: docs/ui.md)")
 
 // browserPath finds chromium, or skips the test (fails it in CI).
 func browserPath(t *testing.T) string {
@@ -317,36 +315,6 @@ func shoot(t *testing.T, b *browser, name string) {
 	if err := os.WriteFile(filepath.Join("..", "..", "docs", "img", name), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// TestLeaderboardScreenshot renders the leaderboard page with sample
-// ratings in the browser, for docs/img/leaderboard.png (-screenshots).
-func TestLeaderboardScreenshot(t *testing.T) {
-	if !*screenshots {
-		t.Skip("only with -screenshots")
-	}
-	b := newBrowser(t)
-	h := ui.New(ui.Config{Runs: noRuns{}, Leaderboard: sampleBoard{}})
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
-	b.do(t, "leaderboard", chromedp.Navigate(ts.URL+"/ui/leaderboard"), chromedp.WaitVisible(chromedp.CSS("svg.intervals")))
-	shoot(t, b, "leaderboard.png")
-	b.check(t, ts.URL)
-}
-
-type noRuns struct{}
-
-func (noRuns) Runs(context.Context, string, int) ([]cache.RunSummary, error) { return nil, nil }
-func (noRuns) Run(context.Context, string, string) ([]byte, error)           { return nil, cache.ErrNotFound }
-
-type sampleBoard struct{}
-
-func (sampleBoard) Board(context.Context, string, bool) ([]byte, error) {
-	return []byte(`{"consortia":[{"name":"best","models":[
-{"model":"openai/gpt-4o","runs":120,"answers":118,"failures":2,"first_places":51,"win_rate":0.68,"rating":1112.4,"rating_ci95":[1071.0,1158.2],"regret":0.02,"latency_ms_p50":1840},
-{"model":"anthropic/claude-sonnet-4-5","runs":120,"answers":119,"failures":1,"first_places":44,"win_rate":0.61,"rating":1068.9,"rating_ci95":[1027.5,1110.3],"regret":0.01,"latency_ms_p50":2210},
-{"model":"google/gemini-2.5-flash","runs":120,"answers":116,"failures":4,"first_places":17,"win_rate":0.38,"rating":962.0,"rating_ci95":[918.8,1003.6],"regret":0.05,"latency_ms_p50":990},
-{"model":"openai/gpt-4o-mini","runs":120,"answers":120,"failures":0,"first_places":8,"win_rate":0.29,"rating":871.3,"rating_ci95":[822.1,915.0],"regret":0.0,"latency_ms_p50":760}]}]}`), nil
 }
 
 var _ http.Handler = (*ui.Handler)(nil)
