@@ -1127,6 +1127,7 @@ pricing:
   "gpt-4o": {input: 1, output: 1}
   "openai/neg": {input: -1, output: -0.5, cached_input: -2}
   "openai/nan": {input: .nan, output: 1}
+  "openai/inf": {input: 1, output: .inf, cached_input: .inf}
 providers:
   openai: {api_key: k}
 consortia:
@@ -1144,6 +1145,8 @@ consortia:
 			"consortia.up.weights: strategy cascade does not use it: it is a key of the strategies with members (a cascade's tiers have their own)",
 			"pricing.gpt-4o: \"gpt-4o\" is not provider/model",
 			"pricing.nope/x: \"nope/x\" names the unknown provider \"nope\"",
+			"pricing.openai/inf.cached_input: must be finite (US dollars per million tokens)",
+			"pricing.openai/inf.output: must be finite (US dollars per million tokens)",
 			"pricing.openai/nan.input: must not be negative (US dollars per million tokens)",
 			"pricing.openai/neg.cached_input: must not be negative (US dollars per million tokens)",
 			"pricing.openai/neg.input: must not be negative (US dollars per million tokens)",

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -206,6 +207,11 @@ func (c *Config) validatePricing(v *validator) {
 		v.check(p.Input >= 0, path+".input", "must not be negative (US dollars per million tokens)")
 		v.check(p.Output >= 0, path+".output", "must not be negative (US dollars per million tokens)")
 		v.check(p.CachedInput == nil || *p.CachedInput >= 0, path+".cached_input", "must not be negative (US dollars per million tokens)")
+		// An infinite price makes an infinite cost_usd, which JSON cannot
+		// carry: every priced response would fail to encode.
+		v.check(!math.IsInf(p.Input, 1), path+".input", "must be finite (US dollars per million tokens)")
+		v.check(!math.IsInf(p.Output, 1), path+".output", "must be finite (US dollars per million tokens)")
+		v.check(p.CachedInput == nil || !math.IsInf(*p.CachedInput, 1), path+".cached_input", "must be finite (US dollars per million tokens)")
 	}
 }
 
