@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -290,5 +291,21 @@ func TestLeaderboardWithoutRatings(t *testing.T) {
 	body := w.Body.String()
 	if w.Code != 200 || !strings.Contains(body, "demo/alpha") || strings.Contains(body, "<svg") {
 		t.Errorf("leaderboard without ratings: %d\n%s", w.Code, body)
+	}
+}
+
+type downBoard struct{}
+
+func (downBoard) Board(context.Context, string, bool) ([]byte, error) {
+	return nil, errors.New("scores store unavailable: dial tcp 10.1.2.3:6379: connect: connection refused")
+}
+
+// TestLeaderboardStoreDown: the page says the scores are unavailable,
+// never the store's own error, which names its address (the log has it).
+func TestLeaderboardStoreDown(t *testing.T) {
+	u := newTestUI(t, Config{Leaderboard: downBoard{}})
+	w := u.do("GET", "/ui/leaderboard", "", nil)
+	if body := w.Body.String(); w.Code != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") || strings.Contains(body, "10.1.2.3") {
+		t.Errorf("store down: %d\n%s", w.Code, body)
 	}
 }
