@@ -274,27 +274,58 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 
 // voteWinner is the member whose answer a vote returned: the first of the
 // heaviest group or, when groups tied and judges broke the tie, the first
-// of the tied group the judges placed first most often.
+// of the tied group the judges scored best, as the vote scored them
+// (consortia's rank scores): each judge's ranking of the tied answers,
+// its dropped placements left out, earns an answer (k-1-i)/(k-1) at place
+// i of k; an answer's score is the weighted mean over the judges that
+// placed it; ties go to more first places, then to the group first in
+// the votes (the earlier configured member).
 func voteWinner(votes []consortia.VoteGroup, judges []consortia.JudgeReply) string {
-	best, bestFirsts := 0, -1
-	for i, g := range votes {
+	var tied []string // each tied group's first member
+	for _, g := range votes {
 		if math.Abs(g.Weight-votes[0].Weight) > 1e-9 || len(g.Members) == 0 {
 			break
 		}
-		firsts := 0
-		for _, j := range judges {
-			if j.Group == "tie" && j.Error == "" && len(j.RankedMembers) > 0 && slices.Contains(g.Members, j.RankedMembers[0]) {
-				firsts++
-			}
-		}
-		if firsts > bestFirsts {
-			best, bestFirsts = i, firsts
-		}
+		tied = append(tied, g.Members[0])
 	}
-	if len(votes[best].Members) == 0 {
+	if len(tied) == 0 {
 		return ""
 	}
-	return votes[best].Members[0]
+	sum, wsum, firsts := map[string]float64{}, map[string]float64{}, map[string]int{}
+	for _, j := range judges {
+		if j.Group != "tie" || j.Error != "" {
+			continue
+		}
+		var order []string
+		for _, name := range j.RankedMembers {
+			if !slices.Contains(j.Dropped, name) {
+				order = append(order, name)
+			}
+		}
+		k := len(order)
+		if k < 2 {
+			continue
+		}
+		for i, name := range order {
+			sum[name] += j.Weight * float64(k-1-i) / float64(k-1)
+			wsum[name] += j.Weight
+		}
+		firsts[order[0]]++
+	}
+	score := func(name string) float64 {
+		if wsum[name] > 0 {
+			return sum[name] / wsum[name]
+		}
+		return 0
+	}
+	best := tied[0]
+	for _, name := range tied[1:] {
+		d := score(name) - score(best)
+		if d > 1e-9 || math.Abs(d) <= 1e-9 && firsts[name] > firsts[best] {
+			best = name
+		}
+	}
+	return best
 }
 
 // ranked counts the pairs of an order, best first.

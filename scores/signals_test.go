@@ -98,6 +98,23 @@ func TestTallyRun(t *testing.T) {
 			}
 		},
 	}, {
+		name: "vote: the tie-break judges' weighted scores pick the winner, as the vote did",
+		run: consortia.Run{Consortium: "x", Strategy: "vote",
+			Outcome: consortia.Outcome{Votes: []consortia.VoteGroup{
+				{Answer: "4", Weight: 1, Members: []string{"p/a#1"}}, {Answer: "5", Weight: 1, Members: []string{"p/b#1"}}}},
+			Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{ok(a, 1, ""), ok(b, 1, "")},
+				// One first place each, but the heavier judge's is b's:
+				// b scores 0.75, a 0.25, and the vote returned b's answer.
+				Judges: []consortia.JudgeReply{
+					{Model: "p/j", Weight: 1, Group: "tie", RankedMembers: []string{"p/a#1", "p/b#1"}},
+					{Model: "p/k", Weight: 3, Group: "tie", RankedMembers: []string{"p/b#1", "p/a#1"}}}}}},
+		pairs: []string{"p/a>p/b:1", "p/b>p/a:1"},
+		check: func(t *testing.T, tl *Tally) {
+			if tl.Models[b].FirstPlaces != 1 || tl.Models[a].FirstPlaces != 0 {
+				t.Errorf("the judges' scores chose b's: a %+v b %+v", tl.Models[a], tl.Models[b])
+			}
+		},
+	}, {
 		name: "failures: regret against each that answered; a fallback that answered is credited",
 		run: consortia.Run{Consortium: "x", Strategy: "synthesize", Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{
 			failed(a, 1), func() consortia.MemberAnswer { m := ok(b, 1, "A"); m.Fallback = f; return m }(), ok(c, 1, "B"),
