@@ -105,6 +105,9 @@ func bucketMs(b int) float64 {
 //   - each member call that reported usage is priced at the model
 //     credited, as the run's own cost is; a model pricing lacks makes
 //     the cost unknown.
+//   - a cascade's consortium tiers add their runs' statistics to the
+//     cascade's (each model one run; first places from the tier that
+//     answered); a provider/model tier counts as a member.
 func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 	if run == nil || len(run.Rounds) == 0 {
 		return nil
@@ -119,12 +122,7 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 		return c
 	}
 	pairs := map[[2]string]int{} // index in t.Pairs
-	win := func(w, l string, n int64) {
-		if w == l || n == 0 {
-			return
-		}
-		model(w).Wins += n
-		model(l).Losses += n
+	pair := func(w, l string, n int64) {
 		k := [2]string{w, l}
 		if i, ok := pairs[k]; ok {
 			t.Pairs[i].N += n
@@ -133,13 +131,20 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 		pairs[k] = len(t.Pairs)
 		t.Pairs = append(t.Pairs, Pair{Winner: w, Loser: l, N: n})
 	}
+	win := func(w, l string, n int64) {
+		if w == l || n == 0 {
+			return
+		}
+		model(w).Wins += n
+		model(l).Losses += n
+		pair(w, l, n)
+	}
 
 	for _, round := range run.Rounds {
 		members := round.Members
 		for _, tier := range round.Tiers {
 			// A provider/model tier is a member of the cascade; a
-			// consortium tier's run feeds that consortium's own
-			// statistics, from its own engine.
+			// consortium tier's run is added below.
 			if tier.Call != nil {
 				members = append(members, *tier.Call)
 			}
@@ -267,6 +272,30 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 		}
 		if a, ok := names[voteWinner(run.Votes, last.Judges)]; ok {
 			model(credited(a)).FirstPlaces++
+		}
+	}
+	// A consortium tier's run is part of this run too: the cascade's
+	// statistics get its models' counts and pairs (the tier's own
+	// consortium records the same run under its name). Each model counts
+	// this run once; first places only from the tier that answered.
+	for _, round := range run.Rounds {
+		for _, tier := range round.Tiers {
+			sub := TallyRun(tier.Run, pricing)
+			if sub == nil {
+				continue
+			}
+			for ref, c := range sub.Models {
+				m := model(ref)
+				runs, firsts := m.Runs, m.FirstPlaces
+				m.add(c)
+				m.Runs = runs
+				if tier.Escalated || tier.Error != "" {
+					m.FirstPlaces = firsts
+				}
+			}
+			for _, p := range sub.Pairs {
+				pair(p.Winner, p.Loser, p.N)
+			}
 		}
 	}
 	return t

@@ -147,6 +147,27 @@ func TestTallyRun(t *testing.T) {
 				t.Errorf("models: %v", slices.Collect(maps.Keys(tl.Models)))
 			}
 		},
+	}, {
+		name: "cascade: a consortium tier's run feeds the cascade's statistics too; first places only from the tier that answered",
+		run: consortia.Run{Consortium: "x", Strategy: "cascade", Rounds: []consortia.Round{{Tiers: []consortia.TierRun{
+			{Tier: consortia.Tier{Tier: "quick", Escalated: true}, Run: &consortia.Run{Consortium: "quick", Strategy: "vote",
+				Outcome: consortia.Outcome{Votes: []consortia.VoteGroup{{Answer: "4", Weight: 1, Members: []string{"p/a#1"}}}},
+				Rounds:  []consortia.Round{{Members: []consortia.MemberAnswer{ok(a, 1, ""), failed(c, 1)}}}}},
+			{Tier: consortia.Tier{Tier: "council"}, Run: &consortia.Run{Consortium: "council", Strategy: "synthesize",
+				Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{ok(a, 1, "A"), ok(b, 1, "B")},
+					Arbiter: &consortia.ArbiterReply{Ranking: []string{"B", "A"}}}}}}}}}},
+		pairs: []string{"p/a>p/c:1", "p/b>p/a:1"},
+		check: func(t *testing.T, tl *Tally) {
+			if got := tl.Models[a]; got == nil || got.Runs != 1 || got.Answers != 2 || got.FirstPlaces != 0 || got.Tokens != 30 {
+				t.Errorf("a (in both tiers, first in the one that escalated): %+v", got)
+			}
+			if got := tl.Models[b]; got == nil || got.Runs != 1 || got.FirstPlaces != 1 {
+				t.Errorf("b (first in the tier that answered): %+v", got)
+			}
+			if got := tl.Models[c]; got == nil || got.Failures != 1 || got.Regret != 1 {
+				t.Errorf("c: %+v", got)
+			}
+		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			tl := TallyRun(&tc.run, nil)
