@@ -203,6 +203,15 @@ func (c *Config) validatePricing(v *validator) {
 		case c.Providers[prov] == nil:
 			v.problem(path, fmt.Sprintf("%q names the unknown provider %q", ref, prov))
 		}
+		// Input and output are required where the file prices a model
+		// (cached_input is optional): an omitted one would be 0, a price
+		// never given passed off as free.
+		if c.present[path] {
+			for _, k := range []string{"input", "output"} {
+				v.check(c.present[path+"."+k], path+"."+k,
+					"is required (US dollars per million tokens; 0 for a free model): omitted, it would price every "+k+" token at 0")
+			}
+		}
 		// !(x >= 0) also refuses .nan.
 		v.check(p.Input >= 0, path+".input", "must not be negative (US dollars per million tokens)")
 		v.check(p.Output >= 0, path+".output", "must not be negative (US dollars per million tokens)")
