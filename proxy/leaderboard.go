@@ -69,9 +69,11 @@ func (s *Server) leaderboard(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		s.storeFailed("scores", err)
-		s.fail(w, r, &apiError{Status: http.StatusServiceUnavailable, Type: "service_unavailable", Code: "store_unavailable",
-			Message:    "The scores cannot be read now: " + err.Error() + ". Runs are still served; their scores are skipped until the store answers.",
-			RetryAfter: 5 * time.Second})
+		// Any client key reads the leaderboard: it gets the reason, the
+		// log gets the store's own error, which may name its address.
+		s.fail(w, r, fmt.Errorf("%w: %w", &apiError{Status: http.StatusServiceUnavailable, Type: "service_unavailable", Code: "store_unavailable",
+			Message:    "The scores cannot be read now: scores store unavailable (it does not answer). Runs are still served; their scores are skipped until the store answers.",
+			RetryAfter: 5 * time.Second}, err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

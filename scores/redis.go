@@ -97,10 +97,13 @@ func (r *Redis) Add(ctx context.Context, t *Tally) error {
 			}
 			p.LPush(ctx, recent, encodePairs(t.Pairs))
 			p.LTrim(ctx, recent, 0, int64(r.window-1))
-			p.Expire(ctx, pairs, r.ttl)
-			p.Expire(ctx, recent, r.ttl)
 		}
+		// Every update restarts all three keys' expiry, a run without
+		// pairs too: the statistics expire whole, never counts whose
+		// pairs were dropped under them.
 		p.Expire(ctx, counts, r.ttl)
+		p.Expire(ctx, pairs, r.ttl)
+		p.Expire(ctx, recent, r.ttl)
 		return nil
 	})
 	if err != nil {

@@ -105,6 +105,9 @@ func bucketMs(b int) float64 {
 //   - each member call that reported usage is priced at the model
 //     credited, as the run's own cost is; a model pricing lacks makes
 //     the cost unknown.
+//   - a cascade's consortium tiers add their runs' statistics to the
+//     cascade's (each model one run; first places from the tier that
+//     answered); a provider/model tier counts as a member.
 func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 	if run == nil || len(run.Rounds) == 0 {
 		return nil
@@ -119,12 +122,7 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 		return c
 	}
 	pairs := map[[2]string]int{} // index in t.Pairs
-	win := func(w, l string, n int64) {
-		if w == l || n == 0 {
-			return
-		}
-		model(w).Wins += n
-		model(l).Losses += n
+	pair := func(w, l string, n int64) {
 		k := [2]string{w, l}
 		if i, ok := pairs[k]; ok {
 			t.Pairs[i].N += n
@@ -133,13 +131,20 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 		pairs[k] = len(t.Pairs)
 		t.Pairs = append(t.Pairs, Pair{Winner: w, Loser: l, N: n})
 	}
+	win := func(w, l string, n int64) {
+		if w == l || n == 0 {
+			return
+		}
+		model(w).Wins += n
+		model(l).Losses += n
+		pair(w, l, n)
+	}
 
 	for _, round := range run.Rounds {
 		members := round.Members
 		for _, tier := range round.Tiers {
 			// A provider/model tier is a member of the cascade; a
-			// consortium tier's run feeds that consortium's own
-			// statistics, from its own engine.
+			// consortium tier's run is added below.
 			if tier.Call != nil {
 				members = append(members, *tier.Call)
 			}
@@ -269,32 +274,87 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 			model(credited(a)).FirstPlaces++
 		}
 	}
+	// A consortium tier's run is part of this run too: the cascade's
+	// statistics get its models' counts and pairs (the tier's own
+	// consortium records the same run under its name). Each model counts
+	// this run once; first places only from the tier that answered.
+	for _, round := range run.Rounds {
+		for _, tier := range round.Tiers {
+			sub := TallyRun(tier.Run, pricing)
+			if sub == nil {
+				continue
+			}
+			for ref, c := range sub.Models {
+				m := model(ref)
+				runs, firsts := m.Runs, m.FirstPlaces
+				m.add(c)
+				m.Runs = runs
+				if tier.Escalated || tier.Error != "" {
+					m.FirstPlaces = firsts
+				}
+			}
+			for _, p := range sub.Pairs {
+				pair(p.Winner, p.Loser, p.N)
+			}
+		}
+	}
 	return t
 }
 
 // voteWinner is the member whose answer a vote returned: the first of the
 // heaviest group or, when groups tied and judges broke the tie, the first
-// of the tied group the judges placed first most often.
+// of the tied group the judges scored best, as the vote scored them
+// (consortia's rank scores): each judge's ranking of the tied answers,
+// its dropped placements left out, earns an answer (k-1-i)/(k-1) at place
+// i of k; an answer's score is the weighted mean over the judges that
+// placed it; ties go to more first places, then to the group first in
+// the votes (the earlier configured member).
 func voteWinner(votes []consortia.VoteGroup, judges []consortia.JudgeReply) string {
-	best, bestFirsts := 0, -1
-	for i, g := range votes {
+	var tied []string // each tied group's first member
+	for _, g := range votes {
 		if math.Abs(g.Weight-votes[0].Weight) > 1e-9 || len(g.Members) == 0 {
 			break
 		}
-		firsts := 0
-		for _, j := range judges {
-			if j.Group == "tie" && j.Error == "" && len(j.RankedMembers) > 0 && slices.Contains(g.Members, j.RankedMembers[0]) {
-				firsts++
-			}
-		}
-		if firsts > bestFirsts {
-			best, bestFirsts = i, firsts
-		}
+		tied = append(tied, g.Members[0])
 	}
-	if len(votes[best].Members) == 0 {
+	if len(tied) == 0 {
 		return ""
 	}
-	return votes[best].Members[0]
+	sum, wsum, firsts := map[string]float64{}, map[string]float64{}, map[string]int{}
+	for _, j := range judges {
+		if j.Group != "tie" || j.Error != "" {
+			continue
+		}
+		var order []string
+		for _, name := range j.RankedMembers {
+			if !slices.Contains(j.Dropped, name) {
+				order = append(order, name)
+			}
+		}
+		k := len(order)
+		if k < 2 {
+			continue
+		}
+		for i, name := range order {
+			sum[name] += j.Weight * float64(k-1-i) / float64(k-1)
+			wsum[name] += j.Weight
+		}
+		firsts[order[0]]++
+	}
+	score := func(name string) float64 {
+		if wsum[name] > 0 {
+			return sum[name] / wsum[name]
+		}
+		return 0
+	}
+	best := tied[0]
+	for _, name := range tied[1:] {
+		d := score(name) - score(best)
+		if d > 1e-9 || math.Abs(d) <= 1e-9 && firsts[name] > firsts[best] {
+			best = name
+		}
+	}
+	return best
 }
 
 // ranked counts the pairs of an order, best first.

@@ -98,6 +98,23 @@ func TestTallyRun(t *testing.T) {
 			}
 		},
 	}, {
+		name: "vote: the tie-break judges' weighted scores pick the winner, as the vote did",
+		run: consortia.Run{Consortium: "x", Strategy: "vote",
+			Outcome: consortia.Outcome{Votes: []consortia.VoteGroup{
+				{Answer: "4", Weight: 1, Members: []string{"p/a#1"}}, {Answer: "5", Weight: 1, Members: []string{"p/b#1"}}}},
+			Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{ok(a, 1, ""), ok(b, 1, "")},
+				// One first place each, but the heavier judge's is b's:
+				// b scores 0.75, a 0.25, and the vote returned b's answer.
+				Judges: []consortia.JudgeReply{
+					{Model: "p/j", Weight: 1, Group: "tie", RankedMembers: []string{"p/a#1", "p/b#1"}},
+					{Model: "p/k", Weight: 3, Group: "tie", RankedMembers: []string{"p/b#1", "p/a#1"}}}}}},
+		pairs: []string{"p/a>p/b:1", "p/b>p/a:1"},
+		check: func(t *testing.T, tl *Tally) {
+			if tl.Models[b].FirstPlaces != 1 || tl.Models[a].FirstPlaces != 0 {
+				t.Errorf("the judges' scores chose b's: a %+v b %+v", tl.Models[a], tl.Models[b])
+			}
+		},
+	}, {
 		name: "failures: regret against each that answered; a fallback that answered is credited",
 		run: consortia.Run{Consortium: "x", Strategy: "synthesize", Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{
 			failed(a, 1), func() consortia.MemberAnswer { m := ok(b, 1, "A"); m.Fallback = f; return m }(), ok(c, 1, "B"),
@@ -128,6 +145,27 @@ func TestTallyRun(t *testing.T) {
 			}
 			if len(tl.Models) != 1 {
 				t.Errorf("models: %v", slices.Collect(maps.Keys(tl.Models)))
+			}
+		},
+	}, {
+		name: "cascade: a consortium tier's run feeds the cascade's statistics too; first places only from the tier that answered",
+		run: consortia.Run{Consortium: "x", Strategy: "cascade", Rounds: []consortia.Round{{Tiers: []consortia.TierRun{
+			{Tier: consortia.Tier{Tier: "quick", Escalated: true}, Run: &consortia.Run{Consortium: "quick", Strategy: "vote",
+				Outcome: consortia.Outcome{Votes: []consortia.VoteGroup{{Answer: "4", Weight: 1, Members: []string{"p/a#1"}}}},
+				Rounds:  []consortia.Round{{Members: []consortia.MemberAnswer{ok(a, 1, ""), failed(c, 1)}}}}},
+			{Tier: consortia.Tier{Tier: "council"}, Run: &consortia.Run{Consortium: "council", Strategy: "synthesize",
+				Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{ok(a, 1, "A"), ok(b, 1, "B")},
+					Arbiter: &consortia.ArbiterReply{Ranking: []string{"B", "A"}}}}}}}}}},
+		pairs: []string{"p/a>p/c:1", "p/b>p/a:1"},
+		check: func(t *testing.T, tl *Tally) {
+			if got := tl.Models[a]; got == nil || got.Runs != 1 || got.Answers != 2 || got.FirstPlaces != 0 || got.Tokens != 30 {
+				t.Errorf("a (in both tiers, first in the one that escalated): %+v", got)
+			}
+			if got := tl.Models[b]; got == nil || got.Runs != 1 || got.FirstPlaces != 1 {
+				t.Errorf("b (first in the tier that answered): %+v", got)
+			}
+			if got := tl.Models[c]; got == nil || got.Failures != 1 || got.Regret != 1 {
+				t.Errorf("c: %+v", got)
 			}
 		},
 	}} {

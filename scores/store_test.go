@@ -206,3 +206,37 @@ func TestRedisBackends(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisExpiresTogether: a run without pairs restarts the expiry of
+// every key of its consortium, the pairs' too, so that the statistics
+// expire whole, counted from their last update, as Memory's do; never
+// counts whose pairs (and so ratings) were dropped under them.
+func TestRedisExpiresTogether(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	c := srv.Client(0)
+	c.FlushAll(ctx)
+	s := NewRedis(c, RedisConfig{TTL: time.Hour})
+	if err := s.Add(ctx, sample("x")); err != nil {
+		t.Fatal(err)
+	}
+	// 59 minutes later, as the keys' TTLs say, a run with no pairs (one
+	// member answered alone).
+	counts, pairs, recent := keys("x")
+	for _, k := range []string{counts, pairs, recent} {
+		c.Expire(ctx, k, time.Minute)
+	}
+	alone := TallyRun(&consortia.Run{Consortium: "x", Strategy: "synthesize", Rounds: []consortia.Round{{
+		Members: []consortia.MemberAnswer{ok("p/a", 1, "A")}}}}, nil)
+	if len(alone.Pairs) != 0 {
+		t.Fatalf("pairs %v", alone.Pairs)
+	}
+	if err := s.Add(ctx, alone); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{counts, pairs, recent} {
+		if ttl := c.TTL(ctx, k).Val(); ttl < 59*time.Minute {
+			t.Errorf("%s: ttl %v after an update, want the full hour again", k, ttl)
+		}
+	}
+}

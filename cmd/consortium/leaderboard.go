@@ -67,6 +67,10 @@ func leaderboard(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	u := strings.TrimSuffix(strings.TrimSuffix(*base, "/"), "/v1") + "/v1/consortium/leaderboard"
+	if !strings.Contains(u, "://") {
+		// An address as --listen takes it: 127.0.0.1:8080.
+		u = "http://" + u
+	}
 	if name := fs.Arg(0); name != "" {
 		u += "?consortium=" + url.QueryEscape(name)
 	}
@@ -110,8 +114,12 @@ func fetchLeaderboard(u, key string) ([]standing, error) {
 		if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
 			msg = e.Error.Message
 		}
-		if resp.StatusCode == http.StatusUnauthorized && key == "" {
-			msg += " (set $CONSORTIUM_KEY or --key)"
+		if resp.StatusCode == http.StatusUnauthorized {
+			if key == "" {
+				msg += " (set $CONSORTIUM_KEY or --key)"
+			} else {
+				msg += " (--key, else $CONSORTIUM_KEY, must be one of the proxy's client keys or its admin key)"
+			}
 		}
 		return nil, fmt.Errorf("%s: %s", resp.Status, msg)
 	}

@@ -55,8 +55,12 @@ func TestLeaderboardTable(t *testing.T) {
 	}
 
 	code, _, errOut = runCmd("leaderboard", "--url", srv.URL, "--key", "wrong")
-	if code != 1 || !strings.Contains(errOut, "401") || !strings.Contains(errOut, "Incorrect API key") {
-		t.Errorf("wrong key: exit %d: %s", code, errOut)
+	if code != 1 || !strings.Contains(errOut, "401") || !strings.Contains(errOut, "Incorrect API key") || !strings.Contains(errOut, "--key") {
+		t.Errorf("wrong key: exit %d, and no word of what to do: %s", code, errOut)
+	}
+	// A URL without its scheme, as --listen takes an address.
+	if code, _, errOut := runCmd("leaderboard", "--url", strings.TrimPrefix(srv.URL, "http://"), "--key", "k1"); code != 0 {
+		t.Errorf("--url without http://: exit %d: %s", code, errOut)
 	}
 	t.Setenv("CONSORTIUM_KEY", "")
 	code, _, errOut = runCmd("leaderboard", "--url", srv.URL)

@@ -1127,6 +1127,9 @@ pricing:
   "gpt-4o": {input: 1, output: 1}
   "openai/neg": {input: -1, output: -0.5, cached_input: -2}
   "openai/nan": {input: .nan, output: 1}
+  "openai/inf": {input: 1, output: .inf, cached_input: .inf}
+  "openai/half": {input: 1}
+  "openai/none": {}
 providers:
   openai: {api_key: k}
 consortia:
@@ -1144,10 +1147,15 @@ consortia:
 			"consortia.up.weights: strategy cascade does not use it: it is a key of the strategies with members (a cascade's tiers have their own)",
 			"pricing.gpt-4o: \"gpt-4o\" is not provider/model",
 			"pricing.nope/x: \"nope/x\" names the unknown provider \"nope\"",
+			"pricing.openai/half.output: is required (US dollars per million tokens; 0 for a free model): omitted, it would price every output token at 0",
+			"pricing.openai/inf.cached_input: must be finite (US dollars per million tokens)",
+			"pricing.openai/inf.output: must be finite (US dollars per million tokens)",
 			"pricing.openai/nan.input: must not be negative (US dollars per million tokens)",
 			"pricing.openai/neg.cached_input: must not be negative (US dollars per million tokens)",
 			"pricing.openai/neg.input: must not be negative (US dollars per million tokens)",
 			"pricing.openai/neg.output: must not be negative (US dollars per million tokens)",
+			"pricing.openai/none.input: is required (US dollars per million tokens; 0 for a free model): omitted, it would price every input token at 0",
+			"pricing.openai/none.output: is required (US dollars per million tokens; 0 for a free model): omitted, it would price every output token at 0",
 		}
 		slices.Sort(ps)
 		if !slices.Equal(ps, want) {

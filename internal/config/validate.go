@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -202,10 +203,24 @@ func (c *Config) validatePricing(v *validator) {
 		case c.Providers[prov] == nil:
 			v.problem(path, fmt.Sprintf("%q names the unknown provider %q", ref, prov))
 		}
+		// Input and output are required where the file prices a model
+		// (cached_input is optional): an omitted one would be 0, a price
+		// never given passed off as free.
+		if c.present[path] {
+			for _, k := range []string{"input", "output"} {
+				v.check(c.present[path+"."+k], path+"."+k,
+					"is required (US dollars per million tokens; 0 for a free model): omitted, it would price every "+k+" token at 0")
+			}
+		}
 		// !(x >= 0) also refuses .nan.
 		v.check(p.Input >= 0, path+".input", "must not be negative (US dollars per million tokens)")
 		v.check(p.Output >= 0, path+".output", "must not be negative (US dollars per million tokens)")
 		v.check(p.CachedInput == nil || *p.CachedInput >= 0, path+".cached_input", "must not be negative (US dollars per million tokens)")
+		// An infinite price makes an infinite cost_usd, which JSON cannot
+		// carry: every priced response would fail to encode.
+		v.check(!math.IsInf(p.Input, 1), path+".input", "must be finite (US dollars per million tokens)")
+		v.check(!math.IsInf(p.Output, 1), path+".output", "must be finite (US dollars per million tokens)")
+		v.check(p.CachedInput == nil || !math.IsInf(*p.CachedInput, 1), path+".cached_input", "must be finite (US dollars per million tokens)")
 	}
 }
 

@@ -247,7 +247,11 @@ func (h *Handler) leaderboardPage(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.Leaderboard != nil {
 		data, err := h.cfg.Leaderboard.Board(r.Context(), "", h.volumes(viewerOf(r.Context())))
 		if err != nil {
-			h.render(w, r, http.StatusServiceUnavailable, "error", page{Title: "Leaderboard", Nav: "leaderboard", Error: "The scores are unavailable: " + err.Error()})
+			// Any signed-in tenant reads this page: the store's own error,
+			// which may name its address, goes to the log only.
+			h.log.Warn("leaderboard page: the scores are unavailable", "error", err)
+			h.render(w, r, http.StatusServiceUnavailable, "error", page{Title: "Leaderboard", Nav: "leaderboard",
+				Error: "The scores are unavailable now: their store does not answer. Runs are still served; try again shortly."})
 			return
 		}
 		var lb leaderboard

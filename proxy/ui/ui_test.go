@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -447,5 +448,21 @@ func TestRefusalsArePages(t *testing.T) {
 			w.Header().Get("Content-Security-Policy") == "" {
 			t.Errorf("refusal: %d %q\n%s", w.Code, w.Header().Get("Content-Type"), w.Body)
 		}
+	}
+}
+
+type downBoard struct{}
+
+func (downBoard) Board(context.Context, string, bool) ([]byte, error) {
+	return nil, errors.New("scores store unavailable: dial tcp 10.1.2.3:6379: connect: connection refused")
+}
+
+// TestLeaderboardStoreDown: the page says the scores are unavailable,
+// never the store's own error, which names its address (the log has it).
+func TestLeaderboardStoreDown(t *testing.T) {
+	u := newTestUI(t, Config{Leaderboard: downBoard{}})
+	w := u.do("GET", "/ui/leaderboard", "", nil)
+	if body := w.Body.String(); w.Code != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") || strings.Contains(body, "10.1.2.3") {
+		t.Errorf("store down: %d\n%s", w.Code, body)
 	}
 }
