@@ -1,6 +1,10 @@
 package consortia
 
-import "github.com/consortium-dev/consortium/openai"
+import (
+	"math"
+
+	"github.com/consortium-dev/consortium/openai"
+)
 
 // Pricing a run (DESIGN.md, "Scores, leaderboard and cost"): every
 // upstream call the run record holds is priced at its own model's price,
@@ -95,6 +99,12 @@ func (p Pricing) cost(r *Run) *float64 {
 	if b.unknown || b.calls == 0 {
 		return nil
 	}
-	usd := b.usd
+	usd := RoundUSD(b.usd)
 	return &usd
+}
+
+// RoundUSD rounds a sum of prices to a millionth of a cent, so that
+// float sums read as money (0.00256825, not 0.0025682500000000002).
+func RoundUSD(usd float64) float64 {
+	return math.Round(usd*1e8) / 1e8
 }

@@ -420,7 +420,7 @@ func standings(s *Stats) []Row {
 			row.LatencyP50 = &p50
 		}
 		if c.CostUnknown == 0 && c.Tokens > 0 {
-			row.CostUSD = ptr(c.CostUSD)
+			row.CostUSD = ptr(consortia.RoundUSD(c.CostUSD))
 		}
 		rows = append(rows, row)
 	}
