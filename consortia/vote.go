@@ -185,14 +185,15 @@ func (v *vote) key(answer string, asJSON bool) (string, bool) {
 		}
 		answer = m[min(1, len(m)-1)]
 	}
-	k := normalize(answer, asJSON)
+	k := Normalize(answer, asJSON)
 	return k, k != ""
 }
 
-// normalize is an answer as votes compare it: trimmed, white space
+// Normalize is an answer as votes compare it: trimmed, white space
 // collapsed, case folded, trailing punctuation dropped; or, when asJSON
-// and it parses (in a code fence or not), re-serialized JSON.
-func normalize(s string, asJSON bool) string {
+// and it parses (in a code fence or not), re-serialized JSON. eval's
+// matches compare answers the same way.
+func Normalize(s string, asJSON bool) string {
 	s = strings.TrimSpace(s)
 	if asJSON {
 		var v any

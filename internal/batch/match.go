@@ -6,7 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"unicode"
+
+	"github.com/consortium-dev/consortium/consortia"
 )
 
 // Matches are eval's --match modes.
@@ -90,21 +91,7 @@ func lastNumber(s string) (float64, bool) {
 	return f, err == nil
 }
 
-// normalize is an answer as consortia's vote compares it (its normalize,
-// without the JSON case): trimmed, white space collapsed, case folded,
-// trailing punctuation dropped.
-func normalize(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	s = strings.Map(fold, s)
-	return strings.TrimRightFunc(s, func(r rune) bool { return unicode.IsPunct(r) || unicode.IsSpace(r) })
-}
-
-// fold maps a rune to one representative of its Unicode simple case
-// folding orbit, as vote does.
-func fold(r rune) rune {
-	least := r
-	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-		least = min(least, f)
-	}
-	return unicode.ToLower(least)
-}
+// normalize is an answer as consortia's vote compares it (without the
+// JSON case): trimmed, white space collapsed, case folded, trailing
+// punctuation dropped.
+func normalize(s string) string { return consortia.Normalize(s, false) }
