@@ -379,8 +379,16 @@ func run(args []string) error {
 			r.loads = append(r.loads, &underLoad{clients: n})
 		}
 	}
-	if err := raiseFileLimit(*streams); err != nil {
+	var limit uint64
+	limit, err = raiseFileLimit(*streams)
+	if err != nil {
 		return err
+	}
+	// The proxy holds two sockets a stream; what the limit cannot hold
+	// would fail for want of descriptors, not for the proxy's sake.
+	if fit := (int(limit) - 1000) / 2; *streams > fit {
+		log.Printf("open files: the limit (%d) holds %d streams of the %d asked for", limit, fit, *streams)
+		r.fdLimit, *streams = limit, fit
 	}
 	e, err := setUp()
 	if e != nil {
@@ -429,24 +437,25 @@ func run(args []string) error {
 // proxy to the fake, so the proxy holds two descriptors a stream. Raising
 // the hard limit needs CAP_SYS_RESOURCE; without it the soft limit goes as
 // high as the hard one allows and the scenario reports what opened.
-func raiseFileLimit(streams int) error {
+// It returns the limit it set.
+func raiseFileLimit(streams int) (uint64, error) {
 	want := uint64(2*streams + 4096)
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return err
+		return 0, err
 	}
 	if lim.Cur >= want {
-		return nil
+		return lim.Cur, nil
 	}
 	if lim.Max < want {
 		raised := syscall.Rlimit{Cur: want, Max: want}
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
-			return nil
+			return want, nil
 		}
-		log.Printf("open files: hard limit %d, fewer than %d streams need; raising it failed", lim.Max, streams)
+		log.Printf("open files: hard limit %d, fewer than %d streams need; raising it was refused", lim.Max, streams)
 	}
 	lim.Cur = min(want, lim.Max)
-	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Cur, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
 
 // machine describes where the figures were taken.

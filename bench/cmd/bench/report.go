@@ -39,8 +39,9 @@ type scenario struct {
 type report struct {
 	rounds      int
 	duration    time.Duration
-	only        bool // measure some sections alone, print them, write nothing
-	passthrough bool // the passthrough scenarios
+	only        bool   // measure some sections alone, print them, write nothing
+	passthrough bool   // the passthrough scenarios
+	fdLimit     uint64 // if set, the open-file limit that capped the streams scenario
 	targets     []target
 	scenarios   []*scenario
 	consortia   []*overhead
@@ -217,7 +218,7 @@ type memoryFigures struct {
 }
 
 // memory opens n long SSE streams through the proxy at once, waits until
-// each has its first chunk, and reads the proxy's resident memory and
+// each has its first chunk (or failed), and reads the proxy's resident memory and
 // goroutines.
 func (r *report) memory(ctx context.Context, e *env, n int) {
 	base := "http://" + e.proxy.addr
@@ -247,19 +248,21 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 					m.firstErr = err.Error()
 				}
 				mu.Unlock()
+				opened <- struct{}{}
 				return
 			}
 			defer resp.Body.Close()
 			buf := make([]byte, 512)
-			_, err = resp.Body.Read(buf)
+			k, err := resp.Body.Read(buf)
 			<-opening
 			if err != nil || resp.StatusCode != http.StatusOK {
 				mu.Lock()
 				m.failed++
 				if m.firstErr == "" {
-					m.firstErr = fmt.Sprintf("status %d: %v", resp.StatusCode, err)
+					m.firstErr = fmt.Sprintf("status %d: %s (%v)", resp.StatusCode, buf[:k], err)
 				}
 				mu.Unlock()
+				opened <- struct{}{}
 				return
 			}
 			mu.Lock()
@@ -413,7 +416,11 @@ func (r *report) markdown() string {
 		w("## Open SSE streams\n\n")
 		w("%d passthrough streams held open at once (an upstream that sends a chunk every 500 ms; at most 500 being opened at a time), ", m.streams)
 		w("measured half a second after every one had its first chunk (%.1f s after the first was asked for). ", m.rampUp.Seconds())
-		w("The harness raises its open-file limit, which the proxy inherits, to hold them (two sockets a stream in the proxy).\n\n")
+		w("The harness raises its open-file limit, which the proxy inherits, to hold them (two sockets a stream in the proxy)")
+		if r.fdLimit > 0 {
+			w("; here the hard limit (%d, which this machine does not let a process raise) capped the streams at %d", r.fdLimit, m.streams)
+		}
+		w(".\n\n")
 		per := float64(m.during-m.before) / float64(max(m.open, 1))
 		w("| streams open | failed | RSS before | RSS with streams | per stream | goroutines per stream |\n|---:|---:|---:|---:|---:|---:|\n")
 		w("| %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f |\n\n", m.open, m.failed, float64(m.before)/(1<<20), float64(m.during)/(1<<20), per/1024,
