@@ -233,6 +233,7 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 	// 10,000 connects overflows the listen backlog (somaxconn), and a
 	// dropped SYN waits a second before it is sent again.
 	opening := make(chan struct{}, 500)
+	began := time.Now()
 	for range n {
 		wg.Add(1)
 		opening <- struct{}{}
@@ -277,7 +278,6 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 		}()
 	}
 	deadline := time.After(120 * time.Second)
-	began := time.Now()
 	for i := 0; i < n; i++ {
 		select {
 		case <-opened:
