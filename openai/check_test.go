@@ -131,6 +131,17 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 			}
 		}
 	})
+	b.Run("check escaped", func(b *testing.B) {
+		// A prompt of short lines: an escape every 12 bytes.
+		body := []byte(`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat(`lorem ips\n `, 100<<10/12) + `"}]}`)
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := CheckChatRequest(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("parse", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		b.ReportAllocs()
