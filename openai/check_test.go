@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -69,7 +70,8 @@ func TestCheckDefersWhenUnsure(t *testing.T) {
 }
 
 // FuzzCheckChatRequest holds the fast pass to ParseChatRequest: whatever
-// it accepts, ParseChatRequest accepts with the same model and stream.
+// it accepts, ParseChatRequest accepts with the same model and stream; and
+// the passthrough's splice from its summary is SetModel byte for byte.
 func FuzzCheckChatRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
@@ -91,6 +93,14 @@ func FuzzCheckChatRequest(f *testing.F) {
 		}
 		if req.Model != sum.Model || req.Stream != sum.Stream {
 			t.Fatalf("fast %+v, slow model %q stream %v: %q", sum, req.Model, req.Stream, body)
+		}
+		const model = "fuzz/\"model\""
+		want, err := SetModel(nil, body, model)
+		if err != nil {
+			t.Fatalf("SetModel(%q): %v", body, err)
+		}
+		if got, err := sum.SetModel(nil, body, model); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("ChatSummary.SetModel(%q) = %q, %v; SetModel: %q", body, got, err, want)
 		}
 	})
 }
@@ -116,7 +126,18 @@ func BenchmarkCheckChatRequest(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if dst, err = SetModel(dst, body, sum.Model); err != nil {
+			if dst, err = sum.SetModel(dst, body, sum.Model); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("check escaped", func(b *testing.B) {
+		// A prompt of short lines: an escape every 12 bytes.
+		body := []byte(`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat(`lorem ips\n `, 100<<10/12) + `"}]}`)
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := CheckChatRequest(body); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -184,6 +185,9 @@ func decodeValue(raw []byte, v reflect.Value) error {
 	if u, ok := v.Addr().Interface().(json.Unmarshaler); ok {
 		return u.UnmarshalJSON(raw)
 	}
+	if decodeLeaf(raw, v) {
+		return nil
+	}
 	t := v.Type()
 	if t.Kind() != reflect.Slice || raw[0] != '[' || !reflect.PointerTo(t.Elem()).Implements(unmarshalerType) {
 		return json.Unmarshal(raw, v.Addr().Interface())
@@ -198,6 +202,85 @@ func decodeValue(raw []byte, v reflect.Value) error {
 		v.Set(reflect.Append(v, reflect.Zero(t.Elem())))
 		return decodeValue(raw[start:s.i], v.Index(v.Len()-1))
 	})
+}
+
+// decodeLeaf decodes the leaves every answer and chunk is made of (a
+// string without escapes, an integer, a bool, null or a value behind a
+// pointer) into v as json.Unmarshal would, without it: a profile of a
+// consortium stream under load found encoding/json's reflection, called
+// for each id, model and index of every chunk, at a seventh of the
+// proxy's CPU. It reports false, having changed nothing, for anything
+// else, which encoding/json then decodes: escapes, fractions and
+// exponents, a number too large for its field (encoding/json words the
+// error), null into a non-pointer, a TextUnmarshaler.
+func decodeLeaf(raw []byte, v reflect.Value) bool {
+	if _, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		return false
+	}
+	switch v.Kind() {
+	case reflect.String:
+		if str, ok := plainString(raw); ok {
+			v.SetString(str)
+			return true
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if n, ok := plainInt(raw); ok && !v.OverflowInt(n) {
+			v.SetInt(n)
+			return true
+		}
+	case reflect.Bool:
+		switch string(raw) {
+		case "true":
+			v.SetBool(true)
+			return true
+		case "false":
+			v.SetBool(false)
+			return true
+		}
+	case reflect.Pointer:
+		if string(raw) == "null" {
+			v.SetZero()
+			return true
+		}
+		if _, ok := v.Interface().(json.Unmarshaler); ok {
+			return false // a nil pointer's own method would see no value
+		}
+		elem := v
+		if v.IsNil() {
+			elem = reflect.New(v.Type().Elem())
+		} else {
+			elem = v.Elem().Addr()
+		}
+		if decodeLeaf(raw, elem.Elem()) {
+			v.Set(elem)
+			return true
+		}
+	}
+	return false
+}
+
+// plainInt reads a JSON integer of at most 18 digits (which int64 always
+// holds): what a JSON number without fraction or exponent looks like,
+// the scanner having checked it is one.
+func plainInt(raw []byte) (int64, bool) {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if len(raw) > len(digits) {
+		n = -n
+	}
+	return n, true
 }
 
 // inField puts name before the path of a field error from within the

@@ -139,7 +139,7 @@ func checkParse(t *testing.T, body string, want ChatRequest) {
 		t.Errorf("ParseChatRequest(%s)\n got %+v\nwant %+v", body, *got, want)
 	}
 	sum, ok := fastCheck([]byte(body))
-	if !ok || sum != (ChatSummary{Model: want.Model, Stream: want.Stream}) {
+	if !ok || sum.Model != want.Model || sum.Stream != want.Stream {
 		t.Errorf("fastCheck(%s) = %+v, %v; want %q, %v", body, sum, ok, want.Model, want.Stream)
 	}
 }

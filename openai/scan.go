@@ -1,10 +1,10 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"math/bits"
 )
 
 // scanner reads JSON text in one pass without decoding it: it validates
@@ -244,63 +244,85 @@ func digits(b []byte, i int) int {
 // backslash.
 func (s *scanner) str() (escaped bool, err error) {
 	b, i := s.b, s.i+1
+	// A long prompt is most of a request, and most of it needs no look:
+	// the next quote and the next backslash are found with bytes.IndexByte
+	// (vector instructions), and the run before them is only checked for
+	// control characters, a word at a time. quote is kept until an escape
+	// steps past it, so that a string of many escapes is still one pass.
+	quote := -1
 	for {
-		// Eight bytes at a time to the next that needs a look: most of a
-		// long prompt needs none.
-		for i+8 <= len(b) {
-			if m := specials(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) / 8
-				break
+		if quote < i {
+			k := bytes.IndexByte(b[i:], '"')
+			if k < 0 {
+				return false, errSyntax
 			}
-			i += 8
+			quote = i + k
 		}
-		if i >= len(b) {
+		run := b[i:quote]
+		if k := bytes.IndexByte(run, '\\'); k >= 0 {
+			run = run[:k]
+		}
+		if hasControl(run) {
 			return false, errSyntax
 		}
-		switch c := b[i]; {
-		case c == '"':
+		i += len(run)
+		if b[i] == '"' {
 			s.i = i + 1
 			return escaped, nil
-		case c == '\\':
-			escaped = true
-			if i+1 >= len(b) {
+		}
+		// b[i] is a backslash, and the quote lies beyond it.
+		escaped = true
+		switch b[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i += 2
+		case 'u':
+			if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
 				return false, errSyntax
 			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
-					return false, errSyntax
-				}
-				i += 6
-			default:
-				return false, errSyntax
-			}
-		case c < 0x20:
-			return false, errSyntax
+			i += 6
 		default:
-			i++
+			return false, errSyntax
 		}
 	}
+}
+
+// hasControl reports whether p holds a byte below 0x20, which a JSON
+// string may not. (w-ones*0x20)&^w&highs marks a byte of w below 0x20;
+// a borrow from it may mark bytes above it too, but never a word without
+// one.
+func hasControl(p []byte) bool {
+	var m uint64
+	for len(p) >= 32 {
+		w0 := binary.LittleEndian.Uint64(p)
+		w1 := binary.LittleEndian.Uint64(p[8:])
+		w2 := binary.LittleEndian.Uint64(p[16:])
+		w3 := binary.LittleEndian.Uint64(p[24:])
+		m |= (w0-ones*0x20)&^w0 | (w1-ones*0x20)&^w1 | (w2-ones*0x20)&^w2 | (w3-ones*0x20)&^w3
+		if m&highs != 0 {
+			return true
+		}
+		p = p[32:]
+	}
+	for len(p) >= 8 {
+		w := binary.LittleEndian.Uint64(p)
+		m |= (w - ones*0x20) &^ w
+		p = p[8:]
+	}
+	if m&highs != 0 {
+		return true
+	}
+	for _, c := range p {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 const (
 	ones  = 0x0101010101010101
 	highs = 0x8080808080808080
 )
-
-// specials marks the bytes of w (eight bytes, the first lowest) that are
-// a quote, a backslash or a control character: the lowest bit set in the
-// result is the high bit of the first such byte. Bytes past it may be
-// marked without being one, as a borrow runs on from it.
-// (x-ones)&^x&highs marks a zero byte of x; (w-ones*0x20)&^w&highs a byte
-// of w below 0x20.
-func specials(w uint64) uint64 {
-	q := w ^ (ones * '"')
-	bs := w ^ (ones * '\\')
-	return ((q-ones)&^q | (bs-ones)&^bs | (w-ones*0x20)&^w) & highs
-}
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'

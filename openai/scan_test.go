@@ -68,47 +68,31 @@ func TestScanDepth(t *testing.T) {
 	}
 }
 
-// TestSpecials: specials marks the first byte that needs a look, wherever
-// it is among the eight and whatever comes after it.
-func TestSpecials(t *testing.T) {
-	for pos := range 8 {
-		for _, c := range []byte{'"', '\\', 0, 0x1f, '\n'} {
-			for _, after := range []byte{'a', 0, 0x01, '"', 0xff} {
-				w := []byte("abcdefgh")
-				w[pos] = c
-				for i := pos + 1; i < 8; i++ {
-					w[i] = after
-				}
-				s := scanner{b: append(append([]byte(`"`), w...), `"`...)}
-				m := specials(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-					uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56)
-				if first := bitsFirst(m); first != pos {
-					t.Errorf("specials(%q) marks byte %d first, want %d", w, first, pos)
-				}
-				_, err := s.str()
-				if ok := err == nil && s.end(); ok != json.Valid(s.b) {
-					t.Errorf("str(%q) = %v, json.Valid %v", s.b, err, !ok)
+// TestStr: a control character, a quote or a backslash anywhere in a
+// string, whatever comes after it, in runs short and long (the word loop,
+// the 32-byte loop and the tail), is read as encoding/json reads it.
+func TestStr(t *testing.T) {
+	for _, n := range []int{8, 40, 77} {
+		for pos := range n {
+			for _, c := range []byte{'"', '\\', 0, 0x1f, '\n', 0x7f, 0xff} {
+				for _, after := range []byte{'a', 0, 0x01, '"', 0xff} {
+					w := bytes.Repeat([]byte("abcdefgh"), n/8+1)[:n]
+					w[pos] = c
+					for i := pos + 1; i < n; i++ {
+						w[i] = after
+					}
+					s := scanner{b: append(append([]byte(`"`), w...), `"`...)}
+					_, err := s.str()
+					if ok := err == nil && s.end(); ok != json.Valid(s.b) {
+						t.Errorf("str(%q) = %v, json.Valid %v", s.b, err, !ok)
+					}
 				}
 			}
 		}
 	}
-	for _, w := range []string{"abcdefgh", "\x20\x7f\x80\xff~!#[", "é😀ab"} {
-		var x uint64
-		for i := range 8 {
-			x |= uint64(w[i]) << (8 * i)
-		}
-		if m := specials(x); m != 0 {
-			t.Errorf("specials(%q) = %#x, want none", w, m)
+	for _, w := range []string{"abcdefgh", "\x20\x7f\x80\xff~!#[", "é😀ab", strings.Repeat("\x20\x7f\x80\xff", 20)} {
+		if hasControl([]byte(w)) {
+			t.Errorf("hasControl(%q) = true", w)
 		}
 	}
-}
-
-// bitsFirst returns the index of the first marked byte, or 8.
-func bitsFirst(m uint64) int {
-	for i := range 8 {
-		if m&(0x80<<(8*i)) != 0 {
-			return i
-		}
-	}
-	return 8
 }

@@ -61,7 +61,7 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, start time.Ti
 		s.fail(w, r, err)
 		return
 	}
-	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/chat/completions", Stream: sum.Stream}, body)
+	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/chat/completions", Stream: sum.Stream}, body, sum.SetModel)
 }
 
 // embeddings serves POST /v1/embeddings, always a passthrough.
@@ -88,7 +88,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/embeddings"}, body)
+	s.passthrough(w, r, start, p, &upstream.Request{Model: model, Path: "/embeddings"}, body, openai.SetModel)
 }
 
 // route finds the provider of a passthrough model ref.
@@ -110,15 +110,17 @@ func (s *Server) route(ref string) (Provider, string, error) {
 
 // passthrough forwards the client's body to a provider with only its model
 // rewritten, and the provider's answer back: JSON checked whole, SSE chunk
-// by chunk as it arrives.
-func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.Time, p Provider, req *upstream.Request, body []byte) {
+// by chunk as it arrives. setModel rewrites the model: openai.SetModel,
+// or the same from a chat request's check, which knows where it lies.
+func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.Time, p Provider, req *upstream.Request, body []byte,
+	setModel func(dst, body []byte, model string) ([]byte, error)) {
 	ri := info(r.Context())
 	ri.provider = p.Name()
 
 	// The rewritten body is not pooled: net/http may go on reading a
 	// request body after the response has come back (a provider that
 	// answers early), so its memory must not be handed to another request.
-	rewritten, err := openai.SetModel(make([]byte, 0, len(body)+len(req.Model)), body, req.Model)
+	rewritten, err := setModel(make([]byte, 0, len(body)+len(req.Model)+2), body, req.Model)
 	if err != nil {
 		s.fail(w, r, badRequest("", "%v", err))
 		return

@@ -6,11 +6,11 @@
 //
 // Usage:
 //
-//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-only consortium,rank]
+//	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-streams 10000] [-only passthrough,consortium,rank,load,streams]
 //	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D] [-rank]
 //	bench hop  -listen ADDR -target URL
 //	bench batch [-n 50000] [-d 1536] [-k 500] [-rounds 3] [-items 4000] [-latency 50ms] [-python PATH] [-out docs/benchmarks.md]
-//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-prompts FILE] [-vary] [-key K] [-critical N [-judges N]]
+//	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-prompts FILE] [-vary] [-key K] [-events] [-critical N [-judges N]]
 package main
 
 import (
@@ -116,6 +116,7 @@ func load(args []string) error {
 	stream := fs.Bool("stream", false, "ask for SSE answers")
 	size := fs.Int("size", 0, "prompt bytes")
 	key := fs.String("key", "", "client key sent as a bearer token")
+	events := fs.Bool("events", false, "ask a consortium stream for named progress events (X-Consortium-Events: true)")
 	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider); -stream does not apply")
 	judges := fs.Int("judges", 0, "with -critical: then N JSON judge requests at once instead of the streamed one (a rank consortium's critical path; the fake needs -rank)")
 	promptFile := fs.String("prompts", "", "ask the prompts of this `file` (one a line, blank lines skipped), the next one per request, round and round, instead of one prompt again and again")
@@ -135,8 +136,12 @@ func load(args []string) error {
 		}
 	}
 	t := target{base: *base, model: *model}
+	t.hdr = http.Header{}
 	if *key != "" {
-		t.hdr = http.Header{"Authorization": {"Bearer " + *key}}
+		t.hdr.Set("Authorization", "Bearer "+*key)
+	}
+	if *events {
+		t.hdr.Set(eventsHeader, "true")
 	}
 	client := bench.NewClient(*clients)
 	req := t.request(*stream, *size)
@@ -296,7 +301,10 @@ func setUp() (*env, error) {
 	if e.slow, err = start("fake 50ms", exec.Command(self, "fake", "-latency", "50ms", "-rank")); err != nil {
 		return e, err
 	}
-	if e.long, err = start("fake long streams", exec.Command(self, "fake", "-chunks", "600", "-token-interval", "50ms")); err != nil {
+	// Long streams: a chunk every half second for ten minutes, so that
+	// 10,000 of them open make 20,000 chunks a second for the proxy to
+	// pass on, on two cores shared with the fake and the clients.
+	if e.long, err = start("fake long streams", exec.Command(self, "fake", "-chunks", "1200", "-token-interval", "500ms")); err != nil {
 		return e, err
 	}
 	if e.hop, err = start("hop", exec.Command(self, "hop", "-target", "http://"+e.fast.addr)); err != nil {
@@ -341,15 +349,46 @@ func run(args []string) error {
 	duration := fs.Duration("duration", 5*time.Second, "length of each throughput measurement")
 	rounds := fs.Int("rounds", 3, "interleaved rounds; each figure is the median over rounds")
 	out := fs.String("out", "docs/benchmarks.md", "report file ('-' for stdout only)")
-	streams := fs.Int("streams", 1000, "SSE streams held open in the memory scenario")
-	only := fs.String("only", "", `"consortium", "rank" or both ("consortium,rank"): measure those consortia's overhead alone and print its section of the report (quick, no report file)`)
+	streams := fs.Int("streams", 10000, "SSE streams held open in the memory scenario")
+	only := fs.String("only", "", `measure these sections alone, comma-separated, and print them (no report file): "passthrough" (every target, every load shape), `+
+		`"consortium" and "rank" (each consortium's overhead), "load" (the consortium under load), "streams" (open streams' memory)`)
 	others := fs.Bool("others", false, "also measure LiteLLM and Portkey when they can be installed (see docs/benchmarks.md)")
 	fs.Parse(args)
 
 	r := &report{rounds: *rounds, duration: *duration, only: *only != ""}
+	sections, consortia := map[string]bool{}, []string{}
+	for _, name := range strings.Split(*only, ",") {
+		switch name = strings.TrimSpace(name); name {
+		case "passthrough", "load", "streams":
+			sections[name] = true
+		case "":
+		default:
+			consortia = append(consortia, name)
+		}
+	}
+	all := *only == ""
 	var err error
-	if r.consortia, err = consortiaNamed(*only); err != nil {
+	if len(consortia) > 0 || all {
+		if r.consortia, err = consortiaNamed(strings.Join(consortia, ",")); err != nil {
+			return err
+		}
+	}
+	r.passthrough = all || sections["passthrough"]
+	if all || sections["load"] {
+		for _, n := range underLoadClients {
+			r.loads = append(r.loads, &underLoad{clients: n})
+		}
+	}
+	var limit uint64
+	limit, err = raiseFileLimit(*streams)
+	if err != nil {
 		return err
+	}
+	// The proxy holds two sockets a stream; what the limit cannot hold
+	// would fail for want of descriptors, not for the proxy's sake.
+	if fit := (int(limit) - 1000) / 2; *streams > fit {
+		log.Printf("open files: the limit (%d) holds %d streams of the %d asked for", limit, fit, *streams)
+		r.fdLimit, *streams = limit, fit
 	}
 	e, err := setUp()
 	if e != nil {
@@ -373,14 +412,14 @@ func run(args []string) error {
 	}
 	log.Printf("measuring %d targets, %d rounds of %s", len(targets), *rounds, *duration)
 	r.measure(ctx, targets, e)
+	if all || sections["streams"] {
+		r.memory(ctx, e, *streams)
+	}
+	text := r.markdown()
 	if r.only {
-		var b strings.Builder
-		r.overheadMarkdown(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
-		fmt.Print(b.String())
+		fmt.Print(text)
 		return nil
 	}
-	r.memory(ctx, e, *streams)
-	text := r.markdown()
 	fmt.Print(text)
 	if *out != "-" {
 		// bench batch's section is measured apart; it stays.
@@ -390,6 +429,33 @@ func run(args []string) error {
 		return os.WriteFile(*out, []byte(text), 0o644)
 	}
 	return nil
+}
+
+// raiseFileLimit lets the harness and the processes it starts (which
+// inherit the limit) hold the open-streams scenario's sockets: each
+// stream is a connection from the harness to the proxy and one from the
+// proxy to the fake, so the proxy holds two descriptors a stream. Raising
+// the hard limit needs CAP_SYS_RESOURCE; without it the soft limit goes as
+// high as the hard one allows and the scenario reports what opened.
+// It returns the limit it set.
+func raiseFileLimit(streams int) (uint64, error) {
+	want := uint64(2*streams + 4096)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	if lim.Max < want {
+		raised := syscall.Rlimit{Cur: want, Max: want}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
+			return want, nil
+		}
+		log.Printf("open files: hard limit %d, fewer than %d streams need; raising it was refused", lim.Max, streams)
+	}
+	lim.Cur = min(want, lim.Max)
+	return lim.Cur, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
 
 // machine describes where the figures were taken.

@@ -37,13 +37,16 @@ type scenario struct {
 
 // report gathers the figures of a run.
 type report struct {
-	rounds    int
-	duration  time.Duration
-	only      bool // measure the consortia alone
-	targets   []target
-	scenarios []*scenario
-	consortia []*overhead
-	mem       *memoryFigures
+	rounds      int
+	duration    time.Duration
+	only        bool   // measure some sections alone, print them, write nothing
+	passthrough bool   // the passthrough scenarios
+	fdLimit     uint64 // if set, the open-file limit that capped the streams scenario
+	targets     []target
+	scenarios   []*scenario
+	consortia   []*overhead
+	loads       []*underLoad // the consortium under load, by concurrency
+	mem         *memoryFigures
 }
 
 func (r *report) measure(ctx context.Context, targets []target, e *env) {
@@ -55,7 +58,7 @@ func (r *report) measure(ctx context.Context, targets []target, e *env) {
 		{name: "256 clients, JSON", clients: 256},
 		{name: "32 clients, 100 KB prompts", clients: 32, size: 100 << 10},
 	}
-	if r.only {
+	if !r.passthrough {
 		r.scenarios = nil
 	}
 	client := bench.NewClient(512)
@@ -105,6 +108,16 @@ func (r *report) measure(ctx context.Context, targets []target, e *env) {
 			}
 		}
 	}
+	var loadClient *http.Client
+	if len(r.loads) > 0 {
+		loadClient = underLoadClient()
+		defer loadClient.CloseIdleConnections()
+	}
+	for round := range r.rounds {
+		if len(r.loads) > 0 {
+			measureUnderLoad(ctx, loadClient, r.loads, e, round, r.duration)
+		}
+	}
 	for _, o := range r.consortia {
 		log.Printf("%s: median p50 %.2f ms, critical path %.2f ms, overhead %.2f ms", o.strategy, medianP50(o.proxy), medianP50(o.direct), o.over())
 	}
@@ -132,6 +145,21 @@ func medianOf(rs []*bench.Result, f func(*bench.Result) float64) float64 {
 		return 0
 	}
 	return v[len(v)/2]
+}
+
+// roundRange is the lowest and highest over rounds of a ratio taken
+// within each round ("1.18–1.25×"): the spread of the figure the tables
+// give as a median.
+func roundRange(rs, hop []*bench.Result, ratio func(x, hop *bench.Result, round int) float64) string {
+	var v []float64
+	for k := range min(len(rs), len(hop)) {
+		v = append(v, ratio(rs[k], hop[k], k))
+	}
+	if len(v) == 0 {
+		return "—"
+	}
+	slices.Sort(v)
+	return fmt.Sprintf("%.2f–%.2f×", v[0], v[len(v)-1])
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -184,10 +212,13 @@ type memoryFigures struct {
 	before, during   int64 // RSS bytes
 	goroutinesBefore float64
 	goroutinesDuring float64
+	failed           int // streams that did not open
+	firstErr         string
+	rampUp           time.Duration // until every stream had its first chunk
 }
 
 // memory opens n long SSE streams through the proxy at once, waits until
-// each has its first chunk, and reads the proxy's resident memory and
+// each has its first chunk (or failed), and reads the proxy's resident memory and
 // goroutines.
 func (r *report) memory(ctx context.Context, e *env, n int) {
 	base := "http://" + e.proxy.addr
@@ -198,23 +229,47 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 	var mu sync.Mutex
 	opened := make(chan struct{}, n)
 	body := bench.ChatBody("long/m", true, 0)
+	// At most 500 streams are being opened at any moment: a burst of
+	// 10,000 connects overflows the listen backlog (somaxconn), and a
+	// dropped SYN waits a second before it is sent again.
+	opening := make(chan struct{}, 500)
+	began := time.Now()
 	for range n {
 		wg.Add(1)
+		opening <- struct{}{}
 		go func() {
 			defer wg.Done()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/chat/completions", strings.NewReader(string(body)))
 			resp, err := client.Do(req)
 			if err != nil {
+				<-opening
+				mu.Lock()
+				m.failed++
+				if m.firstErr == "" {
+					m.firstErr = err.Error()
+				}
+				mu.Unlock()
+				opened <- struct{}{}
 				return
 			}
 			defer resp.Body.Close()
 			buf := make([]byte, 512)
-			if _, err := resp.Body.Read(buf); err == nil {
+			k, err := resp.Body.Read(buf)
+			<-opening
+			if err != nil || resp.StatusCode != http.StatusOK {
 				mu.Lock()
-				m.open++
+				m.failed++
+				if m.firstErr == "" {
+					m.firstErr = fmt.Sprintf("status %d: %s (%v)", resp.StatusCode, buf[:k], err)
+				}
 				mu.Unlock()
 				opened <- struct{}{}
+				return
 			}
+			mu.Lock()
+			m.open++
+			mu.Unlock()
+			opened <- struct{}{}
 			for {
 				if _, err := resp.Body.Read(buf); err != nil {
 					return
@@ -222,7 +277,7 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 			}
 		}()
 	}
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(120 * time.Second)
 	for i := 0; i < n; i++ {
 		select {
 		case <-opened:
@@ -230,11 +285,15 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 			i = n
 		}
 	}
+	m.rampUp = time.Since(began)
 	time.Sleep(500 * time.Millisecond) // let the allocator settle
 	m.during = e.proxy.rss()
 	m.goroutinesDuring = metric(base, "go_goroutines")
 	cancel()
 	wg.Wait()
+	if m.failed > 0 {
+		log.Printf("%d streams failed to open, first: %s", m.failed, m.firstErr)
+	}
 	log.Printf("%d streams open: RSS %d MiB -> %d MiB, goroutines %.0f -> %.0f", m.open, m.before>>20, m.during>>20, m.goroutinesBefore, m.goroutinesDuring)
 	r.mem = m
 }
@@ -283,7 +342,8 @@ func (r *report) markdown() string {
 	w("and `consortium serve` with the fake as provider `fast`. The load generator is Go, in the harness process, on the same machine, ")
 	w("so every target shares the two cores with it and with the fake alike: compare the ratios, not the absolute numbers.\n\n")
 	w("Each scenario runs against every target in %d interleaved rounds (the order rotates each round); ", r.rounds)
-	w("each figure is the median over rounds. Concurrent scenarios keep N requests in flight for %s each.\n\n", r.duration)
+	w("each figure is the median over rounds, and \"rounds\" gives the lowest and highest of a ratio taken within each round. ")
+	w("Concurrent scenarios keep N requests in flight for %s each.\n\n", r.duration)
 
 	hop := -1
 	for i, t := range r.targets {
@@ -297,22 +357,26 @@ func (r *report) markdown() string {
 			direct := medianOf(s.results[0], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
 			hopAdded := medianOf(s.results[hop], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) }) - direct
 			w("%d requests one after another; added latency is the target's median minus the upstream's.\n\n", s.count)
-			w("| target | p50 ms | p99 ms | added p50 ms | added vs hop |\n|---|---:|---:|---:|---:|\n")
+			w("| target | p50 ms | p99 ms | added p50 ms | added vs hop | added vs hop, rounds |\n|---|---:|---:|---:|---:|---:|\n")
 			for i, t := range r.targets {
 				p50 := medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) })
 				p99 := medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) })
-				ratio := "—"
+				ratio, rounds := "—", "—"
 				if i > 0 && hopAdded > 0 {
 					ratio = fmt.Sprintf("%.2f×", (p50-direct)/hopAdded)
+					rounds = roundRange(s.results[i], s.results[hop], func(x, hop *bench.Result, k int) float64 {
+						up := ms(s.results[0][k].Quantile(0.5))
+						return (ms(x.Quantile(0.5)) - up) / (ms(hop.Quantile(0.5)) - up)
+					})
 				}
-				w("| %s | %.3f | %.3f | %.3f | %s |\n", t.name, p50, p99, p50-direct, ratio)
+				w("| %s | %.3f | %.3f | %.3f | %s | %s |\n", t.name, p50, p99, p50-direct, ratio, rounds)
 			}
 			w("\n")
 			continue
 		}
 		var notes []string
 		hopTP := medianOf(s.results[hop], (*bench.Result).Throughput)
-		w("| target | req/s | vs hop | p50 ms | p90 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		w("| target | req/s | vs hop | vs hop, rounds | p50 ms | p90 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for i, t := range r.targets {
 			tp := medianOf(s.results[i], (*bench.Result).Throughput)
 			errs := 0
@@ -329,7 +393,8 @@ func (r *report) markdown() string {
 			if errs > 0 {
 				notes = append(notes, fmt.Sprintf("%s: %d of %d requests failed; the first: `%s`", t.name, errs, total, strings.TrimSpace(first)))
 			}
-			w("| %s | %.0f | %.2f× | %.2f | %.2f | %.2f | %.1f | %d |\n", t.name, tp, tp/hopTP,
+			rounds := roundRange(s.results[i], s.results[hop], func(x, hop *bench.Result, _ int) float64 { return x.Throughput() / hop.Throughput() })
+			w("| %s | %.0f | %.2f× | %s | %.2f | %.2f | %.2f | %.1f | %d |\n", t.name, tp, tp/hopTP, rounds,
 				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.5)) }),
 				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.9)) }),
 				medianOf(s.results[i], func(x *bench.Result) float64 { return ms(x.Quantile(0.99)) }),
@@ -343,14 +408,26 @@ func (r *report) markdown() string {
 			w("\n")
 		}
 	}
-	r.overheadMarkdown(w)
+	if len(r.consortia) > 0 {
+		r.overheadMarkdown(w)
+	}
+	underLoadMarkdown(r.loads, r.rounds, r.duration, w)
 	if m := r.mem; m != nil {
 		w("## Open SSE streams\n\n")
-		w("%d passthrough streams held open at once (an upstream that sends a chunk every 50 ms), measured once all had begun.\n\n", m.streams)
+		w("%d passthrough streams held open at once (an upstream that sends a chunk every 500 ms; at most 500 being opened at a time), ", m.streams)
+		w("measured half a second after every one had its first chunk (%.1f s after the first was asked for). ", m.rampUp.Seconds())
+		w("The harness raises its open-file limit, which the proxy inherits, to hold them (two sockets a stream in the proxy)")
+		if r.fdLimit > 0 {
+			w("; here the hard limit (%d, which this machine does not let a process raise) capped the streams at %d", r.fdLimit, m.streams)
+		}
+		w(".\n\n")
 		per := float64(m.during-m.before) / float64(max(m.open, 1))
-		w("| streams open | RSS before | RSS with streams | per stream | goroutines per stream |\n|---:|---:|---:|---:|---:|\n")
-		w("| %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f |\n\n", m.open, float64(m.before)/(1<<20), float64(m.during)/(1<<20), per/1024,
+		w("| streams open | failed | RSS before | RSS with streams | per stream | goroutines per stream |\n|---:|---:|---:|---:|---:|---:|\n")
+		w("| %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f |\n\n", m.open, m.failed, float64(m.before)/(1<<20), float64(m.during)/(1<<20), per/1024,
 			(m.goroutinesDuring-m.goroutinesBefore)/float64(max(m.open, 1)))
+		if m.firstErr != "" {
+			w("- the first stream that failed: `%s`\n\n", strings.TrimSpace(m.firstErr))
+		}
 	}
 	return b.String()
 }

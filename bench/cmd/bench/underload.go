@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/consortium-dev/consortium/bench"
+)
+
+// underLoad is the consortium-under-load scenario at one concurrency: the
+// synthesize consortium of the harness's configuration (3 members and an
+// arbiter on the 50 ms fake), streamed, through the proxy with named
+// progress events off and on (X-Consortium-Events), and its critical path
+// made straight to the fake, the three taking turns at going first in
+// each round.
+type underLoad struct {
+	clients         int
+	off, on, direct []*bench.Result
+}
+
+// underLoadClients are the concurrencies measured.
+var underLoadClients = []int{16, 128, 512}
+
+// eventsHeader asks a consortium stream for named progress events.
+const eventsHeader = "X-Consortium-Events"
+
+// underLoadClient keeps a connection per request in flight: at 512
+// clients the direct critical path has 1,536 calls open at once.
+func underLoadClient() *http.Client {
+	return bench.NewClient(4 * underLoadClients[len(underLoadClients)-1])
+}
+
+// measureUnderLoad measures one round of every concurrency. Each
+// measurement follows half a second of the same load, unmeasured, so that
+// the connections it needs are open.
+func measureUnderLoad(ctx context.Context, client *http.Client, loads []*underLoad, e *env, round int, d time.Duration) {
+	proxy := target{base: "http://" + e.proxy.addr, model: "council"}
+	slow := target{base: "http://" + e.slow.addr, model: "m"}
+	for _, l := range loads {
+		for k := range 3 {
+			var req *bench.Request
+			var what string
+			var into *[]*bench.Result
+			switch (k + round) % 3 {
+			case 0:
+				what, into = "events off", &l.off
+				req = proxy.request(true, 0)
+			case 1:
+				what, into = "events on", &l.on
+				on := proxy
+				on.hdr = http.Header{eventsHeader: {"true"}}
+				req = on.request(true, 0)
+			default:
+				what, into = "critical path, direct", &l.direct
+				req = criticalPath(slow, 3, 0, 0)
+			}
+			bench.Concurrent(ctx, client, req, l.clients, 500*time.Millisecond)
+			res := bench.Concurrent(ctx, client, req, l.clients, d)
+			*into = append(*into, res)
+			if res.Errors > 0 {
+				log.Printf("under load, %d clients, %s: %d errors, first: %s", l.clients, what, res.Errors, res.FirstErr)
+			}
+			log.Printf("round %d %-34s %3d clients: p50 %v p90 %v %6.0f req/s errors %d", round+1, "consortium "+what,
+				l.clients, res.Quantile(0.5), res.Quantile(0.9), res.Throughput(), res.Errors)
+		}
+	}
+}
+
+// added returns the proxy's median minus the direct critical path's, in
+// ms, round by round (the two were measured in the same round).
+func (l *underLoad) added(proxy []*bench.Result) []float64 {
+	var out []float64
+	for i := range min(len(proxy), len(l.direct)) {
+		out = append(out, ms(proxy[i].Quantile(0.5))-ms(l.direct[i].Quantile(0.5)))
+	}
+	return out
+}
+
+// spread formats a median over rounds with the range of the rounds:
+// "0.83 (0.61 – 1.02)".
+func spread(v []float64, format string) string {
+	if len(v) == 0 {
+		return "—"
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return fmt.Sprintf(format+" ("+format+" – "+format+")", s[len(s)/2], s[0], s[len(s)-1])
+}
+
+func errorsOf(rs []*bench.Result) int {
+	n := 0
+	for _, r := range rs {
+		n += r.Errors
+	}
+	return n
+}
+
+// underLoadMarkdown writes the consortium-under-load section.
+func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(string, ...any)) {
+	if len(loads) == 0 {
+		return
+	}
+	w("## Consortium under load\n\n")
+	w("The synthesize consortium above (3 member instances at once, then the arbiter, on the fake that waits 50 ms before each answer), ")
+	w("asked to stream, by N clients at once for %s, through the proxy with named progress events off and on (`X-Consortium-Events: true`), ", d)
+	w("and its critical path straight to the fake (three JSON calls at once, then the streamed arbiter call) in the same rounds; ")
+	w("the three take turns at going first. At N clients the direct path keeps 3N calls to the fake open at once, the proxy as many. ")
+	w("Added: the proxy's median minus the direct path's, round by round; the table gives the median over %d rounds and, in brackets, ", rounds)
+	w("the lowest and highest round.\n\n")
+	w("| clients | direct p50 ms | events off p50 ms | added ms | events on p50 ms | added ms | req/s direct / off / on | errors direct / off / on |\n")
+	w("|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, l := range loads {
+		w("| %d | %.2f | %.2f | %s | %.2f | %s | %.0f / %.0f / %.0f | %d / %d / %d |\n", l.clients,
+			medianP50(l.direct), medianP50(l.off), spread(l.added(l.off), "%.2f"), medianP50(l.on), spread(l.added(l.on), "%.2f"),
+			medianOf(l.direct, (*bench.Result).Throughput), medianOf(l.off, (*bench.Result).Throughput), medianOf(l.on, (*bench.Result).Throughput),
+			errorsOf(l.direct), errorsOf(l.off), errorsOf(l.on))
+	}
+	var firsts []string
+	for _, l := range loads {
+		for _, x := range []struct {
+			what string
+			rs   []*bench.Result
+		}{{"direct", l.direct}, {"events off", l.off}, {"events on", l.on}} {
+			for _, r := range x.rs {
+				if r.FirstErr != "" {
+					firsts = append(firsts, fmt.Sprintf("%d clients, %s: `%s`", l.clients, x.what, strings.TrimSpace(r.FirstErr)))
+					break
+				}
+			}
+		}
+	}
+	w("\n")
+	for _, f := range firsts {
+		w("- first error, %s\n", f)
+	}
+	if len(firsts) > 0 {
+		w("\n")
+	}
+}
