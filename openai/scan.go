@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"unicode/utf8"
 )
 
 // scanner reads JSON text in one pass without decoding it: it validates
@@ -85,9 +86,10 @@ func (s *scanner) object(member func(key []byte) error) error {
 			return err
 		}
 		key := s.b[start+1 : s.i-1]
-		// A key with invalid UTF-8 is left as sent (encoding/json would
-		// put U+FFFD for each bad byte): it names no field either way.
-		if escaped {
+		// A key with escapes or invalid UTF-8 is read as encoding/json
+		// reads it (U+FFFD for each bad byte), so that an unknown field's
+		// name encodes the same way every time it goes round.
+		if escaped || !utf8.Valid(key) {
 			var k string
 			if err := json.Unmarshal(s.b[start:s.i], &k); err != nil {
 				return errSyntax
