@@ -15,10 +15,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/internal/app"
 	"github.com/consortium-dev/consortium/internal/batch"
 	"github.com/consortium-dev/consortium/internal/config"
-	"github.com/consortium-dev/consortium/upstream/upstreamtest"
 )
 
 // The batch commands (dataset select, dataset generate, eval) run
@@ -34,36 +34,7 @@ const exitInterrupted = 130
 // required names the flags that must be set. ok is false when the command
 // should exit with code (--help: 0, a bad or missing flag: 2).
 func batchFlags(name string, args []string, stdout, stderr io.Writer, define func(*flag.FlagSet), required ...string) (o *options, code int, ok bool) {
-	o = &options{}
-	fs := flag.NewFlagSet("consortium "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	fs.StringVar(&o.config, "c", "", "")
-	fs.BoolVar(&o.demo, "demo", false, "")
-	define(fs)
-	err := fs.Parse(args)
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if err == nil {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for _, r := range required {
-			if !set[r] {
-				err = fmt.Errorf("--%s is required", r)
-				break
-			}
-		}
-	}
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, commands[name])
-		return nil, 0, false
-	case err != nil:
-		fmt.Fprintf(stderr, "consortium %s: %v\n\n%s", name, err, commands[name])
-		return nil, 2, false
-	}
-	return o, 0, true
+	return parseCommand(name, args, stdout, stderr, func(fs *flag.FlagSet, _ *options) { define(fs) }, required...)
 }
 
 // batchEnv is what a batch command runs with: the configuration, the
@@ -90,16 +61,12 @@ func openBatch(name string, o *options, stderr io.Writer) (*batchEnv, int) {
 	}
 	env := &batchEnv{cfg: cfg, progress: batch.Progress{W: stderr, TTY: isTerminal(stderr)}}
 	if cfg.Demo {
-		demo := upstreamtest.NewServer()
-		demo.SetDefault(upstreamtest.Demo())
-		demo.SetModels(config.DemoModels()...)
-		demo.SetRecordLimit(-1)
-		env.closer = append(env.closer, demo.Close)
-		if err := cfg.ServeDemo(demo.URL); err != nil {
-			env.close()
+		closeDemo, err := serveDemo(cfg)
+		if err != nil {
 			printProblems(stderr, err)
 			return nil, 1
 		}
+		env.closer = append(env.closer, closeDemo)
 	}
 	// Only what needs attention reaches the log: breakers opening,
 	// the store failing.
@@ -138,6 +105,31 @@ func openBatch(name string, o *options, stderr io.Writer) (*batchEnv, int) {
 	env.closer = append(env.closer, func() { signal.Stop(signals); close(done); cancel() })
 	env.ctx, env.stop = ctx, stop
 	return env, 0
+}
+
+// openJob does what every batch command does first: it checks --out,
+// reads --in and opens the batch environment. On failure it has printed
+// why, env is nil and code is the exit code (2 for --out, else 1).
+func openJob(name string, o *options, in, out string, stderr io.Writer) (items []batch.Item, env *batchEnv, code int) {
+	if !checkOut(name, in, out, stderr) {
+		return nil, nil, 2
+	}
+	items, ok := readInput(name, in, stderr)
+	if !ok {
+		return nil, nil, 1
+	}
+	env, code = openBatch(name, o, stderr)
+	return items, env, code
+}
+
+// consortium returns the engine of the consortium --model names, or says
+// why there is none.
+func (e *batchEnv) consortium(name, model string, stderr io.Writer) (*consortia.Engine, bool) {
+	engine, ok := e.app.Engine(model)
+	if !ok {
+		fmt.Fprintf(stderr, "consortium %s: %s\n", name, notConsortium(e.cfg, model))
+	}
+	return engine, ok
 }
 
 // close releases what openBatch made, the last made first.

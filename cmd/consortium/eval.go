@@ -67,21 +67,13 @@ func eval(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "consortium %s: --concurrency %d is below 1\n", name, concurrency)
 		return 2
 	}
-	if !checkOut(name, in, out, stderr) {
-		return 2
-	}
-	items, ok := readInput(name, in, stderr)
-	if !ok {
-		return 1
-	}
-	env, code := openBatch(name, o, stderr)
+	items, env, code := openJob(name, o, in, out, stderr)
 	if env == nil {
 		return code
 	}
 	defer env.close()
-	engine, ok := env.app.Engine(model)
+	engine, ok := env.consortium(name, model, stderr)
 	if !ok {
-		fmt.Fprintf(stderr, "consortium %s: %s\n", name, notConsortium(env.cfg, model))
 		return 1
 	}
 	solo, err := env.app.Solo(model)

@@ -204,10 +204,29 @@ type options struct {
 	estimate  bool
 }
 
-// parseFlags parses a command's flags. --help prints the command's help on
-// stdout (code 0); a bad flag prints what is wrong and the help on stderr
-// (code 2). ok is false when the command should exit with code.
+// parseFlags parses the flags of serve, validate and models. --help
+// prints the command's help on stdout (code 0); a bad flag prints what is
+// wrong and the help on stderr (code 2). ok is false when the command
+// should exit with code.
 func parseFlags(name string, args []string, stdout, stderr io.Writer) (o *options, code int, ok bool) {
+	return parseCommand(name, args, stdout, stderr, func(fs *flag.FlagSet, o *options) {
+		if name == "validate" {
+			fs.BoolVar(&o.estimate, "estimate", false, "")
+		}
+		if name == "serve" {
+			fs.StringVar(&o.listen, "listen", "", "")
+			fs.StringVar(&o.logLevel, "log-level", "", "")
+			fs.StringVar(&o.logFormat, "log-format", "", "")
+		}
+	})
+}
+
+// parseCommand parses a command's flags: -c and --demo, those define adds,
+// and no argument. required names the flags that must be set. --help
+// prints the command's help on stdout (code 0); a bad or missing flag
+// prints what is wrong and the help on stderr (code 2). ok is false when
+// the command should exit with code.
+func parseCommand(name string, args []string, stdout, stderr io.Writer, define func(*flag.FlagSet, *options), required ...string) (o *options, code int, ok bool) {
 	o = &options{}
 	fs := flag.NewFlagSet("consortium "+name, flag.ContinueOnError)
 	// The help is written by hand, spelled as the usage line spells the
@@ -216,17 +235,20 @@ func parseFlags(name string, args []string, stdout, stderr io.Writer) (o *option
 	fs.Usage = func() {}
 	fs.StringVar(&o.config, "c", "", "")
 	fs.BoolVar(&o.demo, "demo", false, "")
-	if name == "validate" {
-		fs.BoolVar(&o.estimate, "estimate", false, "")
-	}
-	if name == "serve" {
-		fs.StringVar(&o.listen, "listen", "", "")
-		fs.StringVar(&o.logLevel, "log-level", "", "")
-		fs.StringVar(&o.logFormat, "log-format", "", "")
-	}
+	define(fs, o)
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err == nil {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, r := range required {
+			if !set[r] {
+				err = fmt.Errorf("--%s is required", r)
+				break
+			}
+		}
 	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -366,15 +388,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		cfg.Listen = o.listen
 	}
 	if cfg.Demo {
-		demo := upstreamtest.NewServer()
-		demo.SetDefault(upstreamtest.Demo())
-		demo.SetModels(config.DemoModels()...)
-		demo.SetRecordLimit(-1) // a long-running demo keeps no requests
-		defer demo.Close()
-		if err := cfg.ServeDemo(demo.URL); err != nil {
+		closeDemo, err := serveDemo(cfg)
+		if err != nil {
 			printProblems(stderr, err)
 			return 1
 		}
+		defer closeDemo()
 		logger.Warn("DEMO MODE: demo providers and consortiums are built-in fakes with canned answers, not real models", "models", demoRefs(cfg))
 	}
 	if err := checkOpenRelay(cfg); err != nil {
@@ -488,6 +507,20 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// serveDemo starts the in-process demo provider of --demo and points the
+// configuration's demo providers at it; the caller calls close when done.
+func serveDemo(cfg *config.Config) (close func(), err error) {
+	demo := upstreamtest.NewServer()
+	demo.SetDefault(upstreamtest.Demo())
+	demo.SetModels(config.DemoModels()...)
+	demo.SetRecordLimit(-1) // a long-running demo keeps no requests
+	if err := cfg.ServeDemo(demo.URL); err != nil {
+		demo.Close()
+		return nil, err
+	}
+	return demo.Close, nil
 }
 
 // demoRefs lists the models of the demo providers, for the log.
