@@ -235,7 +235,7 @@ func New(cfg Config) (*Provider, error) {
 	p.secretBytes = secretBytes(p.secrets)
 	transport := cfg.Transport
 	if transport == nil {
-		transport = NewTransport()
+		transport = newH1Transport(NewTransport())
 	}
 	p.client = &http.Client{
 		Transport: transport,

@@ -723,6 +723,19 @@ func TestBodyCutRetried(t *testing.T) {
 // comes a little after the last event; a response that never ends after
 // [DONE] costs its connection, not the caller's time, and is no failure.
 func TestStreamKeepsItsConnection(t *testing.T) {
+	t.Run("net/http", func(t *testing.T) {
+		transport := NewTransport()
+		t.Cleanup(transport.CloseIdleConnections)
+		testStreamKeepsItsConnection(t, transport)
+	})
+	t.Run("h1", func(t *testing.T) {
+		transport := newH1Transport(NewTransport())
+		t.Cleanup(transport.CloseIdleConnections)
+		testStreamKeepsItsConnection(t, transport)
+	})
+}
+
+func testStreamKeepsItsConnection(t *testing.T, transport http.RoundTripper) {
 	var conns atomic.Int32
 	hang := make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -746,8 +759,6 @@ func TestStreamKeepsItsConnection(t *testing.T) {
 	srv.Start()
 	t.Cleanup(func() { close(hang); srv.Close() })
 
-	transport := NewTransport()
-	t.Cleanup(transport.CloseIdleConnections)
 	provider := func(base string) *Provider {
 		p, err := New(Config{Name: "fake", BaseURL: base, Timeout: 2 * time.Second, Transport: transport})
 		if err != nil {
