@@ -8,9 +8,15 @@ import (
 	"testing"
 )
 
+// appender is a wire type with a hand-written AppendJSON, held to
+// json.Marshal: *ChatRequest and *ChatCompletionChunk.
+type appender interface {
+	AppendJSON(dst []byte) ([]byte, error)
+}
+
 // checkAppendJSON fails t unless AppendJSON and json.Marshal encode r
 // alike, or fail alike. It returns the encoding.
-func checkAppendJSON(t *testing.T, r *ChatRequest) []byte {
+func checkAppendJSON(t *testing.T, r appender) []byte {
 	t.Helper()
 	got, err := r.AppendJSON(nil)
 	marshaled, merr := json.Marshal(r)

@@ -16,6 +16,8 @@ import (
 // one Write, and flushed when the writer is an http.ResponseWriter, as
 // httputil.ReverseProxy flushes text/event-stream. It is safe for use by
 // several goroutines (a stream's writer and its keep-alive ticker).
+// JSON's events are framed by hand, byte for byte as go-sse frames one
+// line of data, since JSON text is one line.
 //
 // Every SSE frame the project writes goes through it: the proxy's
 // consortium and error frames, the fake providers and the benchmark's
@@ -24,7 +26,16 @@ type EventWriter struct {
 	mu    sync.Mutex
 	w     io.Writer
 	flush func() error
-	buf   bytes.Buffer
+	buf   frame // the event being written, reused
+}
+
+// frame is an event's bytes before their one Write; Message.WriteTo
+// appends to it.
+type frame []byte
+
+func (f *frame) Write(p []byte) (int, error) {
+	*f = append(*f, p...)
+	return len(p), nil
 }
 
 // NewEventWriter returns an EventWriter on w.
@@ -39,14 +50,41 @@ func NewEventWriter(w io.Writer) *EventWriter {
 // Data sends one unnamed event whose data is data.
 func (e *EventWriter) Data(data []byte) error { return e.Event("", data) }
 
-// JSON sends v, encoded as JSON, as one unnamed event.
+// JSON sends v, encoded as JSON, as one unnamed event. A
+// *ChatCompletionChunk, of which a consortium's stream writes one for
+// every delta, is encoded by its AppendJSON, anything else by
+// json.Marshal; the bytes are the same.
 func (e *EventWriter) JSON(v any) error {
-	data, err := json.Marshal(v)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	b := append(e.buf[:0], dataField...)
+	var err error
+	if c, ok := v.(*ChatCompletionChunk); ok {
+		b, err = c.AppendJSON(b)
+	} else {
+		var data []byte
+		data, err = json.Marshal(v)
+		b = append(b, data...)
+	}
+	e.buf = b // keep what it grew to for the next event
 	if err != nil {
 		return err
 	}
-	return e.Data(data)
+	data := b[len(dataField):]
+	if bytes.IndexByte(data, '\n') >= 0 || bytes.IndexByte(data, '\r') >= 0 {
+		// JSON text holds no raw line break; should one come, go-sse
+		// splits the data into lines as Data does.
+		var m sse.Message
+		m.AppendData(string(data))
+		return e.writeLocked(&m)
+	}
+	// One line of data is what Message.WriteTo writes for it: the field,
+	// the line, and the blank line that ends the event.
+	e.buf = append(b, "\n\n"...)
+	return e.sendLocked()
 }
+
+var dataField = []byte("data: ")
 
 // Event sends one event named name ("" for none: OpenAI's streams name
 // none) whose data is data.
@@ -93,9 +131,18 @@ func (e *EventWriter) Flush() error {
 func (e *EventWriter) write(m *sse.Message) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.buf.Reset()
-	m.WriteTo(&e.buf) // a bytes.Buffer does not fail
-	if _, err := e.w.Write(e.buf.Bytes()); err != nil {
+	return e.writeLocked(m)
+}
+
+func (e *EventWriter) writeLocked(m *sse.Message) error {
+	e.buf = e.buf[:0]
+	m.WriteTo(&e.buf) // a frame does not fail
+	return e.sendLocked()
+}
+
+// sendLocked writes the event in e.buf and flushes it.
+func (e *EventWriter) sendLocked() error {
+	if _, err := e.w.Write(e.buf); err != nil {
 		return err
 	}
 	return e.flushLocked()
