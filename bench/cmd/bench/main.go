@@ -7,7 +7,7 @@
 // Usage:
 //
 //	bench [run] [-duration 5s] [-rounds 3] [-out docs/benchmarks.md] [-others] [-streams 10000] [-only passthrough,consortium,rank,load,streams]
-//	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D] [-rank]
+//	bench fake -listen ADDR [-latency D] [-chunks N] [-token-interval D] [-rank] [-tls-cert FILE -tls-key FILE]
 //	bench hop  -listen ADDR -target URL
 //	bench batch [-n 50000] [-d 1536] [-k 500] [-rounds 3] [-items 4000] [-latency 50ms] [-python PATH] [-out docs/benchmarks.md]
 //	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-prompts FILE] [-vary] [-key K] [-events] [-critical N [-judges N]]
@@ -65,7 +65,9 @@ func main() {
 }
 
 // serveUntilSignal serves h on addr, printing the address, until SIGTERM.
-func serveUntilSignal(addr string, h http.Handler) error {
+// Given a certificate and key, it serves HTTPS, where http.Server speaks
+// HTTP/2 to a client that offers it.
+func serveUntilSignal(addr string, h http.Handler, certFile, keyFile string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -75,7 +77,12 @@ func serveUntilSignal(addr string, h http.Handler) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() { <-ctx.Done(); srv.Close() }()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
+	if certFile != "" || keyFile != "" {
+		err = srv.ServeTLS(ln, certFile, keyFile)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != http.ErrServerClosed {
 		return err
 	}
 	return nil
@@ -89,8 +96,13 @@ func serveFake(args []string) error {
 	fs.IntVar(&f.Chunks, "chunks", 20, "deltas of a streamed answer")
 	fs.DurationVar(&f.TokenInterval, "token-interval", 0, "wait between streamed deltas")
 	fs.BoolVar(&f.Rank, "rank", false, "answer a judge prompt (### Response X headings) with a ranking of its labels")
+	certFile := fs.String("tls-cert", "", "serve HTTPS (HTTP/2 to a client that offers it) with this PEM certificate `file`; needs -tls-key")
+	keyFile := fs.String("tls-key", "", "the PEM private key `file` of -tls-cert")
 	fs.Parse(args)
-	return serveUntilSignal(*listen, f)
+	if (*certFile == "") != (*keyFile == "") {
+		return fmt.Errorf("-tls-cert and -tls-key go together")
+	}
+	return serveUntilSignal(*listen, f, *certFile, *keyFile)
 }
 
 func serveHop(args []string) error {
@@ -102,7 +114,7 @@ func serveHop(args []string) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("-target %q is not a URL", *target)
 	}
-	return serveUntilSignal(*listen, bench.Hop(u, upstream.NewTransport()))
+	return serveUntilSignal(*listen, bench.Hop(u, upstream.NewTransport()), "", "")
 }
 
 // load drives a running target (the proxy under a profiler, say) with
@@ -303,8 +315,17 @@ func setUp() (*env, error) {
 	}
 	// Long streams: a chunk every half second for ten minutes, so that
 	// 10,000 of them open make 20,000 chunks a second for the proxy to
-	// pass on, on two cores shared with the fake and the clients.
-	if e.long, err = start("fake long streams", exec.Command(self, "fake", "-chunks", "1200", "-token-interval", "500ms")); err != nil {
+	// pass on, on two cores shared with the fake and the clients. The
+	// fake serves HTTPS, and so HTTP/2, as real providers do: the proxy
+	// multiplexes the streams over a few connections instead of holding
+	// one a stream. The proxy trusts its throwaway certificate through
+	// SSL_CERT_FILE.
+	certFile, keyFile, err := writeCert(dir)
+	if err != nil {
+		return e, fmt.Errorf("the long-streams upstream's certificate: %w", err)
+	}
+	if e.long, err = start("fake long streams", exec.Command(self, "fake", "-chunks", "1200", "-token-interval", "500ms",
+		"-tls-cert", certFile, "-tls-key", keyFile)); err != nil {
 		return e, err
 	}
 	if e.hop, err = start("hop", exec.Command(self, "hop", "-target", "http://"+e.fast.addr)); err != nil {
@@ -314,7 +335,7 @@ func setUp() (*env, error) {
 providers:
   fast: {base_url: "http://%s/v1", max_retries: 0, timeout: 60s, idle_timeout: 120s}
   slow: {base_url: "http://%s/v1", max_retries: 0}
-  long: {base_url: "http://%s/v1", max_retries: 0, timeout: 60s, idle_timeout: 120s}
+  long: {base_url: "https://%s/v1", max_retries: 0, timeout: 60s, idle_timeout: 120s}
 consortia:
   council:
     members:
@@ -333,11 +354,13 @@ consortia:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return e, err
 	}
-	if e.proxy, err = start("consortium", exec.Command(bin, "serve", "-c", cfgPath)); err != nil {
+	proxy := exec.Command(bin, "serve", "-c", cfgPath)
+	proxy.Env = append(os.Environ(), "SSL_CERT_FILE="+certFile)
+	if e.proxy, err = start("consortium", proxy); err != nil {
 		return e, err
 	}
 	plain := exec.Command(bin, "serve", "-c", cfgPath)
-	plain.Env = append(os.Environ(), "CONSORTIUM_SCORES=off")
+	plain.Env = append(os.Environ(), "SSL_CERT_FILE="+certFile, "CONSORTIUM_SCORES=off")
 	if e.plain, err = start("consortium without scores", plain); err != nil {
 		return e, err
 	}
@@ -380,13 +403,14 @@ func run(args []string) error {
 		}
 	}
 	var limit uint64
-	limit, err = raiseFileLimit(*streams)
+	limit, r.hardLimit, err = raiseFileLimit(*streams)
 	if err != nil {
 		return err
 	}
-	// The proxy holds two sockets a stream; what the limit cannot hold
-	// would fail for want of descriptors, not for the proxy's sake.
-	if fit := (int(limit) - 1000) / 2; *streams > fit {
+	// The proxy holds a socket a stream (its upstream connections are
+	// few, multiplexed over HTTP/2); what the limit cannot hold would fail
+	// for want of descriptors, not for the proxy's sake.
+	if fit := int(limit) - fdReserve; *streams > fit {
 		log.Printf("open files: the limit (%d) holds %d streams of the %d asked for", limit, fit, *streams)
 		r.fdLimit, *streams = limit, fit
 	}
@@ -433,30 +457,36 @@ func run(args []string) error {
 
 // raiseFileLimit lets the harness and the processes it starts (which
 // inherit the limit) hold the open-streams scenario's sockets: each
-// stream is a connection from the harness to the proxy and one from the
-// proxy to the fake, so the proxy holds two descriptors a stream. Raising
-// the hard limit needs CAP_SYS_RESOURCE; without it the soft limit goes as
+// stream is a connection from the harness to the proxy, and the proxy
+// reaches the fake over HTTPS with HTTP/2, many streams to a connection,
+// so the harness and the proxy each hold about one descriptor a stream.
+// (Over a plain-HTTP/1.1 upstream the proxy would hold two.) Raising the
+// hard limit needs CAP_SYS_RESOURCE; without it the soft limit goes as
 // high as the hard one allows and the scenario reports what opened.
-// It returns the limit it set.
-func raiseFileLimit(streams int) (uint64, error) {
-	want := uint64(2*streams + 4096)
+// It returns the limit it set and the hard limit.
+func raiseFileLimit(streams int) (limit, hard uint64, err error) {
+	want := uint64(streams + 4096)
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if lim.Cur >= want {
-		return lim.Cur, nil
+		return lim.Cur, lim.Max, nil
 	}
 	if lim.Max < want {
 		raised := syscall.Rlimit{Cur: want, Max: want}
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
-			return want, nil
+			return want, want, nil
 		}
 		log.Printf("open files: hard limit %d, fewer than %d streams need; raising it was refused", lim.Max, streams)
 	}
 	lim.Cur = min(want, lim.Max)
-	return lim.Cur, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Cur, lim.Max, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
+
+// fdReserve is how many of the proxy's open files the streams scenario
+// leaves for everything but its streams' sockets.
+const fdReserve = 1000
 
 // machine describes where the figures were taken.
 func machine() string {

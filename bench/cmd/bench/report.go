@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,7 @@ type report struct {
 	only        bool   // measure some sections alone, print them, write nothing
 	passthrough bool   // the passthrough scenarios
 	fdLimit     uint64 // if set, the open-file limit that capped the streams scenario
+	hardLimit   uint64 // the hard open-file limit the streams scenario ran under
 	targets     []target
 	scenarios   []*scenario
 	consortia   []*overhead
@@ -214,6 +216,7 @@ type memoryFigures struct {
 	goroutinesDuring float64
 	failed           int // streams that did not open
 	firstErr         string
+	upstreamConns    int           // TCP connections the proxy held to the fake, streams open; -1 if unknown
 	rampUp           time.Duration // until every stream had its first chunk
 }
 
@@ -289,13 +292,28 @@ func (r *report) memory(ctx context.Context, e *env, n int) {
 	time.Sleep(500 * time.Millisecond) // let the allocator settle
 	m.during = e.proxy.rss()
 	m.goroutinesDuring = metric(base, "go_goroutines")
+	var err error
+	if m.upstreamConns, err = tcpConnsTo(e.proxy.cmd.Process.Pid, e.long.addr); err != nil {
+		log.Printf("counting the proxy's connections to the upstream: %v", err)
+		m.upstreamConns = -1
+	}
 	cancel()
 	wg.Wait()
 	if m.failed > 0 {
 		log.Printf("%d streams failed to open, first: %s", m.failed, m.firstErr)
 	}
-	log.Printf("%d streams open: RSS %d MiB -> %d MiB, goroutines %.0f -> %.0f", m.open, m.before>>20, m.during>>20, m.goroutinesBefore, m.goroutinesDuring)
+	log.Printf("%d streams open: RSS %d MiB -> %d MiB, goroutines %.0f -> %.0f, %d connections to the upstream", m.open, m.before>>20, m.during>>20,
+		m.goroutinesBefore, m.goroutinesDuring, m.upstreamConns)
 	r.mem = m
+}
+
+// grouped writes n with thousands separators: 9,500.
+func grouped(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // metric reads one unlabelled metric from the proxy's /metrics.
@@ -416,15 +434,28 @@ func (r *report) markdown() string {
 		w("## Open SSE streams\n\n")
 		w("%d passthrough streams held open at once (an upstream that sends a chunk every 500 ms; at most 500 being opened at a time), ", m.streams)
 		w("measured half a second after every one had its first chunk (%.1f s after the first was asked for). ", m.rampUp.Seconds())
-		w("The harness raises its open-file limit, which the proxy inherits, to hold them (two sockets a stream in the proxy)")
+		w("Each client stream is its own HTTP/1.1 connection to the proxy, as clients make them. ")
+		w("The upstream is HTTPS with HTTP/2, as real providers are (a throwaway self-signed certificate the proxy trusts through `SSL_CERT_FILE`), ")
+		w("so the proxy holds one socket per client stream plus a few multiplexed connections upstream ")
+		w("(the fake's HTTP/2 server allows 250 streams a connection, Go's default). ")
+		w("Over a plain-HTTP/1.1 upstream the proxy needs two sockets a stream")
+		if fit := (int(r.hardLimit) - fdReserve) / 2; r.hardLimit > 0 && fit < m.streams {
+			w(", and this machine's hard limit of %s open files would cap that at about %s streams", grouped(int(r.hardLimit)), grouped(fit))
+		}
+		w(". ")
+		w("The harness raises its open-file limit, which the proxy inherits, to hold them")
 		if r.fdLimit > 0 {
 			w("; here the hard limit (%d, which this machine does not let a process raise) capped the streams at %d", r.fdLimit, m.streams)
 		}
 		w(".\n\n")
 		per := float64(m.during-m.before) / float64(max(m.open, 1))
-		w("| streams open | failed | RSS before | RSS with streams | per stream | goroutines per stream |\n|---:|---:|---:|---:|---:|---:|\n")
-		w("| %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f |\n\n", m.open, m.failed, float64(m.before)/(1<<20), float64(m.during)/(1<<20), per/1024,
-			(m.goroutinesDuring-m.goroutinesBefore)/float64(max(m.open, 1)))
+		conns := "unknown"
+		if m.upstreamConns >= 0 {
+			conns = fmt.Sprint(m.upstreamConns)
+		}
+		w("| streams open | failed | RSS before | RSS with streams | per stream | goroutines per stream | proxy's connections to the upstream |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+		w("| %d | %d | %.1f MiB | %.1f MiB | %.1f KiB | %.1f | %s |\n\n", m.open, m.failed, float64(m.before)/(1<<20), float64(m.during)/(1<<20), per/1024,
+			(m.goroutinesDuring-m.goroutinesBefore)/float64(max(m.open, 1)), conns)
 		if m.firstErr != "" {
 			w("- the first stream that failed: `%s`\n\n", strings.TrimSpace(m.firstErr))
 		}
