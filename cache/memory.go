@@ -98,21 +98,19 @@ func (m *Memory) Latest(_ context.Context, tenant, conversation string) (*Turn, 
 }
 
 // Save implements Store.
-func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run []byte) error {
+func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run *RunRecord) error {
 	data, err := json.Marshal(turn)
 	if err != nil {
 		return err
 	}
-	// Read outside the lock: it scans the whole record.
-	sum, indexed := summarize(run)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.setLocked(turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data)
 	m.setLocked(convKey(tenant, turn.Conversation), data)
 	if run != nil {
-		m.setLocked(runKey(tenant, turn.RunID), run)
-		if indexed {
-			idx := append(m.runs[tenant], sum)
+		m.setLocked(runKey(tenant, turn.RunID), run.JSON)
+		if run.Summary.RunID != "" {
+			idx := append(m.runs[tenant], run.Summary)
 			if len(idx) > RunsPerTenant {
 				idx = append(idx[:0:0], idx[len(idx)-RunsPerTenant:]...)
 			}
