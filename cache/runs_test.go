@@ -70,8 +70,16 @@ func TestRunsBounded(t *testing.T) {
 			}
 		}
 		got, err := s.Runs(ctx, "alice", 0)
-		if err != nil || len(got) != RunsPerTenant || got[0].RunID != fmt.Sprintf("run_%d", RunsPerTenant+4) || got[len(got)-1].RunID != "run_5" {
-			t.Fatalf("%d runs, first %+v, last %+v, %v", len(got), got[0], got[len(got)-1], err)
+		if err != nil || len(got) != RunsPerTenant {
+			t.Fatalf("%d runs, %v", len(got), err)
+		}
+		for i, sum := range got {
+			if want := fmt.Sprintf("run_%d", RunsPerTenant+4-i); sum.RunID != want {
+				t.Fatalf("run %d of the index is %s, want %s (newest first, the oldest 5 dropped)", i, sum.RunID, want)
+			}
+		}
+		if got, _ := s.Runs(ctx, "alice", 3); len(got) != 3 || got[2].RunID != fmt.Sprintf("run_%d", RunsPerTenant+2) {
+			t.Errorf("limit 3: %+v", got)
 		}
 	})
 }
