@@ -58,9 +58,10 @@ type Store interface {
 	// ErrNotFound.
 	Latest(ctx context.Context, tenant, conversation string) (*Turn, error)
 	// Save stores a turn (found again by the hash of its transcript and as
-	// its conversation's latest) and its run record, in one round trip;
-	// the run's summary joins the tenant's index of recent runs.
-	Save(ctx context.Context, tenant string, turn *Turn, run []byte) error
+	// its conversation's latest) and its run's record (nil for none) under
+	// turn.RunID, in one round trip; the run's summary joins the tenant's
+	// index of recent runs as it is given.
+	Save(ctx context.Context, tenant string, turn *Turn, run *RunRecord) error
 	// Run returns a run record, or ErrNotFound.
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
 	// Runs returns the summaries of tenant's recent runs, newest first, at

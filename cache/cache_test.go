@@ -45,7 +45,7 @@ func TestStore(t *testing.T) {
 	backends(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
 		first := &Turn{Conversation: "conv_1", Consortium: "council", Transcript: transcript("hi", "hello"), RunID: "run_1"}
-		if err := s.Save(ctx, "alice", first, []byte(`{"run_id":"run_1"}`)); err != nil {
+		if err := s.Save(ctx, "alice", first, &RunRecord{JSON: []byte(`{"run_id":"run_1"}`), Summary: RunSummary{RunID: "run_1"}}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Match(ctx, "alice", "council", Hash("council", transcript("hi", "hello")))
@@ -175,10 +175,10 @@ func TestRedisTTL(t *testing.T) {
 	s := NewRedis(srv.Client(0), RedisConfig{TTL: 90 * time.Second})
 	ctx := context.Background()
 	turn := &Turn{Conversation: "conv_t", Consortium: "c", Transcript: transcript("q", "a"), RunID: "run_t"}
-	if err := s.Save(ctx, "alice", turn, []byte("{}")); err != nil {
+	if err := s.Save(ctx, "alice", turn, &RunRecord{JSON: []byte(`{"run_id":"run_t"}`), Summary: RunSummary{RunID: "run_t"}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{convKey("alice", "conv_t"), runKey("alice", "run_t"), turnKey("alice", "c", Hash("c", turn.Transcript))} {
+	for _, key := range []string{convKey("alice", "conv_t"), runKey("alice", "run_t"), runsKey("alice"), turnKey("alice", "c", Hash("c", turn.Transcript))} {
 		ttl, err := s.client.TTL(ctx, key).Result()
 		if err != nil || ttl <= 0 || ttl > 90*time.Second {
 			t.Errorf("%s: ttl %v, %v", key, ttl, err)
@@ -200,7 +200,7 @@ func TestRedisWaitsForReplicas(t *testing.T) {
 	ctx := context.Background()
 	store := NewRedis(b.Client, RedisConfig{TTL: time.Hour, Replicas: 1})
 	turn := &Turn{Conversation: "conv_w", Consortium: "c", Transcript: transcript("q", "a"), RunID: "run_w"}
-	if err := store.Save(ctx, "alice", turn, []byte("{}")); err != nil {
+	if err := store.Save(ctx, "alice", turn, &RunRecord{JSON: []byte("{}")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.SaveResponse(ctx, "alice", "resp_w", []byte("{}")); err != nil {

@@ -114,12 +114,12 @@ func (c *Conversations) Place(ctx context.Context, tenant, consortium, id string
 	return p, nil
 }
 
-// Save stores a placed turn, its synthesis last, and its run record (nil
-// for none), so that a continuation sent right after it finds it from any
-// replica. It is bounded by its own timeout and goes on when ctx is
-// cancelled: the client may be gone, the turn is saved all the same. A
-// placement without an id returns its Unsaved error.
-func (c *Conversations) Save(ctx context.Context, tenant string, p *Placement, synthesis, runID string, run []byte) error {
+// Save stores a placed turn, its synthesis last, and its run's record and
+// summary (nil for none), so that a continuation sent right after it finds
+// it from any replica. It is bounded by its own timeout and goes on when
+// ctx is cancelled: the client may be gone, the turn is saved all the
+// same. A placement without an id returns its Unsaved error.
+func (c *Conversations) Save(ctx context.Context, tenant string, p *Placement, synthesis, runID string, run *RunRecord) error {
 	if p.ID == "" {
 		return p.Unsaved
 	}

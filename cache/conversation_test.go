@@ -36,7 +36,7 @@ func seed(t *testing.T, c *Conversations) {
 	t.Helper()
 	ctx := context.Background()
 	first := &Placement{ID: "conv_1", Consortium: "council", Messages: msgs("system: be kind", "user: q1")}
-	if err := c.Save(ctx, "alice", first, "S1", "run_1", []byte(`{}`)); err != nil {
+	if err := c.Save(ctx, "alice", first, "S1", "run_1", &RunRecord{JSON: []byte(`{}`)}); err != nil {
 		t.Fatal(err)
 	}
 	second := &Placement{ID: "conv_1", Consortium: "council", Messages: msgs("user: q1", "assistant: S1", "user: q2")}
@@ -186,7 +186,7 @@ func TestSaveOutlivesTheRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		cancel()
-		if err := c.Save(ctx, "alice", p, "S", "run_1", []byte(`{}`)); err != nil {
+		if err := c.Save(ctx, "alice", p, "S", "run_1", &RunRecord{JSON: []byte(`{}`)}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.Run(context.Background(), "alice", "run_1"); err != nil {

@@ -18,9 +18,31 @@ type Memory struct {
 	mu    sync.Mutex
 	order *list.List // front: most recently used
 	items map[string]*list.Element
-	// runs are each tenant's recent runs, oldest first, at most
-	// RunsPerTenant; tenants are the configured keys' names, so few.
-	runs map[string][]RunSummary
+	// runs are each tenant's recent runs; tenants are the configured
+	// keys' names, so few.
+	runs map[string]*runRing
+}
+
+// runRing is a tenant's index of recent runs: the newest RunsPerTenant
+// summaries in a ring, so that adding one to a full index moves none of
+// the others (every Save of a busy tenant adds one).
+type runRing struct {
+	sums []RunSummary // at most RunsPerTenant
+	next int          // once sums is full, the oldest, which the next add replaces
+}
+
+func (r *runRing) add(s RunSummary) {
+	if len(r.sums) < RunsPerTenant {
+		r.sums = append(r.sums, s)
+		return
+	}
+	r.sums[r.next] = s
+	r.next = (r.next + 1) % len(r.sums)
+}
+
+// newest returns the i-th newest summary, from 0, for i below len(r.sums).
+func (r *runRing) newest(i int) *RunSummary {
+	return &r.sums[(r.next+len(r.sums)-1-i)%len(r.sums)]
 }
 
 type memoryEntry struct {
@@ -38,7 +60,7 @@ func NewMemory(ttl time.Duration, maxEntries int) *Memory {
 	if maxEntries <= 0 {
 		maxEntries = 10000
 	}
-	return &Memory{ttl: ttl, max: maxEntries, now: time.Now, order: list.New(), items: map[string]*list.Element{}, runs: map[string][]RunSummary{}}
+	return &Memory{ttl: ttl, max: maxEntries, now: time.Now, order: list.New(), items: map[string]*list.Element{}, runs: map[string]*runRing{}}
 }
 
 func (m *Memory) get(key string) ([]byte, bool) {
@@ -98,25 +120,24 @@ func (m *Memory) Latest(_ context.Context, tenant, conversation string) (*Turn, 
 }
 
 // Save implements Store.
-func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run []byte) error {
+func (m *Memory) Save(_ context.Context, tenant string, turn *Turn, run *RunRecord) error {
 	data, err := json.Marshal(turn)
 	if err != nil {
 		return err
 	}
-	// Read outside the lock: it scans the whole record.
-	sum, indexed := summarize(run)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.setLocked(turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data)
 	m.setLocked(convKey(tenant, turn.Conversation), data)
 	if run != nil {
-		m.setLocked(runKey(tenant, turn.RunID), run)
-		if indexed {
-			idx := append(m.runs[tenant], sum)
-			if len(idx) > RunsPerTenant {
-				idx = append(idx[:0:0], idx[len(idx)-RunsPerTenant:]...)
+		m.setLocked(runKey(tenant, turn.RunID), run.JSON)
+		if run.Summary.RunID != "" {
+			idx := m.runs[tenant]
+			if idx == nil {
+				idx = &runRing{}
+				m.runs[tenant] = idx
 			}
-			m.runs[tenant] = idx
+			idx.add(run.Summary)
 		}
 	}
 	return nil
@@ -130,12 +151,16 @@ func (m *Memory) Runs(_ context.Context, tenant string, limit int) ([]RunSummary
 	now := m.now()
 	out := []RunSummary{}
 	idx := m.runs[tenant]
-	for i := len(idx) - 1; i >= 0 && len(out) < limit; i-- {
-		el, ok := m.items[runKey(tenant, idx[i].RunID)]
+	if idx == nil {
+		return out, nil
+	}
+	for i := 0; i < len(idx.sums) && len(out) < limit; i++ {
+		s := idx.newest(i)
+		el, ok := m.items[runKey(tenant, s.RunID)]
 		if !ok || now.After(el.Value.(*memoryEntry).expires) {
 			continue
 		}
-		out = append(out, idx[i])
+		out = append(out, *s)
 	}
 	return out, nil
 }

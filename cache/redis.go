@@ -99,14 +99,14 @@ func (r *Redis) Latest(ctx context.Context, tenant, conversation string) (*Turn,
 }
 
 // Save implements Store.
-func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte) error {
+func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run *RunRecord) error {
 	data, err := json.Marshal(turn)
 	if err != nil {
 		return err
 	}
 	var line []byte
-	if sum, ok := summarize(run); ok {
-		line, _ = json.Marshal(sum)
+	if run != nil && run.Summary.RunID != "" {
+		line, _ = json.Marshal(run.Summary)
 	}
 	ctx, cancel := r.bounded(ctx)
 	defer cancel()
@@ -116,7 +116,7 @@ func (r *Redis) Save(ctx context.Context, tenant string, turn *Turn, run []byte)
 		p.Set(ctx, turnKey(tenant, turn.Consortium, Hash(turn.Consortium, turn.Transcript)), data, r.ttl)
 		p.Set(ctx, convKey(tenant, turn.Conversation), data, r.ttl)
 		if run != nil {
-			p.Set(ctx, runKey(tenant, turn.RunID), run, r.ttl)
+			p.Set(ctx, runKey(tenant, turn.RunID), run.JSON, r.ttl)
 			if line != nil {
 				key := runsKey(tenant)
 				p.LPush(ctx, key, line)

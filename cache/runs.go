@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 )
 
@@ -10,10 +9,23 @@ import (
 // adds a run's summary, and the oldest beyond this many are dropped.
 const RunsPerTenant = 200
 
+// RunRecord is a run as Save stores it: its record, and its line in the
+// tenant's index of recent runs.
+type RunRecord struct {
+	// JSON is the run record, what GET /v1/consortium/runs/{run_id}
+	// serves. The store keeps it as it is and never reads it.
+	JSON []byte
+	// Summary is the run's line in the index, filled by the caller from
+	// the run it encoded into JSON: the store does not decode a record
+	// of many kilobytes again on the request path to find a few fields.
+	// One without a RunID is not indexed.
+	Summary RunSummary
+}
+
 // RunSummary is one line of a tenant's index of recent runs, what a list
-// of runs shows. It is read from the run record's own fields (the JSON
-// of GET /v1/consortium/runs/{run_id}), so the store needs to know no
-// more of a run than its record says.
+// of runs shows. Its fields are the run record's own, under the same
+// names but for Rounds (the record's iterations) and TotalTokens and
+// CostUSD (its usage's).
 type RunSummary struct {
 	RunID          string    `json:"run_id"`
 	Consortium     string    `json:"consortium"`
@@ -27,31 +39,6 @@ type RunSummary struct {
 	// CostUSD is the run's cost when its usage has one (pricing set);
 	// nil when unknown, never 0 for unknown.
 	CostUSD *float64 `json:"cost_usd,omitempty"`
-}
-
-// summarize reads the summary of a run record; ok is false for a record
-// without a run id.
-func summarize(run []byte) (RunSummary, bool) {
-	var r struct {
-		RunID          string    `json:"run_id"`
-		Consortium     string    `json:"consortium"`
-		ConversationID string    `json:"conversation_id"`
-		Strategy       string    `json:"strategy"`
-		Created        time.Time `json:"created"`
-		Iterations     int       `json:"iterations"`
-		Confidence     *float64  `json:"confidence"`
-		DurationMs     int64     `json:"duration_ms"`
-		Usage          struct {
-			TotalTokens int      `json:"total_tokens"`
-			CostUSD     *float64 `json:"cost_usd"`
-		} `json:"usage"`
-	}
-	if len(run) == 0 || json.Unmarshal(run, &r) != nil || r.RunID == "" {
-		return RunSummary{}, false
-	}
-	return RunSummary{RunID: r.RunID, Consortium: r.Consortium, ConversationID: r.ConversationID, Strategy: r.Strategy,
-		Created: r.Created, Rounds: r.Iterations, Confidence: r.Confidence, DurationMs: r.DurationMs,
-		TotalTokens: r.Usage.TotalTokens, CostUSD: r.Usage.CostUSD}, true
 }
 
 func runsKey(tenant string) string {

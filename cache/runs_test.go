@@ -11,15 +11,16 @@ import (
 func TestRuns(t *testing.T) {
 	backends(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
-		save := func(tenant string, i int, record string) {
-			turn := &Turn{Conversation: fmt.Sprintf("conv_%d", i), Consortium: "council", Transcript: transcript(fmt.Sprint(i), "a"), RunID: fmt.Sprintf("run_%d", i)}
-			if err := s.Save(ctx, tenant, turn, []byte(record)); err != nil {
+		save := func(tenant string, i int, sum RunSummary) {
+			turn := &Turn{Conversation: fmt.Sprintf("conv_%d", i), Consortium: "council", Transcript: transcript(fmt.Sprint(i), "a"), RunID: sum.RunID}
+			if err := s.Save(ctx, tenant, turn, &RunRecord{JSON: fmt.Appendf(nil, `{"run_id":%q}`, sum.RunID), Summary: sum}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		save("alice", 1, `{"run_id":"run_1","consortium":"council","strategy":"synthesize","iterations":2,"confidence":0.9,"duration_ms":120,"usage":{"total_tokens":30}}`)
-		save("alice", 2, `{"run_id":"run_2","consortium":"best","strategy":"rank","iterations":1,"confidence":null,"duration_ms":80,"usage":{"total_tokens":5,"cost_usd":0.0012}}`)
-		save("bob", 3, `{"run_id":"run_3","consortium":"council","strategy":"synthesize","iterations":1}`)
+		confidence, cost := 0.9, 0.0012
+		save("alice", 1, RunSummary{RunID: "run_1", Consortium: "council", Strategy: "synthesize", Rounds: 2, Confidence: &confidence, DurationMs: 120, TotalTokens: 30})
+		save("alice", 2, RunSummary{RunID: "run_2", Consortium: "best", Strategy: "rank", Rounds: 1, DurationMs: 80, TotalTokens: 5, CostUSD: &cost})
+		save("bob", 3, RunSummary{RunID: "run_3", Consortium: "council", Strategy: "synthesize", Rounds: 1})
 
 		got, err := s.Runs(ctx, "alice", 0)
 		if err != nil || len(got) != 2 {
@@ -41,12 +42,16 @@ func TestRuns(t *testing.T) {
 		if got, err := s.Runs(ctx, "carol", 0); err != nil || len(got) != 0 {
 			t.Errorf("carol's runs: %+v, %v", got, err)
 		}
-		// A turn saved without a run record adds nothing.
+		// A turn saved without a run record adds nothing, nor does a
+		// record whose summary has no run id.
 		if err := s.Save(ctx, "alice", &Turn{Conversation: "conv_9", Consortium: "c", RunID: "run_9"}, nil); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.Save(ctx, "alice", &Turn{Conversation: "conv_10", Consortium: "c", RunID: "run_10"}, &RunRecord{JSON: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
 		if got, _ := s.Runs(ctx, "alice", 0); len(got) != 2 {
-			t.Errorf("a turn without a record was indexed: %+v", got)
+			t.Errorf("a turn without a summary was indexed: %+v", got)
 		}
 	})
 }
@@ -60,13 +65,21 @@ func TestRunsBounded(t *testing.T) {
 		}
 		for i := range RunsPerTenant + 5 {
 			turn := &Turn{Conversation: "conv", Consortium: "c", RunID: fmt.Sprintf("run_%d", i)}
-			if err := s.Save(ctx, "alice", turn, fmt.Appendf(nil, `{"run_id":"run_%d"}`, i)); err != nil {
+			if err := s.Save(ctx, "alice", turn, &RunRecord{JSON: fmt.Appendf(nil, `{"run_id":"run_%d"}`, i), Summary: RunSummary{RunID: turn.RunID}}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		got, err := s.Runs(ctx, "alice", 0)
-		if err != nil || len(got) != RunsPerTenant || got[0].RunID != fmt.Sprintf("run_%d", RunsPerTenant+4) || got[len(got)-1].RunID != "run_5" {
-			t.Fatalf("%d runs, first %+v, last %+v, %v", len(got), got[0], got[len(got)-1], err)
+		if err != nil || len(got) != RunsPerTenant {
+			t.Fatalf("%d runs, %v", len(got), err)
+		}
+		for i, sum := range got {
+			if want := fmt.Sprintf("run_%d", RunsPerTenant+4-i); sum.RunID != want {
+				t.Fatalf("run %d of the index is %s, want %s (newest first, the oldest 5 dropped)", i, sum.RunID, want)
+			}
+		}
+		if got, _ := s.Runs(ctx, "alice", 3); len(got) != 3 || got[2].RunID != fmt.Sprintf("run_%d", RunsPerTenant+2) {
+			t.Errorf("limit 3: %+v", got)
 		}
 	})
 }

@@ -84,11 +84,11 @@ func (s *Server) saveTurn(w http.ResponseWriter, r *http.Request, t *turn, res *
 		return false
 	}
 	res.Run.ConversationID = t.id
-	record, err := json.Marshal(res.Run)
-	if err != nil {
-		record = nil
+	var run *cache.RunRecord
+	if record, err := json.Marshal(res.Run); err == nil {
+		run = &cache.RunRecord{JSON: record, Summary: runSummary(res.Run)}
 	}
-	err = s.store.Save(ctx, info(ctx).tenant, t.placement, res.Synthesis, res.Run.ID, record)
+	err := s.store.Save(ctx, info(ctx).tenant, t.placement, res.Synthesis, res.Run.ID, run)
 	if err != nil {
 		s.storeFailed("save", err)
 		s.log.Warn("conversation store: the turn was not saved", "request_id", info(ctx).id, "error", err)
@@ -103,6 +103,34 @@ func (s *Server) saveTurn(w http.ResponseWriter, r *http.Request, t *turn, res *
 		}
 	}
 	return err == nil
+}
+
+// runSummary is run's line in its tenant's index of recent runs: the
+// fields of its record that a list of runs shows, taken from the run
+// rather than decoded from the record again. The pointers are copied, so
+// the index holds none of the run's memory.
+func runSummary(run *consortia.Run) cache.RunSummary {
+	return cache.RunSummary{
+		RunID:          run.ID,
+		Consortium:     run.Consortium,
+		ConversationID: run.ConversationID,
+		Strategy:       run.Strategy,
+		Created:        run.Created,
+		Rounds:         run.Iterations,
+		Confidence:     cloneFloat(run.Confidence),
+		DurationMs:     run.DurationMs,
+		TotalTokens:    run.Usage.TotalTokens,
+		CostUSD:        cloneFloat(run.Usage.CostUSD),
+	}
+}
+
+// cloneFloat returns a pointer to a copy of *p, or nil.
+func cloneFloat(p *float64) *float64 {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // getRun serves GET /v1/consortium/runs/{run_id}: the run record, to its

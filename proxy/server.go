@@ -53,7 +53,7 @@ type Consortium interface {
 // Responses API's stored responses: *cache.Conversations satisfies it.
 type Conversations interface {
 	Place(ctx context.Context, tenant, consortium, id string, msgs []openai.Message) (*cache.Placement, error)
-	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run []byte) error
+	Save(ctx context.Context, tenant string, p *cache.Placement, synthesis, runID string, run *cache.RunRecord) error
 	Run(ctx context.Context, tenant, id string) ([]byte, error)
 	Runs(ctx context.Context, tenant string, limit int) ([]cache.RunSummary, error)
 	SaveResponse(ctx context.Context, tenant string, r *cache.Response) error
