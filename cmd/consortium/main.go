@@ -379,6 +379,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, err)
 		return 1
 	}
+	// Everything serve writes to stderr goes through the one background
+	// writer, in order.
+	logOut := newLogWriter(stderr)
+	defer logOut.Close()
+	stderr = logOut
 	logger, err := newLogger(stderr, cfg.Log, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "consortium serve: %v\n", err)
