@@ -176,12 +176,21 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 	rc := http.NewResponseController(w)
 	rc.Flush()
 
-	buf := getBuffer()
-	defer putBuffer(buf)
-	chunk := buf.AvailableBuffer()[:cap(buf.AvailableBuffer())]
+	// A stream that trickles (a chunk at a time, as a model writes) is
+	// read through a small buffer, which it holds for as long as it lasts;
+	// one whose read fills it (a burst of chunks already received) moves
+	// to a pooled buffer, so that a burst is one write to the client.
+	chunk := make([]byte, smallStreamBuffer)
 	var tail eventTail
 	for {
 		n, err := body.Read(chunk)
+		if n == len(chunk) && len(chunk) == smallStreamBuffer {
+			buf := getBuffer()
+			defer putBuffer(buf)
+			big := buf.AvailableBuffer()[:cap(buf.AvailableBuffer())]
+			copy(big, chunk[:n])
+			chunk = big
+		}
 		if n > 0 {
 			if _, werr := w.Write(chunk[:n]); werr != nil {
 				info(r.Context()).err = werr
@@ -306,6 +315,10 @@ func timedOut(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// smallStreamBuffer is what a passthrough stream reads through until a
+// read fills it.
+const smallStreamBuffer = 1 << 10
 
 // bodyReadTimeout bounds the time a client may take to send its body.
 // Tests run it in fake time (synctest), so it needs no override.
