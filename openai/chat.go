@@ -47,11 +47,18 @@ type ChatRequest struct {
 
 // MarshalJSON encodes the request with Extra's fields set over the typed
 // ones. With Extra set, the result is an object whose keys are sorted, as
-// it goes through a map.
+// it goes through a map. Without, the typed fields are written in struct
+// order, as json.Marshal writes them (see appendFields).
 func (r *ChatRequest) MarshalJSON() ([]byte, error) {
-	type plain ChatRequest // without this method, which json.Marshal would call
-	b, err := json.Marshal((*plain)(r))
-	if err != nil || len(r.Extra) == 0 {
+	if len(r.Extra) == 0 {
+		b, err := r.appendFields(nil)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := json.Marshal((*plainChatRequest)(r))
+	if err != nil {
 		return b, err
 	}
 	var fields map[string]json.RawMessage
@@ -71,6 +78,9 @@ func (r *ChatRequest) MarshalJSON() ([]byte, error) {
 // AppendJSON appends r's JSON encoding (see MarshalJSON) to dst and returns
 // the extended buffer; on error dst is returned unchanged.
 func (r *ChatRequest) AppendJSON(dst []byte) ([]byte, error) {
+	if len(r.Extra) == 0 {
+		return r.appendFields(dst)
+	}
 	b, err := r.MarshalJSON()
 	if err != nil {
 		return dst, err
@@ -212,15 +222,10 @@ func plainString(data []byte) (s string, ok bool) {
 	return string(inner), true
 }
 
-// MarshalJSON writes the text, the parts, or null.
+// MarshalJSON writes the text, the parts, or null, as json.Marshal writes
+// a string or a []Part.
 func (c Content) MarshalJSON() ([]byte, error) {
-	switch {
-	case c.Parts != nil:
-		return json.Marshal(c.Parts)
-	case c.Null:
-		return []byte("null"), nil
-	}
-	return json.Marshal(c.Text)
+	return c.appendJSON(nil), nil
 }
 
 // Stop is the request's stop field: one string or a list of strings.
