@@ -27,6 +27,7 @@ type EventWriter struct {
 	w     io.Writer
 	flush func() error
 	buf   frame // the event being written, reused
+	held  bool  // Hold wrote events not yet flushed
 }
 
 // frame is an event's bytes before their one Write; Message.WriteTo
@@ -54,7 +55,16 @@ func (e *EventWriter) Data(data []byte) error { return e.Event("", data) }
 // *ChatCompletionChunk, of which a consortium's stream writes one for
 // every delta, is encoded by its AppendJSON, anything else by
 // json.Marshal; the bytes are the same.
-func (e *EventWriter) JSON(v any) error {
+func (e *EventWriter) JSON(v any) error { return e.json(v, true) }
+
+// Hold writes v as JSON sends it, but leaves it for the next flush: the
+// next event's, or FlushHeld's. A stream that relays events it has already
+// received (a burst that came in one read) sends them in one write this
+// way, as long as whoever holds them calls FlushHeld before waiting for
+// more.
+func (e *EventWriter) Hold(v any) error { return e.json(v, false) }
+
+func (e *EventWriter) json(v any, flush bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	b := append(e.buf[:0], dataField...)
@@ -76,12 +86,14 @@ func (e *EventWriter) JSON(v any) error {
 		// splits the data into lines as Data does.
 		var m sse.Message
 		m.AppendData(string(data))
-		return e.writeLocked(&m)
+		e.buf = e.buf[:0]
+		m.WriteTo(&e.buf) // a frame does not fail
+		return e.sendLocked(flush)
 	}
 	// One line of data is what Message.WriteTo writes for it: the field,
 	// the line, and the blank line that ends the event.
 	e.buf = append(b, "\n\n"...)
-	return e.sendLocked()
+	return e.sendLocked(flush)
 }
 
 var dataField = []byte("data: ")
@@ -128,6 +140,16 @@ func (e *EventWriter) Flush() error {
 	return e.flushLocked()
 }
 
+// FlushHeld flushes the events Hold wrote, if any wait.
+func (e *EventWriter) FlushHeld() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.held {
+		return nil
+	}
+	return e.flushLocked()
+}
+
 func (e *EventWriter) write(m *sse.Message) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -137,18 +159,24 @@ func (e *EventWriter) write(m *sse.Message) error {
 func (e *EventWriter) writeLocked(m *sse.Message) error {
 	e.buf = e.buf[:0]
 	m.WriteTo(&e.buf) // a frame does not fail
-	return e.sendLocked()
+	return e.sendLocked(true)
 }
 
-// sendLocked writes the event in e.buf and flushes it.
-func (e *EventWriter) sendLocked() error {
+// sendLocked writes the event in e.buf and flushes it (with any held
+// before it), or holds it.
+func (e *EventWriter) sendLocked(flush bool) error {
 	if _, err := e.w.Write(e.buf); err != nil {
 		return err
+	}
+	if !flush {
+		e.held = true
+		return nil
 	}
 	return e.flushLocked()
 }
 
 func (e *EventWriter) flushLocked() error {
+	e.held = false
 	if e.flush == nil {
 		return nil
 	}

@@ -2,6 +2,8 @@ package openai
 
 import (
 	"bytes"
+	"net/http/httptest"
+	"slices"
 	"testing"
 )
 
@@ -18,5 +20,35 @@ func TestEventWriter(t *testing.T) {
 		"data: [DONE]\n\n"
 	if b.String() != want {
 		t.Fatalf("got\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+// flushRecorder is a ResponseWriter that records what had been written at
+// each flush.
+type flushRecorder struct {
+	*httptest.ResponseRecorder
+	flushed []string
+}
+
+func (f *flushRecorder) Flush() { f.flushed = append(f.flushed, f.Body.String()) }
+
+func TestEventWriterHoldsUntilFlushed(t *testing.T) {
+	rec := &flushRecorder{ResponseRecorder: httptest.NewRecorder()}
+	ew := NewEventWriter(rec)
+	text := "a"
+	chunk := &ChatCompletionChunk{ID: "c", Object: "chat.completion.chunk", Choices: []ChunkChoice{{Delta: Delta{Content: &text}}}}
+	ew.Hold(chunk)
+	ew.Hold(chunk)
+	if len(rec.flushed) != 0 {
+		t.Fatalf("Hold flushed: %q", rec.flushed)
+	}
+	ew.FlushHeld()
+	ew.FlushHeld() // nothing held: no flush
+	ew.Hold(chunk)
+	ew.Done() // flushes what was held with it
+	frame := `data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}` + "\n\n"
+	want := []string{frame + frame, frame + frame + frame + "data: [DONE]\n\n"}
+	if !slices.Equal(rec.flushed, want) {
+		t.Errorf("flushes:\n%q\nwant\n%q", rec.flushed, want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/consortium-dev/consortium/cache"
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
+	"github.com/consortium-dev/consortium/upstream"
 )
 
 // consortium answers a chat completion with a consortium.
@@ -147,13 +148,18 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 
 	first := true
 	ctx := withEvents(consortia.WithRunID(r.Context(), runID), r, ew)
+	// The synthesis's chunks are held until the stream they come from is
+	// about to wait for the provider: a burst that arrived in one read
+	// goes to the client in one write.
+	ctx = upstream.WithBeforeRead(ctx, func() { ew.FlushHeld() })
 	res, err := e.Run(ctx, req, func(delta string) {
 		if first {
 			first = false
 			s.metrics.firstSynthesis.WithLabelValues(e.Name()).Observe(time.Since(start).Seconds())
 		}
-		ew.JSON(chunk(openai.ChunkChoice{Delta: openai.Delta{Content: &delta}}))
+		ew.Hold(chunk(openai.ChunkChoice{Delta: openai.Delta{Content: &delta}}))
 	})
+	ew.FlushHeld()
 	close(stop)
 	wg.Wait()
 

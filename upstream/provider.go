@@ -149,6 +149,17 @@ func RoleOf(ctx context.Context) string {
 	return r
 }
 
+type beforeReadKey struct{}
+
+// WithBeforeRead returns a context whose calls' streams call f before each
+// read from the provider, which may wait for the network, and when they
+// are closed. A caller that relays what it reads can hold its writes
+// until then (openai.EventWriter.Hold): a burst the provider sent at once
+// goes on in one write, and nothing read waits for the next read.
+func WithBeforeRead(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, beforeReadKey{}, f)
+}
+
 // Provider calls one upstream provider. It is safe for concurrent use.
 type Provider struct {
 	name        string
@@ -557,6 +568,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	body.limit = p.maxResponse
 	body.p, body.model = p, c.model
 	if c.stream && isEventStream(out.ContentType) {
+		body.beforeRead, _ = ctx.Value(beforeReadKey{}).(func())
 		// The breaker and OnCall learn how the stream ended when it is
 		// closed.
 		body.onClose = func(readErr error) {
@@ -667,6 +679,9 @@ type idleBody struct {
 	onClose func(readErr error) // told how reading ended; nil when nobody asks
 	closed  bool
 	http1   bool // the connection carries one response at a time
+	// beforeRead, if set, is called before each read and on Close (see
+	// WithBeforeRead).
+	beforeRead func()
 	// wantDone makes the body an event stream that must end with data:
 	// [DONE]: one that reaches its end without it fails with ErrNoDone.
 	// tail keeps what the check needs of what was read.
@@ -681,6 +696,9 @@ func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.Re
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
+	if b.beforeRead != nil {
+		b.beforeRead()
+	}
 	if b.read >= b.limit {
 		// What is past the limit is never read, so never held: only
 		// whether there is any is asked for, one byte.
@@ -734,6 +752,9 @@ func (b *idleBody) drain() {
 	if b.closed || !b.http1 {
 		return // HTTP/2 ends a stream without closing its connection
 	}
+	if b.beforeRead != nil {
+		b.beforeRead() // the drain may wait
+	}
 	// The idle timer cancels the call if the rest does not come soon.
 	b.timer.Reset(drainTimeout)
 	io.CopyN(io.Discard, b.body, drainLimit)
@@ -752,6 +773,9 @@ func (b *idleBody) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.beforeRead != nil {
+		b.beforeRead()
+	}
 	b.timer.Stop()
 	err := b.body.Close()
 	b.cancel(nil)
