@@ -117,20 +117,25 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	ri := info(r.Context())
 	ri.provider = p.Name()
 
-	// The rewritten body is not pooled: net/http may go on reading a
-	// request body after the response has come back (a provider that
-	// answers early), so its memory must not be handed to another request.
-	rewritten, err := setModel(make([]byte, 0, len(body)+len(req.Model)+2), body, req.Model)
+	// The rewritten body goes back to the pool when upstream says no
+	// attempt will read it again, which may come after Do returns:
+	// net/http can go on writing a request body after the answer came
+	// (a provider that answers early).
+	out := getBuffer()
+	out.Grow(len(body) + len(req.Model) + 2)
+	rewritten, err := setModel(out.AvailableBuffer(), body, req.Model)
 	if err != nil {
+		putBuffer(out)
 		s.fail(w, r, badRequest("", "%v", err))
 		return
 	}
 	req.Body = rewritten
+	req.Release = func() { putBuffer(out) }
 
 	if !req.Stream {
-		out := getBuffer()
-		defer putBuffer(out)
-		req.Buffer = out
+		answer := getBuffer()
+		defer putBuffer(answer)
+		req.Buffer = answer
 	}
 
 	sent := time.Now()

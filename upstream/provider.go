@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/consortium-dev/consortium/openai"
@@ -301,6 +302,13 @@ type Request struct {
 	// Buffer, if set, receives a JSON answer's body (Response.Data then
 	// aliases it), so that a caller can reuse its buffers.
 	Buffer *bytes.Buffer
+
+	// Release, if set, is called once no attempt will read Body again: as
+	// Do returns, or later, when net/http still writes an attempt's body
+	// after its answer came (a provider that answers before reading it
+	// all). A caller that pools Body's memory gives it back then. Do
+	// calls it whether it succeeds or fails.
+	Release func()
 }
 
 // Response is a provider's successful (2xx) answer. For a stream, Body is
@@ -349,6 +357,11 @@ func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 }
 
 func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, error) {
+	if req.Release != nil {
+		c.bodies.Add(1) // Do's own hold, dropped as it returns
+		c.release = req.Release
+		defer c.dropBody()
+	}
 	path, refused := p.dialect.endpoint(req.Path)
 	if refused != nil {
 		refused.Provider, refused.Model = p.name, req.Model
@@ -412,6 +425,57 @@ type call struct {
 	attempts int
 	status   int // of the last answer
 	ended    bool
+
+	// bodies counts the holds on body: Do's, and each attempt's until
+	// the transport closes it; release is called when the last goes.
+	bodies  atomic.Int32
+	release func()
+}
+
+// dropBody drops one hold on the call's body.
+func (c *call) dropBody() {
+	if c.bodies.Add(-1) == 0 && c.release != nil {
+		c.release()
+	}
+}
+
+// callBody is an attempt's request body: it reads the call's body and
+// drops its hold on it when the transport closes it.
+type callBody struct {
+	c      *call
+	data   []byte
+	closed atomic.Bool
+}
+
+func (c *call) newBody() *callBody {
+	if c.release != nil {
+		c.bodies.Add(1)
+	}
+	return &callBody{c: c, data: c.body}
+}
+
+func (b *callBody) Read(p []byte) (int, error) {
+	if len(b.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, b.data)
+	b.data = b.data[n:]
+	return n, nil
+}
+
+// WriteTo writes the rest in one Write, as bytes.Reader does, so that a
+// large body goes past a buffered writer's buffer.
+func (b *callBody) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(b.data)
+	b.data = b.data[n:]
+	return int64(n), err
+}
+
+func (b *callBody) Close() error {
+	if b.closed.CompareAndSwap(false, true) && b.c.release != nil {
+		b.c.dropBody()
+	}
+	return nil
 }
 
 func (p *Provider) newCall(ctx context.Context, model string) *call {
@@ -535,19 +599,24 @@ func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, mo
 
 // try makes one attempt.
 func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firstByte *time.Timer, deadline time.Time, b *breaker, c *call) (*Response, error) {
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+c.path, bytes.NewReader(c.body))
+	sent := c.newBody()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+c.path, sent)
 	if err != nil {
+		sent.Close()
 		return nil, p.wrap(c.model, err) // not reached: the base URL was checked
 	}
+	hreq.ContentLength = int64(len(c.body))
+	hreq.GetBody = func() (io.ReadCloser, error) { return c.newBody(), nil }
 	hreq.Header = p.jsonHeader
 	if c.stream {
 		hreq.Header = p.streamHeader
 	}
 	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
+		sent.Close()
 		return nil, err
 	}
-	resp, err := p.client.Do(hreq)
+	resp, err := p.client.Do(hreq) // closes sent, now or once net/http is done with it
 	if err != nil {
 		err = p.wrap(c.model, causeOf(ctx, err))
 		release(err)
