@@ -149,7 +149,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	ri.overhead = time.Since(start) - waited
 	if resp.Body != nil {
 		defer resp.Body.Close()
-		s.forwardStream(w, r, resp.Body, req.Model)
+		s.forwardStream(w, r, resp.Body, req.Model, resp.Arrived)
 		return
 	}
 	// upstream has read the JSON answer whole and checked it, so that a
@@ -168,8 +168,11 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 // ends without [DONE] (the provider cut it short; upstream's body fails
 // with ErrNoDone then, and its breaker counts it), is ended with an error
 // event and [DONE], never left hanging or passed on as if complete. model
-// is the provider's own model name, for the error event.
-func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader, model string) {
+// is the provider's own model name, for the error event. The headers are
+// flushed at once, so that a client learns that the stream began, unless
+// the first of the body has arrived with them (arrived): then they leave
+// with it, in one write.
+func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.Reader, model string, arrived bool) {
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
@@ -179,7 +182,9 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	rc.Flush()
+	if !arrived {
+		rc.Flush()
+	}
 
 	// A stream that trickles (a chunk at a time, as a model writes) is
 	// read through a small buffer, which it holds for as long as it lasts;

@@ -546,6 +546,15 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Buffered returns how many bytes of the answer have arrived and wait to
+// be read (with a chunked body's framing).
+func (b *h1Body) Buffered() int {
+	if b.err != nil {
+		return 0
+	}
+	return b.c.br.Buffered()
+}
+
 // trailer reads a chunked body's trailer section, to its empty line, so
 // that the connection is ready for the next response. Trailers are
 // dropped: no provider sends one a call needs.

@@ -325,6 +325,10 @@ type Response struct {
 	Data        []byte
 	// Attempts is how many attempts the call took.
 	Attempts int
+	// Arrived says that part of a stream's body had already arrived with
+	// its headers, so that its first read does not wait for the provider
+	// (known for plain-HTTP providers; false when unknown).
+	Arrived bool
 }
 
 // Do sends req, a raw OpenAI body, and returns the response once it has
@@ -638,6 +642,9 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	body.p, body.model = p, c.model
 	if c.stream && isEventStream(out.ContentType) {
 		body.beforeRead, _ = ctx.Value(beforeReadKey{}).(func())
+		if b, ok := resp.Body.(interface{ Buffered() int }); ok {
+			out.Arrived = b.Buffered() > 0
+		}
 		// The breaker and OnCall learn how the stream ended when it is
 		// closed.
 		body.onClose = func(readErr error) {
