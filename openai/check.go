@@ -53,7 +53,8 @@ func CheckChatRequest(body []byte) (ChatSummary, error) {
 	return ChatSummary{Model: req.Model, Stream: req.Stream}, nil
 }
 
-// errUnsure ends the scan: ParseChatRequest decides.
+// errUnsure ends a fast path: the general one decides (ParseChatRequest
+// after fastCheck, decodeFields after decodeChunkFast).
 var errUnsure = errors.New("unsure")
 
 // fastCheck is the scan. ok is true only when ParseChatRequest would
@@ -68,7 +69,7 @@ func fastCheck(body []byte) (sum ChatSummary, ok bool) {
 		switch f.name {
 		case "model":
 			start := s.i
-			if err := s.model(&sum.Model); err != nil {
+			if err := s.text(&sum.Model); err != nil {
 				return err
 			}
 			sum.modelAt = [2]int{start, s.i}
@@ -92,8 +93,9 @@ func fastCheck(body []byte) (sum ChatSummary, ok bool) {
 	return sum, true
 }
 
-// model reads the model, a string.
-func (s *scanner) model(dst *string) error {
+// text reads a string into dst as decodeValue reads one into a string
+// field: plainString, or encoding/json for escapes and invalid UTF-8.
+func (s *scanner) text(dst *string) error {
 	if s.peek() != '"' {
 		return errUnsure
 	}
@@ -102,11 +104,23 @@ func (s *scanner) model(dst *string) error {
 		return err
 	}
 	raw := s.b[start:s.i]
-	if m, ok := plainString(raw); ok {
-		*dst = m
-		return nil
+	str, ok := plainString(raw)
+	if !ok {
+		var err error
+		if str, err = unquote(raw); err != nil {
+			return err
+		}
 	}
-	return json.Unmarshal(raw, dst)
+	*dst = str
+	return nil
+}
+
+// unquote reads a JSON string with encoding/json. It stands apart so that
+// only the strings it reads pay for the heap: dst of text does not escape.
+func unquote(raw []byte) (string, error) {
+	var str string
+	err := json.Unmarshal(raw, &str)
+	return str, err
 }
 
 // messages reads the messages array: at least one message, each an object

@@ -6,21 +6,40 @@ package openai
 // "message" (the bare form some compatible servers send). Keys are exact,
 // as in every wire type here.
 func DecodeChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, err error) {
-	var sawError, sawMessage bool
-	err = decodeFields(data, &c, func(key, value []byte) {
-		switch string(key) {
-		case "error":
-			sawError = true
-		case "message":
-			// Read loosely: a chunk is no less a chunk for an odd
-			// "message".
-			sawMessage = len(value) > 2 && value[0] == '"'
-		}
-	})
-	if err != nil {
+	if c, errorEvent, ok := decodeChunkFast(data); ok {
+		return c, errorEvent, nil
+	}
+	return decodeChunkFields(data)
+}
+
+// decodeChunkFields is DecodeChunk through decodeFields, which decodes any
+// chunk and words every error; decodeChunkFast answers as it does, or
+// leaves the chunk to it.
+func decodeChunkFields(data []byte) (c ChatCompletionChunk, errorEvent bool, err error) {
+	var keys errorKeys
+	if err := decodeFields(data, &c, keys.see); err != nil {
 		return ChatCompletionChunk{}, false, err
 	}
-	return c, c.Choices == nil && (sawError || sawMessage), nil
+	return c, keys.errorEvent(&c), nil
+}
+
+// errorKeys notes the top-level keys of an event that, without choices,
+// make it an error event.
+type errorKeys struct{ sawError, sawMessage bool }
+
+// see notes one top-level key that is no field of a chunk.
+func (k *errorKeys) see(key, value []byte) {
+	switch string(key) {
+	case "error":
+		k.sawError = true
+	case "message":
+		// Read loosely: a chunk is no less a chunk for an odd "message".
+		k.sawMessage = len(value) > 2 && value[0] == '"'
+	}
+}
+
+func (k *errorKeys) errorEvent(c *ChatCompletionChunk) bool {
+	return c.Choices == nil && (k.sawError || k.sawMessage)
 }
 
 // DecodeCompletion decodes a non-streamed chat completion.
