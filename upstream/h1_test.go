@@ -449,3 +449,39 @@ func readByH1(answer []byte) (readAnswer, error) {
 	body, err := io.ReadAll(resp.Body)
 	return readAnswer{resp.StatusCode, body}, err
 }
+
+// TestArrivedSaysTheBodyBegan: a stream's Response says whether its first
+// bytes came with its headers, which is known over plain HTTP.
+func TestArrivedSaysTheBodyBegan(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv, _ := h1Server(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		if r.URL.Path == "/thinking/chat/completions" {
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush() // the headers alone, then a wait
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}`+"\n\ndata: [DONE]\n\n")
+	})
+	for _, tc := range []struct {
+		path    string
+		arrived bool
+	}{{"", true}, {"/thinking", false}} {
+		p, err := New(Config{Name: "fake", BaseURL: srv.URL + tc.path, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := p.Do(context.Background(), &Request{Model: "m", Path: "/chat/completions", Stream: true, Body: []byte(`{"model":"m","stream":true}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Arrived != tc.arrived {
+			t.Errorf("%q: Arrived %v, want %v", tc.path, resp.Arrived, tc.arrived)
+		}
+		resp.Body.Close()
+	}
+}
