@@ -557,21 +557,47 @@ func (b *h1Body) Buffered() int {
 
 // trailer reads a chunked body's trailer section, to its empty line, so
 // that the connection is ready for the next response. Trailers are
-// dropped: no provider sends one a call needs.
+// dropped: no provider sends one a call needs. It reads them as net/http
+// does, no more leniently: the usual empty section is one CRLF, and
+// fields are well formed and end with CRLF CRLF within the read buffer.
 func (b *h1Body) trailer() error {
 	c := b.c
 	c.limited.n = c.t.maxHeader
 	defer func() { c.limited.n = -1 }()
-	for {
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
+	end, err := c.br.Peek(2)
+	if string(end) == "\r\n" {
+		c.br.Discard(2)
+		return io.EOF
+	}
+	if len(end) < 2 {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
 		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			return io.EOF
+		return err
+	}
+	if !upcomingDoubleCRLF(c.br) {
+		return errors.New("upstream: malformed or too long chunked trailer")
+	}
+	c.tp.R = c.br
+	if _, err := c.tp.ReadMIMEHeader(); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	return io.EOF
+}
+
+// upcomingDoubleCRLF reports whether br holds, or is about to, a CRLF CRLF
+// within its buffer's size.
+func upcomingDoubleCRLF(br *bufio.Reader) bool {
+	for n := 4; ; n++ {
+		buf, err := br.Peek(n)
+		if bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
+			return true
+		}
+		if err != nil {
+			return false
 		}
 	}
 }
