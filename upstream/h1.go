@@ -262,7 +262,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 		c.conn.Close()
 		return nil, err
 	}
-	body := &h1Body{c: c, ctx: ctx, stop: stop, reusable: !resp.Close}
+	// A request that said Connection: close is the connection's last,
+	// whatever the answer says (RFC 9112 section 9.6).
+	body := &h1Body{c: c, ctx: ctx, stop: stop, reusable: !resp.Close && !req.Close}
 	switch {
 	case req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
 		resp.StatusCode == http.StatusNotModified:

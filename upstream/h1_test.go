@@ -485,3 +485,26 @@ func TestArrivedSaysTheBodyBegan(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// TestH1KeepsNoConnectionItAskedToClose: a request with Connection: close
+// (req.Close) is the connection's last, even when the provider's answer
+// does not say close (RFC 9112 section 9.6).
+func TestH1KeepsNoConnectionItAskedToClose(t *testing.T) {
+	url, conns := rawServer(t, func(int) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	tr := newH1(t)
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+		req.Close = true
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2: a connection was used after Connection: close", n)
+	}
+}
