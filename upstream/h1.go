@@ -318,7 +318,7 @@ func (c *h1Conn) writeRequest(req *http.Request) error {
 	if host == "" {
 		host = req.URL.Host
 	}
-	if !validHeaderValue(host) || !validHeaderValue(req.Method) {
+	if !validHeaderValue(host) || !validHeaderKey(req.Method) { // a method is a token too
 		return errors.New("upstream: invalid host or method")
 	}
 	w := c.bw
@@ -352,7 +352,7 @@ func (c *h1Conn) writeRequest(req *http.Request) error {
 		w.WriteString("Content-Length: ")
 		w.Write(strconv.AppendInt(w.AvailableBuffer(), req.ContentLength, 10))
 		w.WriteString("\r\n\r\n")
-		n, err := io.Copy(w, req.Body)
+		n, err := io.Copy(&lengthWriter{w: w, n: req.ContentLength}, req.Body)
 		req.Body.Close()
 		if err != nil {
 			return err
@@ -367,6 +367,30 @@ func (c *h1Conn) writeRequest(req *http.Request) error {
 		w.WriteString("\r\n")
 	}
 	return w.Flush()
+}
+
+// lengthWriter writes at most n bytes to w and fails past them: the
+// excess of a body longer than its Content-Length would reach the
+// provider as the start of another request.
+type lengthWriter struct {
+	w io.Writer
+	n int64
+}
+
+var errBodyTooLong = errors.New("upstream: the request body is longer than its Content-Length")
+
+func (l *lengthWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		n, err := l.w.Write(p[:l.n])
+		l.n -= int64(n)
+		if err == nil {
+			err = errBodyTooLong
+		}
+		return n, err
+	}
+	n, err := l.w.Write(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 // validHeaderKey reports a header name made of token characters.

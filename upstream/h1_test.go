@@ -508,3 +508,47 @@ func TestH1KeepsNoConnectionItAskedToClose(t *testing.T) {
 		t.Errorf("%d connections, want 2: a connection was used after Connection: close", n)
 	}
 }
+
+// TestH1SendsNoMoreThanContentLength: a body longer than the request's
+// ContentLength fails, and its excess never reaches the provider, which
+// would read it as another request.
+func TestH1SendsNoMoreThanContentLength(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			received <- nil
+			return
+		}
+		defer c.Close()
+		data, _ := io.ReadAll(c) // until the client closes
+		received <- data
+	}()
+	smuggled := "POST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("x", 8192)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String(), strings.NewReader("{}"+smuggled))
+	req.ContentLength = 2
+	if resp, err := newH1(t).RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a body longer than its Content-Length was sent")
+	}
+	if data := <-received; bytes.Contains(data, []byte("/smuggled")) {
+		t.Errorf("the provider received the body's excess: %.120q", data)
+	}
+}
+
+// TestH1RefusesAnInvalidMethod: a method that is not a token would break
+// the request line.
+func TestH1RefusesAnInvalidMethod(t *testing.T) {
+	srv, _ := h1Server(t, func(w http.ResponseWriter, r *http.Request) {})
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("{}"))
+	req.Method = "POST /elsewhere"
+	if resp, err := newH1(t).RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a method with a space was sent (status %d)", resp.StatusCode)
+	}
+}
