@@ -481,10 +481,26 @@ func statusText(status []byte) string {
 // frame reads how resp's body is delimited, as RFC 9112 section 6.3 says,
 // and whether the connection closes after it. It refuses what net/http
 // refuses: a transfer coding other than chunked, and Content-Length
-// values that disagree.
+// values that disagree or are not numbers, even beside chunked.
 func frame(resp *http.Response) error {
 	h := resp.Header
 	resp.Close = resp.ProtoMinor == 0 && !hasToken(h["Connection"], "keep-alive") || hasToken(h["Connection"], "close")
+	if cl, ok := h["Content-Length"]; ok {
+		first := strings.TrimSpace(cl[0])
+		for _, v := range cl[1:] {
+			if strings.TrimSpace(v) != first {
+				return fmt.Errorf("upstream: conflicting Content-Length headers %q", cl)
+			}
+		}
+		n, err := strconv.ParseUint(first, 10, 63)
+		if err != nil {
+			return fmt.Errorf("upstream: bad Content-Length %q", first)
+		}
+		resp.ContentLength = int64(n)
+		if len(cl) > 1 {
+			h["Content-Length"] = cl[:1]
+		}
+	}
 	if te, ok := h["Transfer-Encoding"]; ok {
 		if len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "chunked") || resp.ProtoMinor == 0 {
 			return fmt.Errorf("upstream: unsupported transfer encoding %q", te)
@@ -492,25 +508,7 @@ func frame(resp *http.Response) error {
 		delete(h, "Transfer-Encoding")
 		delete(h, "Content-Length")
 		resp.TransferEncoding = []string{"chunked"}
-		return nil
-	}
-	cl, ok := h["Content-Length"]
-	if !ok {
-		return nil
-	}
-	first := strings.TrimSpace(cl[0])
-	for _, v := range cl[1:] {
-		if strings.TrimSpace(v) != first {
-			return fmt.Errorf("upstream: conflicting Content-Length headers %q", cl)
-		}
-	}
-	n, err := strconv.ParseUint(first, 10, 63)
-	if err != nil {
-		return fmt.Errorf("upstream: bad Content-Length %q", first)
-	}
-	resp.ContentLength = int64(n)
-	if len(cl) > 1 {
-		h["Content-Length"] = cl[:1]
+		resp.ContentLength = -1
 	}
 	return nil
 }
