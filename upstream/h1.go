@@ -221,6 +221,7 @@ type h1Conn struct {
 	limited limitedConn
 	br      *bufio.Reader
 	bw      *bufio.Writer
+	body    lengthWriter // a request's body goes through it, without an allocation
 	tp      textproto.Reader
 	idleAt  time.Time // when it was put back in the pool
 }
@@ -352,7 +353,8 @@ func (c *h1Conn) writeRequest(req *http.Request) error {
 		w.WriteString("Content-Length: ")
 		w.Write(strconv.AppendInt(w.AvailableBuffer(), req.ContentLength, 10))
 		w.WriteString("\r\n\r\n")
-		n, err := io.Copy(&lengthWriter{w: w, n: req.ContentLength}, req.Body)
+		c.body = lengthWriter{w: w, n: req.ContentLength}
+		n, err := io.Copy(&c.body, req.Body)
 		req.Body.Close()
 		if err != nil {
 			return err
