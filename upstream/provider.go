@@ -1,6 +1,7 @@
 // Package upstream owns the calls to LLM providers: one Provider per
-// configured provider, speaking its wire protocol over a shared, tuned
-// http.Transport, with the phase timeouts of the configuration (until the
+// configured provider, speaking its wire protocol over its own HTTP/1.1
+// client for plain-HTTP providers (h1.go) and a tuned net/http Transport
+// for the rest, with the phase timeouts of the configuration (until the
 // first byte, then between chunks). It knows nothing of HTTP routing,
 // clients or consortiums; it returns OpenAI-shaped bodies, typed chat
 // completions and chunks, and typed errors (*Error, ErrTimeout,
