@@ -134,8 +134,13 @@ func TestH1StreamsWhatHasArrived(t *testing.T) {
 
 // rawServer answers each connection's requests with the answers replies
 // returns, written as they are, and closes the connection when close says
-// so.
+// so; closed receives once each connection has been closed.
 func rawServer(t *testing.T, reply func(n int) (answer string, close bool)) (url string, conns *atomic.Int32) {
+	url, conns, _ = rawServerClosing(t, reply)
+	return url, conns
+}
+
+func rawServerClosing(t *testing.T, reply func(n int) (answer string, close bool)) (url string, conns *atomic.Int32, closed <-chan struct{}) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -144,6 +149,7 @@ func rawServer(t *testing.T, reply func(n int) (answer string, close bool)) (url
 	t.Cleanup(func() { ln.Close() })
 	conns = new(atomic.Int32)
 	var served atomic.Int32
+	closes := make(chan struct{}, 100)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -152,7 +158,13 @@ func rawServer(t *testing.T, reply func(n int) (answer string, close bool)) (url
 			}
 			conns.Add(1)
 			go func() {
-				defer c.Close()
+				defer func() {
+					c.Close()
+					select {
+					case closes <- struct{}{}:
+					default:
+					}
+				}()
 				br := bufio.NewReader(c)
 				for {
 					req, err := http.ReadRequest(br)
@@ -169,11 +181,11 @@ func rawServer(t *testing.T, reply func(n int) (answer string, close bool)) (url
 			}()
 		}
 	}()
-	return "http://" + ln.Addr().String(), conns
+	return "http://" + ln.Addr().String(), conns, closes
 }
 
 func TestH1ReplacesAConnectionTheProviderClosed(t *testing.T) {
-	url, conns := rawServer(t, func(int) (string, bool) {
+	url, conns, closed := rawServerClosing(t, func(int) (string, bool) {
 		// Keep-alive as far as the headers say, then closed: as a
 		// server whose idle timeout ran out.
 		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
@@ -183,7 +195,7 @@ func TestH1ReplacesAConnectionTheProviderClosed(t *testing.T) {
 		if _, body := post(t, tr, context.Background(), url, "{}"); body != "ok" {
 			t.Fatalf("call %d: %q", i, body)
 		}
-		time.Sleep(20 * time.Millisecond) // for the close to arrive: ordering, not timing
+		<-closed // the provider closed the connection while it sat idle
 	}
 	if n := conns.Load(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
