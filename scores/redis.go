@@ -60,6 +60,18 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 // hold control characters.
 const sep = "\x1f"
 
+// counter is one of a model's counts as its hash field names it.
+type counter struct {
+	name string
+	n    *int64
+}
+
+// counters are c's counts kept as hash fields, for Add and Load alike.
+func (c *Counts) counters() [9]counter {
+	return [9]counter{{"runs", &c.Runs}, {"answers", &c.Answers}, {"failures", &c.Failures}, {"first", &c.FirstPlaces},
+		{"wins", &c.Wins}, {"losses", &c.Losses}, {"regret", &c.Regret}, {"tokens", &c.Tokens}, {"cost_unknown", &c.CostUnknown}}
+}
+
 // keys returns a consortium's three keys.
 func keys(consortium string) (counts, pairs, recent string) {
 	prefix := "consortium:scores:{" + strconv.Itoa(len(consortium)) + ":" + consortium + "}:"
@@ -74,13 +86,9 @@ func (r *Redis) Add(ctx context.Context, t *Tally) error {
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HIncrBy(ctx, counts, sep+"runs", 1)
 		for ref, c := range t.Models {
-			for _, f := range []struct {
-				name string
-				n    int64
-			}{{"runs", c.Runs}, {"answers", c.Answers}, {"failures", c.Failures}, {"first", c.FirstPlaces},
-				{"wins", c.Wins}, {"losses", c.Losses}, {"regret", c.Regret}, {"tokens", c.Tokens}, {"cost_unknown", c.CostUnknown}} {
-				if f.n != 0 {
-					p.HIncrBy(ctx, counts, ref+sep+f.name, f.n)
+			for _, f := range c.counters() {
+				if *f.n != 0 {
+					p.HIncrBy(ctx, counts, ref+sep+f.name, *f.n)
 				}
 			}
 			if c.CostUSD != 0 {
@@ -161,25 +169,11 @@ func (r *Redis) Load(ctx context.Context, consortium string) (*Stats, error) {
 			}
 			continue
 		}
-		switch name {
-		case "runs":
-			m.Runs = n
-		case "answers":
-			m.Answers = n
-		case "failures":
-			m.Failures = n
-		case "first":
-			m.FirstPlaces = n
-		case "wins":
-			m.Wins = n
-		case "losses":
-			m.Losses = n
-		case "regret":
-			m.Regret = n
-		case "tokens":
-			m.Tokens = n
-		case "cost_unknown":
-			m.CostUnknown = n
+		for _, f := range m.counters() {
+			if f.name == name {
+				*f.n = n
+				break
+			}
 		}
 	}
 	for field, v := range p.Val() {
