@@ -86,9 +86,7 @@ func (e *EventWriter) json(v any, flush bool) error {
 		// splits the data into lines as Data does.
 		var m sse.Message
 		m.AppendData(string(data))
-		e.buf = e.buf[:0]
-		m.WriteTo(&e.buf) // a frame does not fail
-		return e.sendLocked(flush)
+		return e.writeLocked(&m, flush)
 	}
 	// One line of data is what Message.WriteTo writes for it: the field,
 	// the line, and the blank line that ends the event.
@@ -153,13 +151,14 @@ func (e *EventWriter) FlushHeld() error {
 func (e *EventWriter) write(m *sse.Message) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.writeLocked(m)
+	return e.writeLocked(m, true)
 }
 
-func (e *EventWriter) writeLocked(m *sse.Message) error {
+// writeLocked frames m and sends it (see sendLocked).
+func (e *EventWriter) writeLocked(m *sse.Message, flush bool) error {
 	e.buf = e.buf[:0]
 	m.WriteTo(&e.buf) // a frame does not fail
-	return e.sendLocked(true)
+	return e.sendLocked(flush)
 }
 
 // sendLocked writes the event in e.buf and flushes it (with any held
