@@ -444,11 +444,13 @@ func (c *call) dropBody() {
 	}
 }
 
-// callBody is an attempt's request body: it reads the call's body and
-// drops its hold on it when the transport closes it.
+// callBody is an attempt's request body: it reads the call's body (in
+// one Write, bytes.Reader's WriteTo, so that a large body goes past a
+// buffered writer's buffer) and drops its hold on it when the transport
+// closes it.
 type callBody struct {
+	*bytes.Reader
 	c      *call
-	data   []byte
 	closed atomic.Bool
 }
 
@@ -456,24 +458,7 @@ func (c *call) newBody() *callBody {
 	if c.release != nil {
 		c.bodies.Add(1)
 	}
-	return &callBody{c: c, data: c.body}
-}
-
-func (b *callBody) Read(p []byte) (int, error) {
-	if len(b.data) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, b.data)
-	b.data = b.data[n:]
-	return n, nil
-}
-
-// WriteTo writes the rest in one Write, as bytes.Reader does, so that a
-// large body goes past a buffered writer's buffer.
-func (b *callBody) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(b.data)
-	b.data = b.data[n:]
-	return int64(n), err
+	return &callBody{Reader: bytes.NewReader(c.body), c: c}
 }
 
 func (b *callBody) Close() error {
