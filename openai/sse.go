@@ -120,6 +120,17 @@ func (e *EventWriter) Done() error { return e.Data(done) }
 
 var done = []byte("[DONE]")
 
+// End sends data: [DONE] as Done does but, like Hold, leaves it unflushed,
+// with whatever else is held: it is for a handler that returns next, whose
+// server then sends the stream's last events and the end of its body in
+// one write instead of two.
+func (e *EventWriter) End() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.buf = append(append(append(e.buf[:0], dataField...), done...), "\n\n"...)
+	return e.sendLocked(false)
+}
+
 // Raw writes bytes that are already SSE frames (a provider's own lines,
 // forwarded) and flushes them.
 func (e *EventWriter) Raw(p []byte) error {

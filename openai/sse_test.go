@@ -52,3 +52,19 @@ func TestEventWriterHoldsUntilFlushed(t *testing.T) {
 		t.Errorf("flushes:\n%q\nwant\n%q", rec.flushed, want)
 	}
 }
+
+// TestEventWriterEndLeavesTheFlush: End writes [DONE] after what is held
+// and flushes none of it, for the server to send with the body's end.
+func TestEventWriterEndLeavesTheFlush(t *testing.T) {
+	rec := &flushRecorder{ResponseRecorder: httptest.NewRecorder()}
+	ew := NewEventWriter(rec)
+	ew.Data([]byte("1"))
+	ew.Hold(map[string]int{"a": 2})
+	ew.End()
+	if want := []string{"data: 1\n\n"}; !slices.Equal(rec.flushed, want) {
+		t.Errorf("flushes %q, want %q", rec.flushed, want)
+	}
+	if got, want := rec.Body.String(), "data: 1\n\ndata: {\"a\":2}\n\ndata: [DONE]\n\n"; got != want {
+		t.Errorf("body %q, want %q", got, want)
+	}
+}

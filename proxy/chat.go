@@ -207,6 +207,11 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 				return // the client went away; closing the body cancels upstream
 			}
 			tail.keep(chunk[:n])
+			if err == io.EOF {
+				// The handler returns now, and net/http sends what is
+				// buffered with the end of the body: one write, not two.
+				return
+			}
 			if ferr := rc.Flush(); ferr != nil {
 				return
 			}

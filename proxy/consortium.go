@@ -159,7 +159,9 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 		}
 		ew.Hold(chunk(openai.ChunkChoice{Delta: openai.Delta{Content: &delta}}))
 	})
-	ew.FlushHeld()
+	// What the synthesis held waits for the stream's last events: the
+	// client has the answer when it has the finish, and the handler's
+	// return sends them all, with the end of the body, in one write.
 	close(stop)
 	wg.Wait()
 
@@ -179,7 +181,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	choices := answers(res)
 	for i := 1; i < len(choices); i++ {
 		if choices[i] != "" {
-			ew.JSON(chunk(openai.ChunkChoice{Index: i, Delta: openai.Delta{Content: &choices[i]}}))
+			ew.Hold(chunk(openai.ChunkChoice{Index: i, Delta: openai.Delta{Content: &choices[i]}}))
 		}
 	}
 	for i := range choices {
@@ -188,14 +190,14 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 		if i == len(choices)-1 {
 			finish.Consortium, _ = json.Marshal(res.Run.Summary())
 		}
-		ew.JSON(finish)
+		ew.Hold(finish)
 	}
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
 		u := chunk()
 		u.Usage = &res.Usage
-		ew.JSON(u)
+		ew.Hold(u)
 	}
-	ew.Done()
+	ew.End()
 }
 
 // runDone logs a finished run, one line with each member's status and

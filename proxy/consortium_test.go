@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
@@ -685,4 +686,45 @@ func TestConsortiumKeepAlive(t *testing.T) {
 			t.Fatalf("after the keep-alives: %q", text(frames))
 		}
 	}, keepAlive)
+}
+
+// lastFlush records what a handler had written at each of its flushes.
+type lastFlush struct {
+	*httptest.ResponseRecorder
+	flushed []string
+}
+
+func (f *lastFlush) Flush() { f.flushed = append(f.flushed, f.Body.String()) }
+
+// TestStreamEndsWithTheBody: a stream's last events are not flushed by the
+// handler but left for its return, when net/http sends them with the end
+// of the body in one write: a consortium's finish and [DONE] always, and a
+// passthrough's last bytes when they came with the provider's end.
+func TestStreamEndsWithTheBody(t *testing.T) {
+	whole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer whole.Close()
+	fake := upstreamtest.NewServer()
+	defer fake.Close()
+	scriptCouncil(fake, "the synthesis")
+	h := newProxy(t, fake, strings.Replace(councilConfig(councilYAML), "providers:\n", "providers:\n  whole: {base_url: "+whole.URL+", models: [m]}\n", 1))
+	for _, tc := range []struct{ name, body string }{
+		{"consortium", streamBody(councilBody)},
+		{"passthrough", `{"model":"whole/m","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &lastFlush{ResponseRecorder: httptest.NewRecorder()}
+			h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(tc.body)))
+			if !strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n") {
+				t.Fatalf("status %d, body %q", rec.Code, rec.Body)
+			}
+			for _, f := range rec.flushed {
+				if strings.Contains(f, "[DONE]") {
+					t.Errorf("the handler flushed [DONE] itself: %q", f)
+				}
+			}
+		})
+	}
 }
