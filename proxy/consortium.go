@@ -129,22 +129,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 		ew.JSON(chunk(openai.ChunkChoice{Index: i, Delta: openai.Delta{Role: "assistant", Content: &empty}}))
 	}
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(s.keepAlive)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-r.Context().Done():
-				return
-			case <-tick.C:
-				ew.Comment("keep-alive")
-			}
-		}
-	})
+	stopKeepAlive := keepAlive(ew, s.keepAlive)
 
 	first := true
 	ctx := withEvents(consortia.WithRunID(r.Context(), runID), r, ew)
@@ -162,8 +147,7 @@ func (s *Server) consortiumStream(w http.ResponseWriter, r *http.Request, start 
 	// What the synthesis held waits for the stream's last events: the
 	// client has the answer when it has the finish, and the handler's
 	// return sends them all, with the end of the body, in one write.
-	close(stop)
-	wg.Wait()
+	stopKeepAlive()
 
 	if err != nil {
 		s.runFailed(r, e.Name(), runID, t.id, err)
@@ -274,4 +258,34 @@ func (s *Server) runFailed(r *http.Request, consortium, runID, conversation stri
 		attrs = append(attrs, slog.Int("rounds", re.Run.Iterations), s.members(r, consortium, re.Run))
 	}
 	s.log.LogAttrs(r.Context(), level, "consortium run failed", attrs...)
+}
+
+// keepAlive sends a keep-alive comment on ew every d until the returned
+// stop is called; after stop returns, none is sent. It is a timer, not a
+// goroutine: most runs end before the first comment is due.
+func keepAlive(ew *openai.EventWriter, d time.Duration) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock() // the first comment waits until t is set
+	defer mu.Unlock()
+	t = time.AfterFunc(d, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if ew.Comment("keep-alive") != nil {
+			return // the client is gone: nothing more to keep alive
+		}
+		t.Reset(d)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
