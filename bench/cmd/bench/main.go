@@ -11,10 +11,12 @@
 //	bench hop  -listen ADDR -target URL
 //	bench batch [-n 50000] [-d 1536] [-k 500] [-rounds 3] [-items 4000] [-latency 50ms] [-python PATH] [-out docs/benchmarks.md]
 //	bench load -base URL -model M [-clients 16] [-duration 5s] [-stream] [-size N] [-prompts FILE] [-vary] [-key K] [-events] [-critical N [-judges N]]
+//	bench burn [-cores 0.5] [-burst 1ms]
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -28,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,11 +59,40 @@ func main() {
 		err = batchBench(args)
 	case "select-go":
 		err = selectGo(args)
+	case "burn":
+		err = burn(args)
 	default:
-		err = fmt.Errorf("unknown command %q (run, fake, hop, load, batch)", cmd)
+		err = fmt.Errorf("unknown command %q (run, fake, hop, load, batch, burn)", cmd)
 	}
 	if err != nil {
 		log.Fatal(err)
+	}
+}
+
+// burn keeps a share of one core busy until interrupted, in busy
+// stretches of a set length: the control of the experiment in
+// docs/performance.md ("Consortiums under load"), which measures what the
+// direct path loses to any process that takes the proxy's share of the
+// cores. The busy time is counted, so that sleeps which overshoot are made
+// up for.
+func burn(args []string) error {
+	fs := flag.NewFlagSet("burn", flag.ExitOnError)
+	share := fs.Float64("cores", 0.5, "share of one core to keep busy, above 0 and at most 1")
+	stretch := fs.Duration("burst", time.Millisecond, "length of each busy stretch")
+	fs.Parse(args)
+	if *share <= 0 || *share > 1 || *stretch <= 0 {
+		return fmt.Errorf("burn: -cores must be in (0, 1] and -burst positive")
+	}
+	start, busy := time.Now(), time.Duration(0)
+	for {
+		if float64(busy) > *share*float64(time.Since(start)) {
+			time.Sleep(*stretch)
+			continue
+		}
+		t := time.Now()
+		for time.Since(t) < *stretch {
+		}
+		busy += time.Since(t)
 	}
 }
 
@@ -271,6 +303,27 @@ func (p *process) rss() int64 {
 		}
 	}
 	return 0
+}
+
+// cpu returns the CPU time a process has used so far, user and system.
+func (p *process) cpu() time.Duration { return cpuOf(strconv.Itoa(p.cmd.Process.Pid)) }
+
+// cpuOf reads /proc/PID/stat's utime and stime (pid "self" for the
+// harness itself), in clock ticks of 10 ms; 0 where /proc is missing.
+func cpuOf(pid string) time.Duration {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name, in brackets, may hold spaces; the fields after it
+	// are numbered from 3 (state): utime is 14th, stime 15th.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // env is the set of processes one harness run measures.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +22,23 @@ import (
 type underLoad struct {
 	clients         int
 	off, on, direct []*bench.Result
+	// The CPU each process spent per run, round by round: the proxy's
+	// with events off (on, it writes more), the fake's and the load
+	// generator's on the direct path and on the proxy's.
+	proxyCPU, fakeCPU, loadCPU, directFakeCPU, directLoadCPU []time.Duration
+}
+
+// cpuUse is the CPU time the processes of a measurement have used.
+type cpuUse struct{ proxy, fake, load time.Duration }
+
+func cpuNow(e *env) cpuUse {
+	return cpuUse{proxy: e.proxy.cpu(), fake: e.slow.cpu(), load: cpuOf("self")}
+}
+
+// perRun is the CPU of each process between a and b, per request of res.
+func perRun(a, b cpuUse, res *bench.Result) cpuUse {
+	n := time.Duration(max(res.Requests, 1))
+	return cpuUse{proxy: (b.proxy - a.proxy) / n, fake: (b.fake - a.fake) / n, load: (b.load - a.load) / n}
 }
 
 // underLoadClients are the concurrencies measured.
@@ -60,8 +78,19 @@ func measureUnderLoad(ctx context.Context, client *http.Client, loads []*underLo
 				req = criticalPath(slow, 3, 0, 0)
 			}
 			bench.Concurrent(ctx, client, req, l.clients, 500*time.Millisecond)
+			before := cpuNow(e)
 			res := bench.Concurrent(ctx, client, req, l.clients, d)
+			use := perRun(before, cpuNow(e), res)
 			*into = append(*into, res)
+			switch into {
+			case &l.off:
+				l.proxyCPU = append(l.proxyCPU, use.proxy)
+				l.fakeCPU = append(l.fakeCPU, use.fake)
+				l.loadCPU = append(l.loadCPU, use.load)
+			case &l.direct:
+				l.directFakeCPU = append(l.directFakeCPU, use.fake)
+				l.directLoadCPU = append(l.directLoadCPU, use.load)
+			}
 			if res.Errors > 0 {
 				log.Printf("under load, %d clients, %s: %d errors, first: %s", l.clients, what, res.Errors, res.FirstErr)
 			}
@@ -134,6 +163,17 @@ func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(s
 			}
 		}
 	}
+	w("\nWhere the CPU goes, per run (µs; the median over rounds, from /proc/PID/stat, whose 10 ms ticks make a %s measurement good to about 1%%), ", d)
+	w("and the share of the machine's %d cores the proxy used: on this machine the three processes share the cores, ", runtime.NumCPU())
+	w("so whatever the proxy spends also delays the fake and the load generator, on the path the direct figure measures too ")
+	w("([performance.md](performance.md#consortiums-under-load)).\n\n")
+	w("| clients | proxy, events off | fake, via proxy | load generator, via proxy | fake, direct | load generator, direct | proxy's cores |\n")
+	w("|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, l := range loads {
+		proxy := medianDuration(l.proxyCPU)
+		w("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", l.clients, us(proxy), us(medianDuration(l.fakeCPU)), us(medianDuration(l.loadCPU)),
+			us(medianDuration(l.directFakeCPU)), us(medianDuration(l.directLoadCPU)), proxy.Seconds()*medianOf(l.off, (*bench.Result).Throughput))
+	}
 	w("\n")
 	for _, f := range firsts {
 		w("- first error, %s\n", f)
@@ -142,3 +182,14 @@ func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(s
 		w("\n")
 	}
 }
+
+func medianDuration(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
