@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -90,7 +91,7 @@ func (m *messagesWriter) WriteHeader(status int) {
 	m.sse = true
 	h.Set("Request-Id", info(m.r.Context()).id)
 	m.w.WriteHeader(status)
-	m.ew = openai.NewEventWriter(m.w)
+	m.ew = openai.NewEventWriter(unflushed{m.w})
 	m.stream.Start(m.ew)
 }
 
@@ -132,13 +133,20 @@ func (m *messagesWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Flush passes serveChat's flushes on; every translated event is flushed
-// already.
+// Flush passes serveChat's flushes on: the events translated since the
+// last one go out together.
 func (m *messagesWriter) Flush() {
 	if m.sse {
-		m.ew.Flush()
+		http.NewResponseController(m.w).Flush()
 	}
 }
+
+// unflushed is the client's writer as a translated stream's EventWriter
+// sees it: a plain io.Writer, which it never flushes. The translation is
+// flushed when the chat stream it comes from is (responseWriter and
+// messagesWriter pass those flushes on), so the events one chat burst
+// becomes leave in one write, and the last ones with the end of the body.
+type unflushed struct{ io.Writer }
 
 // errTooLarge fails an answer larger than maxTranslated.
 var errTooLarge = &apiError{Status: http.StatusBadGateway, Type: "upstream_error",

@@ -342,7 +342,7 @@ func (rw *responseWriter) writeHeaderLocked(status int) {
 	rw.stream = true
 	rw.copyHeaders()
 	rw.w.WriteHeader(http.StatusOK)
-	rw.ew = openai.NewEventWriter(rw.w)
+	rw.ew = openai.NewEventWriter(unflushed{rw.w})
 	resp := rw.t.object("in_progress")
 	rw.event(&openai.ResponseEvent{Type: "response.created", Response: resp})
 	rw.event(&openai.ResponseEvent{Type: "response.in_progress", Response: resp})
@@ -398,7 +398,7 @@ func (rw *responseWriter) FlushError() error {
 	if !rw.stream {
 		return nil
 	}
-	if err := rw.ew.Flush(); err != nil {
+	if err := http.NewResponseController(rw.w).Flush(); err != nil {
 		rw.werr = err
 	}
 	return rw.werr
