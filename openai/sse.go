@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 
 	sse "github.com/tmaxmax/go-sse"
@@ -81,7 +82,7 @@ func (e *EventWriter) json(v any, flush bool) error {
 		return err
 	}
 	data := b[len(dataField):]
-	if bytes.IndexByte(data, '\n') >= 0 || bytes.IndexByte(data, '\r') >= 0 {
+	if hasLineBreak(data) {
 		// JSON text holds no raw line break; should one come, go-sse
 		// splits the data into lines as Data does.
 		var m sse.Message
@@ -96,9 +97,25 @@ func (e *EventWriter) json(v any, flush bool) error {
 
 var dataField = []byte("data: ")
 
+func hasLineBreak(p []byte) bool {
+	return bytes.IndexByte(p, '\n') >= 0 || bytes.IndexByte(p, '\r') >= 0
+}
+
 // Event sends one event named name ("" for none: OpenAI's streams name
 // none) whose data is data.
 func (e *EventWriter) Event(name string, data []byte) error {
+	if len(data) > 0 && !hasLineBreak(data) && !strings.ContainsAny(name, "\r\n") {
+		// One line of data, as every event the project names is (JSON):
+		// framed by hand, as Message.WriteTo frames it.
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		b := e.buf[:0]
+		if name != "" {
+			b = append(append(append(b, "event: "...), name...), '\n')
+		}
+		e.buf = append(append(append(b, dataField...), data...), "\n\n"...)
+		return e.sendLocked(true)
+	}
 	var m sse.Message
 	if name != "" {
 		m.Type = sse.Type(name)

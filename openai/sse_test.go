@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+
+	sse "github.com/tmaxmax/go-sse"
 )
 
 func TestEventWriter(t *testing.T) {
@@ -20,6 +22,35 @@ func TestEventWriter(t *testing.T) {
 		"data: [DONE]\n\n"
 	if b.String() != want {
 		t.Fatalf("got\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+// TestEventFramesAsGoSSE: Event frames one line of data by hand, and
+// anything else through go-sse's Message; both are the bytes Message
+// writes.
+func TestEventFramesAsGoSSE(t *testing.T) {
+	for _, tc := range []struct{ name, data string }{
+		{"consortium.member", `{"round":1,"content":"a \u2028 b"}`},
+		{"", `{"a":1}`},
+		{"response.output_text.delta", " leading and trailing spaces "},
+		{"x", ""},
+		{"x", "two\nlines"},
+		{"x", "a\rb"},
+		{"x", "ends\n"},
+		{"", ":colon first"},
+	} {
+		var got bytes.Buffer
+		NewEventWriter(&got).Event(tc.name, []byte(tc.data))
+		var m sse.Message
+		if tc.name != "" {
+			m.Type = sse.Type(tc.name)
+		}
+		m.AppendData(tc.data)
+		var want bytes.Buffer
+		m.WriteTo(&want)
+		if got.String() != want.String() {
+			t.Errorf("Event(%q, %q) = %q, want %q", tc.name, tc.data, got.String(), want.String())
+		}
 	}
 }
 
