@@ -286,8 +286,7 @@ func (p *panel) ask(ctx context.Context, j judge, req *openai.ChatRequest, answe
 // labels.
 func (p *panel) renderPrompt(req *openai.ChatRequest, answers []MemberAnswer, order []int, labels []string) (string, error) {
 	data := judgeData(p.consortium, req, answers, order, labels)
-	size := textLen(data.Conversation, data.Request, data.Responses) + len(data.ResponseFormat) + len(data.RankingExample)
-	return p.prompt.render(data, size)
+	return p.prompt.render(data, data.size())
 }
 
 // call makes one judge call and adds its usage to rec.
@@ -359,6 +358,12 @@ func judgeData(consortium string, req *openai.ChatRequest, answers []MemberAnswe
 	}
 	d.RankingExample = exampleRanking(labels)
 	return d
+}
+
+// size is about how many bytes the data adds to the template's text once
+// rendered (see textLen).
+func (d *JudgeData) size() int {
+	return textLen(d.Conversation, d.Request, d.Responses) + len(d.ResponseFormat) + len(d.RankingExample)
 }
 
 // exampleRanking is an example ranking over labels: reversed, so that it

@@ -143,6 +143,31 @@ func TestPromptBytes(t *testing.T) {
 	}
 }
 
+// TestPromptSize: the buffer a default prompt is rendered into is large
+// enough from the start, so that rendering allocates it once.
+func TestPromptSize(t *testing.T) {
+	for _, c := range promptCases(t) {
+		if c.custom != "" {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			sy, round, order, ranked := c.arbiterFor(t)
+			data := sy.promptData(c.req, round, order)
+			if ranked != nil {
+				ranked(&data)
+			}
+			if n, room := len(execute(t, sy.prompt.Template, data)), sy.prompt.size+data.size(); n > room {
+				t.Errorf("arbiter prompt of %d bytes, buffer of %d", n, room)
+			}
+			p, answers, jorder, labels := c.panelFor(t)
+			jdata := judgeData(p.consortium, c.req, answers, jorder, labels)
+			if n, room := len(execute(t, p.prompt.Template, jdata)), p.prompt.size+jdata.size(); n > room {
+				t.Errorf("judge prompt of %d bytes, buffer of %d", n, room)
+			}
+		})
+	}
+}
+
 // TestPromptError: a template that fails while it runs is an error, as
 // before, and leaves nothing behind for the next prompt.
 func TestPromptError(t *testing.T) {

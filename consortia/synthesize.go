@@ -193,12 +193,7 @@ func (sy *synthesize) renderPrompt(req *openai.ChatRequest, round *Round, order 
 	if ranked != nil {
 		ranked(&data)
 	}
-	size := textLen(data.Conversation, data.Request, data.Responses) + len(data.ResponseFormat) + len(data.RankingExample)
-	size += len(data.Scores) * itemMarkup
-	for _, r := range data.JudgeRankings {
-		size += len(r) + itemMarkup
-	}
-	return sy.prompt.render(data, size)
+	return sy.prompt.render(data, data.size())
 }
 
 // roundRules decide whether a round iterates.
@@ -564,6 +559,17 @@ func checkTemplate(name, custom, def string, sample any) error {
 		return err
 	}
 	return t.Execute(io.Discard, sample)
+}
+
+// size is about how many bytes the data adds to the template's text once
+// rendered (see textLen).
+func (d *PromptData) size() int {
+	n := textLen(d.Conversation, d.Request, d.Responses) + len(d.ResponseFormat) + len(d.RankingExample)
+	n += len(d.Scores) * itemMarkup
+	for _, r := range d.JudgeRankings {
+		n += len(r) + itemMarkup
+	}
+	return n
 }
 
 // promptData gathers the template's data for one round.
