@@ -222,8 +222,9 @@ func TestNamed(t *testing.T) {
 }
 
 // BenchmarkTallyRun is what Record costs a run's goroutine: a rank run of
-// six answers from three models, three judges; and a synthesize run of
-// three members, the arbiter's ranking naming each.
+// six answers from three models, three judges; a synthesize run of three
+// members, the arbiter's ranking naming each; and a vote of three members,
+// two agreeing.
 func BenchmarkTallyRun(b *testing.B) {
 	rank := &consortia.Run{Consortium: "x", Strategy: "rank",
 		Outcome: consortia.Outcome{Scores: []consortia.Score{{Model: "p/a", Instance: 1, Place: 1}}}}
@@ -242,7 +243,11 @@ func BenchmarkTallyRun(b *testing.B) {
 	synthesize := &consortia.Run{Consortium: "x", Strategy: "synthesize", Rounds: []consortia.Round{{
 		Members: []consortia.MemberAnswer{ok("p/a", 1, "B"), ok("p/b", 1, "C"), ok("p/c", 1, "A")},
 		Arbiter: &consortia.ArbiterReply{Ranking: []string{"B", "A", "C"}}}}}
-	for _, run := range []*consortia.Run{rank, synthesize} {
+	vote := &consortia.Run{Consortium: "x", Strategy: "vote",
+		Outcome: consortia.Outcome{Votes: []consortia.VoteGroup{
+			{Answer: "4", Weight: 2, Members: []string{"p/a#1", "p/b#1"}}, {Answer: "5", Weight: 1, Members: []string{"p/c#1"}}}},
+		Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{ok("p/a", 1, ""), ok("p/b", 1, ""), ok("p/c", 1, "")}}}}
+	for _, run := range []*consortia.Run{rank, synthesize, vote} {
 		b.Run(run.Strategy, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
