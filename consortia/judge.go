@@ -1,7 +1,6 @@
 package consortia
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/consortium-dev/consortium/openai"
@@ -125,7 +123,7 @@ type JudgeReply struct {
 type panel struct {
 	consortium string
 	judges     []judge
-	prompt     *template.Template
+	prompt     promptTemplate
 	timeout    time.Duration // member_timeout; 0: the provider's own bound
 }
 
@@ -247,13 +245,13 @@ func (p *panel) ask(ctx context.Context, j judge, req *openai.ChatRequest, answe
 	for n := range order {
 		labels[n] = label(n)
 	}
-	var prompt bytes.Buffer
-	if err := p.prompt.Execute(&prompt, judgeData(p.consortium, req, answers, order, labels)); err != nil {
+	prompt, err := p.renderPrompt(req, answers, order, labels)
+	if err != nil {
 		rec.Error = "its prompt template failed: " + err.Error()
 		return nil
 	}
 	jreq := &openai.ChatRequest{
-		Messages:    []openai.Message{{Role: "user", Content: openai.TextContent(prompt.String())}},
+		Messages:    []openai.Message{{Role: "user", Content: openai.TextContent(prompt)}},
 		Temperature: new(0.0), // the judge's params, set over it, may change it
 		Extra:       j.params,
 	}
@@ -282,6 +280,13 @@ func (p *panel) ask(ctx context.Context, j judge, req *openai.ChatRequest, answe
 			openai.Message{Role: "assistant", Content: openai.TextContent(reply)},
 			openai.Message{Role: "user", Content: openai.TextContent(reask(labels))})
 	}
+}
+
+// renderPrompt renders a judge's prompt: the answers order, labelled
+// labels.
+func (p *panel) renderPrompt(req *openai.ChatRequest, answers []MemberAnswer, order []int, labels []string) (string, error) {
+	data := judgeData(p.consortium, req, answers, order, labels)
+	return p.prompt.render(data, data.size())
 }
 
 // call makes one judge call and adds its usage to rec.
@@ -347,11 +352,18 @@ func reask(labels []string) string {
 func judgeData(consortium string, req *openai.ChatRequest, answers []MemberAnswer, order []int, labels []string) JudgeData {
 	d := JudgeData{Consortium: consortium, ResponseFormat: responseFormat(req)}
 	d.Conversation, d.Request = conversation(req)
+	d.Responses = slices.Grow(d.Responses, len(order))
 	for n, i := range order {
 		d.Responses = append(d.Responses, Response{Label: labels[n], Text: answers[i].Content})
 	}
 	d.RankingExample = exampleRanking(labels)
 	return d
+}
+
+// size is about how many bytes the data adds to the template's text once
+// rendered (see textLen).
+func (d *JudgeData) size() int {
+	return textLen(d.Conversation, d.Request, d.Responses) + len(d.ResponseFormat) + len(d.RankingExample)
 }
 
 // exampleRanking is an example ranking over labels: reversed, so that it

@@ -31,24 +31,23 @@ func (e *Engine) fanOut(ctx context.Context, req *openai.ChatRequest, threads []
 		defer timer.Stop()
 	}
 
-	type result struct {
-		i      int
-		answer MemberAnswer
-	}
-	results := make(chan result, len(e.instances))
+	// Each call writes its answer in place and sends only its index (the
+	// send orders the write before the read below), so that neither the
+	// answers nor the instances are copied for each call.
+	answers := make([]MemberAnswer, len(e.instances))
+	done := make(chan int, len(e.instances))
 	var wg sync.WaitGroup
-	for i, in := range e.instances {
+	for i := range e.instances {
 		wg.Go(func() {
-			results <- result{i, e.ask(ctx, in, req, threads[i])}
+			answers[i] = e.ask(ctx, e.instances[i], req, threads[i])
+			done <- i
 		})
 	}
-	answers := make([]MemberAnswer, len(e.instances))
 	ok := 0
 	for range e.instances {
-		r := <-results
-		answers[r.i] = r.answer
-		notify(ctx, Event{Kind: EventMember, Member: &answers[r.i]})
-		if r.answer.Status == StatusOK {
+		i := <-done
+		notify(ctx, Event{Kind: EventMember, Member: &answers[i]})
+		if answers[i].Status == StatusOK {
 			ok++
 			if e.cfg.Quorum > 0 && ok == e.cfg.Quorum {
 				cancel(errQuorum)

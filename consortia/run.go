@@ -164,7 +164,9 @@ func (r *Run) Summary() Summary {
 	if len(r.Rounds) == 0 {
 		return s
 	}
-	for _, m := range r.Rounds[len(r.Rounds)-1].Members {
+	members := r.Rounds[len(r.Rounds)-1].Members
+	s.Members = make([]MemberSummary, 0, len(members))
+	for _, m := range members {
 		s.Members = append(s.Members, MemberSummary{Model: m.Model, Instance: m.Instance, Status: m.Status, Fallback: m.Fallback, LatencyMs: m.LatencyMs, Error: m.Error})
 	}
 	return s

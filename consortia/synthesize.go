@@ -1,12 +1,12 @@
 package consortia
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -53,7 +53,7 @@ type synthesize struct {
 	consortium string
 	cfg        Synthesize
 	arbiter    target
-	prompt     *template.Template
+	prompt     promptTemplate
 	weights    []float64 // per instance, as configured; a run's own are its Round's
 }
 
@@ -128,17 +128,13 @@ func (sy *synthesize) rules(n int) roundRules {
 // ranked, when not nil, adds the judges' ranking to the prompt's data.
 func (sy *synthesize) judge(ctx context.Context, req *openai.ChatRequest, round *Round, order []int, ranked func(*PromptData), write func(string)) (*ArbiterReply, verdict, error) {
 	rec := &ArbiterReply{Model: sy.arbiter.ref}
-	data := sy.promptData(req, round, order)
-	if ranked != nil {
-		ranked(&data)
-	}
-	var prompt bytes.Buffer
-	if err := sy.prompt.Execute(&prompt, data); err != nil {
+	prompt, err := sy.renderPrompt(req, round, order, ranked)
+	if err != nil {
 		rec.Error = err.Error()
 		return rec, verdict{}, fmt.Errorf("consortium %s: %w: its prompt template failed: %v", sy.consortium, ErrArbiter, err)
 	}
 	areq := &openai.ChatRequest{
-		Messages: []openai.Message{{Role: "user", Content: openai.TextContent(prompt.String())}},
+		Messages: []openai.Message{{Role: "user", Content: openai.TextContent(prompt)}},
 		Extra:    sy.arbiter.params,
 	}
 
@@ -188,6 +184,16 @@ func (sy *synthesize) judge(ctx context.Context, req *openai.ChatRequest, round 
 	rec.Iterate = r.state == iterating
 	fillVerdict(rec, v, round.Members, order)
 	return rec, v, nil
+}
+
+// renderPrompt renders the arbiter's prompt for one round; ranked, when
+// not nil, adds the judges' ranking to the data.
+func (sy *synthesize) renderPrompt(req *openai.ChatRequest, round *Round, order []int, ranked func(*PromptData)) (string, error) {
+	data := sy.promptData(req, round, order)
+	if ranked != nil {
+		ranked(&data)
+	}
+	return sy.prompt.render(data, data.size())
 }
 
 // roundRules decide whether a round iterates.
@@ -492,14 +498,56 @@ var samplePrompt = PromptData{
 	JudgeRankings:  []string{"B > A"},
 }
 
+// promptTemplate is a parsed prompt template and the length of its text.
+type promptTemplate struct {
+	*template.Template
+	size int
+}
+
 // parseTemplate parses a prompt template: custom, or def when custom is
 // blank. A field the data lacks is an error when it runs.
-func parseTemplate(name, custom, def string) (*template.Template, error) {
+func parseTemplate(name, custom, def string) (promptTemplate, error) {
 	text := custom
 	if strings.TrimSpace(text) == "" {
 		text = def
 	}
-	return template.New(name).Option("missingkey=error").Parse(text)
+	t, err := template.New(name).Option("missingkey=error").Parse(text)
+	return promptTemplate{Template: t, size: len(text)}, err
+}
+
+// render executes the template with data. Prompts are several kilobytes,
+// and a buffer that starts small and doubles allocates about twice that,
+// then copies it into a string: instead the buffer starts at the
+// template's text plus dataSize, the bytes of text the data holds, so that
+// a prompt is usually written in one allocation and handed over as it is.
+// A template that shows a field twice just grows the buffer.
+func (t promptTemplate) render(data any, dataSize int) (string, error) {
+	var b strings.Builder
+	b.Grow(t.size + dataSize)
+	if err := t.Execute(&b, data); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// itemMarkup is room for the markup a template writes around each item
+// of a list (a turn's role, a response's heading and weight, a score):
+// a guess on the generous side, since growing costs more than a few
+// bytes left over.
+const itemMarkup = 64
+
+// textLen is about what a prompt's data adds to its template's text: the
+// texts of the conversation, the request and the responses, with room for
+// each item's markup.
+func textLen(turns []Turn, request string, responses []Response) int {
+	n := len(request)
+	for _, t := range turns {
+		n += len(t.Role) + len(t.Text) + itemMarkup
+	}
+	for _, r := range responses {
+		n += len(r.Label) + len(r.Text) + itemMarkup
+	}
+	return n
 }
 
 // checkTemplate parses a prompt template (see parseTemplate) and runs it
@@ -511,6 +559,17 @@ func checkTemplate(name, custom, def string, sample any) error {
 		return err
 	}
 	return t.Execute(io.Discard, sample)
+}
+
+// size is about how many bytes the data adds to the template's text once
+// rendered (see textLen).
+func (d *PromptData) size() int {
+	n := textLen(d.Conversation, d.Request, d.Responses) + len(d.ResponseFormat) + len(d.RankingExample)
+	n += len(d.Scores) * itemMarkup
+	for _, r := range d.JudgeRankings {
+		n += len(r) + itemMarkup
+	}
+	return n
 }
 
 // promptData gathers the template's data for one round.
@@ -528,7 +587,8 @@ func (sy *synthesize) promptData(req *openai.ChatRequest, round *Round, order []
 		ShowWeights: differ(weights),
 	}
 	d.Conversation, d.Request = conversation(req)
-	var labels []string
+	d.Responses = slices.Grow(d.Responses, len(order))
+	labels := make([]string, 0, len(order))
 	for _, i := range order {
 		a := round.Members[i]
 		d.Responses = append(d.Responses, Response{Label: a.Label, Text: a.Content, Weight: weights[i]})

@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/consortium-dev/consortium/consortia"
 	"github.com/consortium-dev/consortium/openai"
@@ -169,17 +170,17 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 			}
 		}
 		// Judges rank the answers of their own round.
-		names := byName(round.Members)
+		var order []string // reused: ranked keeps none of it
 		for _, j := range round.Judges {
 			if j.Error != "" {
 				continue
 			}
-			var order []string
+			order = slices.Grow(order[:0], len(j.RankedMembers))
 			for _, name := range j.RankedMembers {
 				if slices.Contains(j.Dropped, name) {
 					continue
 				}
-				if a, ok := names[name]; ok {
+				if a, ok := named(round.Members, name); ok {
 					order = append(order, credited(a))
 				}
 			}
@@ -188,14 +189,13 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 	}
 
 	last := &run.Rounds[len(run.Rounds)-1]
-	names := byName(last.Members)
 	members := last.Members
 	for _, tier := range last.Tiers {
 		if tier.Call != nil {
 			members = append(members, *tier.Call)
 		}
 	}
-	var answered []string
+	answered := make([]string, 0, len(members))
 	for _, a := range members {
 		c := model(credited(a))
 		switch a.Status {
@@ -241,7 +241,7 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 		if s.Place != 1 {
 			continue
 		}
-		if a, ok := names[s.Model+"#"+strconv.Itoa(s.Instance)]; ok {
+		if a, ok := named(last.Members, s.Model+"#"+strconv.Itoa(s.Instance)); ok {
 			model(credited(a)).FirstPlaces++
 		}
 	}
@@ -257,7 +257,7 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 			}
 			for _, name := range g.Members {
 				in[name] = true
-				if a, ok := names[name]; ok {
+				if a, ok := named(last.Members, name); ok {
 					plurality = append(plurality, credited(a))
 				}
 			}
@@ -270,7 +270,7 @@ func TallyRun(run *consortia.Run, pricing consortia.Pricing) *Tally {
 				win(w, credited(a), 1)
 			}
 		}
-		if a, ok := names[voteWinner(run.Votes, last.Judges)]; ok {
+		if a, ok := named(last.Members, voteWinner(run.Votes, last.Judges)); ok {
 			model(credited(a)).FirstPlaces++
 		}
 	}
@@ -375,14 +375,30 @@ func credited(a consortia.MemberAnswer) string {
 	return a.Model
 }
 
-// byName indexes a round's answers by "provider/model#instance", the
-// name the record's rankings and votes use.
-func byName(answers []consortia.MemberAnswer) map[string]consortia.MemberAnswer {
-	out := make(map[string]consortia.MemberAnswer, len(answers))
-	for _, a := range answers {
-		out[a.Model+"#"+strconv.Itoa(a.Instance)] = a
+// named returns the answer of a round named "provider/model#instance",
+// the name the record's rankings and votes use. A round holds a handful of
+// answers, so a scan costs less than indexing them in a map each run. It
+// scans from the end, so that a name given twice finds the later answer,
+// as such an index would have.
+func named(answers []consortia.MemberAnswer, name string) (consortia.MemberAnswer, bool) {
+	for i := len(answers) - 1; i >= 0; i-- {
+		if isNamed(answers[i], name) {
+			return answers[i], true
+		}
 	}
-	return out
+	return consortia.MemberAnswer{}, false
+}
+
+// isNamed reports whether name is a.Model+"#"+strconv.Itoa(a.Instance),
+// without building that string. The instance's digits hold no '#', so the
+// last '#' in the name is the one before them.
+func isNamed(a consortia.MemberAnswer, name string) bool {
+	h := strings.LastIndexByte(name, '#')
+	if h < 0 || name[:h] != a.Model {
+		return false
+	}
+	var digits [20]byte
+	return string(strconv.AppendInt(digits[:0], int64(a.Instance), 10)) == name[h+1:]
 }
 
 // tokens are a call's tokens: its total, or the sum of its parts when a

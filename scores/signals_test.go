@@ -195,10 +195,38 @@ func TestTallyRun(t *testing.T) {
 	}
 }
 
+// TestNamed: a round's answer is found by its name exactly as an index of
+// the answers by a.Model+"#"+strconv.Itoa(a.Instance) would find it.
+func TestNamed(t *testing.T) {
+	answers := []consortia.MemberAnswer{
+		ok("p/a", 1, "A"), ok("p/a", 2, "B"), ok("p/b", 1, "C"), ok("p/x#1", 1, "D"), ok("p/x", 11, "E"),
+		ok("p/big", 123456, "F"), ok("p/zero", 0, "G"), ok("p/neg", -3, "H"), ok("", 7, "I"),
+		ok("p/a", 1, "J"), // a name given twice: the later answer
+	}
+	index := map[string]consortia.MemberAnswer{}
+	for _, a := range answers {
+		index[a.Model+"#"+strconv.Itoa(a.Instance)] = a
+	}
+	names := []string{"", "#", "p/a", "p/a#", "p/a#1", "p/a#2", "p/a#01", "p/a#+1", "p/a#1 ", "P/A#1", "p/b#1", "p/b#2",
+		"p/x#1#1", "p/x#1", "p/x#11", "p/x#1#11", "p/big#123456", "p/zero#0", "p/zero#-0", "p/neg#-3", "#7", "p/a#1#1"}
+	for name := range index {
+		names = append(names, name)
+	}
+	for _, name := range names {
+		want, wantOK := index[name]
+		got, gotOK := named(answers, name)
+		if gotOK != wantOK || got.Label != want.Label {
+			t.Errorf("named(%q) = %q, %v; want %q, %v", name, got.Label, gotOK, want.Label, wantOK)
+		}
+	}
+}
+
 // BenchmarkTallyRun is what Record costs a run's goroutine: a rank run of
-// six answers from three models, three judges.
+// six answers from three models, three judges; a synthesize run of three
+// members, the arbiter's ranking naming each; and a vote of three members,
+// two agreeing.
 func BenchmarkTallyRun(b *testing.B) {
-	run := &consortia.Run{Consortium: "x", Strategy: "rank",
+	rank := &consortia.Run{Consortium: "x", Strategy: "rank",
 		Outcome: consortia.Outcome{Scores: []consortia.Score{{Model: "p/a", Instance: 1, Place: 1}}}}
 	round := consortia.Round{}
 	var names []string
@@ -211,10 +239,21 @@ func BenchmarkTallyRun(b *testing.B) {
 	for range 3 {
 		round.Judges = append(round.Judges, consortia.JudgeReply{Model: "p/j", RankedMembers: names})
 	}
-	run.Rounds = []consortia.Round{round}
-	b.ReportAllocs()
-	for b.Loop() {
-		TallyRun(run, nil)
+	rank.Rounds = []consortia.Round{round}
+	synthesize := &consortia.Run{Consortium: "x", Strategy: "synthesize", Rounds: []consortia.Round{{
+		Members: []consortia.MemberAnswer{ok("p/a", 1, "B"), ok("p/b", 1, "C"), ok("p/c", 1, "A")},
+		Arbiter: &consortia.ArbiterReply{Ranking: []string{"B", "A", "C"}}}}}
+	vote := &consortia.Run{Consortium: "x", Strategy: "vote",
+		Outcome: consortia.Outcome{Votes: []consortia.VoteGroup{
+			{Answer: "4", Weight: 2, Members: []string{"p/a#1", "p/b#1"}}, {Answer: "5", Weight: 1, Members: []string{"p/c#1"}}}},
+		Rounds: []consortia.Round{{Members: []consortia.MemberAnswer{ok("p/a", 1, ""), ok("p/b", 1, ""), ok("p/c", 1, "")}}}}
+	for _, run := range []*consortia.Run{rank, synthesize, vote} {
+		b.Run(run.Strategy, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				TallyRun(run, nil)
+			}
+		})
 	}
 }
 
