@@ -62,7 +62,8 @@ func (d *anthropicDialect) headers(h http.Header, key string) {
 	}
 }
 
-func (d *anthropicDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
+// encode leaves dst alone: translateRequest has a body of its own.
+func (d *anthropicDialect) encode(_ []byte, req *openai.ChatRequest, model string) ([]byte, error) {
 	return translateRequest(req, model, d.promptCache)
 }
 
@@ -85,7 +86,7 @@ func (d *anthropicDialect) passRequest(body []byte, model string) ([]byte, bool,
 	if err != nil {
 		return nil, false, err
 	}
-	wire, err := d.encode(cr, model)
+	wire, err := d.encode(nil, cr, model)
 	return wire, cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage, err
 }
 

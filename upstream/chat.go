@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sync"
 
 	"github.com/consortium-dev/consortium/openai"
 )
@@ -34,6 +35,7 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 	if err := p.encode(c, &r, model); err != nil {
 		return nil, err
 	}
+	defer c.dropBody()
 	var cc *openai.ChatCompletion
 	c.check = func(data []byte, _ *bytes.Buffer) (err error) {
 		cc, err = p.dialect.decode(data, model)
@@ -48,19 +50,38 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 }
 
 // encode sets c's path and body for a chat request, or says why the
-// dialect cannot carry it.
+// dialect cannot carry it. The body is pooled: encode takes the caller's
+// hold on it (call.hold), which the caller drops once send has returned.
 func (p *Provider) encode(c *call, req *openai.ChatRequest, model string) error {
 	path, refused := p.dialect.endpoint("/chat/completions")
 	if refused != nil {
 		refused.Provider, refused.Model = p.name, model
 		return refused
 	}
-	body, err := p.dialect.encode(req, model)
+	buf := encodeBuffers.Get().(*[]byte)
+	body, err := p.dialect.encode((*buf)[:0], req, model)
 	if err != nil {
+		encodeBuffers.Put(buf)
 		return p.refusal(model, err)
 	}
+	*buf = body
 	c.path, c.body, c.stream = path, body, req.Stream
+	c.hold(func() { putEncodeBuffer(buf) })
 	return nil
+}
+
+// encodeBuffers hold the bodies of chat requests, reused once no attempt
+// will read them again (call.hold). An arbiter's request is a few KB; a
+// buffer past maxEncodeBuffer is left to the garbage collector rather than
+// kept for good.
+var encodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxEncodeBuffer = 256 << 10
+
+func putEncodeBuffer(buf *[]byte) {
+	if cap(*buf) <= maxEncodeBuffer {
+		encodeBuffers.Put(buf)
+	}
 }
 
 // ChatStream sends a streamed chat completion, asking for usage, and
@@ -103,6 +124,7 @@ func (p *Provider) openStream(ctx context.Context, model string, req *openai.Cha
 	var resp *Response
 	if err == nil {
 		resp, err = p.send(ctx, c)
+		c.dropBody()
 	}
 	if err != nil {
 		c.end(err)

@@ -29,10 +29,11 @@ type dialect interface {
 	// is empty (a local server), and the protocol's own.
 	headers(h http.Header, key string)
 
-	// encode writes req for model; the request's Stream says whether the
+	// encode writes req for model, appended to dst when the dialect can
+	// (the caller pools dst); the request's Stream says whether the
 	// answer is to be streamed. A request the dialect cannot carry is an
 	// error naming the field (an *openai.FieldError when it can).
-	encode(req *openai.ChatRequest, model string) ([]byte, error)
+	encode(dst []byte, req *openai.ChatRequest, model string) ([]byte, error)
 
 	// decode reads a 2xx JSON answer. An answer that is not a chat
 	// completion with choices wraps ErrMalformed.
@@ -72,14 +73,18 @@ func (openaiDialect) headers(h http.Header, key string) {
 	}
 }
 
-func (openaiDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
+// includeUsage is the stream_options of every stream the openai dialect
+// asks for; it is only read.
+var includeUsage = &openai.StreamOptions{IncludeUsage: true}
+
+func (openaiDialect) encode(dst []byte, req *openai.ChatRequest, model string) ([]byte, error) {
 	r := *req
 	r.Model = model
 	r.StreamOptions = nil
 	if r.Stream {
-		r.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
+		r.StreamOptions = includeUsage
 	}
-	return r.AppendJSON(nil)
+	return r.AppendJSON(dst)
 }
 
 func (openaiDialect) decode(data []byte, _ string) (*openai.ChatCompletion, error) {
@@ -147,25 +152,29 @@ func (t *doneTail) done() bool {
 // OpenAI-compatible servers close their streams so.
 func (openaiDialect) chunks(body io.Reader, _ string) iter.Seq2[*openai.ChatCompletionChunk, error] {
 	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
+		// Each event's data is copied into one buffer for the stream:
+		// the decoders take bytes, and keep none of them.
+		var data []byte
 		for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize}) {
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			data := strings.TrimSpace(ev.Data)
-			if data == "" {
+			text := strings.TrimSpace(ev.Data)
+			if text == "" {
 				continue
 			}
-			if data == "[DONE]" {
+			if text == "[DONE]" {
 				return
 			}
-			chunk, errorEvent, err := openai.DecodeChunk([]byte(data))
+			data = append(data[:0], text...)
+			chunk, errorEvent, err := openai.DecodeChunk(data)
 			if err != nil {
 				yield(nil, fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed))
 				return
 			}
 			if errorEvent {
-				if pe, ok := openai.ParseError([]byte(data)); ok {
+				if pe, ok := openai.ParseError(data); ok {
 					yield(nil, streamError(pe.Type, pe.Message))
 					return
 				}
