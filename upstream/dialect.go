@@ -155,6 +155,7 @@ func (openaiDialect) chunks(body io.Reader, _ string) iter.Seq2[*openai.ChatComp
 		// Each event's data is copied into one buffer for the stream:
 		// the decoders take bytes, and keep none of them.
 		var data []byte
+		var decoder openai.ChunkDecoder
 		for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize}) {
 			if err != nil {
 				yield(nil, err)
@@ -168,7 +169,7 @@ func (openaiDialect) chunks(body io.Reader, _ string) iter.Seq2[*openai.ChatComp
 				return
 			}
 			data = append(data[:0], text...)
-			chunk, errorEvent, err := openai.DecodeChunk(data)
+			chunk, errorEvent, err := decoder.Decode(data)
 			if err != nil {
 				yield(nil, fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed))
 				return
