@@ -30,9 +30,7 @@ func (p *Provider) Chat(ctx context.Context, model string, req *openai.ChatReque
 }
 
 func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
-	r := *req
-	r.Stream = false
-	if err := p.encode(c, &r, model); err != nil {
+	if err := p.encode(c, req, model, false); err != nil {
 		return nil, err
 	}
 	defer c.dropBody()
@@ -49,23 +47,24 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 	return cc, nil
 }
 
-// encode sets c's path and body for a chat request, or says why the
+// encode sets c's path and body for a chat request, asking for a
+// streamed answer or not (req's Stream is not read), or says why the
 // dialect cannot carry it. The body is pooled: encode takes the caller's
 // hold on it (call.hold), which the caller drops once send has returned.
-func (p *Provider) encode(c *call, req *openai.ChatRequest, model string) error {
+func (p *Provider) encode(c *call, req *openai.ChatRequest, model string, stream bool) error {
 	path, refused := p.dialect.endpoint("/chat/completions")
 	if refused != nil {
 		refused.Provider, refused.Model = p.name, model
 		return refused
 	}
 	buf := encodeBuffers.Get().(*[]byte)
-	body, err := p.dialect.encode((*buf)[:0], req, model)
+	body, err := p.dialect.encode((*buf)[:0], req, model, stream)
 	if err != nil {
 		encodeBuffers.Put(buf)
 		return p.refusal(model, err)
 	}
 	*buf = body
-	c.path, c.body, c.stream = path, body, req.Stream
+	c.path, c.body, c.stream = path, body, stream
 	c.hold(func() { putEncodeBuffer(buf) })
 	return nil
 }
@@ -113,14 +112,12 @@ func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.Cha
 // then.
 func (p *Provider) openStream(ctx context.Context, model string, req *openai.ChatRequest) (*chunkStream, error) {
 	c := p.newCall(ctx, model)
-	r := *req
-	r.Stream = true
 	// An answer that is not an event stream is read as JSON, and is of
 	// no use: malformed.
 	c.check = func([]byte, *bytes.Buffer) error {
 		return fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed)
 	}
-	err := p.encode(c, &r, model)
+	err := p.encode(c, req, model, true)
 	var resp *Response
 	if err == nil {
 		resp, err = p.send(ctx, c)
@@ -136,30 +133,29 @@ func (p *Provider) openStream(ctx context.Context, model string, req *openai.Cha
 // chunkStream is the open answer of a typed stream: its dialect's chunks,
 // read from an idleBody that ends the call when closed.
 type chunkStream struct {
-	body *idleBody
-	next func() (*openai.ChatCompletionChunk, error, bool)
-	stop func()
-	done bool // the answer ended as it should
-	err  error
+	body   *idleBody
+	chunks iter.Seq2[*openai.ChatCompletionChunk, error] // nil once ranged over
+	done   bool                                          // the answer ended as it should
+	err    error
 }
 
 func newChunkStream(d dialect, body *idleBody, model string) *chunkStream {
-	s := &chunkStream{body: body}
-	s.next, s.stop = iter.Pull2(d.chunks(body, model))
-	return s
+	return &chunkStream{body: body, chunks: d.chunks(body, model)}
 }
 
 // Chunks yields the stream's chunks until its end. An error ends the
 // iteration and is yielded with a nil chunk; it is also how the breaker
-// and OnCall learn that the stream failed.
+// and OnCall learn that the stream failed. The stream is read once, in
+// the calling goroutine: a loop that breaks out stops the reading, and a
+// second range yields nothing.
 func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
-		for !s.done && s.err == nil {
-			c, err, ok := s.next()
-			if !ok {
-				s.done = true
-				return
-			}
+		chunks := s.chunks
+		if chunks == nil {
+			return
+		}
+		s.chunks = nil
+		for c, err := range chunks {
 			if err != nil {
 				s.err = s.body.fail(err)
 				yield(nil, s.err)
@@ -169,6 +165,7 @@ func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 				return
 			}
 		}
+		s.done = true
 	}
 }
 
@@ -177,7 +174,6 @@ func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 // HTTP/1 response, waiting at most 50ms for it, so that its connection is
 // kept.
 func (s *chunkStream) Close() error {
-	s.stop()
 	if s.done && s.err == nil {
 		s.body.drain()
 	}

@@ -30,10 +30,11 @@ type dialect interface {
 	headers(h http.Header, key string)
 
 	// encode writes req for model, appended to dst when the dialect can
-	// (the caller pools dst); the request's Stream says whether the
-	// answer is to be streamed. A request the dialect cannot carry is an
-	// error naming the field (an *openai.FieldError when it can).
-	encode(dst []byte, req *openai.ChatRequest, model string) ([]byte, error)
+	// (the caller pools dst), asking for a streamed answer when stream is
+	// true, whatever req's Stream says. A request the dialect cannot
+	// carry is an error naming the field (an *openai.FieldError when it
+	// can).
+	encode(dst []byte, req *openai.ChatRequest, model string, stream bool) ([]byte, error)
 
 	// decode reads a 2xx JSON answer. An answer that is not a chat
 	// completion with choices wraps ErrMalformed.
@@ -77,11 +78,12 @@ func (openaiDialect) headers(h http.Header, key string) {
 // asks for; it is only read.
 var includeUsage = &openai.StreamOptions{IncludeUsage: true}
 
-func (openaiDialect) encode(dst []byte, req *openai.ChatRequest, model string) ([]byte, error) {
+func (openaiDialect) encode(dst []byte, req *openai.ChatRequest, model string, stream bool) ([]byte, error) {
 	r := *req
 	r.Model = model
+	r.Stream = stream
 	r.StreamOptions = nil
-	if r.Stream {
+	if stream {
 		r.StreamOptions = includeUsage
 	}
 	return r.AppendJSON(dst)

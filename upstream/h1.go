@@ -453,7 +453,7 @@ func (c *h1Conn) readHead(req *http.Request) (*http.Response, error) {
 	}
 	resp := &http.Response{
 		Status: statusText(status), StatusCode: code,
-		Proto: "HTTP/1." + strconv.Itoa(minor), ProtoMajor: 1, ProtoMinor: minor,
+		Proto: protoText(minor), ProtoMajor: 1, ProtoMinor: minor,
 		Request: req, ContentLength: -1,
 	}
 	c.tp.R = c.br
@@ -478,6 +478,18 @@ func statusText(status []byte) string {
 		return "200 OK"
 	}
 	return string(status)
+}
+
+// protoText returns the protocol of an HTTP/1 response ("HTTP/1.1")
+// without allocating for the usual ones.
+func protoText(minor int) string {
+	switch minor {
+	case 1:
+		return "HTTP/1.1"
+	case 0:
+		return "HTTP/1.0"
+	}
+	return "HTTP/1." + strconv.Itoa(minor)
 }
 
 // frame reads how resp's body is delimited, as RFC 9112 section 6.3 says,

@@ -525,16 +525,18 @@ func (c *call) dropBody() {
 // buffered writer's buffer) and drops its hold on it when the transport
 // closes it.
 type callBody struct {
-	*bytes.Reader
-	c      *call
-	closed atomic.Bool
+	bytes.Reader // by value: one allocation per attempt, not two
+	c            *call
+	closed       atomic.Bool
 }
 
 func (c *call) newBody() *callBody {
 	if c.release != nil {
 		c.bodies.Add(1)
 	}
-	return &callBody{Reader: bytes.NewReader(c.body), c: c}
+	b := &callBody{c: c}
+	b.Reset(c.body)
+	return b
 }
 
 func (b *callBody) Close() error {
