@@ -34,6 +34,10 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 		return nil, err
 	}
 	defer c.dropBody()
+	// The answer is read into a pooled buffer too: the decoders keep
+	// none of it.
+	c.buf = getBuffer()
+	defer putBuffer(c.buf)
 	var cc *openai.ChatCompletion
 	c.check = func(data []byte, _ *bytes.Buffer) (err error) {
 		cc, err = p.dialect.decode(data, model)
@@ -57,29 +61,36 @@ func (p *Provider) encode(c *call, req *openai.ChatRequest, model string, stream
 		refused.Provider, refused.Model = p.name, model
 		return refused
 	}
-	buf := encodeBuffers.Get().(*[]byte)
-	body, err := p.dialect.encode((*buf)[:0], req, model, stream)
+	buf := getBuffer()
+	body, err := p.dialect.encode(buf.AvailableBuffer(), req, model, stream)
 	if err != nil {
-		encodeBuffers.Put(buf)
+		putBuffer(buf)
 		return p.refusal(model, err)
 	}
-	*buf = body
+	*buf = *bytes.NewBuffer(body) // keeps what encode grew
 	c.path, c.body, c.stream = path, body, stream
-	c.hold(func() { putEncodeBuffer(buf) })
+	c.hold(func() { putBuffer(buf) })
 	return nil
 }
 
-// encodeBuffers hold the bodies of chat requests, reused once no attempt
-// will read them again (call.hold). An arbiter's request is a few KB; a
-// buffer past maxEncodeBuffer is left to the garbage collector rather than
-// kept for good.
-var encodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
+// buffers hold the bodies of chat requests, reused once no attempt will
+// read them again (call.hold), and the JSON answers Chat decodes. An
+// arbiter's request is a few KB; a buffer grown past maxPooledBuffer is
+// left to the garbage collector rather than kept for good.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-const maxEncodeBuffer = 256 << 10
+const maxPooledBuffer = 256 << 10
 
-func putEncodeBuffer(buf *[]byte) {
-	if cap(*buf) <= maxEncodeBuffer {
-		encodeBuffers.Put(buf)
+// getBuffer returns an empty buffer from the pool.
+func getBuffer() *bytes.Buffer {
+	b := buffers.Get().(*bytes.Buffer)
+	b.Reset()
+	return b
+}
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuffer {
+		buffers.Put(b)
 	}
 }
 
