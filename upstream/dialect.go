@@ -149,6 +149,10 @@ func (t *doneTail) done() bool {
 	return bytes.HasSuffix(last, []byte("data: [DONE]")) || bytes.HasSuffix(last, []byte("data:[DONE]"))
 }
 
+// readConfig is how every stream is read (maxEventSize): one for all,
+// as go-sse only reads it.
+var readConfig = &sse.ReadConfig{MaxEventSize: maxEventSize}
+
 // chunks yields the chunks of an OpenAI event stream until [DONE]. A body
 // that ends without [DONE] ends the sequence without an error: many
 // OpenAI-compatible servers close their streams so.
@@ -158,7 +162,7 @@ func (openaiDialect) chunks(body io.Reader, _ string) iter.Seq2[*openai.ChatComp
 		// the decoders take bytes, and keep none of them.
 		var data []byte
 		var decoder openai.ChunkDecoder
-		for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize}) {
+		for ev, err := range sse.Read(body, readConfig) {
 			if err != nil {
 				yield(nil, err)
 				return

@@ -153,6 +153,7 @@ func (t *h1Transport) conn(ctx context.Context, addr string) (*h1Conn, error) {
 		return nil, err
 	}
 	c := &h1Conn{t: t, addr: addr, conn: nc}
+	c.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -224,6 +225,9 @@ type h1Conn struct {
 	body    lengthWriter // a request's body goes through it, without an allocation
 	tp      textproto.Reader
 	idleAt  time.Time // when it was put back in the pool
+	// interrupt makes the pending reads and writes fail: a request's
+	// context calls it when it ends (made once per connection).
+	interrupt func()
 }
 
 // limitedConn reads from r and fails after n bytes, while n is not -1: it
@@ -256,7 +260,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip writes req and reads the head of its answer. The connection
 // belongs to the returned body until it is read to its end or closed.
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, c.interrupt)
 	resp, err := c.exchange(req)
 	if err != nil {
 		stop()
