@@ -299,13 +299,13 @@ func (p *Provider) target(path string) (*target, error) {
 }
 
 // roundTrip sends req through the transport directly, as
-// httputil.ReverseProxy does, rather than through an http.Client, whose
-// work on each call is a copy of the request's headers for redirects,
-// which a provider is not followed into: one that redirects is
-// misconfigured, and following it could send the key elsewhere, so its
-// 3xx is its answer. The rest of what http.Client does is kept: an
-// error reads as the client's would ("Post \"URL\": ..."), and a
-// response without a body gets an empty one.
+// httputil.ReverseProxy does. An http.Client would copy the request's
+// headers on every call, to follow redirects, and none is followed: a
+// provider that redirects is misconfigured, and following it could send
+// the key elsewhere, so its 3xx is its answer. What else the client did
+// is kept: an error reads as its errors do ("Post \"URL\": ..."), a
+// response without a body gets an empty one, and credentials in the base
+// URL are sent (New puts them in the headers).
 func (p *Provider) roundTrip(req *http.Request, t *target) (*http.Response, error) {
 	resp, err := p.transport.RoundTrip(req)
 	if err == nil && resp == nil {
@@ -320,7 +320,7 @@ func (p *Provider) roundTrip(req *http.Request, t *target) (*http.Response, erro
 	if resp.Body == nil {
 		if resp.ContentLength > 0 {
 			return nil, &url.Error{Op: "Post", URL: t.text,
-				Err: fmt.Errorf("http: RoundTripper implementation (%T) returned a nil *Response with a nil error", p.transport)}
+				Err: fmt.Errorf("http: RoundTripper implementation (%T) returned a *Response with content length %d but a nil Body", p.transport, resp.ContentLength)}
 		}
 		resp.Body = http.NoBody
 	}
