@@ -36,7 +36,10 @@ var (
 // level. Values are read as decodeValue reads them: null leaves a field as
 // it is, strings are read by scanner.text, integers by plainInt, and a
 // json.RawMessage keeps a copy of its value's bytes.
-func decodeChunkFast(data []byte) (c ChatCompletionChunk, errorEvent bool, ok bool) {
+//
+// The id, object and model are the strings last holds when they are the
+// same bytes, and are kept in last.
+func decodeChunkFast(data []byte, last *ChunkDecoder) (c ChatCompletionChunk, errorEvent bool, ok bool) {
 	d := chunkDecoder{scanner: scanner{b: data}}
 	var keys errorKeys
 	if d.peek() != '{' {
@@ -53,13 +56,13 @@ func decodeChunkFast(data []byte) (c ChatCompletionChunk, errorEvent bool, ok bo
 		}
 		switch f.name {
 		case "id":
-			return d.string(&c.ID)
+			return d.repeated(&c.ID, &last.id)
 		case "object":
-			return d.string(&c.Object)
+			return d.repeated(&c.Object, &last.object)
 		case "created":
 			return d.int64(&c.Created)
 		case "model":
-			return d.string(&c.Model)
+			return d.repeated(&c.Model, &last.model)
 		case "choices":
 			return d.choices(&c.Choices)
 		case "usage":
@@ -104,6 +107,34 @@ func (d *chunkDecoder) string(p *string) error {
 		return nil
 	}
 	return d.text(p)
+}
+
+// repeated reads a string as string does, but gives *last when the
+// string is the same bytes as it, and keeps what it read in *last when it
+// had no escapes (decoded, it is those bytes).
+func (d *chunkDecoder) repeated(p, last *string) error {
+	if d.null() {
+		return nil
+	}
+	if d.peek() != '"' {
+		return errUnsure
+	}
+	start := d.i
+	if _, err := d.str(); err != nil {
+		return err
+	}
+	if inner := d.b[start+1 : d.i-1]; string(inner) == *last {
+		*p = *last
+		return nil
+	}
+	d.i = start
+	if err := d.text(p); err != nil {
+		return err
+	}
+	if string(d.b[start+1:d.i-1]) == *p {
+		*last = *p
+	}
+	return nil
 }
 
 func (d *chunkDecoder) stringPointer(p **string) error {

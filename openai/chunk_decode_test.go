@@ -114,7 +114,7 @@ func FuzzDecodeChunkFast(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, wantEvent, wantErr := decodeChunkFields(data)
-		if got, event, ok := decodeChunkFast(data); ok {
+		if got, event, ok := decodeChunkFast(data, new(ChunkDecoder)); ok {
 			if wantErr != nil {
 				t.Fatalf("decodeChunkFast(%q) decoded what decodeFields refuses: %v", data, wantErr)
 			}
@@ -142,7 +142,7 @@ func dump(c ChatCompletionChunk) string {
 // so that BenchmarkDecodeChunk measures it.
 func TestDecodeChunkFastTaken(t *testing.T) {
 	for _, data := range fastChunks {
-		got, event, ok := decodeChunkFast([]byte(data))
+		got, event, ok := decodeChunkFast([]byte(data), new(ChunkDecoder))
 		if !ok {
 			t.Errorf("decodeChunkFast(%s) left it to decodeFields", data)
 			continue
@@ -169,5 +169,33 @@ func BenchmarkDecodeChunkShapes(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestChunkDecoderEqualsDecodeChunk: a ChunkDecoder reading chunks one
+// after another decodes each as DecodeChunk does, whatever came before:
+// the same values, escaped or not, and the same errors.
+func TestChunkDecoderEqualsDecodeChunk(t *testing.T) {
+	chunks := []string{
+		`{"id":"a\\nb","object":"chat.completion.chunk","model":"m","choices":[]}`,
+		`{"id":"a\nb","object":"chat.completion.chunk","model":"m","choices":[]}`,
+		`{"id":"a\\\\nb","object":"chat.completion.chunk","model":"m\u00e9","choices":[]}`,
+		`{"id":"a\\nb","object":"chat.completion.chunk","model":"mé","choices":[]}`,
+		"{\"id\":\"\xff\",\"model\":\"\xff\",\"choices\":[]}",
+		"{\"id\":\"\xff\",\"model\":\"\ufffd\",\"choices\":[]}",
+		`{"id":"x","object":null,"model":7,"choices":[]}`,
+		`{"id":"x","object":"chat.completion.chunk","model":"","choices":[]}`,
+	}
+	chunks = append(chunks, decodeSeeds...)
+	var d ChunkDecoder
+	for range 2 {
+		for _, data := range chunks {
+			got, gotEvent, gotErr := d.Decode([]byte(data))
+			want, wantEvent, wantErr := DecodeChunk([]byte(data))
+			if !reflect.DeepEqual(got, want) || gotEvent != wantEvent || (gotErr == nil) != (wantErr == nil) ||
+				(gotErr != nil && gotErr.Error() != wantErr.Error()) {
+				t.Errorf("Decode(%q) = %+v, %v, %v; DecodeChunk: %+v, %v, %v", data, got, gotEvent, gotErr, want, wantEvent, wantErr)
+			}
+		}
 	}
 }

@@ -6,7 +6,24 @@ package openai
 // "message" (the bare form some compatible servers send). Keys are exact,
 // as in every wire type here.
 func DecodeChunk(data []byte) (c ChatCompletionChunk, errorEvent bool, err error) {
-	if c, errorEvent, ok := decodeChunkFast(data); ok {
+	var d ChunkDecoder
+	return d.Decode(data)
+}
+
+// ChunkDecoder decodes the chunks of one stream, as DecodeChunk does. A
+// stream repeats its id, object and model in every chunk: the decoder
+// keeps the last of each and gives the same string again, rather than a
+// copy per chunk. It is not safe for concurrent use; the zero value is
+// ready.
+type ChunkDecoder struct {
+	// Each holds only a value read from a string without escapes, so that
+	// the same bytes read again are the same string.
+	id, object, model string
+}
+
+// Decode decodes one chunk, as DecodeChunk does.
+func (d *ChunkDecoder) Decode(data []byte) (c ChatCompletionChunk, errorEvent bool, err error) {
+	if c, errorEvent, ok := decodeChunkFast(data, d); ok {
 		return c, errorEvent, nil
 	}
 	return decodeChunkFields(data)

@@ -154,6 +154,30 @@ func BenchmarkDecodeChunk(b *testing.B) {
 	}
 }
 
+// BenchmarkChunkDecoder decodes a stream's chunk (its id, object and
+// model repeated in every chunk) with DecodeChunk, and again and again
+// with one ChunkDecoder, as a stream is read.
+func BenchmarkChunkDecoder(b *testing.B) {
+	data := []byte(decodeSeeds[0])
+	b.Run("DecodeChunk", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := DecodeChunk(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ChunkDecoder", func(b *testing.B) {
+		b.ReportAllocs()
+		var d ChunkDecoder
+		for b.Loop() {
+			if _, _, err := d.Decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 func BenchmarkDecodeCompletion(b *testing.B) {
 	data := []byte(decodeSeeds[20])
 	b.ReportAllocs()

@@ -62,8 +62,9 @@ func (d *anthropicDialect) headers(h http.Header, key string) {
 	}
 }
 
-func (d *anthropicDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
-	return translateRequest(req, model, d.promptCache)
+// encode leaves dst alone: translateRequest has a body of its own.
+func (d *anthropicDialect) encode(_ []byte, req *openai.ChatRequest, model string, stream bool) ([]byte, error) {
+	return translateRequest(req, model, stream, d.promptCache)
 }
 
 func (d *anthropicDialect) decode(data []byte, model string) (*openai.ChatCompletion, error) {
@@ -85,7 +86,7 @@ func (d *anthropicDialect) passRequest(body []byte, model string) ([]byte, bool,
 	if err != nil {
 		return nil, false, err
 	}
-	wire, err := d.encode(cr, model)
+	wire, err := d.encode(nil, cr, model, cr.Stream)
 	return wire, cr.StreamOptions != nil && cr.StreamOptions.IncludeUsage, err
 }
 
@@ -294,7 +295,7 @@ var emptySchema = json.RawMessage(`{"type":"object","properties":{}}`)
 // translateRequest turns a chat request into a Messages body for model.
 // With cache, the stable prefix is marked for the prompt cache (see
 // markCache).
-func translateRequest(cr *openai.ChatRequest, model string, cache bool) ([]byte, error) {
+func translateRequest(cr *openai.ChatRequest, model string, stream, cache bool) ([]byte, error) {
 	cr, topK, parallel, err := withExtra(cr)
 	if err != nil {
 		return nil, err
@@ -303,7 +304,7 @@ func translateRequest(cr *openai.ChatRequest, model string, cache bool) ([]byte,
 		return nil, &openai.FieldError{Param: "n", Message: "Anthropic writes one choice per request; n must be 1"}
 	}
 
-	m := messagesRequest{Model: model, MaxTokens: defaultMaxTokens, Stream: cr.Stream, TopP: cr.TopP, TopK: topK, StopSequences: cr.Stop}
+	m := messagesRequest{Model: model, MaxTokens: defaultMaxTokens, Stream: stream, TopP: cr.TopP, TopK: topK, StopSequences: cr.Stop}
 	switch {
 	case cr.MaxCompletionTokens != nil:
 		m.MaxTokens = *cr.MaxCompletionTokens

@@ -55,7 +55,7 @@ func TestAnthropicProviderWire(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer p.client.CloseIdleConnections()
+			defer closeIdle(p)
 			fake.Script("claude-haiku-4-5", upstreamtest.Reply{Content: "hi"})
 			cc, err := p.Chat(context.Background(), "claude-haiku-4-5", ask("hello"))
 			if err != nil {

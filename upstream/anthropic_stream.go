@@ -37,7 +37,7 @@ import (
 func anthropicEvents(body io.Reader, model string, includeUsage bool) iter.Seq2[*chunk, error] {
 	return func(yield func(*chunk, error) bool) {
 		s := &anthropicStream{model: model, created: time.Now().Unix(), includeUsage: includeUsage, tools: map[int]*toolBlock{}, yield: yield}
-		for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize}) {
+		for ev, err := range sse.Read(body, readConfig) {
 			if err != nil {
 				yield(nil, err)
 				return

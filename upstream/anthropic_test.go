@@ -265,7 +265,7 @@ func TestAnthropicExtra(t *testing.T) {
 		Messages: []openai.Message{{Role: "user", Content: openai.TextContent("hi")}},
 		Extra:    map[string]any{"temperature": 0.2, "max_tokens": 50, "top_k": 5, "seed": 1, "parallel_tool_calls": false, "stop": []string{"END"}},
 	}
-	body, err := translateRequest(req, "c", false)
+	body, err := translateRequest(req, "c", req.Stream, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestAnthropicExtra(t *testing.T) {
 		t.Errorf("the request changed: temperature %v, max_tokens %v", *req.Temperature, *req.MaxTokens)
 	}
 	req.Extra = map[string]any{"top_k": "many"}
-	if _, err := translateRequest(req, "c", false); err == nil || !strings.Contains(err.Error(), "top_k") {
+	if _, err := translateRequest(req, "c", req.Stream, false); err == nil || !strings.Contains(err.Error(), "top_k") {
 		t.Errorf("top_k of a string: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sync"
 
 	"github.com/consortium-dev/consortium/openai"
 )
@@ -29,11 +30,14 @@ func (p *Provider) Chat(ctx context.Context, model string, req *openai.ChatReque
 }
 
 func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.ChatRequest) (*openai.ChatCompletion, error) {
-	r := *req
-	r.Stream = false
-	if err := p.encode(c, &r, model); err != nil {
+	if err := p.encode(c, req, model, false); err != nil {
 		return nil, err
 	}
+	defer c.dropBody()
+	// The answer is read into a pooled buffer too: the decoders keep
+	// none of it.
+	c.buf = getBuffer()
+	defer putBuffer(c.buf)
 	var cc *openai.ChatCompletion
 	c.check = func(data []byte, _ *bytes.Buffer) (err error) {
 		cc, err = p.dialect.decode(data, model)
@@ -47,20 +51,47 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 	return cc, nil
 }
 
-// encode sets c's path and body for a chat request, or says why the
-// dialect cannot carry it.
-func (p *Provider) encode(c *call, req *openai.ChatRequest, model string) error {
+// encode sets c's path and body for a chat request, asking for a
+// streamed answer or not (req's Stream is not read), or says why the
+// dialect cannot carry it. The body is pooled: encode takes the caller's
+// hold on it (call.hold), which the caller drops once send has returned.
+func (p *Provider) encode(c *call, req *openai.ChatRequest, model string, stream bool) error {
 	path, refused := p.dialect.endpoint("/chat/completions")
 	if refused != nil {
 		refused.Provider, refused.Model = p.name, model
 		return refused
 	}
-	body, err := p.dialect.encode(req, model)
+	buf := getBuffer()
+	body, err := p.dialect.encode(buf.AvailableBuffer(), req, model, stream)
 	if err != nil {
+		putBuffer(buf)
 		return p.refusal(model, err)
 	}
-	c.path, c.body, c.stream = path, body, req.Stream
+	*buf = *bytes.NewBuffer(body) // keeps what encode grew
+	c.path, c.body, c.stream = path, body, stream
+	c.hold(func() { putBuffer(buf) })
 	return nil
+}
+
+// buffers hold the bodies of chat requests, reused once no attempt will
+// read them again (call.hold), and the JSON answers Chat decodes. An
+// arbiter's request is a few KB; a buffer grown past maxPooledBuffer is
+// left to the garbage collector rather than kept for good.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBuffer = 256 << 10
+
+// getBuffer returns an empty buffer from the pool.
+func getBuffer() *bytes.Buffer {
+	b := buffers.Get().(*bytes.Buffer)
+	b.Reset()
+	return b
+}
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuffer {
+		buffers.Put(b)
+	}
 }
 
 // ChatStream sends a streamed chat completion, asking for usage, and
@@ -92,17 +123,16 @@ func (p *Provider) ChatStream(ctx context.Context, model string, req *openai.Cha
 // then.
 func (p *Provider) openStream(ctx context.Context, model string, req *openai.ChatRequest) (*chunkStream, error) {
 	c := p.newCall(ctx, model)
-	r := *req
-	r.Stream = true
 	// An answer that is not an event stream is read as JSON, and is of
 	// no use: malformed.
 	c.check = func([]byte, *bytes.Buffer) error {
 		return fmt.Errorf("%w: JSON where an event stream was asked for", ErrMalformed)
 	}
-	err := p.encode(c, &r, model)
+	err := p.encode(c, req, model, true)
 	var resp *Response
 	if err == nil {
 		resp, err = p.send(ctx, c)
+		c.dropBody()
 	}
 	if err != nil {
 		c.end(err)
@@ -114,30 +144,29 @@ func (p *Provider) openStream(ctx context.Context, model string, req *openai.Cha
 // chunkStream is the open answer of a typed stream: its dialect's chunks,
 // read from an idleBody that ends the call when closed.
 type chunkStream struct {
-	body *idleBody
-	next func() (*openai.ChatCompletionChunk, error, bool)
-	stop func()
-	done bool // the answer ended as it should
-	err  error
+	body   *idleBody
+	chunks iter.Seq2[*openai.ChatCompletionChunk, error] // nil once ranged over
+	done   bool                                          // the answer ended as it should
+	err    error
 }
 
 func newChunkStream(d dialect, body *idleBody, model string) *chunkStream {
-	s := &chunkStream{body: body}
-	s.next, s.stop = iter.Pull2(d.chunks(body, model))
-	return s
+	return &chunkStream{body: body, chunks: d.chunks(body, model)}
 }
 
 // Chunks yields the stream's chunks until its end. An error ends the
 // iteration and is yielded with a nil chunk; it is also how the breaker
-// and OnCall learn that the stream failed.
+// and OnCall learn that the stream failed. The stream is read once, in
+// the calling goroutine: a loop that breaks out stops the reading, and a
+// second range yields nothing.
 func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
-		for !s.done && s.err == nil {
-			c, err, ok := s.next()
-			if !ok {
-				s.done = true
-				return
-			}
+		chunks := s.chunks
+		if chunks == nil {
+			return
+		}
+		s.chunks = nil
+		for c, err := range chunks {
 			if err != nil {
 				s.err = s.body.fail(err)
 				yield(nil, s.err)
@@ -147,6 +176,7 @@ func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 				return
 			}
 		}
+		s.done = true
 	}
 }
 
@@ -155,7 +185,6 @@ func (s *chunkStream) Chunks() iter.Seq2[*openai.ChatCompletionChunk, error] {
 // HTTP/1 response, waiting at most 50ms for it, so that its connection is
 // kept.
 func (s *chunkStream) Close() error {
-	s.stop()
 	if s.done && s.err == nil {
 		s.body.drain()
 	}

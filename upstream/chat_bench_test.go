@@ -12,22 +12,11 @@ import (
 // BenchmarkChunks reads an arbiter's streamed reply of 40 deltas, as the
 // engine does: every event decoded into a chunk.
 func BenchmarkChunks(b *testing.B) {
-	var sse bytes.Buffer
-	frame := func(delta, finish string) {
-		fmt.Fprintf(&sse, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"judge",`+
-			`"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}`+"\n\n", delta, finish)
-	}
-	frame(`{"role":"assistant","content":""}`, "null")
-	for i := range 40 {
-		frame(fmt.Sprintf(`{"content":" word%d"}`, i), "null")
-	}
-	frame(`{}`, `"stop"`)
-	sse.WriteString(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"judge","choices":[],` +
-		`"usage":{"prompt_tokens":900,"completion_tokens":40,"total_tokens":940}}` + "\n\ndata: [DONE]\n\n")
+	sse := arbiterEvents("judge")
 	b.ReportAllocs()
-	b.SetBytes(int64(sse.Len()))
+	b.SetBytes(int64(len(sse)))
 	for b.Loop() {
-		s := newChunkStream(openaiDialect{}, testBody(bytes.NewReader(sse.Bytes())), "judge")
+		s := newChunkStream(openaiDialect{}, testBody(bytes.NewReader(sse)), "judge")
 		n := 0
 		for _, err := range s.Chunks() {
 			if err != nil {
@@ -40,6 +29,24 @@ func BenchmarkChunks(b *testing.B) {
 			b.Fatalf("%d chunks, want 43", n)
 		}
 	}
+}
+
+// arbiterEvents is the event stream of an arbiter's reply of 40 deltas
+// from model: 43 chunks, the last with usage, and [DONE].
+func arbiterEvents(model string) []byte {
+	var sse bytes.Buffer
+	frame := func(delta, finish string) {
+		fmt.Fprintf(&sse, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":%q,`+
+			`"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}`+"\n\n", model, delta, finish)
+	}
+	frame(`{"role":"assistant","content":""}`, "null")
+	for i := range 40 {
+		frame(fmt.Sprintf(`{"content":" word%d"}`, i), "null")
+	}
+	frame(`{}`, `"stop"`)
+	fmt.Fprintf(&sse, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":%q,"choices":[],`+
+		`"usage":{"prompt_tokens":900,"completion_tokens":40,"total_tokens":940}}`+"\n\ndata: [DONE]\n\n", model)
+	return sse.Bytes()
 }
 
 // BenchmarkMemberRequest encodes a member's request: a system prompt, a

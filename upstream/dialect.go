@@ -29,10 +29,12 @@ type dialect interface {
 	// is empty (a local server), and the protocol's own.
 	headers(h http.Header, key string)
 
-	// encode writes req for model; the request's Stream says whether the
-	// answer is to be streamed. A request the dialect cannot carry is an
-	// error naming the field (an *openai.FieldError when it can).
-	encode(req *openai.ChatRequest, model string) ([]byte, error)
+	// encode writes req for model, appended to dst when the dialect can
+	// (the caller pools dst), asking for a streamed answer when stream is
+	// true, whatever req's Stream says. A request the dialect cannot
+	// carry is an error naming the field (an *openai.FieldError when it
+	// can).
+	encode(dst []byte, req *openai.ChatRequest, model string, stream bool) ([]byte, error)
 
 	// decode reads a 2xx JSON answer. An answer that is not a chat
 	// completion with choices wraps ErrMalformed.
@@ -72,14 +74,19 @@ func (openaiDialect) headers(h http.Header, key string) {
 	}
 }
 
-func (openaiDialect) encode(req *openai.ChatRequest, model string) ([]byte, error) {
+// includeUsage is the stream_options of every stream the openai dialect
+// asks for; it is only read.
+var includeUsage = &openai.StreamOptions{IncludeUsage: true}
+
+func (openaiDialect) encode(dst []byte, req *openai.ChatRequest, model string, stream bool) ([]byte, error) {
 	r := *req
 	r.Model = model
+	r.Stream = stream
 	r.StreamOptions = nil
-	if r.Stream {
-		r.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
+	if stream {
+		r.StreamOptions = includeUsage
 	}
-	return r.AppendJSON(nil)
+	return r.AppendJSON(dst)
 }
 
 func (openaiDialect) decode(data []byte, _ string) (*openai.ChatCompletion, error) {
@@ -142,30 +149,39 @@ func (t *doneTail) done() bool {
 	return bytes.HasSuffix(last, []byte("data: [DONE]")) || bytes.HasSuffix(last, []byte("data:[DONE]"))
 }
 
+// readConfig is how every stream is read (maxEventSize): one for all,
+// as go-sse only reads it.
+var readConfig = &sse.ReadConfig{MaxEventSize: maxEventSize}
+
 // chunks yields the chunks of an OpenAI event stream until [DONE]. A body
 // that ends without [DONE] ends the sequence without an error: many
 // OpenAI-compatible servers close their streams so.
 func (openaiDialect) chunks(body io.Reader, _ string) iter.Seq2[*openai.ChatCompletionChunk, error] {
 	return func(yield func(*openai.ChatCompletionChunk, error) bool) {
-		for ev, err := range sse.Read(body, &sse.ReadConfig{MaxEventSize: maxEventSize}) {
+		// Each event's data is copied into one buffer for the stream:
+		// the decoders take bytes, and keep none of them.
+		var data []byte
+		var decoder openai.ChunkDecoder
+		for ev, err := range sse.Read(body, readConfig) {
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			data := strings.TrimSpace(ev.Data)
-			if data == "" {
+			text := strings.TrimSpace(ev.Data)
+			if text == "" {
 				continue
 			}
-			if data == "[DONE]" {
+			if text == "[DONE]" {
 				return
 			}
-			chunk, errorEvent, err := openai.DecodeChunk([]byte(data))
+			data = append(data[:0], text...)
+			chunk, errorEvent, err := decoder.Decode(data)
 			if err != nil {
 				yield(nil, fmt.Errorf("%w: a stream chunk is not JSON", ErrMalformed))
 				return
 			}
 			if errorEvent {
-				if pe, ok := openai.ParseError([]byte(data)); ok {
+				if pe, ok := openai.ParseError(data); ok {
 					yield(nil, streamError(pe.Type, pe.Message))
 					return
 				}

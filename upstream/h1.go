@@ -153,6 +153,7 @@ func (t *h1Transport) conn(ctx context.Context, addr string) (*h1Conn, error) {
 		return nil, err
 	}
 	c := &h1Conn{t: t, addr: addr, conn: nc}
+	c.interrupt = func() { nc.SetDeadline(aLongTimeAgo) }
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -224,6 +225,9 @@ type h1Conn struct {
 	body    lengthWriter // a request's body goes through it, without an allocation
 	tp      textproto.Reader
 	idleAt  time.Time // when it was put back in the pool
+	// interrupt makes the pending reads and writes fail: a request's
+	// context calls it when it ends (made once per connection).
+	interrupt func()
 }
 
 // limitedConn reads from r and fails after n bytes, while n is not -1: it
@@ -256,7 +260,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // roundTrip writes req and reads the head of its answer. The connection
 // belongs to the returned body until it is read to its end or closed.
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, c.interrupt)
 	resp, err := c.exchange(req)
 	if err != nil {
 		stop()
@@ -453,7 +457,7 @@ func (c *h1Conn) readHead(req *http.Request) (*http.Response, error) {
 	}
 	resp := &http.Response{
 		Status: statusText(status), StatusCode: code,
-		Proto: "HTTP/1." + strconv.Itoa(minor), ProtoMajor: 1, ProtoMinor: minor,
+		Proto: protoText(minor), ProtoMajor: 1, ProtoMinor: minor,
 		Request: req, ContentLength: -1,
 	}
 	c.tp.R = c.br
@@ -478,6 +482,18 @@ func statusText(status []byte) string {
 		return "200 OK"
 	}
 	return string(status)
+}
+
+// protoText returns the protocol of an HTTP/1 response ("HTTP/1.1")
+// without allocating for the usual ones.
+func protoText(minor int) string {
+	switch minor {
+	case 1:
+		return "HTTP/1.1"
+	case 0:
+		return "HTTP/1.0"
+	}
+	return "HTTP/1." + strconv.Itoa(minor)
 }
 
 // frame reads how resp's body is delimited, as RFC 9112 section 6.3 says,

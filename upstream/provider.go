@@ -23,6 +23,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -178,8 +180,13 @@ type Provider struct {
 	maxResponse int64
 	breakers    *breakers
 	gate        *ratelimit.Gate // nil when the provider is not limited
-	client      *http.Client
+	transport   http.RoundTripper
 	onCall      func(Call)
+
+	// chatTarget is where chat completions go, parsed once; other paths
+	// are parsed per call.
+	chatPath   string
+	chatTarget *target
 
 	// jsonHeader and streamHeader are header with the Accept of a JSON
 	// call and of a stream, made once: requests share them, read only
@@ -241,22 +248,83 @@ func New(cfg Config) (*Provider, error) {
 	p.header.Set("Content-Type", "application/json")
 	p.header.Set("User-Agent", "consortium")
 	d.headers(p.header, cfg.APIKey)
+	if u.User != nil && p.header.Get("Authorization") == "" {
+		// What http.Client sends for credentials in the URL; the calls
+		// go to the transport directly (see try).
+		pass, _ := u.User.Password()
+		p.header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass)))
+	}
 	p.jsonHeader, p.streamHeader = p.header.Clone(), p.header.Clone()
 	p.jsonHeader.Set("Accept", "application/json")
 	p.streamHeader.Set("Accept", "text/event-stream")
 	p.secrets = secrets(cfg.APIKey, p.header)
 	p.secretBytes = secretBytes(p.secrets)
-	transport := cfg.Transport
-	if transport == nil {
-		transport = newH1Transport(NewTransport())
+	p.transport = cfg.Transport
+	if p.transport == nil {
+		p.transport = newH1Transport(NewTransport())
 	}
-	p.client = &http.Client{
-		Transport: transport,
-		// A provider that redirects is misconfigured; following it could
-		// send the key elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	p.chatPath, _ = d.endpoint("/chat/completions")
+	if p.chatTarget, err = newTarget(p.baseURL + p.chatPath); err != nil {
+		return nil, fmt.Errorf("upstream %s: base URL %q: %w", cfg.Name, cfg.BaseURL, err)
 	}
 	return p, nil
+}
+
+// target is a URL calls are sent to, as http.NewRequest would set it in a
+// request: its URL and Host, and the text errors show it by.
+type target struct {
+	url  *url.URL
+	host string
+	text string // the URL, its password hidden, as http.Client shows it
+}
+
+func newTarget(rawURL string) (*target, error) {
+	req, err := http.NewRequest(http.MethodPost, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{url: req.URL, host: req.Host, text: req.URL.String()}
+	if _, ok := req.URL.User.Password(); ok {
+		t.text = strings.Replace(t.text, req.URL.User.String()+"@", req.URL.User.Username()+":***@", 1)
+	}
+	return t, nil
+}
+
+// target returns where a call to path goes.
+func (p *Provider) target(path string) (*target, error) {
+	if path == p.chatPath {
+		return p.chatTarget, nil
+	}
+	return newTarget(p.baseURL + path)
+}
+
+// roundTrip sends req through the transport directly, as
+// httputil.ReverseProxy does. An http.Client would copy the request's
+// headers on every call, to follow redirects, and none is followed: a
+// provider that redirects is misconfigured, and following it could send
+// the key elsewhere, so its 3xx is its answer. What else the client did
+// is kept: an error reads as its errors do ("Post \"URL\": ..."), a
+// response without a body gets an empty one, and credentials in the base
+// URL are sent (New puts them in the headers).
+func (p *Provider) roundTrip(req *http.Request, t *target) (*http.Response, error) {
+	resp, err := p.transport.RoundTrip(req)
+	if err == nil && resp == nil {
+		err = fmt.Errorf("http: RoundTripper implementation (%T) returned a nil *Response with a nil error", p.transport)
+	}
+	if err != nil {
+		if tlsErr, ok := err.(tls.RecordHeaderError); ok && string(tlsErr.RecordHeader[:]) == "HTTP/" {
+			err = http.ErrSchemeMismatch
+		}
+		return nil, &url.Error{Op: "Post", URL: t.text, Err: err}
+	}
+	if resp.Body == nil {
+		if resp.ContentLength > 0 {
+			return nil, &url.Error{Op: "Post", URL: t.text,
+				Err: fmt.Errorf("http: RoundTripper implementation (%T) returned a *Response with content length %d but a nil Body", p.transport, resp.ContentLength)}
+		}
+		resp.Body = http.NoBody
+	}
+	return resp, nil
 }
 
 // DefaultMaxResponse is the bound of an answer when Config.MaxResponse is
@@ -363,8 +431,7 @@ func (p *Provider) Do(ctx context.Context, req *Request) (*Response, error) {
 
 func (p *Provider) do(ctx context.Context, c *call, req *Request) (*Response, error) {
 	if req.Release != nil {
-		c.bodies.Add(1) // Do's own hold, dropped as it returns
-		c.release = req.Release
+		c.hold(req.Release)
 		defer c.dropBody()
 	}
 	path, refused := p.dialect.endpoint(req.Path)
@@ -437,6 +504,15 @@ type call struct {
 	release func()
 }
 
+// hold makes the call's body one to give back, by calling release once no
+// attempt will read it again, and takes the caller's hold on it, which
+// the caller drops (dropBody) once send has returned; each attempt holds
+// it too, until the transport closes it.
+func (c *call) hold(release func()) {
+	c.bodies.Add(1)
+	c.release = release
+}
+
 // dropBody drops one hold on the call's body.
 func (c *call) dropBody() {
 	if c.bodies.Add(-1) == 0 && c.release != nil {
@@ -449,16 +525,18 @@ func (c *call) dropBody() {
 // buffered writer's buffer) and drops its hold on it when the transport
 // closes it.
 type callBody struct {
-	*bytes.Reader
-	c      *call
-	closed atomic.Bool
+	bytes.Reader // by value: one allocation per attempt, not two
+	c            *call
+	closed       atomic.Bool
 }
 
 func (c *call) newBody() *callBody {
 	if c.release != nil {
 		c.bodies.Add(1)
 	}
-	return &callBody{Reader: bytes.NewReader(c.body), c: c}
+	b := &callBody{c: c}
+	b.Reset(c.body)
+	return b
 }
 
 func (b *callBody) Close() error {
@@ -589,24 +667,30 @@ func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, mo
 
 // try makes one attempt.
 func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firstByte *time.Timer, deadline time.Time, b *breaker, c *call) (*Response, error) {
-	sent := c.newBody()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.baseURL+c.path, sent)
+	t, err := p.target(c.path)
 	if err != nil {
-		sent.Close()
 		return nil, p.wrap(c.model, err) // not reached: the base URL was checked
 	}
-	hreq.ContentLength = int64(len(c.body))
-	hreq.GetBody = func() (io.ReadCloser, error) { return c.newBody(), nil }
-	hreq.Header = p.jsonHeader
+	header := p.jsonHeader
 	if c.stream {
-		hreq.Header = p.streamHeader
+		header = p.streamHeader
 	}
+	sent := c.newBody()
+	// The request as http.NewRequestWithContext makes it, from the
+	// target parsed once; the transport reads t's URL and never changes
+	// it.
+	hreq := (&http.Request{
+		Method: http.MethodPost, URL: t.url, Host: t.host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: header, Body: sent, ContentLength: int64(len(c.body)),
+		GetBody: func() (io.ReadCloser, error) { return c.newBody(), nil },
+	}).WithContext(ctx)
 	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
 		sent.Close()
 		return nil, err
 	}
-	resp, err := p.client.Do(hreq) // closes sent, now or once net/http is done with it
+	resp, err := p.roundTrip(hreq, t) // closes sent, now or once net/http is done with it
 	if err != nil {
 		err = p.wrap(c.model, causeOf(ctx, err))
 		release(err)

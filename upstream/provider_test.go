@@ -68,7 +68,7 @@ func newProvider(t *testing.T, fake *upstreamtest.Server, cfg Config) *Provider 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.client.CloseIdleConnections)
+	t.Cleanup(func() { closeIdle(p) })
 	return p
 }
 
@@ -799,5 +799,13 @@ func testStreamKeepsItsConnection(t *testing.T, transport http.RoundTripper) {
 	}
 	if st := hanging.breakers.get("m").cb.State().String(); st != "closed" {
 		t.Errorf("breaker %s after a stream that ended at [DONE]", st)
+	}
+}
+
+// closeIdle closes the idle connections of p's transport, when it keeps
+// any.
+func closeIdle(p *Provider) {
+	if ci, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
 	}
 }
