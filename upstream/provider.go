@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -523,27 +524,87 @@ func (c *call) dropBody() {
 // callBody is an attempt's request body: it reads the call's body (in
 // one Write, bytes.Reader's WriteTo, so that a large body goes past a
 // buffered writer's buffer) and drops its hold on it when the transport
-// closes it.
+// closes it. A transport may close it while it still reads it: HTTP/2's
+// closes it from another goroutine when the answer came first, and its
+// writer may be in a Read, or start one, then. The hold is dropped only
+// once the read in flight has ended, and a read after Close reads
+// nothing: the memory may hold another request by then.
 type callBody struct {
-	bytes.Reader // by value: one allocation per attempt, not two
-	c            *call
-	closed       atomic.Bool
+	r bytes.Reader // by value: one allocation per attempt, not two
+	c *call
+
+	mu      sync.Mutex
+	reading bool // a Read or WriteTo is in flight
+	closed  bool
+	dropped bool // the hold is dropped
 }
+
+// errCallBodyClosed is a read of a request body its transport closed.
+var errCallBodyClosed = errors.New("upstream: read on a closed request body")
 
 func (c *call) newBody() *callBody {
 	if c.release != nil {
 		c.bodies.Add(1)
 	}
 	b := &callBody{c: c}
-	b.Reset(c.body)
+	b.r.Reset(c.body)
 	return b
 }
 
+func (b *callBody) Read(p []byte) (int, error) {
+	if !b.begin() {
+		return 0, errCallBodyClosed
+	}
+	defer b.end()
+	return b.r.Read(p)
+}
+
+func (b *callBody) WriteTo(w io.Writer) (int64, error) {
+	if !b.begin() {
+		return 0, errCallBodyClosed
+	}
+	defer b.end()
+	return b.r.WriteTo(w)
+}
+
+// begin marks a read in flight, unless the body is closed.
+func (b *callBody) begin() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reading = !b.closed
+	return b.reading
+}
+
+// end ends a read, and drops the hold of a body closed meanwhile.
+func (b *callBody) end() {
+	b.mu.Lock()
+	b.reading = false
+	drop := b.closed && !b.dropped
+	b.dropped = b.dropped || drop
+	b.mu.Unlock()
+	if drop {
+		b.drop()
+	}
+}
+
+// Close drops the hold at once, or when the read in flight ends; it never
+// waits for one, which may wait for the network.
 func (b *callBody) Close() error {
-	if b.closed.CompareAndSwap(false, true) && b.c.release != nil {
-		b.c.dropBody()
+	b.mu.Lock()
+	drop := !b.closed && !b.reading
+	b.closed = true
+	b.dropped = b.dropped || drop
+	b.mu.Unlock()
+	if drop {
+		b.drop()
 	}
 	return nil
+}
+
+func (b *callBody) drop() {
+	if b.c.release != nil {
+		b.c.dropBody()
+	}
 }
 
 func (p *Provider) newCall(ctx context.Context, model string) *call {

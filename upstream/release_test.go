@@ -83,3 +83,85 @@ func TestReleaseWaitsForTheTransport(t *testing.T) {
 		t.Errorf("released %d times after the transport closed the body, want 1", n)
 	}
 }
+
+// scribbler is a writer that closes the request body it is written from
+// in the middle of the write: what HTTP/2's transport does from another
+// goroutine when an answer comes before the body was sent (it closes the
+// body while its writer may still be reading it, and may read once more).
+type scribbler struct {
+	body   io.Closer
+	got    []byte
+	closed bool
+}
+
+func (s *scribbler) Write(p []byte) (int, error) {
+	half := len(p) / 2
+	s.got = append(s.got, p[:half]...)
+	if !s.closed {
+		s.closed = true
+		s.body.Close()
+	}
+	s.got = append(s.got, p[half:]...)
+	return len(p), nil
+}
+
+// TestCallBodyClosedWhileRead: a request body closed while a read of it
+// is in flight is given back only once that read has ended, and a read
+// after Close gets none of it: the memory may already hold another
+// request.
+func TestCallBodyClosedWhileRead(t *testing.T) {
+	body := []byte(strings.Repeat("x", 64))
+	var released atomic.Int32
+	c := &call{body: body}
+	c.hold(func() {
+		released.Add(1)
+		copy(body, strings.Repeat("y", len(body))) // reused, as a pooled buffer is
+	})
+	b := c.newBody()
+	c.dropBody() // the call is over; the transport still holds its body
+	w := &scribbler{body: b}
+	if _, err := b.WriteTo(w); err != nil {
+		t.Fatal(err)
+	}
+	if string(w.got) != strings.Repeat("x", len(body)) {
+		t.Errorf("the transport read %q: the body was given back while it was read", w.got)
+	}
+	if n := released.Load(); n != 1 {
+		t.Errorf("released %d times once the read ended, want 1", n)
+	}
+	if n, err := b.Read(make([]byte, 8)); n != 0 || err == nil {
+		t.Errorf("Read after Close = %d, %v; want 0 and an error", n, err)
+	}
+
+	// The same through Read, from another goroutine (go test -race sees
+	// a read of released memory).
+	body = []byte(strings.Repeat("x", 64<<10))
+	released.Store(0)
+	c = &call{body: body}
+	c.hold(func() {
+		released.Add(1)
+		copy(body, strings.Repeat("y", len(body)))
+	})
+	b = c.newBody()
+	c.dropBody()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p := make([]byte, 16)
+		for {
+			n, err := b.Read(p)
+			if err != nil {
+				return
+			}
+			if string(p[:n]) != strings.Repeat("x", n) {
+				t.Errorf("read %q: the body was given back while it was read", p[:n])
+				return
+			}
+		}
+	}()
+	b.Close()
+	<-done
+	if n := released.Load(); n != 1 {
+		t.Errorf("released %d times, want 1", n)
+	}
+}
