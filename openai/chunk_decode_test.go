@@ -199,3 +199,27 @@ func TestChunkDecoderEqualsDecodeChunk(t *testing.T) {
 		}
 	}
 }
+
+// FuzzChunkDecoder: one ChunkDecoder reading two chunks, and the first
+// again, as a stream reads them, decodes each as DecodeChunk does: what it
+// kept of one chunk never changes what it makes of the next.
+func FuzzChunkDecoder(f *testing.F) {
+	seeds := append(append([]string{}, decodeSeeds...), fastChunks...)
+	for i, s := range seeds {
+		f.Add([]byte(s), []byte(seeds[(i+1)%len(seeds)]))
+		f.Add([]byte(s), []byte(s))
+	}
+	f.Add([]byte(`{"id":"a","object":"o","model":"m","choices":[]}`), []byte(`{"id":"a\u0062","object":"o\\","model":"m\ufffd","choices":[]}`))
+	f.Add([]byte("{\"id\":\"\xff\",\"model\":\"\xef\xbf\xbd\",\"choices\":[]}"), []byte("{\"id\":\"\xef\xbf\xbd\",\"model\":\"\xff\",\"choices\":[]}"))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var d ChunkDecoder
+		for _, data := range [][]byte{a, b, a} {
+			got, gotEvent, gotErr := d.Decode(data)
+			want, wantEvent, wantErr := DecodeChunk(data)
+			if !reflect.DeepEqual(got, want) || gotEvent != wantEvent || (gotErr == nil) != (wantErr == nil) ||
+				(gotErr != nil && gotErr.Error() != wantErr.Error()) {
+				t.Fatalf("Decode(%q) after %q = %s, %v, %v; DecodeChunk: %s, %v, %v", data, a, dump(got), gotEvent, gotErr, dump(want), wantEvent, wantErr)
+			}
+		}
+	})
+}
