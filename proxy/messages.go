@@ -86,7 +86,10 @@ func (m *messagesWriter) WriteHeader(status int) {
 	m.status = status
 	h := m.w.Header()
 	if status != http.StatusOK || h.Get("Content-Type") != "text/event-stream" {
-		return // held until finish
+		// Held until finish, and translated: the chat answer's length is
+		// not the translation's.
+		h.Del("Content-Length")
+		return
 	}
 	m.sse = true
 	h.Set("Request-Id", info(m.r.Context()).id)

@@ -170,6 +170,9 @@ func TestPassthroughJSON(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, got)
 	}
+	if resp.ContentLength != int64(len(got)) {
+		t.Errorf("Content-Length %d, body %d bytes", resp.ContentLength, len(got))
+	}
 	var cc struct {
 		Choices []struct {
 			Message struct{ Content string } `json:"message"`
