@@ -168,7 +168,8 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 
 // forwardStream copies an SSE body to the client, flushing after every read
 // as httputil.ReverseProxy does for event streams, so each chunk leaves as
-// soon as it arrives. Lines of any length pass, since bytes are copied as
+// soon as it arrives (the read that brings the provider's end is sent with
+// the end of the response instead, in the same write). Lines of any length pass, since bytes are copied as
 // they come rather than scanned line by line. A stream that breaks, or that
 // ends without [DONE] (the provider cut it short; upstream's body fails
 // with ErrNoDone then, and its breaker counts it), is ended with an error
