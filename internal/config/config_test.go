@@ -889,6 +889,8 @@ providers:
 		{"empty base_url on a well-known provider", "providers:\n  openai: {base_url: \"\", api_key: k}", `providers.openai.base_url: is required for a provider that is not well known (openai, anthropic, openrouter, gemini, ollama)`},
 		{"base_url with another scheme", "providers:\n  local: {base_url: \"ftp://h/v1\"}", `providers.local.base_url: "ftp://h/v1" is not an http:// or https:// URL`},
 		{"base_url without a scheme", "providers:\n  local: {base_url: \"localhost:8000/v1\"}", `providers.local.base_url: "localhost:8000/v1" is not an http:// or https:// URL`},
+		{"base_url with a query", "providers:\n  local: {base_url: \"http://h/v1?api-version=1\"}", `providers.local.base_url: "http://h/v1?api-version=1" has a query or fragment, which is not supported yet: give the URL up to its path ("https://host/v1"); fixed parameters a provider needs can go in headers`},
+		{"base_url with a fragment", "providers:\n  local: {base_url: \"http://h/v1#x\"}", `providers.local.base_url: "http://h/v1#x" has a query or fragment, which is not supported yet: give the URL up to its path ("https://host/v1"); fixed parameters a provider needs can go in headers`},
 		{"base_url without a host", "providers:\n  local: {base_url: \"http:///v1\"}", `providers.local.base_url: "http:///v1" is not an http:// or https:// URL`},
 		{"base_url that does not parse", "providers:\n  local: {base_url: \"http://h:x:y/%zz\"}", `providers.local.base_url: "http://h:x:y/%zz" is not an http:// or https:// URL`},
 		{"authorization header", "providers:\n  openai: {api_key: k, headers: {authorization: Bearer x}}", `providers.openai.headers.authorization: is set from api_key; put the key there`},

@@ -86,8 +86,13 @@ func (c *Config) validateProvider(v *validator, name string, p *Provider) {
 		v.problem(path+".base_url", "is required for a provider that is not well known (openai, anthropic, openrouter, gemini, ollama)")
 	default:
 		u, err := url.Parse(p.BaseURL)
-		v.check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", path+".base_url",
-			fmt.Sprintf("%q is not an http:// or https:// URL", p.BaseURL))
+		ok := err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+		v.check(ok, path+".base_url", fmt.Sprintf("%q is not an http:// or https:// URL", p.BaseURL))
+		// Each call's path is added to the base URL's: a query or a
+		// fragment would end up before it, so one is refused rather than
+		// sent wrong.
+		v.check(!ok || (u.RawQuery == "" && !u.ForceQuery && u.Fragment == ""), path+".base_url",
+			fmt.Sprintf("%q has a query or fragment, which is not supported yet: give the URL up to its path (\"https://host/v1\"); fixed parameters a provider needs can go in headers", p.BaseURL))
 	}
 	for h := range p.Headers {
 		if strings.EqualFold(h, "Authorization") || strings.EqualFold(h, "x-api-key") {
