@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/consortium-dev/consortium/openai"
@@ -21,7 +20,7 @@ import (
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	buf, err := s.readBody(w, r)
-	defer putBuffer(buf)
+	defer buffers.Put(buf)
 	body := buf.Bytes()
 	// The passthrough path checks the body in one pass without decoding
 	// it; only a consortium needs the request decoded.
@@ -68,7 +67,7 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, start time.Ti
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	buf, err := s.readBody(w, r)
-	defer putBuffer(buf)
+	defer buffers.Put(buf)
 	body := buf.Bytes()
 	var req *openai.EmbeddingRequest
 	if err == nil {
@@ -121,20 +120,20 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	// attempt will read it again, which may come after Do returns:
 	// net/http can go on writing a request body after the answer came
 	// (a provider that answers early).
-	out := getBuffer()
+	out := buffers.Get()
 	out.Grow(len(body) + len(req.Model) + 2)
 	rewritten, err := setModel(out.AvailableBuffer(), body, req.Model)
 	if err != nil {
-		putBuffer(out)
+		buffers.Put(out)
 		s.fail(w, r, badRequest("", "%v", err))
 		return
 	}
 	req.Body = rewritten
-	req.Release = func() { putBuffer(out) }
+	req.Release = func() { buffers.Put(out) }
 
 	if !req.Stream {
-		answer := getBuffer()
-		defer putBuffer(answer)
+		answer := buffers.Get()
+		defer buffers.Put(answer)
 		req.Buffer = answer
 	}
 
@@ -201,8 +200,8 @@ func (s *Server) forwardStream(w http.ResponseWriter, r *http.Request, body io.R
 	for {
 		n, err := body.Read(chunk)
 		if n == len(chunk) && len(chunk) == smallStreamBuffer {
-			buf := getBuffer()
-			defer putBuffer(buf)
+			buf := buffers.Get()
+			defer buffers.Put(buf)
 			big := buf.AvailableBuffer()[:cap(buf.AvailableBuffer())]
 			copy(big, chunk[:n])
 			chunk = big
@@ -299,9 +298,9 @@ func writeStreamError(ew *openai.EventWriter, ae *apiError) {
 }
 
 // readBody reads the request body, at most max_body bytes, into a pooled
-// buffer, which the caller must give back with putBuffer, whatever err.
+// buffer, which the caller must give back with buffers.Put, whatever err.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (buf *bytes.Buffer, err error) {
-	buf = getBuffer()
+	buf = buffers.Get()
 	if r.ContentLength > int64(s.cfg.MaxBody) {
 		return buf, &http.MaxBytesError{Limit: int64(s.cfg.MaxBody)}
 	}
@@ -354,21 +353,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // buffers are reused across requests: request bodies, rewritten bodies,
-// upstream answers and stream copies.
-// They start small, since an open stream holds its buffers for as long as
-// it lasts, and grow to fit.
-var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 4<<10)) }}
-
-func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
-
-// putBuffer returns a buffer to the pool unless it grew too large to keep.
-func putBuffer(b *bytes.Buffer) {
-	if b.Cap() > 1<<20 {
-		return
-	}
-	b.Reset()
-	buffers.Put(b)
-}
+// upstream answers and stream copies. They start small, since an open
+// stream holds its buffers for as long as it lasts, and grow to fit; one
+// past 1 MiB is not kept.
+var buffers = upstream.NewBuffers(4<<10, 1<<20)
 
 // writeJSON writes v as a JSON answer.
 func writeJSON(w http.ResponseWriter, status int, v any) {

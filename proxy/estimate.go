@@ -14,7 +14,7 @@ import (
 // a consortium.
 func (s *Server) estimate(w http.ResponseWriter, r *http.Request) {
 	buf, err := s.readBody(w, r)
-	defer putBuffer(buf)
+	defer buffers.Put(buf)
 	var req *openai.ChatRequest
 	if err == nil {
 		req, err = openai.ParseChatRequest(buf.Bytes())

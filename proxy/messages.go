@@ -22,7 +22,7 @@ import (
 func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	buf, err := s.readBody(w, r)
-	defer putBuffer(buf)
+	defer buffers.Put(buf)
 	var mr *openai.MessagesRequest
 	if err == nil {
 		mr, err = openai.ParseMessagesRequest(buf.Bytes())

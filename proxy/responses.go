@@ -47,7 +47,7 @@ const maxChatAnswer = 32 << 20
 func (s *Server) createResponse(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	buf, err := s.readBody(w, r)
-	defer putBuffer(buf)
+	defer buffers.Put(buf)
 	var req *openai.ResponseRequest
 	if err == nil {
 		req, err = openai.ParseResponseRequest(buf.Bytes())

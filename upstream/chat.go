@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"sync"
 
 	"github.com/consortium-dev/consortium/openai"
 )
@@ -36,8 +35,8 @@ func (p *Provider) chat(ctx context.Context, c *call, model string, req *openai.
 	defer c.dropBody()
 	// The answer is read into a pooled buffer too: the decoders keep
 	// none of it.
-	c.buf = getBuffer()
-	defer putBuffer(c.buf)
+	c.buf = buffers.Get()
+	defer buffers.Put(c.buf)
 	var cc *openai.ChatCompletion
 	c.check = func(data []byte, _ *bytes.Buffer) (err error) {
 		cc, err = p.dialect.decode(data, model)
@@ -61,38 +60,22 @@ func (p *Provider) encode(c *call, req *openai.ChatRequest, model string, stream
 		refused.Provider, refused.Model = p.name, model
 		return refused
 	}
-	buf := getBuffer()
+	buf := buffers.Get()
 	body, err := p.dialect.encode(buf.AvailableBuffer(), req, model, stream)
 	if err != nil {
-		putBuffer(buf)
+		buffers.Put(buf)
 		return p.refusal(model, err)
 	}
 	*buf = *bytes.NewBuffer(body) // keeps what encode grew
 	c.path, c.body, c.stream = path, body, stream
-	c.hold(func() { putBuffer(buf) })
+	c.hold(func() { buffers.Put(buf) })
 	return nil
 }
 
 // buffers hold the bodies of chat requests, reused once no attempt will
 // read them again (call.hold), and the JSON answers Chat decodes. An
-// arbiter's request is a few KB; a buffer grown past maxPooledBuffer is
-// left to the garbage collector rather than kept for good.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-const maxPooledBuffer = 256 << 10
-
-// getBuffer returns an empty buffer from the pool.
-func getBuffer() *bytes.Buffer {
-	b := buffers.Get().(*bytes.Buffer)
-	b.Reset()
-	return b
-}
-
-func putBuffer(b *bytes.Buffer) {
-	if b.Cap() <= maxPooledBuffer {
-		buffers.Put(b)
-	}
-}
+// arbiter's request is a few KB; one past 256 KiB is not kept.
+var buffers = NewBuffers(0, 256<<10)
 
 // ChatStream sends a streamed chat completion, asking for usage, and
 // yields its chunks as they arrive, until the end of the answer. Nothing
