@@ -103,25 +103,28 @@ func hasLineBreak(p []byte) bool {
 
 // Event sends one event named name ("" for none: OpenAI's streams name
 // none) whose data is data.
-func (e *EventWriter) Event(name string, data []byte) error {
+func (e *EventWriter) Event(name string, data []byte) error { return e.event(name, data, true) }
+
+// event sends the event, flushed or held. One line of data, as every
+// event the project names is (JSON), is framed by hand, as
+// Message.WriteTo frames it; anything else goes through go-sse.
+func (e *EventWriter) event(name string, data []byte, flush bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if len(data) > 0 && !hasLineBreak(data) && !strings.ContainsAny(name, "\r\n") {
-		// One line of data, as every event the project names is (JSON):
-		// framed by hand, as Message.WriteTo frames it.
-		e.mu.Lock()
-		defer e.mu.Unlock()
 		b := e.buf[:0]
 		if name != "" {
 			b = append(append(append(b, "event: "...), name...), '\n')
 		}
 		e.buf = append(append(append(b, dataField...), data...), "\n\n"...)
-		return e.sendLocked(true)
+		return e.sendLocked(flush)
 	}
 	var m sse.Message
 	if name != "" {
 		m.Type = sse.Type(name)
 	}
 	m.AppendData(string(data))
-	return e.write(&m)
+	return e.writeLocked(&m, flush)
 }
 
 // Comment sends an SSE comment, which clients ignore and proxies with
@@ -141,12 +144,7 @@ var done = []byte("[DONE]")
 // with whatever else is held: it is for a handler that returns next, whose
 // server then sends the stream's last events and the end of its body in
 // one write instead of two.
-func (e *EventWriter) End() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.buf = append(append(append(e.buf[:0], dataField...), done...), "\n\n"...)
-	return e.sendLocked(false)
-}
+func (e *EventWriter) End() error { return e.event("", done, false) }
 
 // Raw writes bytes that are already SSE frames (a provider's own lines,
 // forwarded) and flushes them.
