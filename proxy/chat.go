@@ -153,23 +153,29 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	}
 	// upstream has read the JSON answer whole and checked it, so that a
 	// malformed 200 became a clear 502 rather than a body the SDK chokes on.
+	w.Header().Set("X-Consortium-Overhead-Ms", strconv.FormatFloat(float64(ri.overhead.Microseconds())/1000, 'f', 3, 64))
+	writeAnswer(w, resp.Data)
+}
+
+// writeAnswer writes a whole JSON answer with status 200 and its length,
+// and flushes it: it leaves now, in the one write it would have had,
+// rather than after the access log and the metrics that run when the
+// handler returns.
+func writeAnswer(w http.ResponseWriter, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(resp.Data)))
-	h.Set("X-Consortium-Overhead-Ms", strconv.FormatFloat(float64(ri.overhead.Microseconds())/1000, 'f', 3, 64))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	w.Write(resp.Data)
-	// The answer is whole and its length said: it leaves now, in the one
-	// write it would have had, rather than after the access log and the
-	// metrics that run when the handler returns.
+	w.Write(body)
 	http.NewResponseController(w).Flush()
 }
 
 // forwardStream copies an SSE body to the client, flushing after every read
 // as httputil.ReverseProxy does for event streams, so each chunk leaves as
 // soon as it arrives (the read that brings the provider's end is sent with
-// the end of the response instead, in the same write). Lines of any length pass, since bytes are copied as
-// they come rather than scanned line by line. A stream that breaks, or that
+// the end of the response instead, in the same write). Lines of any length
+// pass, since bytes are copied as they come rather than scanned line by
+// line. A stream that breaks, or that
 // ends without [DONE] (the provider cut it short; upstream's body fails
 // with ErrNoDone then, and its breaker counts it), is ended with an error
 // event and [DONE], never left hanging or passed on as if complete. model

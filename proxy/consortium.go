@@ -68,13 +68,9 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
 	h.Set("X-Consortium-Run-Id", res.Run.ID)
 	h.Set("X-Consortium-Overhead-Ms", fmt.Sprintf("%.3f", float64(overhead.Microseconds())/1000))
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(body)
-	http.NewResponseController(w).Flush() // as passthrough's JSON answer: now, in one write
+	writeAnswer(w, body)
 }
 
 // answers returns the answer's choices: the synthesis, or with n > 1 (rank)
