@@ -536,7 +536,6 @@ type callBody struct {
 	mu      sync.Mutex
 	reading bool // a Read or WriteTo is in flight
 	closed  bool
-	dropped bool // the hold is dropped
 }
 
 // errCallBodyClosed is a read of a request body its transport closed.
@@ -575,12 +574,12 @@ func (b *callBody) begin() bool {
 	return b.reading
 }
 
-// end ends a read, and drops the hold of a body closed meanwhile.
+// end ends a read, and drops the hold of a body closed meanwhile (Close
+// left it to the read; no read begins after Close).
 func (b *callBody) end() {
 	b.mu.Lock()
 	b.reading = false
-	drop := b.closed && !b.dropped
-	b.dropped = b.dropped || drop
+	drop := b.closed
 	b.mu.Unlock()
 	if drop {
 		b.drop()
@@ -593,7 +592,6 @@ func (b *callBody) Close() error {
 	b.mu.Lock()
 	drop := !b.closed && !b.reading
 	b.closed = true
-	b.dropped = b.dropped || drop
 	b.mu.Unlock()
 	if drop {
 		b.drop()
