@@ -137,7 +137,7 @@ func measureProxy(ctx context.Context, client *http.Client, p *process, o *overh
 }
 
 // medianOf returns the median over rounds of f.
-func medianOf(rs []*bench.Result, f func(*bench.Result) float64) float64 {
+func medianOf[T any](rs []T, f func(T) float64) float64 {
 	v := make([]float64, len(rs))
 	for i, r := range rs {
 		v[i] = f(r)

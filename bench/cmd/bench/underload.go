@@ -22,10 +22,9 @@ import (
 type underLoad struct {
 	clients         int
 	off, on, direct []*bench.Result
-	// The CPU each process spent per run, round by round: the proxy's
-	// with events off (on, it writes more), the fake's and the load
-	// generator's on the direct path and on the proxy's.
-	proxyCPU, fakeCPU, loadCPU, directFakeCPU, directLoadCPU []time.Duration
+	// The CPU each process spent per run, round by round, with events off
+	// (on, the proxy writes more) and on the direct path.
+	offCPU, directCPU []cpuUse
 }
 
 // cpuUse is the CPU time the processes of a measurement have used.
@@ -64,9 +63,10 @@ func measureUnderLoad(ctx context.Context, client *http.Client, loads []*underLo
 			var req *bench.Request
 			var what string
 			var into *[]*bench.Result
+			var cpu *[]cpuUse // nil: not kept
 			switch (k + round) % 3 {
 			case 0:
-				what, into = "events off", &l.off
+				what, into, cpu = "events off", &l.off, &l.offCPU
 				req = proxy.request(true, 0)
 			case 1:
 				what, into = "events on", &l.on
@@ -74,7 +74,7 @@ func measureUnderLoad(ctx context.Context, client *http.Client, loads []*underLo
 				on.hdr = http.Header{eventsHeader: {"true"}}
 				req = on.request(true, 0)
 			default:
-				what, into = "critical path, direct", &l.direct
+				what, into, cpu = "critical path, direct", &l.direct, &l.directCPU
 				req = criticalPath(slow, 3, 0, 0)
 			}
 			bench.Concurrent(ctx, client, req, l.clients, 500*time.Millisecond)
@@ -82,14 +82,8 @@ func measureUnderLoad(ctx context.Context, client *http.Client, loads []*underLo
 			res := bench.Concurrent(ctx, client, req, l.clients, d)
 			use := perRun(before, cpuNow(e), res)
 			*into = append(*into, res)
-			switch into {
-			case &l.off:
-				l.proxyCPU = append(l.proxyCPU, use.proxy)
-				l.fakeCPU = append(l.fakeCPU, use.fake)
-				l.loadCPU = append(l.loadCPU, use.load)
-			case &l.direct:
-				l.directFakeCPU = append(l.directFakeCPU, use.fake)
-				l.directLoadCPU = append(l.directLoadCPU, use.load)
+			if cpu != nil {
+				*cpu = append(*cpu, use)
 			}
 			if res.Errors > 0 {
 				log.Printf("under load, %d clients, %s: %d errors, first: %s", l.clients, what, res.Errors, res.FirstErr)
@@ -169,10 +163,13 @@ func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(s
 	w("([performance.md](performance.md#consortiums-under-load)).\n\n")
 	w("| clients | proxy, events off | fake, via proxy | load generator, via proxy | fake, direct | load generator, direct | proxy's cores |\n")
 	w("|---:|---:|---:|---:|---:|---:|---:|\n")
+	proxy := func(u cpuUse) float64 { return us(u.proxy) }
+	fake := func(u cpuUse) float64 { return us(u.fake) }
+	load := func(u cpuUse) float64 { return us(u.load) }
 	for _, l := range loads {
-		proxy := medianDuration(l.proxyCPU)
-		w("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", l.clients, us(proxy), us(medianDuration(l.fakeCPU)), us(medianDuration(l.loadCPU)),
-			us(medianDuration(l.directFakeCPU)), us(medianDuration(l.directLoadCPU)), proxy.Seconds()*medianOf(l.off, (*bench.Result).Throughput))
+		perRun := medianOf(l.offCPU, proxy)
+		w("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", l.clients, perRun, medianOf(l.offCPU, fake), medianOf(l.offCPU, load),
+			medianOf(l.directCPU, fake), medianOf(l.directCPU, load), perRun/1e6*medianOf(l.off, (*bench.Result).Throughput))
 	}
 	w("\n")
 	for _, f := range firsts {
@@ -181,15 +178,6 @@ func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(s
 	if len(firsts) > 0 {
 		w("\n")
 	}
-}
-
-func medianDuration(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
