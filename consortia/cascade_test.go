@@ -314,3 +314,33 @@ func TestCascadeHoldsAConfidentTier(t *testing.T) {
 		t.Errorf("deltas %q, want the whole answer in one piece", deltas)
 	}
 }
+
+// TestCascadeTierRoundIsNotTheEnd: a tier's run ending is not the
+// cascade's, so only the cascade's own last round event says More (the
+// end follows at once); a receiver holding a tier's would hold it while
+// the next tier runs.
+func TestCascadeTierRoundIsNotTheEnd(t *testing.T) {
+	s := newCascadeSet(t, []string{"quick", "fake/big"}, 0.8)
+	s.fake.Script("q1", answer("q1-answer"))
+	s.fake.Script("qarb", judged("0.4", "QUICK-HELD"))
+	s.fake.Script("big", upstreamtest.Reply{Content: "big answer", Usage: one})
+	req, err := openai.ParseChatRequest([]byte(hello))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var rounds []bool // More of each round event, in order
+	ctx := consortia.WithEvents(context.Background(), func(ev consortia.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ev.Kind == consortia.EventRound {
+			rounds = append(rounds, ev.More)
+		}
+	})
+	if _, err := s.engines["tiered"].Run(ctx, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{false, true}; !slices.Equal(rounds, want) {
+		t.Errorf("round events' More %v, want %v (the tier's, then the cascade's)", rounds, want)
+	}
+}

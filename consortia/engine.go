@@ -210,7 +210,8 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 			}
 		}()
 	}
-	res, err := e.rounds(withStart(ctx, start), req, run, deltas)
+	_, nested := ctx.Value(startKey{}).(time.Time) // a cascade's tier
+	res, err := e.rounds(withStart(ctx, start), req, run, deltas, nested)
 	run.DurationMs = time.Since(start).Milliseconds()
 	run.Usage.CostUSD = e.cfg.Pricing.cost(run)
 	if res != nil {
@@ -222,8 +223,9 @@ func (e *Engine) Run(ctx context.Context, req *openai.ChatRequest, deltas func(s
 	return res, nil
 }
 
-// rounds runs the rounds of run until the strategy decides.
-func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, deltas func(string)) (*Result, error) {
+// rounds runs the rounds of run until the strategy decides. A nested
+// run (a cascade's tier) does not end its caller's run when it ends.
+func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, deltas func(string), nested bool) (*Result, error) {
 	out := newOutput(req, deltas)
 	threads := make([][]openai.Message, len(e.instances))
 	for i, in := range e.instances {
@@ -269,7 +271,7 @@ func (e *Engine) rounds(ctx context.Context, req *openai.ChatRequest, run *Run, 
 			d.outcome.Confidence = run.Confidence
 		}
 		run.Outcome = d.outcome
-		notify(ctx, Event{Kind: EventRound, Confidence: d.outcome.Confidence, Iterate: d.again})
+		notify(ctx, Event{Kind: EventRound, Confidence: d.outcome.Confidence, Iterate: d.again, More: !d.again && !nested})
 		if d.again {
 			threads = nextThreads(threads, answers, d.feedback)
 			continue

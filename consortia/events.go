@@ -34,6 +34,11 @@ type Event struct {
 	// unknown; Iterate whether another round follows.
 	Confidence *float64
 	Iterate    bool
+	// More is set when what comes next is already here: another member's
+	// answer, or (on the last round's event) the end of the run. A
+	// receiver that writes to the network may hold this event and send
+	// it with the next write instead of one of its own.
+	More bool
 }
 
 type eventsKey struct{}

@@ -47,6 +47,9 @@ max_iterations: 2
 					s += ":iterate"
 				}
 			}
+			if ev.More {
+				s += ":more"
+			}
 			got = append(got, s)
 		})
 		req, err := openai.ParseChatRequest([]byte(hello))
@@ -57,10 +60,12 @@ max_iterations: 2
 		if err != nil {
 			t.Fatal(err)
 		}
-		// beta fails at once, alpha after its delay.
+		// beta fails at once, alpha after its delay (so no answer waits
+		// behind another: no member event has More). The last round's
+		// event is followed at once by the run's end.
 		want := []string{
 			"member@1:fake/beta:error", "member@1:fake/alpha:ok", "round@1:iterate",
-			"member@2:fake/beta:error", "member@2:fake/alpha:ok", "round@2",
+			"member@2:fake/beta:error", "member@2:fake/alpha:ok", "round@2:more",
 		}
 		if len(got) != len(want) {
 			t.Fatalf("events %q, want %q", got, want)

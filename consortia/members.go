@@ -46,7 +46,7 @@ func (e *Engine) fanOut(ctx context.Context, req *openai.ChatRequest, threads []
 	ok := 0
 	for range e.instances {
 		i := <-done
-		notify(ctx, Event{Kind: EventMember, Member: &answers[i]})
+		notify(ctx, Event{Kind: EventMember, Member: &answers[i], More: len(done) > 0})
 		if answers[i].Status == StatusOK {
 			ok++
 			if e.cfg.Quorum > 0 && ok == e.cfg.Quorum {

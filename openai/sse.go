@@ -105,6 +105,10 @@ func hasLineBreak(p []byte) bool {
 // none) whose data is data.
 func (e *EventWriter) Event(name string, data []byte) error { return e.event(name, data, true) }
 
+// HoldEvent writes the event as Event does but, like Hold, leaves it for
+// the next flush.
+func (e *EventWriter) HoldEvent(name string, data []byte) error { return e.event(name, data, false) }
+
 // event sends the event, flushed or held. One line of data, as every
 // event the project names is (JSON), is framed by hand, as
 // Message.WriteTo frames it; anything else goes through go-sse.

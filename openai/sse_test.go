@@ -84,6 +84,22 @@ func TestEventWriterHoldsUntilFlushed(t *testing.T) {
 	}
 }
 
+// TestEventWriterHoldEvent: a held named event leaves with the next
+// flush, framed as Event frames it.
+func TestEventWriterHoldEvent(t *testing.T) {
+	rec := &flushRecorder{ResponseRecorder: httptest.NewRecorder()}
+	ew := NewEventWriter(rec)
+	ew.HoldEvent("consortium.member", []byte(`{"a":1}`))
+	if len(rec.flushed) != 0 {
+		t.Fatalf("HoldEvent flushed: %q", rec.flushed)
+	}
+	ew.Event("consortium.member", []byte(`{"a":2}`))
+	want := []string{"event: consortium.member\ndata: {\"a\":1}\n\nevent: consortium.member\ndata: {\"a\":2}\n\n"}
+	if !slices.Equal(rec.flushed, want) {
+		t.Errorf("flushes %q, want %q", rec.flushed, want)
+	}
+}
+
 // TestEventWriterEndLeavesTheFlush: End writes [DONE] after what is held
 // and flushes none of it, for the server to send with the body's end.
 func TestEventWriterEndLeavesTheFlush(t *testing.T) {

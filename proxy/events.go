@@ -76,6 +76,12 @@ func withEvents(ctx context.Context, r *http.Request, ew *openai.EventWriter) co
 		if err != nil {
 			return
 		}
+		// An event the engine says is followed at once leaves with
+		// what follows it, in one write.
+		if ev.More {
+			ew.HoldEvent(name, b)
+			return
+		}
 		ew.Event(name, b)
 	})
 }
