@@ -37,10 +37,16 @@ type Fake struct {
 	// names each label shown once, in the order shown. The reply for each
 	// set of labels is rendered once.
 	Rank bool
+	// Burst, with no TokenInterval, writes a streamed answer whole, in one
+	// write, instead of flushing it frame by frame: the answer of a
+	// provider that had it all at once, for the fake's least work where
+	// what is measured is not a stream's frames (a consortium's calls).
+	Burst bool
 
 	once     sync.Once
 	json     []byte
 	frames   [][]byte
+	burst    []byte   // the frames joined
 	rankings sync.Map // labels joined by " > " -> rendered JSON answer
 }
 
@@ -96,6 +102,7 @@ func (f *Fake) render() {
 	chunk([]openai.ChunkChoice{{FinishReason: &stop}}, nil)
 	chunk([]openai.ChunkChoice{}, usage)
 	frame(func() { ew.Done() })
+	f.burst = bytes.Join(f.frames, nil)
 }
 
 var streamTrue = []byte(`"stream":true`)
@@ -127,6 +134,11 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
+	if f.Burst && f.TokenInterval == 0 {
+		// Left unflushed, it leaves with the end of the body.
+		w.Write(f.burst)
+		return
+	}
 	ew := openai.NewEventWriter(w)
 	for i, frame := range f.frames {
 		if i > 0 && f.TokenInterval > 0 && i < len(f.frames)-2 {

@@ -74,3 +74,33 @@ func TestFakeRanksTheLabelsOfAJudgePrompt(t *testing.T) {
 		t.Errorf("without Rank: %q", got)
 	}
 }
+
+// TestFakeBurstSendsTheSameStream: a Burst fake's stream is the
+// frame-by-frame fake's, byte for byte.
+func TestFakeBurstSendsTheSameStream(t *testing.T) {
+	stream := func(f *Fake) string {
+		srv := httptest.NewServer(f)
+		defer srv.Close()
+		resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Errorf("Content-Type %q", ct)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	frames, burst := stream(&Fake{Chunks: 5}), stream(&Fake{Chunks: 5, Burst: true})
+	if burst != frames {
+		t.Errorf("burst:\n%s\nframe by frame:\n%s", burst, frames)
+	}
+	if !strings.HasSuffix(burst, "data: [DONE]\n\n") || strings.Count(burst, "data: ") != 5+4 {
+		t.Errorf("the stream is not 5 deltas, role, finish, usage and [DONE]:\n%s", burst)
+	}
+}
