@@ -36,7 +36,8 @@ type overhead struct {
 func overheads() []*overhead {
 	return []*overhead{
 		{name: "consortium", strategy: "synthesize", members: "(3 members + arbiter)", model: "council", fanout: 3,
-			about: "3 member instances at once, then the arbiter. The direct critical path is three member calls at once, then the streamed arbiter call."},
+			about: "3 member instances at once, then the arbiter. The direct critical path is three member calls at once, " +
+				"then the streamed arbiter call as the proxy makes it, with the default arbiter prompt over three answers."},
 		{name: "rank", strategy: "rank", members: "(3 members + 2 judges)", model: "ranked", fanout: 3, judges: 2,
 			about: "3 member instances at once, then 2 judges at once (`then: winner`). The direct critical path is three member calls at once, " +
 				"then two judge calls at once, JSON as the proxy makes them, each with the default judge prompt over three answers; " +
@@ -75,36 +76,60 @@ next:
 
 // criticalPath is one measured request made straight to t: fanout JSON
 // calls at once, then judges JSON judge calls at once, or, with no
-// judges, one streamed call.
+// judges, one streamed arbiter call. The later calls are the proxy's:
+// the default prompt showing fanout answers of the fake's.
 func criticalPath(t target, fanout, judges, size int) *bench.Request {
 	req := t.request(false, size)
 	req.Fanout = fanout
 	if judges == 0 {
-		req.Then = t.request(true, size)
+		req.Then = &bench.Request{URL: t.base + "/v1/chat/completions", Body: arbiterBody(t.model, fanout), Header: t.hdr, Stream: true}
 		return req
 	}
 	req.Then = &bench.Request{URL: t.base + "/v1/chat/completions", Body: judgeBody(t.model, fanout), Header: t.hdr, Fanout: judges}
 	return req
 }
 
+// arbiterBody is a synthesize arbiter's request as the proxy sends it,
+// streamed: the default arbiter prompt showing n answers of the fake's, in
+// the one round of the harness's council.
+func arbiterBody(model string, n int) []byte {
+	d := consortia.PromptData{Consortium: "council", Request: bench.Prompt(0), Round: 1, MaxRounds: 1, Threshold: 0.8}
+	var labels []string
+	d.Responses, labels = fakeAnswers(n, 1)
+	d.RankingExample = strings.Join(labels, ", ")
+	return promptBody(consortia.DefaultPrompt, d, map[string]any{
+		"model": model, "stream": true, "stream_options": map[string]bool{"include_usage": true},
+	})
+}
+
 // judgeBody is a judge's request as the proxy sends it: the default judge
 // prompt showing n answers of the fake's (so that the fake answers it
 // with a ranking, as it answers the proxy's judges), at temperature 0.
 func judgeBody(model string, n int) []byte {
-	d := consortia.JudgeData{Consortium: "ranked", Request: "Say something."}
+	d := consortia.JudgeData{Consortium: "ranked", Request: bench.Prompt(0)}
 	var labels []string
+	d.Responses, labels = fakeAnswers(n, 0)
+	d.RankingExample = strings.Join(labels, " > ")
+	return promptBody(consortia.DefaultJudgePrompt, d, map[string]any{"model": model, "temperature": 0})
+}
+
+// fakeAnswers are n answers of the fake's, labelled A, B, ... as the
+// proxy labels them, each of weight (0 for none).
+func fakeAnswers(n int, weight float64) (answers []consortia.Response, labels []string) {
 	for i := range n {
 		l := string(rune('A' + i))
 		labels = append(labels, l)
-		d.Responses = append(d.Responses, consortia.Response{Label: l, Text: bench.FakeContent(0)})
+		answers = append(answers, consortia.Response{Label: l, Text: bench.FakeContent(0), Weight: weight})
 	}
-	d.RankingExample = strings.Join(labels, " > ")
+	return answers, labels
+}
+
+// promptBody is body (a request's fields) with one user message: the
+// prompt tmpl renders from data.
+func promptBody(tmpl string, data any, body map[string]any) []byte {
 	var prompt bytes.Buffer
-	template.Must(template.New("judge").Parse(consortia.DefaultJudgePrompt)).Execute(&prompt, d)
-	body, _ := json.Marshal(map[string]any{
-		"model":       model,
-		"messages":    []map[string]string{{"role": "user", "content": prompt.String()}},
-		"temperature": 0,
-	})
-	return body
+	template.Must(template.New("prompt").Parse(tmpl)).Execute(&prompt, data)
+	body["messages"] = []map[string]string{{"role": "user", "content": prompt.String()}}
+	b, _ := json.Marshal(body)
+	return b
 }

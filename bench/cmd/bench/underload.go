@@ -131,7 +131,7 @@ func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(s
 	w("## Consortium under load\n\n")
 	w("The synthesize consortium above (3 member instances at once, then the arbiter, on the fake that waits 50 ms before each answer), ")
 	w("asked to stream, by N clients at once for %s, through the proxy with named progress events off and on (`X-Consortium-Events: true`), ", d)
-	w("and its critical path straight to the fake (three JSON calls at once, then the streamed arbiter call) in the same rounds; ")
+	w("and its critical path straight to the fake (three JSON calls at once, then the streamed arbiter call with the proxy's prompt) in the same rounds; ")
 	w("the three take turns at going first. At N clients the direct path keeps 3N calls to the fake open at once, the proxy as many. ")
 	w("Added: the proxy's median minus the direct path's, round by round; the table gives the median over %d rounds and, in brackets, ", rounds)
 	w("the lowest and highest round.\n\n")
