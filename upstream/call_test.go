@@ -176,3 +176,37 @@ func TestChunksOwnTheirData(t *testing.T) {
 		}
 	}
 }
+
+// TestBeforeReadOnceTheRequestIsOut: a call under WithBeforeRead calls f
+// once its request is written, while the provider works on it, over
+// either transport: the provider here answers only after f ran.
+func TestBeforeReadOnceTheRequestIsOut(t *testing.T) {
+	for _, tc := range bothTransports() {
+		t.Run(tc.name, func(t *testing.T) {
+			called := make(chan struct{})
+			var once sync.Once
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				select {
+				case <-called:
+				case <-time.After(5 * time.Second):
+					http.Error(w, "f was not called while the request waited", http.StatusTeapot)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+			}))
+			defer srv.Close()
+			p, err := New(Config{Name: "fake", BaseURL: srv.URL, Transport: tc.transport})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeIdle(p)
+			ctx := WithBeforeRead(context.Background(), func() { once.Do(func() { close(called) }) })
+			req := &openai.ChatRequest{Messages: []openai.Message{{Role: "user", Content: openai.TextContent("q")}}}
+			if _, err := p.Chat(ctx, "m", req); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -156,11 +157,15 @@ func RoleOf(ctx context.Context) string {
 
 type beforeReadKey struct{}
 
-// WithBeforeRead returns a context whose calls' streams call f before each
-// read from the provider, which may wait for the network, and when they
-// are closed. A caller that relays what it reads can hold its writes
-// until then (openai.EventWriter.Hold): a burst the provider sent at once
-// goes on in one write, and nothing read waits for the next read.
+// WithBeforeRead returns a context whose calls call f whenever they are
+// about to wait for the provider: once a call's request is written,
+// before its answer; then, for a stream, before each read from the
+// provider, which may wait for the network, and when it is closed. A
+// caller that relays what it reads can hold its writes until then
+// (openai.EventWriter.Hold): a burst the provider sent at once goes on in
+// one write, nothing read waits for the next read, and what the caller
+// had to say before a call leaves while the provider works rather than
+// before the call.
 func WithBeforeRead(ctx context.Context, f func()) context.Context {
 	return context.WithValue(ctx, beforeReadKey{}, f)
 }
@@ -735,6 +740,11 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 		header = p.streamHeader
 	}
 	sent := c.newBody()
+	rctx := ctx
+	beforeRead, _ := ctx.Value(beforeReadKey{}).(func())
+	if beforeRead != nil {
+		rctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { beforeRead() }})
+	}
 	// The request as http.NewRequestWithContext makes it, from the
 	// target parsed once; the transport reads t's URL and never changes
 	// it.
@@ -743,7 +753,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: header, Body: sent, ContentLength: int64(len(c.body)),
 		GetBody: func() (io.ReadCloser, error) { return c.newBody(), nil },
-	}).WithContext(ctx)
+	}).WithContext(rctx)
 	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
 		sent.Close()
@@ -770,7 +780,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	body.limit = p.maxResponse
 	body.p, body.model = p, c.model
 	if c.stream && isEventStream(out.ContentType) {
-		body.beforeRead, _ = ctx.Value(beforeReadKey{}).(func())
+		body.beforeRead = beforeRead
 		if b, ok := resp.Body.(interface{ Buffered() int }); ok {
 			out.Arrived = b.Buffered() > 0
 		}
