@@ -210,3 +210,47 @@ func TestBeforeReadOnceTheRequestIsOut(t *testing.T) {
 		})
 	}
 }
+
+// TestBeforeReadBeforeTheLimitsWait: a call that may wait for its turn
+// under the provider's limits calls f first: here it waits behind
+// another call holding the provider's one slot, which the provider
+// answers only after f ran.
+func TestBeforeReadBeforeTheLimitsWait(t *testing.T) {
+	entered, called := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if n.Add(1) == 1 {
+			close(entered)
+			select {
+			case <-called:
+			case <-time.After(5 * time.Second):
+				http.Error(w, "f was not called while the second call waited for the slot", http.StatusTeapot)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}`)
+	}))
+	defer srv.Close()
+	p, err := New(Config{Name: "fake", BaseURL: srv.URL, MaxConcurrency: 1, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeIdle(p)
+	req := &openai.ChatRequest{Messages: []openai.Message{{Role: "user", Content: openai.TextContent("q")}}}
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.Chat(context.Background(), "m", req)
+		first <- err
+	}()
+	<-entered // the first call holds the one slot
+	ctx := WithBeforeRead(context.Background(), func() { once.Do(func() { close(called) }) })
+	if _, err := p.Chat(ctx, "m", req); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+}

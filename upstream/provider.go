@@ -158,9 +158,11 @@ func RoleOf(ctx context.Context) string {
 type beforeReadKey struct{}
 
 // WithBeforeRead returns a context whose calls call f whenever they are
-// about to wait for the provider: once a call's request is written,
-// before its answer; then, for a stream, before each read from the
-// provider, which may wait for the network, and when it is closed. A
+// about to wait for the provider: before a call's turn under the
+// provider's limits (rpm, max_concurrency), when it has any; once its
+// request is written, before its answer; then, for a stream, before each
+// read from the provider, which may wait for the network, and when it is
+// closed. A
 // caller that relays what it reads can hold its writes until then
 // (openai.EventWriter.Hold): a burst the provider sent at once goes on in
 // one write, nothing read waits for the next read, and what the caller
@@ -707,6 +709,10 @@ func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, mo
 	}
 	if p.gate == nil {
 		return done, nil
+	}
+	// The turn may have to be waited for (WithBeforeRead).
+	if f, _ := ctx.Value(beforeReadKey{}).(func()); f != nil {
+		f()
 	}
 	// The gate learns the first-byte deadline too (ctx carries only the
 	// caller's): a turn that cannot come in time is refused at once with
