@@ -162,7 +162,7 @@ func load(args []string) error {
 	size := fs.Int("size", 0, "prompt bytes")
 	key := fs.String("key", "", "client key sent as a bearer token")
 	events := fs.Bool("events", false, "ask a consortium stream for named progress events (X-Consortium-Events: true)")
-	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed request, as one measured request (a consortium's critical path, straight to a provider); -stream does not apply")
+	critical := fs.Int("critical", 0, "send N JSON requests at once, then one streamed arbiter request (the proxy's default prompt over N answers), as one measured request (a consortium's critical path, straight to a provider); -stream does not apply")
 	judges := fs.Int("judges", 0, "with -critical: then N JSON judge requests at once instead of the streamed one (a rank consortium's critical path; the fake needs -rank)")
 	promptFile := fs.String("prompts", "", "ask the prompts of this `file` (one a line, blank lines skipped), the next one per request, round and round, instead of one prompt again and again")
 	vary := fs.Bool("vary", false, "number each request's prompt (\"… (request 17)\"), so that no two of 10,000 requests are equal")
