@@ -254,3 +254,39 @@ func TestBeforeReadBeforeTheLimitsWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBeforeReadNeverAfterTheCall: net/http's transport says a request is
+// written from its own goroutine, which can be after the call has
+// returned (here the provider answers before the body is all sent); f is
+// not called then: its owner (a stream's handler) may be gone.
+func TestBeforeReadNeverAfterTheCall(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":{"message":"no"}}`, http.StatusBadRequest) // without reading the body
+	}))
+	defer srv.Close()
+	p, err := New(Config{Name: "fake", BaseURL: srv.URL, Transport: NewTransport()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeIdle(p)
+	big := strings.Repeat("x", 16<<20) // more than the socket buffers hold
+	req := &openai.ChatRequest{Messages: []openai.Message{{Role: "user", Content: openai.TextContent(big)}}}
+	// The transport's writer gives up on the body soon after the answer
+	// came, or a little later: a few calls make a late one likely.
+	for range 4 {
+		var returned, late atomic.Bool
+		ctx := WithBeforeRead(context.Background(), func() {
+			if returned.Load() {
+				late.Store(true)
+			}
+		})
+		if _, err := p.Chat(ctx, "m", req); err == nil {
+			t.Fatal("the call succeeded")
+		}
+		returned.Store(true)
+		time.Sleep(100 * time.Millisecond)
+		if late.Load() {
+			t.Fatal("f was called after the call returned")
+		}
+	}
+}

@@ -172,6 +172,35 @@ func WithBeforeRead(ctx context.Context, f func()) context.Context {
 	return context.WithValue(ctx, beforeReadKey{}, f)
 }
 
+// wroteHook calls f (WithBeforeRead's) when the transport says a
+// request is written, until end. net/http's transport says so from its own
+// goroutine, which can be after the round trip has returned (an answer
+// that came before the whole body went): by then f's owner, a stream's
+// handler, may be gone, and f must not touch what it wrote to.
+type wroteHook struct {
+	mu    sync.Mutex
+	f     func()
+	ended bool
+}
+
+func (h *wroteHook) wrote(httptrace.WroteRequestInfo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ended {
+		h.f()
+	}
+}
+
+// end stops the calls of f, once a call in progress has returned.
+func (h *wroteHook) end() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.ended = true
+	h.mu.Unlock()
+}
+
 // Provider calls one upstream provider. It is safe for concurrent use.
 type Provider struct {
 	name        string
@@ -748,8 +777,10 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	sent := c.newBody()
 	rctx := ctx
 	beforeRead, _ := ctx.Value(beforeReadKey{}).(func())
+	var wrote *wroteHook
 	if beforeRead != nil {
-		rctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { beforeRead() }})
+		wrote = &wroteHook{f: beforeRead}
+		rctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: wrote.wrote})
 	}
 	// The request as http.NewRequestWithContext makes it, from the
 	// target parsed once; the transport reads t's URL and never changes
@@ -766,6 +797,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 		return nil, err
 	}
 	resp, err := p.roundTrip(hreq, t) // closes sent, now or once net/http is done with it
+	wrote.end()
 	if err != nil {
 		err = p.wrap(c.model, causeOf(ctx, err))
 		release(err)
