@@ -34,12 +34,10 @@ type Event struct {
 	// unknown; Iterate whether another round follows.
 	Confidence *float64
 	Iterate    bool
-	// More is set when the run goes on at once, without waiting: another
-	// member's answer is in already, the fan-out is over and the strategy
-	// decides next, or (the last round's event) the run ends. A receiver
-	// that writes to the network may hold the event until the run next
-	// waits for a provider (upstream.WithBeforeRead tells when) or ends,
-	// and send it with what it writes then.
+	// More is set when what comes next is already here: another member's
+	// answer, or (on the last round's event) the end of the run. A
+	// receiver that writes to the network may hold this event and send
+	// it with the next write instead of one of its own.
 	More bool
 }
 

@@ -44,11 +44,9 @@ func (e *Engine) fanOut(ctx context.Context, req *openai.ChatRequest, threads []
 		})
 	}
 	ok := 0
-	for k := range e.instances {
+	for range e.instances {
 		i := <-done
-		// The run waits for the next answer unless it is in already, and
-		// after the last it goes on to the strategy without waiting.
-		notify(ctx, Event{Kind: EventMember, Member: &answers[i], More: len(done) > 0 || k == len(e.instances)-1})
+		notify(ctx, Event{Kind: EventMember, Member: &answers[i], More: len(done) > 0})
 		if answers[i].Status == StatusOK {
 			ok++
 			if e.cfg.Quorum > 0 && ok == e.cfg.Quorum {

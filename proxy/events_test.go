@@ -7,9 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/consortium-dev/consortium/internal/app"
 )
 
 // namedStream reads a whole SSE body into its events: name ("" for a data
@@ -122,51 +119,6 @@ func TestProgressEvents(t *testing.T) {
 	if len(names) == 0 {
 		t.Fatal("no frames")
 	}
-}
-
-// TestLastMemberEventLeavesWhileTheArbiterWorks: the last member's event,
-// held while the run goes on to its arbiter, reaches the client once the
-// arbiter's request is out, not with the arbiter's answer. (No keep-alive
-// comment flushes it here: the interval is an hour.)
-func TestLastMemberEventLeavesWhileTheArbiterWorks(t *testing.T) {
-	s := &stratEnv{env: start(t, strategiesYAML, func(o *app.Options) { o.KeepAlive = time.Hour }),
-		gates: map[string]chan struct{}{}, failing: map[string]bool{}}
-	s.says("alpha", "alpha's answer", "arbiter", verdict("0.9", "the synthesis"))
-	release := s.hold(t, "arbiter")
-
-	body := `{"model":"council","stream":true,"messages":[{"role":"user","content":"q"}]}`
-	req, _ := http.NewRequest("POST", s.URL+"/chat/completions", strings.NewReader(body))
-	req.Header.Set("X-Consortium-Events", "true")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	member := make(chan string, 1)
-	go func() {
-		br := bufio.NewReader(resp.Body)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				member <- "the stream ended: " + err.Error()
-				return
-			}
-			if strings.HasPrefix(line, "event: consortium.member") {
-				member <- ""
-				io.Copy(io.Discard, br)
-				return
-			}
-		}
-	}()
-	select {
-	case problem := <-member:
-		if problem != "" {
-			t.Fatal(problem)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no member event while the arbiter was held")
-	}
-	release()
 }
 
 // TestNoProgressEventsOnOtherAPIs: the Responses and Messages APIs'

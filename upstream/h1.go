@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
@@ -301,12 +300,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 // exchange writes req on the connection and reads the head of the answer,
 // past any 1xx interim responses.
 func (c *h1Conn) exchange(req *http.Request) (*http.Response, error) {
-	err := c.writeRequest(req)
-	// As net/http's transport does, tell a trace the request is out.
-	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.WroteRequest != nil {
-		trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
-	}
-	if err != nil {
+	if err := c.writeRequest(req); err != nil {
 		return nil, err
 	}
 	c.limited.n = c.t.maxHeader

@@ -32,7 +32,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -157,48 +156,13 @@ func RoleOf(ctx context.Context) string {
 
 type beforeReadKey struct{}
 
-// WithBeforeRead returns a context whose calls call f whenever they are
-// about to wait for the provider: before a call's turn under the
-// provider's limits (rpm, max_concurrency), when it has any; once its
-// request is written, before its answer; then, for a stream, before each
-// read from the provider, which may wait for the network, and when it is
-// closed. A
-// caller that relays what it reads can hold its writes until then
-// (openai.EventWriter.Hold): a burst the provider sent at once goes on in
-// one write, nothing read waits for the next read, and what the caller
-// had to say before a call leaves while the provider works rather than
-// before the call.
+// WithBeforeRead returns a context whose calls' streams call f before each
+// read from the provider, which may wait for the network, and when they
+// are closed. A caller that relays what it reads can hold its writes
+// until then (openai.EventWriter.Hold): a burst the provider sent at once
+// goes on in one write, and nothing read waits for the next read.
 func WithBeforeRead(ctx context.Context, f func()) context.Context {
 	return context.WithValue(ctx, beforeReadKey{}, f)
-}
-
-// wroteHook calls f (WithBeforeRead's) when the transport says a
-// request is written, until end. net/http's transport says so from its own
-// goroutine, which can be after the round trip has returned (an answer
-// that came before the whole body went): by then f's owner, a stream's
-// handler, may be gone, and f must not touch what it wrote to.
-type wroteHook struct {
-	mu    sync.Mutex
-	f     func()
-	ended bool
-}
-
-func (h *wroteHook) wrote(httptrace.WroteRequestInfo) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.ended {
-		h.f()
-	}
-}
-
-// end stops the calls of f, once a call in progress has returned.
-func (h *wroteHook) end() {
-	if h == nil {
-		return
-	}
-	h.mu.Lock()
-	h.ended = true
-	h.mu.Unlock()
 }
 
 // Provider calls one upstream provider. It is safe for concurrent use.
@@ -739,10 +703,6 @@ func (p *Provider) admit(ctx context.Context, deadline time.Time, b *breaker, mo
 	if p.gate == nil {
 		return done, nil
 	}
-	// The turn may have to be waited for (WithBeforeRead).
-	if f, _ := ctx.Value(beforeReadKey{}).(func()); f != nil {
-		f()
-	}
 	// The gate learns the first-byte deadline too (ctx carries only the
 	// caller's): a turn that cannot come in time is refused at once with
 	// a LimitError, rather than waited for until the timeout.
@@ -775,13 +735,6 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 		header = p.streamHeader
 	}
 	sent := c.newBody()
-	rctx := ctx
-	beforeRead, _ := ctx.Value(beforeReadKey{}).(func())
-	var wrote *wroteHook
-	if beforeRead != nil {
-		wrote = &wroteHook{f: beforeRead}
-		rctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: wrote.wrote})
-	}
 	// The request as http.NewRequestWithContext makes it, from the
 	// target parsed once; the transport reads t's URL and never changes
 	// it.
@@ -790,14 +743,13 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: header, Body: sent, ContentLength: int64(len(c.body)),
 		GetBody: func() (io.ReadCloser, error) { return c.newBody(), nil },
-	}).WithContext(rctx)
+	}).WithContext(ctx)
 	release, err := p.admit(ctx, deadline, b, c.model)
 	if err != nil {
 		sent.Close()
 		return nil, err
 	}
 	resp, err := p.roundTrip(hreq, t) // closes sent, now or once net/http is done with it
-	wrote.end()
 	if err != nil {
 		err = p.wrap(c.model, causeOf(ctx, err))
 		release(err)
@@ -818,7 +770,7 @@ func (p *Provider) try(ctx context.Context, cancel context.CancelCauseFunc, firs
 	body.limit = p.maxResponse
 	body.p, body.model = p, c.model
 	if c.stream && isEventStream(out.ContentType) {
-		body.beforeRead = beforeRead
+		body.beforeRead, _ = ctx.Value(beforeReadKey{}).(func())
 		if b, ok := resp.Body.(interface{ Buffered() int }); ok {
 			out.Arrived = b.Buffered() > 0
 		}
