@@ -77,7 +77,9 @@ func withEvents(ctx context.Context, r *http.Request, ew *openai.EventWriter) co
 			return
 		}
 		// An event the engine says is followed at once leaves with
-		// what follows it, in one write.
+		// what follows it, in one write: another member's event, or,
+		// for the last round's, the stream's end (after the turn is
+		// saved, as the synthesis's last chunks are).
 		if ev.More {
 			ew.HoldEvent(name, b)
 			return
