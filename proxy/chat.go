@@ -153,8 +153,14 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, start time.
 	}
 	// upstream has read the JSON answer whole and checked it, so that a
 	// malformed 200 became a clear 502 rather than a body the SDK chokes on.
-	w.Header().Set("X-Consortium-Overhead-Ms", strconv.FormatFloat(float64(ri.overhead.Microseconds())/1000, 'f', 3, 64))
+	w.Header().Set("X-Consortium-Overhead-Ms", overheadMs(ri.overhead))
 	writeAnswer(w, resp.Data)
+}
+
+// overheadMs is the X-Consortium-Overhead-Ms of an answer: the proxy's
+// own time, in ms to the microsecond.
+func overheadMs(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64)
 }
 
 // writeAnswer writes a whole JSON answer with status 200 and its length,

@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -69,7 +68,7 @@ func (s *Server) consortium(w http.ResponseWriter, r *http.Request, start time.T
 	}
 	h := w.Header()
 	h.Set("X-Consortium-Run-Id", res.Run.ID)
-	h.Set("X-Consortium-Overhead-Ms", fmt.Sprintf("%.3f", float64(overhead.Microseconds())/1000))
+	h.Set("X-Consortium-Overhead-Ms", overheadMs(overhead))
 	writeAnswer(w, body)
 }
 
