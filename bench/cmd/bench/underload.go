@@ -167,9 +167,9 @@ func underLoadMarkdown(loads []*underLoad, rounds int, d time.Duration, w func(s
 	fake := func(u cpuUse) float64 { return us(u.fake) }
 	load := func(u cpuUse) float64 { return us(u.load) }
 	for _, l := range loads {
-		perRun := medianOf(l.offCPU, proxy)
-		w("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", l.clients, perRun, medianOf(l.offCPU, fake), medianOf(l.offCPU, load),
-			medianOf(l.directCPU, fake), medianOf(l.directCPU, load), perRun/1e6*medianOf(l.off, (*bench.Result).Throughput))
+		proxyUs := medianOf(l.offCPU, proxy)
+		w("| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", l.clients, proxyUs, medianOf(l.offCPU, fake), medianOf(l.offCPU, load),
+			medianOf(l.directCPU, fake), medianOf(l.directCPU, load), proxyUs/1e6*medianOf(l.off, (*bench.Result).Throughput))
 	}
 	w("\n")
 	for _, f := range firsts {
